@@ -1,2 +1,21 @@
 //! strparser-style message parsers (see DESIGN.md, crate `parsers`).
+//!
+//! A [`Parser`] finds where the next message of a byte stream ends, from its
+//! header, without copying or allocating. The mux runs one per connection.
+//! [`parser_from_spec`] builds one from a CLI string.
 #![forbid(unsafe_code)]
+
+pub mod contract;
+pub mod http2;
+pub mod lenfield;
+pub mod memcached;
+pub mod mqtt;
+pub mod testing;
+pub mod tls;
+
+pub use contract::{BpfFault, Parse, ParseError, Parser, DEFAULT_MAX};
+pub use http2::Http2;
+pub use lenfield::{Endian, Grpc, LengthField};
+pub use memcached::Memcached;
+pub use mqtt::Mqtt;
+pub use tls::Tls;
