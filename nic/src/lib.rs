@@ -1,1 +1,21 @@
-//! placeholder
+//! The NIC layer of ukcm: pinned memory, frame pools, and batched poll-mode ports.
+//!
+//! - [`region`]: hugepage-backed, locked memory and the pinned-byte budget;
+//! - [`pool`]: fixed-size frame pools and the owned [`Frame`] handle;
+//! - [`port`]: the [`Port`] trait every backend implements;
+//! - backends: [`mem_pair`] (in-process, with fault injection);
+//! - [`smoltcp_device`]: the only module that knows smoltcp, a `phy::Device` over any port.
+//!
+//! All of ukcm's `unsafe` lives in this crate; each block says why it is sound.
+
+pub mod mem_pair;
+pub mod pool;
+pub mod port;
+pub mod region;
+pub mod smoltcp_device;
+
+pub use mem_pair::{mem_pair, FaultConfig, FaultCounts, MemPairConfig, MemPort};
+pub use pool::{Frame, FramePool, FrameRelease, PoolConfig, PoolError, PoolStats, RawFrame};
+pub use port::{CopyMode, Port, PortCaps, PortError, PortStats};
+pub use region::{HugePolicy, MemError, PageKind, PinnedBudget, PinnedRegion, RegionCarver, RegionSlice};
+pub use smoltcp_device::{DeviceStats, PortDevice};
