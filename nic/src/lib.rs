@@ -3,16 +3,22 @@
 //! - [`region`]: hugepage-backed, locked memory and the pinned-byte budget;
 //! - [`pool`]: fixed-size frame pools and the owned [`Frame`] handle;
 //! - [`port`]: the [`Port`] trait every backend implements;
-//! - backends: [`mem_pair`] (in-process, with fault injection);
+//! - backends: [`afxdp`] (AF_XDP sockets), [`tap`] (Linux TAP), [`mem_pair`] (in-process,
+//!   with fault injection), [`pcap`] (replay of a capture, and a recorder around any port);
+//! - [`testnet`]: throwaway namespaces and veths for the privileged tests;
 //! - [`smoltcp_device`]: the only module that knows smoltcp, a `phy::Device` over any port.
 //!
 //! All of ukcm's `unsafe` lives in this crate; each block says why it is sound.
 
+pub mod afxdp;
 pub mod mem_pair;
+pub mod pcap;
 pub mod pool;
 pub mod port;
 pub mod region;
 pub mod smoltcp_device;
+pub mod tap;
+pub mod testnet;
 
 pub use mem_pair::{mem_pair, FaultConfig, FaultCounts, MemPairConfig, MemPort};
 pub use pool::{Frame, FramePool, FrameRelease, PoolConfig, PoolError, PoolStats, RawFrame};

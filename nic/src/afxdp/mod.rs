@@ -1,0 +1,1 @@
+//! AF_XDP port (being built; see the foundation issue).

@@ -1,0 +1,1 @@
+//! pcap replay port and recorder (being built; see the foundation issue).

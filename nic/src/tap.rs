@@ -1,0 +1,1 @@
+//! TAP port (being built; see the foundation issue).
