@@ -1,1 +1,0 @@
-//! pcap replay port and recorder (being built; see the foundation issue).

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The test command: unit, property and in-process tests, and, as root, the privileged
+# integration tests against the Linux kernel in throwaway namespaces.
+#
+#   scripts/test.sh            # everything this machine allows
+#   scripts/test.sh -p ukcm-nic  # extra arguments go to cargo test
+#
+# As root it installs missing system packages, reserves hugepages for the run and gives
+# them back afterwards, sets UKCM_PRIVILEGED=1 (so a privileged test that cannot run fails
+# instead of skipping), and removes every namespace/veth/TAP a dead test left behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -eq 0 ]; then
+  scripts/install-deps.sh
+  export UKCM_PRIVILEGED=1
+  if [ -x scripts/hugepages.sh ]; then
+    scripts/hugepages.sh reserve 256 || echo "test: hugepages unavailable, 4 KiB fallback will be used"
+  fi
+  cleanup() {
+    scripts/cleanup-testnets.sh || true
+    if [ -x scripts/hugepages.sh ]; then scripts/hugepages.sh release || true; fi
+  }
+  trap cleanup EXIT
+  scripts/cleanup-testnets.sh
+else
+  echo "test: not root: privileged integration tests will be skipped (run as root for all)"
+fi
+
+cargo test --workspace "$@"
