@@ -13,6 +13,7 @@ pub mod http2;
 pub mod lenfield;
 pub mod memcached;
 pub mod mqtt;
+pub mod resp;
 pub mod testing;
 pub mod tls;
 
@@ -22,4 +23,5 @@ pub use http2::Http2;
 pub use lenfield::{Endian, Grpc, LengthField};
 pub use memcached::Memcached;
 pub use mqtt::Mqtt;
+pub use resp::Resp;
 pub use tls::Tls;
