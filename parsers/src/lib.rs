@@ -15,6 +15,7 @@ pub mod lenfield;
 pub mod memcached;
 pub mod mqtt;
 pub mod resp;
+pub mod spec;
 pub mod testing;
 pub mod tls;
 
@@ -26,4 +27,5 @@ pub use lenfield::{Endian, Grpc, LengthField};
 pub use memcached::Memcached;
 pub use mqtt::Mqtt;
 pub use resp::Resp;
+pub use spec::{parser_from_spec, SpecError};
 pub use tls::Tls;
