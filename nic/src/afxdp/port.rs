@@ -20,6 +20,8 @@ use crate::Frame;
 
 /// Largest burst handled per call.
 const MAX_BURST: usize = 64;
+/// How long `open` waits for a queue still held by a just-closed socket.
+const BUSY_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 /// Syscalls per `tx_burst` at most: copy mode sends 32 frames per `sendto`.
 const MAX_TX_KICKS: usize = 16;
 
@@ -173,7 +175,15 @@ impl AfXdpPort {
                 comp: CompRing::map(fd, &off.cr, fc_n).map_err(map_err)?,
             }
         };
-        if let Err(e) = sock.bind(dev.ifindex, cfg.queue_id, flags) {
+        // The kernel releases a closed socket's hold on its queue from a workqueue, so a
+        // port reopened right after a drop may briefly find the queue busy: retry a little.
+        let deadline = std::time::Instant::now() + BUSY_QUEUE_WAIT;
+        let mut res = sock.bind(dev.ifindex, cfg.queue_id, flags);
+        while matches!(&res, Err(e) if e.raw_os_error() == Some(libc::EBUSY)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            res = sock.bind(dev.ifindex, cfg.queue_id, flags);
+        }
+        if let Err(e) = res {
             let op = if flags & libc::XDP_ZEROCOPY != 0 { "bind(AF_XDP, zero-copy)" } else { "bind(AF_XDP, copy)" };
             if e.raw_os_error() == Some(libc::EBUSY) {
                 return Err(PortError::Io {
