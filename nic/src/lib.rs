@@ -12,16 +12,20 @@
 
 pub mod afxdp;
 pub mod mem_pair;
+pub mod msg_ring;
 pub mod pcap;
 pub mod pool;
 pub mod port;
 pub mod region;
+pub mod ring_mem;
 pub mod smoltcp_device;
 pub mod tap;
 pub mod testnet;
 
 pub use mem_pair::{mem_pair, FaultConfig, FaultCounts, MemPairConfig, MemPort};
+pub use msg_ring::{ByteRing, RingError, RingView};
 pub use pool::{Frame, FramePool, FrameRelease, PoolConfig, PoolError, PoolStats, RawFrame};
 pub use port::{CopyMode, Port, PortCaps, PortError, PortStats};
 pub use region::{HugePolicy, MemError, PageKind, PinnedBudget, PinnedRegion, RegionCarver, RegionSlice};
+pub use ring_mem::leak_region;
 pub use smoltcp_device::{DeviceStats, PortDevice};

@@ -1,4 +1,26 @@
 //! smoltcp engines over any `ukcm_nic::Port` (see DESIGN.md, crate `stack`).
 //!
-//! Not built yet: the engine, TCP API and pinned socket rings arrive with the stack issue.
+//! - [`Engine`]: one smoltcp `Interface` over one port; TCP listen (real backlog) /
+//!   accept / connect / close / abort with per-connection [`TcpOptions`]; connection
+//!   [`Event`]s and per-connection readiness; bounded `poll()` steps; an
+//!   [`IdleStrategy`]; a [`Clock`] tests can drive ([`ManualClock`]).
+//! - [`rings`]: every socket's rx/tx rings live in pinned memory, are recycled with their
+//!   socket, and are charged to the engine's `PinnedBudget`.
+//! - [`thread`]: an engine on its own thread behind bounded command/event queues
+//!   ([`spawn_engine`], [`EngineHandle`]); the run-to-completion mode is `Engine` itself.
+//!
+//! Per-packet cost does not grow with the number of connections: see [`engine`].
 #![forbid(unsafe_code)]
+
+pub mod classify;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod rings;
+
+pub use classify::FourTuple;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
+pub use engine::{ConnId, ConnInfo, Engine, EngineStats, Event, RefuseReason, StackError};
+pub use rings::{pool_stats, RingPoolStats, SizeClass};
+pub use smoltcp;

@@ -1,0 +1,138 @@
+//! Engine and per-connection configuration.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use smoltcp::time::Duration;
+use smoltcp::wire::{Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
+use ukcm_nic::PinnedBudget;
+
+/// Congestion control of one connection (smoltcp's implementations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// No congestion control (window-limited only).
+    None,
+    /// TCP Reno.
+    Reno,
+    /// CUBIC (RFC 8312), Linux's default.
+    #[default]
+    Cubic,
+}
+
+/// Options of one TCP connection (or of the connections a listener accepts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// Nagle's algorithm (coalesce small segments while data is unacknowledged).
+    pub nagle: bool,
+    /// Delayed-ACK time; `None` acknowledges every segment at once.
+    pub ack_delay: Option<Duration>,
+    /// Congestion control.
+    pub congestion: Congestion,
+    /// Receive ring bytes (rounded up to a power of two, at least 1 KiB). Rings above
+    /// 64 KiB make smoltcp offer window scaling.
+    pub rx_buf: usize,
+    /// Transmit ring bytes (rounded up to a power of two, at least 1 KiB).
+    pub tx_buf: usize,
+    /// RFC 7323 timestamps.
+    pub timestamps: bool,
+    /// Keep-alive probe interval; `None` disables keep-alive.
+    pub keep_alive: Option<Duration>,
+    /// User timeout (RFC 793/5482): the connection is dropped when data stays
+    /// unacknowledged this long; `None` uses smoltcp's retransmission limit only.
+    pub user_timeout: Option<Duration>,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        TcpOptions {
+            nagle: true,
+            ack_delay: Some(Duration::from_millis(10)),
+            congestion: Congestion::Cubic,
+            rx_buf: 64 * 1024,
+            tx_buf: 64 * 1024,
+            timestamps: true,
+            keep_alive: None,
+            user_timeout: None,
+        }
+    }
+}
+
+/// What an engine does when a poll found no work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleStrategy {
+    /// Busy-poll (lowest latency, one core at 100%).
+    Spin,
+    /// Yield the core to other threads, then poll again.
+    Yield,
+    /// Sleep this long (or until the next TCP timer, if sooner).
+    Park(StdDuration),
+    /// Spin `spins` idle polls, then yield for `yields` more, then park.
+    Backoff {
+        /// Idle polls spent spinning.
+        spins: u32,
+        /// Idle polls spent yielding after that.
+        yields: u32,
+        /// Sleep per idle poll after that.
+        park: StdDuration,
+    },
+}
+
+impl Default for IdleStrategy {
+    fn default() -> Self {
+        IdleStrategy::Backoff { spins: 1000, yields: 100, park: StdDuration::from_micros(200) }
+    }
+}
+
+/// Configuration of one engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Our MAC; `None` takes the port's own.
+    pub mac: Option<[u8; 6]>,
+    /// IPv4 address and prefix.
+    pub ipv4: Option<Ipv4Cidr>,
+    /// IPv6 address and prefix.
+    pub ipv6: Option<Ipv6Cidr>,
+    /// IPv4 default gateway.
+    pub gateway_v4: Option<Ipv4Address>,
+    /// IPv6 default gateway.
+    pub gateway_v6: Option<Ipv6Address>,
+    /// IP MTU; `None` takes the port's.
+    pub mtu: Option<usize>,
+    /// Budget the socket rings in use are charged to.
+    pub budget: Arc<PinnedBudget>,
+    /// Options of connections made with [`crate::Engine::connect`] without explicit ones.
+    pub default_tcp: TcpOptions,
+    /// What `run_until` does when idle.
+    pub idle: IdleStrategy,
+    /// Frames taken from the port per poll at most.
+    pub max_frames_per_poll: usize,
+    /// Segments one connection may emit per poll at most (fairness between connections).
+    pub max_segments_per_conn: usize,
+    /// Events kept for the application before new ones are dropped (and counted).
+    pub event_capacity: usize,
+    /// Ephemeral port range for `connect` (inclusive).
+    pub ephemeral_ports: (u16, u16),
+    /// Seed of smoltcp's generator (initial sequence numbers); `None` derives one.
+    pub random_seed: Option<u64>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            mac: None,
+            ipv4: None,
+            ipv6: None,
+            gateway_v4: None,
+            gateway_v6: None,
+            mtu: None,
+            budget: PinnedBudget::unlimited(),
+            default_tcp: TcpOptions::default(),
+            idle: IdleStrategy::default(),
+            max_frames_per_poll: 64,
+            max_segments_per_conn: 32,
+            event_capacity: 65536,
+            ephemeral_ports: (49152, 65535),
+            random_seed: None,
+        }
+    }
+}

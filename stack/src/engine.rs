@@ -1,0 +1,1116 @@
+//! The engine: one smoltcp `Interface` over one `Port`, its TCP connections, and the poll
+//! loop.
+//!
+//! ## Per-packet cost independent of the number of connections
+//!
+//! smoltcp's `Interface::poll` walks every socket of a `SocketSet` for each received
+//! segment (to find the one that accepts it) and again for egress. The engine therefore
+//! gives every TCP socket a `SocketSet` of its own (the limit case of sharding sets by a
+//! hash of the 4-tuple) and does the demultiplexing itself:
+//!
+//! - ingress: the engine reads the 4-tuple from each frame ([`crate::FourTuple`]), finds
+//!   the connection in a hash map and calls `Interface::poll_ingress_single` with that
+//!   connection's one-socket set and a device that yields exactly that frame. SYNs for a
+//!   listening port get a fresh socket (see [`Engine::listen`]); everything else (ARP, NDP,
+//!   ICMP echo, segments for no connection, which smoltcp answers with RST) goes through
+//!   an empty control set.
+//! - egress: only connections with work are polled: those touched this step (a segment
+//!   arrived, the application wrote or read) and those whose smoltcp timer
+//!   (`Interface::poll_at`) is due, kept in a binary heap.
+//!
+//! So a poll costs O(frames + active connections × log(timers)), and idle connections cost
+//! nothing. One exception, rare by construction: when an ARP or NDP frame arrives,
+//! connections waiting on a timer are re-polled once, because one of them may have been
+//! waiting for that neighbour (smoltcp rate-limits neighbour-less sockets per set).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt;
+
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
+use smoltcp::phy::{self, Device, DeviceCapabilities};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, IpListenEndpoint};
+use ukcm_nic::region::BudgetCharge;
+use ukcm_nic::{DeviceStats, Frame, MemError, Port, PortDevice, PortError, PortStats};
+
+use crate::classify::{classify, Class, FourTuple};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
+use crate::rings::{self, SizeClass};
+
+/// A connection of one engine (slot index + generation, so stale ids are detected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    idx: u32,
+    gen: u32,
+}
+
+impl ConnId {
+    /// A dense index, reused after the connection is gone (for per-connection tables).
+    pub fn index(&self) -> usize {
+        self.idx as usize
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}.{}", self.idx, self.gen)
+    }
+}
+
+/// Why the engine turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// The listener already had `backlog` connections in handshake or waiting for `accept`.
+    Backlog,
+    /// The pinned budget could not cover the connection's rings.
+    Budget(MemError),
+    /// Pinned memory for new rings could not be mapped.
+    Memory(MemError),
+}
+
+/// A connection state change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A connection to a listening port completed its handshake; `accept(port)` returns it.
+    Accepted { conn: ConnId, port: u16 },
+    /// An outgoing connection is established.
+    Connected(ConnId),
+    /// The connection ended after both sides closed (or after the application closed it).
+    Closed(ConnId),
+    /// The peer reset the connection (or refused the connect). Its slot is gone.
+    Reset(ConnId),
+    /// The connection timed out (retransmissions, user timeout or keep-alive). Its slot is gone.
+    TimedOut(ConnId),
+    /// An incoming connection was turned away (its SYN dropped, the peer will retry).
+    Refused { port: u16, remote: IpEndpoint, reason: RefuseReason },
+}
+
+/// What went wrong in a call on the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StackError {
+    /// The connection id is not (or no longer) valid.
+    NoSuchConn(ConnId),
+    /// The pinned budget cannot cover the rings.
+    Budget(MemError),
+    /// Pinned memory for rings could not be mapped.
+    Memory(MemError),
+    /// Something already listens on the port.
+    PortInUse(u16),
+    /// Nothing listens on the port.
+    NotListening(u16),
+    /// Every ephemeral port is in use towards that peer.
+    NoEphemeralPort,
+    /// No route or no source address for the peer, or a bad endpoint.
+    Unaddressable,
+    /// The connection is not in a state that allows the call.
+    InvalidState,
+    /// Bad configuration.
+    Config(String),
+    /// The port failed.
+    Port(String),
+}
+
+impl fmt::Display for StackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StackError::NoSuchConn(c) => write!(f, "no such connection {c}"),
+            StackError::Budget(e) => write!(f, "pinned budget: {e}"),
+            StackError::Memory(e) => write!(f, "pinned memory: {e}"),
+            StackError::PortInUse(p) => write!(f, "port {p} in use"),
+            StackError::NotListening(p) => write!(f, "nothing listens on port {p}"),
+            StackError::NoEphemeralPort => write!(f, "no free ephemeral port"),
+            StackError::Unaddressable => write!(f, "unaddressable endpoint"),
+            StackError::InvalidState => write!(f, "invalid connection state"),
+            StackError::Config(s) => write!(f, "bad configuration: {s}"),
+            StackError::Port(s) => write!(f, "port: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for StackError {}
+
+impl From<PortError> for StackError {
+    fn from(e: PortError) -> Self {
+        StackError::Port(e.to_string())
+    }
+}
+
+/// Counters of one engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Polls.
+    pub polls: u64,
+    /// Frames received from the port.
+    pub rx_frames: u64,
+    /// Frames steered to a connection by 4-tuple.
+    pub rx_steered: u64,
+    /// Frames given to the control set (ARP, NDP, ICMP, unknown TCP).
+    pub rx_control: u64,
+    /// Connections accepted (handshake completed on a listener).
+    pub accepted: u64,
+    /// Outgoing connections established.
+    pub connected: u64,
+    /// Connections that ended gracefully.
+    pub closed: u64,
+    /// Connections reset by the peer.
+    pub reset: u64,
+    /// Connections that timed out.
+    pub timed_out: u64,
+    /// SYNs dropped because the listener's backlog was full.
+    pub refused_backlog: u64,
+    /// SYNs dropped / connects refused because the pinned budget was exhausted.
+    pub refused_budget: u64,
+    /// SYNs dropped / connects refused because pinned memory could not be mapped.
+    pub refused_memory: u64,
+    /// Events dropped because the event queue was full.
+    pub events_dropped: u64,
+    /// Connection slots with a socket now (listening handshakes included).
+    pub sockets_in_use: u64,
+    /// Ring bytes charged to the budget now.
+    pub ring_bytes_in_use: u64,
+    /// Connection egress polls.
+    pub egress_polls: u64,
+    /// Timer expiries handled.
+    pub timer_fires: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Passive { port: u16 },
+    Active,
+}
+
+struct Live {
+    handle: SocketHandle,
+    _charge: BudgetCharge,
+    tuple: Option<FourTuple>,
+    role: Role,
+    state: tcp::State,
+    /// Handshake finished and reported (Accepted / Connected).
+    open: bool,
+    /// In a listener's accept queue.
+    queued: bool,
+    user_closed: bool,
+    rst_seen: bool,
+    fin_seen: bool,
+    dirty: bool,
+    ready: bool,
+    timer_at: Option<Instant>,
+    timer_seq: u64,
+    dead: bool,
+}
+
+struct Slot {
+    gen: u32,
+    set: SocketSet<'static>,
+    live: Option<Live>,
+}
+
+#[derive(Debug)]
+struct Listener {
+    backlog: usize,
+    opts: TcpOptions,
+    handshaking: usize,
+    accept_q: VecDeque<ConnId>,
+}
+
+/// Facts about one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// smoltcp's TCP state.
+    pub state: tcp::State,
+    /// Our endpoint.
+    pub local: Option<IpEndpoint>,
+    /// The peer's endpoint.
+    pub remote: Option<IpEndpoint>,
+    /// Bytes waiting to be read.
+    pub recv_queue: usize,
+    /// Bytes waiting to be sent or acknowledged.
+    pub send_queue: usize,
+    /// Receive ring size.
+    pub recv_capacity: usize,
+    /// Transmit ring size.
+    pub send_capacity: usize,
+}
+
+/// A device that yields at most one given frame, and transmits through the port device.
+struct Feed<'d, P: Port> {
+    dev: &'d mut PortDevice<P>,
+    frame: Option<Frame>,
+    mtu: usize,
+}
+
+struct OwnedRx(Frame);
+
+impl phy::RxToken for OwnedRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0.data())
+    }
+}
+
+impl<P: Port> Device for Feed<'_, P> {
+    type RxToken<'a>
+        = OwnedRx
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = <PortDevice<P> as Device>::TxToken<'a>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, ts: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.frame.as_ref()?;
+        // Take a tx token first: without one the frame stays with us for a later poll.
+        let tx = self.dev.transmit(ts)?;
+        let f = self.frame.take()?;
+        Some((OwnedRx(f), tx))
+    }
+
+    fn transmit(&mut self, ts: Instant) -> Option<Self::TxToken<'_>> {
+        self.dev.transmit(ts)
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = self.dev.capabilities();
+        c.max_transmission_unit = self.mtu + 14;
+        c
+    }
+}
+
+/// One engine: a port, a smoltcp interface and its TCP connections. Not `Sync`; one per
+/// thread and NIC queue.
+pub struct Engine<P: Port> {
+    dev: PortDevice<P>,
+    iface: Interface,
+    control: SocketSet<'static>,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    by_tuple: HashMap<FourTuple, u32>,
+    listeners: HashMap<u16, Listener>,
+    clock: Box<dyn Clock>,
+    cfg: EngineConfig,
+    mtu: usize,
+    rx_buf: Vec<Frame>,
+    rx_retry: VecDeque<Frame>,
+    dirty: Vec<u32>,
+    dirty_scratch: Vec<u32>,
+    timers: BinaryHeap<Reverse<(Instant, u32, u64)>>,
+    timer_seq: u64,
+    ready: Vec<ConnId>,
+    events: VecDeque<Event>,
+    stats: EngineStats,
+    next_ephemeral: u16,
+    neighbor_changed: bool,
+    idle_polls: u32,
+}
+
+impl<P: Port> fmt::Debug for Engine<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("port", &self.dev.port().caps().name)
+            .field("mtu", &self.mtu)
+            .field("listeners", &self.listeners.keys().collect::<Vec<_>>())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+fn tsval() -> u32 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let e = EPOCH.get_or_init(std::time::Instant::now);
+    (e.elapsed().as_millis() as u32).wrapping_add(1)
+}
+
+fn apply_options(s: &mut tcp::Socket<'static>, o: &TcpOptions) {
+    s.set_nagle_enabled(o.nagle);
+    s.set_ack_delay(o.ack_delay);
+    s.set_congestion_control(match o.congestion {
+        Congestion::None => tcp::CongestionControl::None,
+        Congestion::Reno => tcp::CongestionControl::Reno,
+        Congestion::Cubic => tcp::CongestionControl::Cubic,
+    });
+    s.set_keep_alive(o.keep_alive);
+    s.set_timeout(o.user_timeout);
+    s.set_tsval_generator(if o.timestamps { Some(tsval) } else { None });
+}
+
+fn seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    t ^ N.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ u64::from(std::process::id())
+}
+
+impl<P: Port> Engine<P> {
+    /// An engine on `port` with the real clock.
+    pub fn new(port: P, cfg: EngineConfig) -> Result<Self, StackError> {
+        Self::with_clock(port, cfg, Box::new(SystemClock::new()))
+    }
+
+    /// An engine on `port` whose time comes from `clock`.
+    pub fn with_clock(port: P, cfg: EngineConfig, clock: Box<dyn Clock>) -> Result<Self, StackError> {
+        let caps = port.caps();
+        let mac = cfg.mac.or(caps.mac).ok_or_else(|| StackError::Config("no MAC: the port has none".into()))?;
+        let mtu = cfg.mtu.unwrap_or(caps.mtu).min(caps.mtu);
+        if mtu < 576 {
+            return Err(StackError::Config(format!("MTU {mtu} below 576")));
+        }
+        if cfg.ipv4.is_none() && cfg.ipv6.is_none() {
+            return Err(StackError::Config("no IP address".into()));
+        }
+        if cfg.ephemeral_ports.0 == 0 || cfg.ephemeral_ports.0 > cfg.ephemeral_ports.1 {
+            return Err(StackError::Config("bad ephemeral port range".into()));
+        }
+        let mut dev = PortDevice::new(port);
+        let mut ic = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+        ic.random_seed = cfg.random_seed.unwrap_or_else(seed);
+        let now = clock.now();
+        let mut iface = Interface::new(ic, &mut Feed { dev: &mut dev, frame: None, mtu }, now);
+        iface.update_ip_addrs(|a| {
+            if let Some(v4) = cfg.ipv4 {
+                let _ = a.push(IpCidr::Ipv4(v4));
+            }
+            if let Some(v6) = cfg.ipv6 {
+                let _ = a.push(IpCidr::Ipv6(v6));
+            }
+        });
+        if let Some(gw) = cfg.gateway_v4 {
+            iface.routes_mut().add_default_ipv4_route(gw).map_err(|_| StackError::Config("route table full".into()))?;
+        }
+        if let Some(gw) = cfg.gateway_v6 {
+            iface.routes_mut().add_default_ipv6_route(gw).map_err(|_| StackError::Config("route table full".into()))?;
+        }
+        let burst = cfg.max_frames_per_poll.max(1);
+        let next_ephemeral = cfg.ephemeral_ports.0
+            + (seed() % (u64::from(cfg.ephemeral_ports.1 - cfg.ephemeral_ports.0) + 1)) as u16;
+        Ok(Engine {
+            dev,
+            iface,
+            control: SocketSet::new(Vec::new()),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            by_tuple: HashMap::new(),
+            listeners: HashMap::new(),
+            clock,
+            mtu,
+            rx_buf: Vec::with_capacity(burst),
+            rx_retry: VecDeque::new(),
+            dirty: Vec::new(),
+            dirty_scratch: Vec::new(),
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            ready: Vec::new(),
+            events: VecDeque::new(),
+            stats: EngineStats::default(),
+            next_ephemeral,
+            neighbor_changed: false,
+            idle_polls: 0,
+            cfg,
+        })
+    }
+
+    // ---------------------------------------------------------------- accessors
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+    /// The IP MTU in use.
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+    /// The current time of the engine's clock.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+    /// The port.
+    pub fn port(&self) -> &P {
+        self.dev.port()
+    }
+    /// The port, mutably.
+    pub fn port_mut(&mut self) -> &mut P {
+        self.dev.port_mut()
+    }
+    /// Port counters.
+    pub fn port_stats(&self) -> PortStats {
+        self.dev.port().stats()
+    }
+    /// smoltcp device adapter counters.
+    pub fn device_stats(&self) -> DeviceStats {
+        self.dev.stats()
+    }
+    /// Engine counters.
+    pub fn stats(&self) -> EngineStats {
+        let mut s = self.stats;
+        s.sockets_in_use = self.slots.iter().filter(|s| s.live.is_some()).count() as u64;
+        s
+    }
+    /// The smoltcp interface (addresses, routes, neighbour cache).
+    pub fn iface_mut(&mut self) -> &mut Interface {
+        &mut self.iface
+    }
+    /// Connections currently open or opening (slots holding a socket).
+    pub fn connection_count(&self) -> usize {
+        self.by_tuple.len()
+    }
+
+    // ---------------------------------------------------------------- events
+
+    /// The next connection event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Takes every queued event.
+    pub fn events(&mut self) -> std::collections::vec_deque::Drain<'_, Event> {
+        self.events.drain(..)
+    }
+
+    /// Connections that had activity (data, room, state change) since the last call, each
+    /// once. Only these need looking at: the engine never makes the application scan.
+    pub fn drain_ready(&mut self, out: &mut Vec<ConnId>) {
+        for c in self.ready.drain(..) {
+            if let Some(l) = self.slots.get_mut(c.idx as usize).filter(|s| s.gen == c.gen).and_then(|s| s.live.as_mut()) {
+                l.ready = false;
+                out.push(c);
+            }
+        }
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= self.cfg.event_capacity {
+            self.stats.events_dropped += 1;
+            tracing::warn!(?e, "engine event queue full, event dropped");
+            return;
+        }
+        self.events.push_back(e);
+    }
+
+    // ---------------------------------------------------------------- TCP API
+
+    /// Listens on `port` (every local address) for up to `backlog` connections in
+    /// handshake or waiting for [`Engine::accept`] at once, with the engine's default options.
+    pub fn listen(&mut self, port: u16, backlog: usize) -> Result<(), StackError> {
+        self.listen_with(port, backlog, self.cfg.default_tcp)
+    }
+
+    /// Like [`Engine::listen`], with the options (ring sizes, …) accepted connections get.
+    ///
+    /// Sockets are made when SYNs arrive, so a listener holds no ring memory while idle;
+    /// up to `backlog` handshakes proceed concurrently; beyond that SYNs are dropped
+    /// (the peer retransmits) and counted, as Linux does when its queues are full.
+    pub fn listen_with(&mut self, port: u16, backlog: usize, opts: TcpOptions) -> Result<(), StackError> {
+        if port == 0 || backlog == 0 {
+            return Err(StackError::Config("listen needs a port and a backlog above zero".into()));
+        }
+        if self.listeners.contains_key(&port) {
+            return Err(StackError::PortInUse(port));
+        }
+        self.listeners.insert(port, Listener { backlog, opts, handshaking: 0, accept_q: VecDeque::new() });
+        Ok(())
+    }
+
+    /// Stops listening on `port`; connections not yet accepted are aborted.
+    pub fn unlisten(&mut self, port: u16) -> Result<(), StackError> {
+        let l = self.listeners.remove(&port).ok_or(StackError::NotListening(port))?;
+        for c in l.accept_q {
+            let _ = self.abort(c);
+        }
+        let pending: Vec<u32> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.live.as_ref().is_some_and(|l| l.role == Role::Passive { port } && !l.open))
+            .map(|(i, _)| i as u32)
+            .collect();
+        for i in pending {
+            let id = ConnId { idx: i, gen: self.slots[i as usize].gen };
+            let _ = self.abort(id);
+        }
+        Ok(())
+    }
+
+    /// The next established connection on `port`, if any.
+    pub fn accept(&mut self, port: u16) -> Option<ConnId> {
+        let l = self.listeners.get_mut(&port)?;
+        let c = l.accept_q.pop_front()?;
+        if let Some(live) = self.slots[c.idx as usize].live.as_mut() {
+            live.queued = false;
+        }
+        Some(c)
+    }
+
+    /// Opens a connection to `remote` with the engine's default options.
+    pub fn connect(&mut self, remote: IpEndpoint) -> Result<ConnId, StackError> {
+        self.connect_with(remote, self.cfg.default_tcp)
+    }
+
+    /// Opens a connection to `remote` from an ephemeral port; [`Event::Connected`] follows
+    /// (or `Reset` / `TimedOut`). Neighbour resolution (ARP/NDP) is smoltcp's.
+    pub fn connect_with(&mut self, remote: IpEndpoint, opts: TcpOptions) -> Result<ConnId, StackError> {
+        if remote.port == 0 || remote.addr.is_unspecified() {
+            return Err(StackError::Unaddressable);
+        }
+        let local_addr = self.iface.get_source_address(&remote.addr).ok_or(StackError::Unaddressable)?;
+        let (lo, hi) = self.cfg.ephemeral_ports;
+        let span = u32::from(hi - lo) + 1;
+        let mut key = None;
+        for _ in 0..span {
+            let p = self.next_ephemeral;
+            self.next_ephemeral = if p >= hi { lo } else { p + 1 };
+            let k = FourTuple { local: IpEndpoint::new(local_addr, p), remote };
+            if !self.listeners.contains_key(&p) && !self.by_tuple.contains_key(&k) {
+                key = Some(k);
+                break;
+            }
+        }
+        let key = key.ok_or(StackError::NoEphemeralPort)?;
+        let idx = self.new_slot(&opts).map_err(|e| match e {
+            RefuseReason::Budget(m) => {
+                self.stats.refused_budget += 1;
+                StackError::Budget(m)
+            }
+            RefuseReason::Memory(m) => {
+                self.stats.refused_memory += 1;
+                StackError::Memory(m)
+            }
+            RefuseReason::Backlog => StackError::InvalidState,
+        })?;
+        let slot = &mut self.slots[idx as usize];
+        let live = slot.live.as_mut().expect("new slot is live");
+        let cx = self.iface.context();
+        let r = slot.set.get_mut::<tcp::Socket<'static>>(live.handle).connect(cx, remote, IpListenEndpoint {
+            addr: Some(local_addr),
+            port: key.local.port,
+        });
+        if r.is_err() {
+            self.release_slot(idx);
+            return Err(StackError::Unaddressable);
+        }
+        live.tuple = Some(key);
+        live.role = Role::Active;
+        live.state = tcp::State::SynSent;
+        self.by_tuple.insert(key, idx);
+        self.mark_dirty(idx);
+        Ok(ConnId { idx, gen: self.slots[idx as usize].gen })
+    }
+
+    /// Closes our sending half (FIN after queued data); the slot is recycled when TCP is
+    /// done with it ([`Event::Closed`]).
+    pub fn close(&mut self, conn: ConnId) -> Result<(), StackError> {
+        let (set, live) = self.live_mut(conn)?;
+        set.get_mut::<tcp::Socket<'static>>(live.handle).close();
+        live.user_closed = true;
+        self.mark_dirty(conn.idx);
+        Ok(())
+    }
+
+    /// Resets the connection (RST) and recycles its slot.
+    pub fn abort(&mut self, conn: ConnId) -> Result<(), StackError> {
+        let (set, live) = self.live_mut(conn)?;
+        set.get_mut::<tcp::Socket<'static>>(live.handle).abort();
+        live.user_closed = true;
+        self.mark_dirty(conn.idx);
+        Ok(())
+    }
+
+    /// Runs `f` on the connection's smoltcp socket: in-place access to its pinned rings
+    /// (`peek`, `recv(|b| …)`, `send_capacity`, `send(|buf| …)`), for zero-copy users.
+    /// The connection is polled for egress afterwards (new data, window updates).
+    pub fn with_tcp<R>(&mut self, conn: ConnId, f: impl FnOnce(&mut tcp::Socket<'static>) -> R) -> Result<R, StackError> {
+        let (set, live) = self.live_mut(conn)?;
+        let r = f(set.get_mut::<tcp::Socket<'static>>(live.handle));
+        self.mark_dirty(conn.idx);
+        Ok(r)
+    }
+
+    /// Copies as much of `data` into the tx ring as fits; returns the bytes taken.
+    pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, StackError> {
+        self.with_tcp(conn, |s| s.send_slice(data))?.map_err(|_| StackError::InvalidState)
+    }
+
+    /// Copies received bytes out of the rx ring; `Ok(0)` when none are there yet, `Err`
+    /// with `InvalidState` once the peer has closed and everything was read.
+    pub fn recv(&mut self, conn: ConnId, out: &mut [u8]) -> Result<usize, StackError> {
+        self.with_tcp(conn, |s| s.recv_slice(out))?.map_err(|_| StackError::InvalidState)
+    }
+
+    /// State and queue sizes of a connection.
+    pub fn info(&self, conn: ConnId) -> Result<ConnInfo, StackError> {
+        let slot = self.slots.get(conn.idx as usize).filter(|s| s.gen == conn.gen).ok_or(StackError::NoSuchConn(conn))?;
+        let live = slot.live.as_ref().filter(|l| !l.dead).ok_or(StackError::NoSuchConn(conn))?;
+        let s = slot.set.get::<tcp::Socket<'static>>(live.handle);
+        Ok(ConnInfo {
+            state: s.state(),
+            local: s.local_endpoint(),
+            remote: s.remote_endpoint(),
+            recv_queue: s.recv_queue(),
+            send_queue: s.send_queue(),
+            recv_capacity: s.recv_capacity(),
+            send_capacity: s.send_capacity(),
+        })
+    }
+
+    fn live_mut(&mut self, conn: ConnId) -> Result<(&mut SocketSet<'static>, &mut Live), StackError> {
+        let slot = self.slots.get_mut(conn.idx as usize).filter(|s| s.gen == conn.gen).ok_or(StackError::NoSuchConn(conn))?;
+        match slot.live.as_mut() {
+            Some(l) if !l.dead => Ok((&mut slot.set, l)),
+            _ => Err(StackError::NoSuchConn(conn)),
+        }
+    }
+
+    // ---------------------------------------------------------------- slots
+
+    fn new_slot(&mut self, opts: &TcpOptions) -> Result<u32, RefuseReason> {
+        let class = SizeClass::new(opts.rx_buf, opts.tx_buf);
+        let charge = self.cfg.budget.reserve(class.bytes() as u64).map_err(RefuseReason::Budget)?;
+        let mut sock = rings::take(class).map_err(RefuseReason::Memory)?;
+        apply_options(&mut sock, opts);
+        let idx = match self.free_slots.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { gen: 0, set: SocketSet::new(Vec::with_capacity(1)), live: None });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[idx as usize];
+        let handle = slot.set.add(sock);
+        self.stats.ring_bytes_in_use += charge.bytes();
+        slot.live = Some(Live {
+            handle,
+            _charge: charge,
+            tuple: None,
+            role: Role::Active,
+            state: tcp::State::Closed,
+            open: false,
+            queued: false,
+            user_closed: false,
+            rst_seen: false,
+            fin_seen: false,
+            dirty: false,
+            ready: false,
+            timer_at: None,
+            timer_seq: 0,
+            dead: false,
+        });
+        Ok(idx)
+    }
+
+    /// Gives the slot's socket back to the pool, refunds the budget, bumps the generation.
+    fn release_slot(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        let Some(live) = slot.live.take() else { return };
+        if let Some(t) = live.tuple {
+            if self.by_tuple.get(&t) == Some(&idx) {
+                self.by_tuple.remove(&t);
+            }
+        }
+        if let Role::Passive { port } = live.role {
+            if let Some(l) = self.listeners.get_mut(&port) {
+                if !live.open {
+                    l.handshaking = l.handshaking.saturating_sub(1);
+                } else if live.queued {
+                    let id = ConnId { idx, gen: slot.gen };
+                    l.accept_q.retain(|c| *c != id);
+                }
+            }
+        }
+        if let smoltcp::socket::Socket::Tcp(s) = slot.set.remove(live.handle) {
+            rings::give(s);
+        }
+        self.stats.ring_bytes_in_use -= live._charge.bytes();
+        slot.gen = slot.gen.wrapping_add(1);
+        self.free_slots.push(idx);
+        // `live` (and its budget charge) drops here.
+    }
+
+    fn mark_dirty(&mut self, idx: u32) {
+        if let Some(l) = self.slots[idx as usize].live.as_mut() {
+            if !l.dirty {
+                l.dirty = true;
+                self.dirty.push(idx);
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if let Some(l) = slot.live.as_mut() {
+            if l.open && !l.ready && !l.dead {
+                l.ready = true;
+                self.ready.push(ConnId { idx, gen: slot.gen });
+            }
+        }
+    }
+
+    /// Looks at the socket's state after smoltcp ran on it: reports transitions, and
+    /// recycles the slot when TCP is finished with it.
+    fn after_activity(&mut self, idx: u32, now: Instant) {
+        let slot = &mut self.slots[idx as usize];
+        let gen = slot.gen;
+        let Some(live) = slot.live.as_mut() else { return };
+        let sock = slot.set.get::<tcp::Socket<'static>>(live.handle);
+        let st = sock.state();
+        let id = ConnId { idx, gen };
+        let old = live.state;
+        if matches!(st, tcp::State::CloseWait | tcp::State::LastAck | tcp::State::TimeWait | tcp::State::Closing | tcp::State::FinWait1 | tcp::State::FinWait2) {
+            live.fin_seen = true;
+        }
+        let mut event = None;
+        if st != old {
+            live.state = st;
+            match (live.role, st) {
+                (Role::Passive { port }, tcp::State::Established | tcp::State::CloseWait) if !live.open => {
+                    live.open = true;
+                    live.queued = true;
+                    if let Some(l) = self.listeners.get_mut(&port) {
+                        l.handshaking = l.handshaking.saturating_sub(1);
+                        l.accept_q.push_back(id);
+                    }
+                    self.stats.accepted += 1;
+                    event = Some(Event::Accepted { conn: id, port });
+                }
+                (Role::Passive { .. }, tcp::State::Listen) if !live.open => {
+                    // RST during the handshake: smoltcp went back to LISTEN; drop it.
+                    live.dead = true;
+                }
+                (Role::Active, tcp::State::Established | tcp::State::CloseWait) if !live.open => {
+                    live.open = true;
+                    self.stats.connected += 1;
+                    event = Some(Event::Connected(id));
+                }
+                _ => {}
+            }
+        }
+        if st == tcp::State::Closed {
+            live.dead = true;
+        }
+        if live.dead {
+            // Recycle once smoltcp has nothing left to send for it (e.g. the RST of abort).
+            let pending = self.iface.poll_at(now, &slot.set).is_some();
+            if !pending || live.state == tcp::State::Listen {
+                let reported = live.open || live.role == Role::Active;
+                if reported && event.is_none() {
+                    event = Some(if live.user_closed || live.fin_seen && !live.rst_seen {
+                        self.stats.closed += 1;
+                        Event::Closed(id)
+                    } else if live.rst_seen {
+                        self.stats.reset += 1;
+                        Event::Reset(id)
+                    } else {
+                        self.stats.timed_out += 1;
+                        Event::TimedOut(id)
+                    });
+                }
+                self.release_slot(idx);
+            } else {
+                self.mark_dirty(idx);
+            }
+        } else {
+            self.mark_ready(idx);
+        }
+        if let Some(e) = event {
+            self.push_event(e);
+        }
+    }
+
+    // ---------------------------------------------------------------- polling
+
+    /// One bounded step: rx burst → smoltcp → timers → tx burst. Returns whether anything
+    /// happened (frames moved, events produced).
+    pub fn poll(&mut self) -> Result<bool, StackError> {
+        let now = self.clock.now();
+        self.stats.polls += 1;
+        let events_before = self.events.len();
+        let mut work = false;
+
+        // 1. ingress, at most max_frames_per_poll frames
+        let max = self.cfg.max_frames_per_poll.max(1);
+        let mut frames = std::mem::take(&mut self.rx_buf);
+        let mut budget = max;
+        while budget > 0 {
+            let Some(f) = self.rx_retry.pop_front() else { break };
+            budget -= 1;
+            if let Err(f) = self.ingress(now, f) {
+                self.rx_retry.push_front(f);
+                budget = 0;
+            }
+        }
+        if budget > 0 && self.rx_retry.is_empty() {
+            let got = self.dev.port_mut().rx_burst(&mut frames, budget);
+            if let Err(e) = got {
+                self.rx_buf = frames;
+                return Err(e.into());
+            }
+            self.stats.rx_frames += frames.len() as u64;
+            let mut it = frames.drain(..);
+            for f in it.by_ref() {
+                work = true;
+                if let Err(f) = self.ingress(now, f) {
+                    self.rx_retry.push_back(f);
+                    break;
+                }
+            }
+            self.rx_retry.extend(it);
+        }
+        self.rx_buf = frames;
+
+        if std::mem::take(&mut self.neighbor_changed) {
+            let waiting: Vec<u32> = self.timers.iter().map(|Reverse((_, i, _))| *i).collect();
+            for i in waiting {
+                self.mark_dirty(i);
+            }
+        }
+
+        // 2. timers
+        while let Some(Reverse((at, idx, seq))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(l) = self.slots[idx as usize].live.as_mut() {
+                if l.timer_seq == seq {
+                    l.timer_at = None;
+                    self.stats.timer_fires += 1;
+                    self.mark_dirty(idx);
+                }
+            }
+        }
+
+        // 3. egress for connections with work
+        let spare = std::mem::take(&mut self.dirty_scratch);
+        let mut list = std::mem::replace(&mut self.dirty, spare);
+        let tx_before = self.dev.stats().tx_frames;
+        let burst = self.dev.port().caps().max_burst.max(1);
+        for &idx in &list {
+            if let Some(l) = self.slots[idx as usize].live.as_mut() {
+                l.dirty = false;
+            } else {
+                continue;
+            }
+            self.egress(now, idx, burst)?;
+        }
+        list.clear();
+        self.dirty_scratch = list;
+        if self.dev.stats().tx_frames != tx_before {
+            work = true;
+        }
+
+        // 4. tx burst
+        if self.dev.tx_pending() > 0 {
+            self.dev.flush()?;
+            work = true;
+        }
+        if let Some(e) = self.dev.take_error() {
+            return Err(e.into());
+        }
+        Ok(work || self.events.len() != events_before)
+    }
+
+    fn egress(&mut self, now: Instant, idx: u32, burst: usize) -> Result<(), StackError> {
+        self.stats.egress_polls += 1;
+        let max = self.cfg.max_segments_per_conn.max(1);
+        let mtu = self.mtu;
+        for _ in 0..max {
+            if self.dev.tx_pending() >= burst {
+                self.dev.flush()?;
+            }
+            let slot = &mut self.slots[idx as usize];
+            let r = self.iface.poll_egress(now, &mut Feed { dev: &mut self.dev, frame: None, mtu }, &mut slot.set);
+            if r == PollResult::None {
+                break;
+            }
+        }
+        self.after_activity(idx, now);
+        // schedule the next visit
+        let slot = &mut self.slots[idx as usize];
+        let Some(live) = slot.live.as_mut() else { return Ok(()) };
+        match self.iface.poll_at(now, &slot.set) {
+            None => {}
+            Some(t) if t <= now => {
+                // more to send than this poll's share, or the device is full: next poll
+                if !live.dirty {
+                    live.dirty = true;
+                    self.dirty.push(idx);
+                }
+            }
+            Some(t) => {
+                if live.timer_at != Some(t) {
+                    self.timer_seq += 1;
+                    live.timer_at = Some(t);
+                    live.timer_seq = self.timer_seq;
+                    self.timers.push(Reverse((t, idx, self.timer_seq)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Steers one frame. `Err(frame)` if smoltcp could not take it now (no tx room).
+    fn ingress(&mut self, now: Instant, frame: Frame) -> Result<(), Frame> {
+        let mtu = self.mtu;
+        let class = classify(frame.data());
+        let target = match class {
+            Class::Tcp { key, syn, ack, rst } => match self.by_tuple.get(&key).copied() {
+                Some(idx) => {
+                    if rst {
+                        if let Some(l) = self.slots[idx as usize].live.as_mut() {
+                            l.rst_seen = true;
+                        }
+                    }
+                    Some(idx)
+                }
+                None if syn && !ack && !rst && self.listeners.contains_key(&key.local.port) && self.iface.has_ip_addr(key.local.addr) => {
+                    match self.passive_open(key) {
+                        Ok(idx) => Some(idx),
+                        Err(reason) => {
+                            match reason {
+                                RefuseReason::Backlog => self.stats.refused_backlog += 1,
+                                RefuseReason::Budget(_) => self.stats.refused_budget += 1,
+                                RefuseReason::Memory(_) => self.stats.refused_memory += 1,
+                            }
+                            self.push_event(Event::Refused { port: key.local.port, remote: key.remote, reason });
+                            return Ok(()); // SYN dropped; the frame returns to its pool
+                        }
+                    }
+                }
+                None => None,
+            },
+            Class::Neighbor => {
+                self.neighbor_changed = true;
+                None
+            }
+            Class::Other => None,
+        };
+        let mut feed = Feed { dev: &mut self.dev, frame: Some(frame), mtu };
+        match target {
+            Some(idx) => {
+                self.stats.rx_steered += 1;
+                let set = &mut self.slots[idx as usize].set;
+                let r = self.iface.poll_ingress_single(now, &mut feed, set);
+                if r == PollIngressSingleResult::None {
+                    if let Some(f) = feed.frame.take() {
+                        return Err(f);
+                    }
+                }
+                drop(feed);
+                self.after_ingress_passive(idx);
+                self.mark_dirty(idx);
+                self.after_activity(idx, now);
+            }
+            None => {
+                self.stats.rx_control += 1;
+                let r = self.iface.poll_ingress_single(now, &mut feed, &mut self.control);
+                if r == PollIngressSingleResult::None {
+                    if let Some(f) = feed.frame.take() {
+                        return Err(f);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn after_ingress_passive(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if let Some(live) = slot.live.as_mut() {
+            if live.state == tcp::State::Listen {
+                let st = slot.set.get::<tcp::Socket<'static>>(live.handle).state();
+                if st == tcp::State::Listen {
+                    // smoltcp did not take the SYN (bad segment): nothing to keep
+                    live.dead = true;
+                }
+            }
+        }
+    }
+
+    fn passive_open(&mut self, key: FourTuple) -> Result<u32, RefuseReason> {
+        let port = key.local.port;
+        let l = self.listeners.get(&port).expect("checked by caller");
+        if l.handshaking + l.accept_q.len() >= l.backlog {
+            return Err(RefuseReason::Backlog);
+        }
+        let opts = l.opts;
+        let idx = self.new_slot(&opts)?;
+        let slot = &mut self.slots[idx as usize];
+        let live = slot.live.as_mut().expect("new slot is live");
+        slot.set
+            .get_mut::<tcp::Socket<'static>>(live.handle)
+            .listen(IpListenEndpoint { addr: Some(key.local.addr), port })
+            .expect("closed socket, nonzero port");
+        live.role = Role::Passive { port };
+        live.state = tcp::State::Listen;
+        live.tuple = Some(key);
+        self.by_tuple.insert(key, idx);
+        self.listeners.get_mut(&port).expect("checked").handshaking += 1;
+        Ok(idx)
+    }
+
+    /// When the engine next needs polling if no frame arrives (`None`: only on ingress).
+    pub fn poll_at(&self) -> Option<Instant> {
+        if !self.dirty.is_empty() || !self.rx_retry.is_empty() || self.dev.tx_pending() > 0 {
+            return Some(self.clock.now());
+        }
+        self.timers.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// Polls until `done(self)` returns true, idling per the configured strategy when a
+    /// poll found nothing to do. `done` runs after every poll (run-to-completion: handle
+    /// data inline there).
+    pub fn run_until(&mut self, mut done: impl FnMut(&mut Self) -> bool) -> Result<(), StackError> {
+        loop {
+            let worked = self.poll()?;
+            if done(self) {
+                return Ok(());
+            }
+            if worked {
+                self.idle_polls = 0;
+            } else {
+                self.idle();
+            }
+        }
+    }
+
+    /// One idle step of the configured strategy (called by `run_until`).
+    pub fn idle(&mut self) {
+        self.idle_polls = self.idle_polls.saturating_add(1);
+        let park = |d: std::time::Duration, next: Option<Instant>, now: Instant| {
+            let d = match next {
+                Some(t) if t > now => d.min(std::time::Duration::from_micros((t - now).total_micros())),
+                Some(_) => return,
+                None => d,
+            };
+            std::thread::sleep(d);
+        };
+        match self.cfg.idle {
+            IdleStrategy::Spin => std::hint::spin_loop(),
+            IdleStrategy::Yield => std::thread::yield_now(),
+            IdleStrategy::Park(d) => park(d, self.poll_at(), self.clock.now()),
+            IdleStrategy::Backoff { spins, yields, park: d } => {
+                if self.idle_polls <= spins {
+                    std::hint::spin_loop();
+                } else if self.idle_polls <= spins.saturating_add(yields) {
+                    std::thread::yield_now();
+                } else {
+                    park(d, self.poll_at(), self.clock.now());
+                }
+            }
+        }
+    }
+
+    fn shutdown_slots(&mut self) {
+        for i in 0..self.slots.len() as u32 {
+            self.release_slot(i);
+        }
+        self.by_tuple.clear();
+    }
+}
+
+impl<P: Port> Drop for Engine<P> {
+    fn drop(&mut self) {
+        self.shutdown_slots();
+    }
+}
