@@ -244,6 +244,13 @@ fn ten_thousand_datagrams_sent_by_ukcm_reach_the_kernel() {
         .in_peer(move || {
             let s = UdpSocket::bind((ip, PORT)).unwrap();
             bind_to_device(s.as_raw_fd(), &dev).unwrap();
+            // Room for the whole window even at a small datagram's full skb truesize.
+            let size: libc::c_int = 8 << 20;
+            // SAFETY: setsockopt with a c_int value of the right length on a live socket.
+            let rc = unsafe {
+                libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&size as *const libc::c_int).cast(), 4)
+            };
+            assert_eq!(rc, 0, "SO_RCVBUFFORCE");
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             s
         })
@@ -292,7 +299,9 @@ fn ten_thousand_datagrams_sent_by_ukcm_reach_the_kernel() {
             port.rx_burst(&mut sink, 64).unwrap();
         }
         let (distinct, dups) = counter.join().unwrap();
-        assert_eq!((distinct, dups), (TOTAL, 0), "every datagram exactly once");
+        let snmp = net.peer_cmd(&["cat", "/proc/net/snmp"]).unwrap_or_default();
+        let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+        assert_eq!((distinct, dups), (TOTAL, 0), "every datagram exactly once; peer {udp:?}, port {:?}", port.stats());
     });
     let st = port.stats();
     assert_eq!(st.tx_frames, TOTAL as u64, "{st:?}");
