@@ -195,7 +195,11 @@ impl TapPort {
 
     /// Opens `cfg.queues` queues of a TAP (multi-queue when more than one), one port per
     /// queue fd, each with its own pool from `budget`.
-    pub fn open_queues(cfg: &TapConfig, budget: &Arc<PinnedBudget>, huge: HugePolicy) -> Result<Vec<TapPort>, PortError> {
+    pub fn open_queues(
+        cfg: &TapConfig,
+        budget: &Arc<PinnedBudget>,
+        huge: HugePolicy,
+    ) -> Result<Vec<TapPort>, PortError> {
         if let Some(why) = bad_name(&cfg.name) {
             return Err(PortError::Unsupported(format!("bad TAP interface name {:?}: {why}", cfg.name)));
         }
@@ -377,13 +381,13 @@ mod tests {
         for name in ["a-name-that-is-too-long", "a/b", "a b", "eth0:1", ".."] {
             let cfg = TapConfig { name: name.into(), ..small() };
             let err = TapPort::open(&cfg, &PinnedBudget::unlimited(), HugePolicy::Never).unwrap_err();
-            assert!(
-                matches!(&err, PortError::Unsupported(m) if m.contains("bad TAP interface name")),
-                "{name}: {err}"
-            );
+            assert!(matches!(&err, PortError::Unsupported(m) if m.contains("bad TAP interface name")), "{name}: {err}");
         }
         let cfg = TapConfig { queues: 2, ..small() };
-        assert!(matches!(TapPort::open(&cfg, &PinnedBudget::unlimited(), HugePolicy::Never), Err(PortError::Unsupported(_))));
+        assert!(matches!(
+            TapPort::open(&cfg, &PinnedBudget::unlimited(), HugePolicy::Never),
+            Err(PortError::Unsupported(_))
+        ));
     }
 
     #[test]

@@ -253,7 +253,9 @@ fn tshark_decodes_a_recorded_smoltcp_ping() {
     for seq in 1..=3 {
         for ty in [8, 0] {
             assert!(
-                icmp.iter().any(|l| l.split('\t').nth(1) == Some(&ty.to_string()) && l.split('\t').nth(2) == Some(&seq.to_string())),
+                icmp.iter()
+                    .any(|l| l.split('\t').nth(1) == Some(&ty.to_string())
+                        && l.split('\t').nth(2) == Some(&seq.to_string())),
                 "ICMP type {ty} seq {seq} decoded:\n{stdout}"
             );
         }

@@ -142,8 +142,19 @@ fn hundred_thousand_udp_datagrams_arrive_exactly() {
     let (mut port, net) = TapNs::new(1024).unwrap();
     let mac = UKCM_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     // A permanent neighbour entry: the kernel sends without asking ARP, nothing answers it.
-    net.exec(&["ip", "neigh", "replace", &net.ukcm_ip.to_string(), "lladdr", &mac, "dev", &net.tap, "nud", "permanent"])
-        .unwrap();
+    net.exec(&[
+        "ip",
+        "neigh",
+        "replace",
+        &net.ukcm_ip.to_string(),
+        "lladdr",
+        &mac,
+        "dev",
+        &net.tap,
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
 
     let received = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));

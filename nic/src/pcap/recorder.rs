@@ -104,7 +104,14 @@ impl<P: Port> PcapRecorder<P> {
             op: "write pcap header",
             err: io::Error::other(format!("{}: {e}", path.display())),
         })?;
-        Ok(PcapRecorder { inner, sink: Some(Sink { path, w }), error: None, scratch: Vec::new(), lens: Vec::new(), stats: RecorderStats::default() })
+        Ok(PcapRecorder {
+            inner,
+            sink: Some(Sink { path, w }),
+            error: None,
+            scratch: Vec::new(),
+            lens: Vec::new(),
+            stats: RecorderStats::default(),
+        })
     }
 
     /// Records to `$UKCM_PCAP_DIR/<name>.pcap` if that variable is set (the directory is
@@ -120,7 +127,9 @@ impl<P: Port> PcapRecorder<P> {
                 })?;
                 let file: String = name.chars().map(|c| if c == '/' || c == '\0' { '_' } else { c }).collect();
                 let rec = Self::create(inner, dir.join(format!("{file}.pcap")))?;
-                tracing::info!(path = %rec.path().map(Path::display).map(|d| d.to_string()).unwrap_or_default(), "recording frames to pcap");
+                if let Some(p) = rec.path() {
+                    tracing::info!(path = %p.display(), "recording frames to pcap");
+                }
                 Ok(rec)
             }
             _ => Ok(Self::passthrough(inner)),
@@ -129,7 +138,14 @@ impl<P: Port> PcapRecorder<P> {
 
     /// A recorder that records nothing.
     pub fn passthrough(inner: P) -> Self {
-        PcapRecorder { inner, sink: None, error: None, scratch: Vec::new(), lens: Vec::new(), stats: RecorderStats::default() }
+        PcapRecorder {
+            inner,
+            sink: None,
+            error: None,
+            scratch: Vec::new(),
+            lens: Vec::new(),
+            stats: RecorderStats::default(),
+        }
     }
 
     /// Whether frames are being written to a file.
@@ -209,8 +225,8 @@ impl<P: Port> Port for PcapRecorder<P> {
         let r = self.inner.rx_burst(out, max);
         if self.sink.is_some() && out.len() > start {
             let at = now();
-            for i in start..out.len() {
-                if self.record(out[i].data(), at) {
+            for f in &out[start..] {
+                if self.record(f.data(), at) {
                     self.stats.rx_recorded += 1;
                 }
             }

@@ -146,7 +146,8 @@ impl PcapReplayPort {
         })?;
         let file = File::open(&path).map_err(io_err)?;
         let src = if u32::from_be_bytes(magic) == PCAPNG_MAGIC {
-            let reader = PcapNgReader::new(file).map_err(|e| bad(format!("bad pcapng section header: {}", describe(&e))))?;
+            let reader =
+                PcapNgReader::new(file).map_err(|e| bad(format!("bad pcapng section header: {}", describe(&e))))?;
             Source::Ng { reader, ifaces: Vec::new() }
         } else if PCAP_MAGICS.contains(&u32::from_be_bytes(magic)) {
             let reader = PcapReader::new(file).map_err(|e| bad(format!("bad pcap file header: {}", describe(&e))))?;
@@ -221,7 +222,10 @@ impl PcapReplayPort {
                 // original length exceeds the snap length, which real captures have.
                 let raw = r.map_err(|e| record_error(n, &e))?;
                 if raw.incl_len > raw.orig_len {
-                    return Err(format!("record {n}: captured length {} > original length {}", raw.incl_len, raw.orig_len));
+                    return Err(format!(
+                        "record {n}: captured length {} > original length {}",
+                        raw.incl_len, raw.orig_len
+                    ));
                 }
                 let nanos = match ts {
                     TsResolution::MicroSecond => raw.ts_frac as u64 * 1000,
