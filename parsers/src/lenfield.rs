@@ -127,19 +127,31 @@ impl LengthField {
         self.offset + self.width
     }
 
-    /// Read the raw field from a buffer holding at least the header.
+    /// Read the raw field, sign-extended if signed, from a buffer holding at
+    /// least the header. Fixed-size reads per width so the common cases
+    /// compile to one load and a byte swap.
     #[inline(always)]
     fn field(&self, h: &[u8]) -> i128 {
-        let mut b = [0u8; 8];
-        let raw = &h[self.offset..self.offset + self.width];
-        let v = match self.endian {
-            Endian::Big => {
-                b[8 - self.width..].copy_from_slice(raw);
-                u64::from_be_bytes(b)
+        let o = self.offset;
+        let big = self.endian == Endian::Big;
+        let v = match self.width {
+            1 => h[o] as u64,
+            2 => {
+                let b = [h[o], h[o + 1]];
+                (if big { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) }) as u64
             }
-            Endian::Little => {
-                b[..self.width].copy_from_slice(raw);
-                u64::from_le_bytes(b)
+            3 => {
+                let (a, b, c) = (h[o] as u64, h[o + 1] as u64, h[o + 2] as u64);
+                if big { a << 16 | b << 8 | c } else { c << 16 | b << 8 | a }
+            }
+            4 => {
+                let b = [h[o], h[o + 1], h[o + 2], h[o + 3]];
+                (if big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }) as u64
+            }
+            _ => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&h[o..o + 8]);
+                if big { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) }
             }
         };
         if self.signed {

@@ -104,6 +104,21 @@ pub fn concat(msgs: &[Vec<u8>]) -> (Vec<u8>, Vec<usize>) {
     (stream, lens)
 }
 
+/// For fuzz targets: delineate `bytes` whole and in pieces (cut points taken
+/// from the bytes themselves) and, where both succeed, demand the same
+/// boundaries. Panics on a contract violation or a disagreement.
+pub fn fuzz_splits<P: Parser + ?Sized>(parser: &mut P, bytes: &[u8]) {
+    let whole = split_stream(parser, bytes);
+    let cuts: Vec<usize> = bytes.iter().step_by(7).map(|&b| b as usize * 3).collect();
+    let chunked = split_chunks(parser, bytes, &cuts);
+    if let (Ok(a), Ok(b)) = (&whole, &chunked) {
+        assert_eq!(a, b, "{}: whole vs chunked at {cuts:?}", parser.name());
+    }
+    if let Ok(a) = &whole {
+        assert!(a.iter().sum::<usize>() <= bytes.len());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
