@@ -248,15 +248,14 @@ impl XdpQueue {
     pub fn acquire(ifname: &str, ifindex: u32, queue: u32, slots: u32, want: XdpMode) -> Result<Self, PortError> {
         let mut reg = registry();
         let map = reg.get_or_insert_with(HashMap::new);
-        if !map.contains_key(&ifindex) {
-            let a = Attachment::create(ifname, ifindex, slots, want)?;
-            map.insert(ifindex, a);
-        }
-        let a = map.get_mut(&ifindex).expect("inserted above");
-        let fits = match (want, a.mode) {
-            (XdpMode::Auto, _) | (XdpMode::Native, Attached::Native) | (XdpMode::Generic, Attached::Generic) => true,
-            _ => false,
+        let a = match map.entry(ifindex) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Attachment::create(ifname, ifindex, slots, want)?),
         };
+        let fits = matches!(
+            (want, a.mode),
+            (XdpMode::Auto, _) | (XdpMode::Native, Attached::Native) | (XdpMode::Generic, Attached::Generic)
+        );
         if !fits || queue >= a.slots {
             let why = if fits {
                 format!("queue {queue} out of range: {ifname} has {} rx queues", a.slots)
