@@ -415,3 +415,72 @@ fn program_detaches_on_drop_and_errors_name_the_problem() {
     drop(g);
     assert!(!has_xdp(&link_details(&net.host_if)));
 }
+
+#[test]
+fn busy_poll_without_need_wakeup_moves_traffic_and_copies_foreign_frames() {
+    if !privileged_or_skip("busy_poll_without_need_wakeup_moves_traffic_and_copies_foreign_frames") {
+        return;
+    }
+    const N: u32 = 100;
+    const PORT: u16 = 40_216;
+    let net = TestNet::new("xdp", &TestNetOptions::default()).unwrap();
+    let cfg = AfXdpConfig { need_wakeup: false, busy_poll: true, ..config(&net, 0, 512) };
+    let mut port = open(&cfg);
+    let pool = port.tx_pool().clone();
+
+    // rx: N datagrams from the peer.
+    static_neighbour(&net);
+    let sock = net.peer_udp_socket().unwrap();
+    let mut payload = [0u8; 64];
+    payload[..4].copy_from_slice(MAGIC);
+    for seq in 0..N {
+        payload[4..8].copy_from_slice(&seq.to_be_bytes());
+        sock.send_to(&payload, (net.ukcm_ip, PORT)).unwrap();
+    }
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut frames = Vec::new();
+    while got < N && Instant::now() < deadline {
+        port.rx_burst(&mut frames, 64).unwrap();
+        got += frames.drain(..).filter(|f| udp_seq(f.data(), PORT).is_some()).count() as u32;
+    }
+    assert_eq!(got, N);
+    assert_eq!(port.rx_burst(&mut frames, 64).unwrap(), 0);
+    let rx_wakeups = port.stats().wakeups;
+    assert!(rx_wakeups > 0, "an empty busy-poll burst calls recvfrom");
+
+    // tx: frames from a different pool are copied into the UMEM, then sent.
+    let (dev, ip) = (net.peer_if.clone(), net.peer_ip);
+    let rx: UdpSocket = net
+        .in_peer(move || {
+            let s = UdpSocket::bind((ip, PORT)).unwrap();
+            bind_to_device(s.as_raw_fd(), &dev).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            s
+        })
+        .unwrap();
+    let other = ukcm_nic::FramePool::with_region(
+        PoolConfig { frame_size: 2048, headroom: 64, frames: 64 },
+        &PinnedBudget::unlimited(),
+        HugePolicy::Never,
+    )
+    .unwrap();
+    let mut batch = Vec::new();
+    for seq in 0..32u32 {
+        let mut f = other.alloc().unwrap();
+        payload[4..8].copy_from_slice(&seq.to_be_bytes());
+        write_udp(&mut f, (net.host_mac, net.ukcm_ip, 40_000), (net.peer_mac, net.peer_ip, PORT), &payload);
+        batch.push(f);
+    }
+    assert_eq!(port.tx_burst(&mut batch).unwrap(), 32);
+    assert!(batch.is_empty());
+    assert_eq!(port.tx_copies(), 32);
+    assert_eq!(other.outstanding(), 0, "the originals went back to their pool");
+    let mut buf = [0u8; 2048];
+    for _ in 0..32 {
+        assert_eq!(rx.recv(&mut buf).expect("datagram sent through AF_XDP"), 64);
+    }
+    assert!(port.stats().wakeups > rx_wakeups, "without need_wakeup every tx burst kicks");
+    drop(port);
+    assert_eq!(pool.outstanding(), 0, "no frame leaked");
+}
