@@ -399,8 +399,21 @@ fn program_detaches_on_drop_and_errors_name_the_problem() {
     // veth has no zero-copy support: asking for it only is an error, not a silent copy.
     let zc = AfXdpConfig { bind: BindMode::ZeroCopy, ..config(&net, 0, 256) };
     assert!(AfXdpPort::open(&zc, &PinnedBudget::unlimited(), HugePolicy::Never).is_err());
-    // A failed open leaves the existing attachment alone.
+    // A failed open leaves the existing attachment alone, and the live port still receives.
     assert!(link_details(&net.host_if).contains("prog/xdp"));
+    static_neighbour(&net);
+    let sock = net.peer_udp_socket().unwrap();
+    let mut payload = [0u8; 64];
+    payload[..4].copy_from_slice(MAGIC);
+    sock.send_to(&payload, (net.ukcm_ip, 9)).unwrap();
+    let mut port = port;
+    let mut frames = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !frames.iter().any(|f: &Frame| udp_seq(f.data(), 9) == Some(0)) && Instant::now() < deadline {
+        port.rx_burst(&mut frames, 64).unwrap();
+    }
+    assert!(frames.iter().any(|f| udp_seq(f.data(), 9) == Some(0)), "the first port's map slot survived");
+    drop(frames);
 
     drop(port);
     let d = link_details(&net.host_if);

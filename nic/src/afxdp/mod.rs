@@ -101,3 +101,18 @@ pub(crate) fn sys_err(op: &'static str, err: std::io::Error) -> PortError {
     };
     PortError::Io { op, err }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_errors_say_what_is_missing() {
+        let e = sys_err("bpf(BPF_MAP_CREATE XSKMAP)", std::io::Error::from_raw_os_error(libc::EPERM));
+        let msg = e.to_string();
+        assert!(msg.starts_with("bpf(BPF_MAP_CREATE XSKMAP): "), "{msg}");
+        assert!(msg.contains("need root, or CAP_NET_ADMIN + CAP_BPF"), "{msg}");
+        let other = sys_err("bind(AF_XDP, copy)", std::io::Error::from_raw_os_error(libc::EINVAL)).to_string();
+        assert!(!other.contains("CAP_"), "{other}");
+    }
+}

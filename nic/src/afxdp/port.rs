@@ -87,7 +87,7 @@ impl AfXdpPort {
         }
         let pool = FramePool::with_region(cfg.pool, budget, huge)?;
         let umem = Umem::new(pool.clone());
-        let xdp = XdpQueue::acquire(&dev.name, dev.ifindex, cfg.queue_id, dev.rx_queues, cfg.mode)?;
+        let mut xdp = XdpQueue::acquire(&dev.name, dev.ifindex, cfg.queue_id, dev.rx_queues, cfg.mode)?;
 
         let attempts: &[u16] = match cfg.bind {
             BindMode::Auto => &[libc::XDP_ZEROCOPY, libc::XDP_COPY],

@@ -177,6 +177,8 @@ struct Attachment {
     map: OwnedFd,
     mode: Attached,
     slots: u32,
+    /// Queues held by a port of this process (one socket per queue).
+    taken: Vec<bool>,
     users: usize,
 }
 
@@ -222,7 +224,7 @@ impl Attachment {
                 },
             },
         };
-        Ok(Attachment { _link: link, _prog: prog, map, mode, slots, users: 0 })
+        Ok(Attachment { _link: link, _prog: prog, map, mode, slots, taken: vec![false; slots as usize], users: 0 })
     }
 }
 
@@ -241,6 +243,7 @@ pub struct XdpQueue {
     ifindex: u32,
     queue: u32,
     mode: Attached,
+    inserted: bool,
 }
 
 impl XdpQueue {
@@ -256,26 +259,33 @@ impl XdpQueue {
             (want, a.mode),
             (XdpMode::Auto, _) | (XdpMode::Native, Attached::Native) | (XdpMode::Generic, Attached::Generic)
         );
-        if !fits || queue >= a.slots {
-            let why = if fits {
-                format!("queue {queue} out of range: {ifname} has {} rx queues", a.slots)
-            } else {
-                format!("{ifname} already runs ukcm's XDP program in {} mode, {want:?} was asked", a.mode.as_str())
-            };
+        let why = if !fits {
+            Some(format!("{ifname} already runs ukcm's XDP program in {} mode, {want:?} was asked", a.mode.as_str()))
+        } else if queue >= a.slots {
+            Some(format!("queue {queue} out of range: {ifname} has {} rx queues", a.slots))
+        } else if a.taken[queue as usize] {
+            Some(format!("queue {queue} of {ifname} already has an AF_XDP socket (another ukcm port)"))
+        } else {
+            None
+        };
+        if let Some(why) = why {
             if a.users == 0 {
                 map.remove(&ifindex);
             }
             return Err(PortError::Unsupported(why));
         }
         a.users += 1;
-        Ok(XdpQueue { ifindex, queue, mode: a.mode })
+        a.taken[queue as usize] = true;
+        Ok(XdpQueue { ifindex, queue, mode: a.mode, inserted: false })
     }
 
     /// Directs this queue's packets to the XDP socket `xsk_fd`.
-    pub fn insert(&self, xsk_fd: RawFd) -> Result<(), PortError> {
+    pub fn insert(&mut self, xsk_fd: RawFd) -> Result<(), PortError> {
         let reg = registry();
         let a = reg.as_ref().and_then(|m| m.get(&self.ifindex)).expect("held by self");
-        map_set(a.map.as_raw_fd(), self.queue, xsk_fd).map_err(|e| sys_err("bpf(BPF_MAP_UPDATE_ELEM XSKMAP)", e))
+        map_set(a.map.as_raw_fd(), self.queue, xsk_fd).map_err(|e| sys_err("bpf(BPF_MAP_UPDATE_ELEM XSKMAP)", e))?;
+        self.inserted = true;
+        Ok(())
     }
 
     /// Where the program runs.
@@ -289,8 +299,10 @@ impl Drop for XdpQueue {
         let mut reg = registry();
         let Some(map) = reg.as_mut() else { return };
         let Some(a) = map.get_mut(&self.ifindex) else { return };
-        // ENOENT when the socket never got inserted: nothing to undo.
-        let _ = map_clear(a.map.as_raw_fd(), self.queue);
+        if self.inserted {
+            let _ = map_clear(a.map.as_raw_fd(), self.queue);
+        }
+        a.taken[self.queue as usize] = false;
         a.users -= 1;
         if a.users == 0 {
             // Closing the link detaches the program (under the lock, so a concurrent
