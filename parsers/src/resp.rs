@@ -165,7 +165,7 @@ impl Parser for Resp {
             self.scan = next;
             let complete = match buf[pos] {
                 b'+' | b'-' | b':' | b',' | b'#' | b'(' | b'_' => {
-                    if line.iter().any(|&b| b == b'\r') {
+                    if line.contains(&b'\r') {
                         return Err(ParseError::Malformed("resp: CR inside a simple value"));
                     }
                     true
