@@ -95,7 +95,14 @@ fn mac_str(m: [u8; 6]) -> String {
 
 fn static_neighbour(net: &TestNet) {
     net.peer_ip_cmd(&[
-        "neigh", "replace", &net.ukcm_ip.to_string(), "lladdr", &mac_str(net.host_mac), "dev", &net.peer_if, "nud",
+        "neigh",
+        "replace",
+        &net.ukcm_ip.to_string(),
+        "lladdr",
+        &mac_str(net.host_mac),
+        "dev",
+        &net.peer_if,
+        "nud",
         "permanent",
     ])
     .expect("neighbour entry");

@@ -24,7 +24,8 @@ fn config(net: &TestNet, queue: u32, frames: usize) -> AfXdpConfig {
 }
 
 fn open(cfg: &AfXdpConfig) -> AfXdpPort {
-    AfXdpPort::open(cfg, &PinnedBudget::unlimited(), HugePolicy::Never).unwrap_or_else(|e| panic!("open {}: {e}", cfg.ifname))
+    AfXdpPort::open(cfg, &PinnedBudget::unlimited(), HugePolicy::Never)
+        .unwrap_or_else(|e| panic!("open {}: {e}", cfg.ifname))
 }
 
 /// `ip -d link show dev X`: what the kernel says is attached.
@@ -44,7 +45,14 @@ fn mac_str(m: [u8; 6]) -> String {
 /// asking ARP, so no responder is needed.
 fn static_neighbour(net: &TestNet) {
     net.peer_ip_cmd(&[
-        "neigh", "replace", &net.ukcm_ip.to_string(), "lladdr", &mac_str(net.host_mac), "dev", &net.peer_if, "nud",
+        "neigh",
+        "replace",
+        &net.ukcm_ip.to_string(),
+        "lladdr",
+        &mac_str(net.host_mac),
+        "dev",
+        &net.peer_if,
+        "nud",
         "permanent",
     ])
     .unwrap();
@@ -154,7 +162,8 @@ fn hundred_thousand_udp_datagrams_arrive_exactly() {
     let failed = Arc::new(AtomicBool::new(false));
     std::thread::scope(|s| {
         let sender = {
-            let (received, failed, sock, dst) = (Arc::clone(&received), Arc::clone(&failed), &sock, (net.ukcm_ip, PORT));
+            let (received, failed, sock, dst) =
+                (Arc::clone(&received), Arc::clone(&failed), &sock, (net.ukcm_ip, PORT));
             s.spawn(move || -> Result<(), String> {
                 let mut payload = [0u8; 64];
                 payload[..4].copy_from_slice(MAGIC);
@@ -248,7 +257,13 @@ fn ten_thousand_datagrams_sent_by_ukcm_reach_the_kernel() {
             let size: libc::c_int = 8 << 20;
             // SAFETY: setsockopt with a c_int value of the right length on a live socket.
             let rc = unsafe {
-                libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&size as *const libc::c_int).cast(), 4)
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&size as *const libc::c_int).cast(),
+                    4,
+                )
             };
             assert_eq!(rc, 0, "SO_RCVBUFFORCE");
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -369,8 +384,8 @@ fn missing_interface_is_a_clear_error() {
     if !privileged_or_skip("missing_interface_is_a_clear_error") {
         return;
     }
-    let err = AfXdpPort::open(&AfXdpConfig::new("ukcm-nope0", 0), &PinnedBudget::unlimited(), HugePolicy::Never)
-        .unwrap_err();
+    let err =
+        AfXdpPort::open(&AfXdpConfig::new("ukcm-nope0", 0), &PinnedBudget::unlimited(), HugePolicy::Never).unwrap_err();
     assert!(matches!(err, PortError::LinkDown(_)), "{err:?}");
     assert!(err.to_string().contains("\"ukcm-nope0\" does not exist"), "{err}");
 }

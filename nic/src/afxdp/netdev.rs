@@ -39,7 +39,9 @@ impl NetDev {
         let mtu = fs::read_to_string(format!("{sys}/mtu")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1500);
         let mac = fs::read_to_string(format!("{sys}/address")).ok().and_then(|s| parse_mac(s.trim()));
         let rx_queues = fs::read_dir(format!("{sys}/queues"))
-            .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
+            .map(|d| {
+                d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32
+            })
             .unwrap_or(1)
             .max(1);
         Ok(NetDev { name: name.to_owned(), ifindex, mtu, mac, rx_queues })

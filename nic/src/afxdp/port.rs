@@ -67,7 +67,10 @@ impl AfXdpPort {
             return Err(PortError::Unsupported(format!("AF_XDP frame size must be 2048 or 4096, not {chunk}")));
         }
         if !cfg.ring_size.is_power_of_two() || !(64..=1 << 15).contains(&cfg.ring_size) {
-            return Err(PortError::Unsupported(format!("ring size {} is not a power of two in 64..=32768", cfg.ring_size)));
+            return Err(PortError::Unsupported(format!(
+                "ring size {} is not a power of two in 64..=32768",
+                cfg.ring_size
+            )));
         }
         if cfg.queue_id >= dev.rx_queues {
             return Err(PortError::Unsupported(format!(
@@ -188,7 +191,10 @@ impl AfXdpPort {
             if e.raw_os_error() == Some(libc::EBUSY) {
                 return Err(PortError::Io {
                     op,
-                    err: std::io::Error::new(e.kind(), format!("{e}: queue {} of {} already has an AF_XDP socket", cfg.queue_id, dev.name)),
+                    err: std::io::Error::new(
+                        e.kind(),
+                        format!("{e}: queue {} of {} already has an AF_XDP socket", cfg.queue_id, dev.name),
+                    ),
                 });
             }
             return Err(sys_err(op, e));

@@ -334,7 +334,15 @@ mod tests {
     /// The "kernel" side of a fake ring: the same memory, not owning the mapping
     /// (`map_len` 0 means nothing to unmap).
     fn alias(m: &RingMap) -> RingMap {
-        RingMap { base: m.base, map_len: 0, producer: m.producer, consumer: m.consumer, flags: m.flags, desc: m.desc, size: m.size }
+        RingMap {
+            base: m.base,
+            map_len: 0,
+            producer: m.producer,
+            consumer: m.consumer,
+            flags: m.flags,
+            desc: m.desc,
+            size: m.size,
+        }
     }
 
     #[test]
@@ -344,12 +352,26 @@ mod tests {
         let mut p: Producer<u64> = Producer::new(map);
         let mut c: Consumer<u64> = Consumer::new(peer);
         let mut next = 0u64;
-        assert_eq!(p.produce(100, || { next += 1; Some(next) }), 8, "ring holds exactly its size");
+        assert_eq!(
+            p.produce(100, || {
+                next += 1;
+                Some(next)
+            }),
+            8,
+            "ring holds exactly its size"
+        );
         assert_eq!(p.produce(1, || Some(99)), 0, "full");
         let mut got = Vec::new();
         assert_eq!(c.consume(5, |v| got.push(v)), 5);
         assert_eq!(got, [1, 2, 3, 4, 5]);
-        assert_eq!(p.produce(100, || { next += 1; Some(next) }), 5, "consumed slots are reused");
+        assert_eq!(
+            p.produce(100, || {
+                next += 1;
+                Some(next)
+            }),
+            5,
+            "consumed slots are reused"
+        );
         got.clear();
         for _ in 0..3 {
             c.consume(100, |v| got.push(v));

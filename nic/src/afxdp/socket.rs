@@ -40,7 +40,13 @@ impl XskSocket {
     fn setsockopt<T>(&self, level: i32, opt: i32, val: &T) -> io::Result<()> {
         // SAFETY: `val` is a live T and the length is its size.
         let rc = unsafe {
-            libc::setsockopt(self.fd(), level, opt, (val as *const T).cast(), std::mem::size_of::<T>() as libc::socklen_t)
+            libc::setsockopt(
+                self.fd(),
+                level,
+                opt,
+                (val as *const T).cast(),
+                std::mem::size_of::<T>() as libc::socklen_t,
+            )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
@@ -65,7 +71,14 @@ impl XskSocket {
     /// for chunks lent to the kernel) until this socket is closed: the kernel pins it and
     /// writes received packets into it.
     pub unsafe fn register_umem(&self, addr: *mut u8, len: usize, chunk_size: u32, headroom: u32) -> io::Result<()> {
-        let reg = libc::xdp_umem_reg { addr: addr as u64, len: len as u64, chunk_size, headroom, flags: 0, tx_metadata_len: 0 };
+        let reg = libc::xdp_umem_reg {
+            addr: addr as u64,
+            len: len as u64,
+            chunk_size,
+            headroom,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
         self.setsockopt(libc::SOL_XDP, libc::XDP_UMEM_REG, &reg)
     }
 
@@ -91,7 +104,11 @@ impl XskSocket {
         };
         // SAFETY: `sa` is a valid sockaddr_xdp and the length matches.
         let rc = unsafe {
-            libc::bind(self.fd(), (&sa as *const libc::sockaddr_xdp).cast(), std::mem::size_of_val(&sa) as libc::socklen_t)
+            libc::bind(
+                self.fd(),
+                (&sa as *const libc::sockaddr_xdp).cast(),
+                std::mem::size_of_val(&sa) as libc::socklen_t,
+            )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
@@ -142,7 +159,14 @@ impl XskSocket {
     pub fn kick_rx(&self) -> io::Result<Kick> {
         // SAFETY: a zero-length receive with null buffer and address is the documented wakeup.
         let rc = unsafe {
-            libc::recvfrom(self.fd(), std::ptr::null_mut(), 0, libc::MSG_DONTWAIT, std::ptr::null_mut(), std::ptr::null_mut())
+            libc::recvfrom(
+                self.fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
         };
         Self::kick_result(rc as isize)
     }

@@ -208,9 +208,7 @@ impl Attachment {
             XdpMode::Auto => match try_mode(sys::XDP_FLAGS_DRV_MODE) {
                 Ok(l) => (l, Attached::Native),
                 Err(e) if busy(&e) => return Err(already(e)),
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                    return Err(sys_err("bpf(BPF_LINK_CREATE XDP)", e))
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Err(sys_err("bpf(BPF_LINK_CREATE XDP)", e)),
                 Err(native) => match try_mode(sys::XDP_FLAGS_SKB_MODE) {
                     Ok(l) => {
                         tracing::info!(ifname, %native, "native XDP unavailable, using generic (skb) mode");
