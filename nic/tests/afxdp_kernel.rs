@@ -13,7 +13,10 @@ use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort, Attached, BindMode, XdpMode};
 use ukcm_nic::testnet::{bind_to_device, privileged_or_skip, run, TestNet, TestNetOptions};
-use ukcm_nic::{CopyMode, Frame, HugePolicy, PinnedBudget, PoolConfig, Port, PortDevice, PortError};
+use ukcm_nic::{
+    CopyMode, Frame, FramePool, HugePolicy, PinnedBudget, PinnedRegion, PoolConfig, Port, PortDevice, PortError,
+    RegionCarver,
+};
 
 fn config(net: &TestNet, queue: u32, frames: usize) -> AfXdpConfig {
     AfXdpConfig {
@@ -335,7 +338,13 @@ fn two_queues_of_one_veth_get_two_ports() {
     const FLOWS: u32 = 32;
     let net = TestNet::new("xdp", &TestNetOptions { queues: 2, ..TestNetOptions::default() }).unwrap();
     let mut q0 = open(&config(&net, 0, 512));
-    let mut q1 = open(&config(&net, 1, 512));
+    // Queue 1's pool is carved from a region shared with other data, as an engine does.
+    let pcfg = PoolConfig { frame_size: 2048, headroom: 256, frames: 512 };
+    let region = PinnedRegion::new(pcfg.bytes() + 65536, &PinnedBudget::unlimited(), HugePolicy::Never).unwrap();
+    let mut carver = RegionCarver::new(region);
+    let _rings = carver.carve(4096 + 100, 64).unwrap();
+    let shared = FramePool::new(carver.carve(pcfg.bytes(), 4096).unwrap(), pcfg).unwrap();
+    let mut q1 = AfXdpPort::open_with_pool(&config(&net, 1, 512), shared).unwrap();
     assert_eq!((q0.queue_id(), q1.queue_id()), (0, 1));
     assert_eq!((q0.caps().queue_id, q1.caps().queue_id), (0, 1));
     assert_eq!(q0.caps().queues, 2);

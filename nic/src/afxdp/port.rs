@@ -61,8 +61,21 @@ impl AfXdpPort {
     /// attaches the XDP program if this is the interface's first port, binds the socket
     /// (zero-copy, then copy, as `cfg.bind` allows) and fills the fill ring.
     pub fn open(cfg: &AfXdpConfig, budget: &Arc<PinnedBudget>, huge: HugePolicy) -> Result<Self, PortError> {
+        // Check the device before pinning memory for it.
+        NetDev::lookup(&cfg.ifname)?;
+        let pool = FramePool::with_region(cfg.pool, budget, huge)?;
+        Self::open_with_pool(cfg, pool)
+    }
+
+    /// As [`AfXdpPort::open`], over a pool the caller carved (e.g. from the engine's one
+    /// pinned region); `cfg.pool` is ignored. The pool becomes the UMEM: its memory must be
+    /// page aligned, and its frames should not be used by another port.
+    pub fn open_with_pool(cfg: &AfXdpConfig, pool: FramePool) -> Result<Self, PortError> {
         let dev = NetDev::lookup(&cfg.ifname)?;
-        let chunk = cfg.pool.frame_size;
+        let chunk = pool.frame_size();
+        if pool.mem_ptr() as usize % 4096 != 0 {
+            return Err(PortError::Unsupported("AF_XDP UMEM must be page aligned".into()));
+        }
         if chunk != 2048 && chunk != 4096 {
             return Err(PortError::Unsupported(format!("AF_XDP frame size must be 2048 or 4096, not {chunk}")));
         }
@@ -79,16 +92,15 @@ impl AfXdpPort {
             )));
         }
         let room = chunk - sys::XDP_PACKET_HEADROOM;
-        if dev.mtu + 14 > room || dev.mtu + 14 > chunk - cfg.pool.headroom {
+        if dev.mtu + 14 > room || dev.mtu + 14 > chunk - pool.headroom() {
             return Err(PortError::Unsupported(format!(
                 "MTU {} of {} does not fit a {chunk}-byte frame (XDP keeps {} bytes of headroom, the pool {})",
                 dev.mtu,
                 dev.name,
                 sys::XDP_PACKET_HEADROOM,
-                cfg.pool.headroom
+                pool.headroom()
             )));
         }
-        let pool = FramePool::with_region(cfg.pool, budget, huge)?;
         let umem = Umem::new(pool.clone());
         let mut xdp = XdpQueue::acquire(&dev.name, dev.ifindex, cfg.queue_id, dev.rx_queues, cfg.mode)?;
 
