@@ -380,9 +380,12 @@ fn two_queues_of_one_veth_get_two_ports() {
     assert_eq!(per_queue.iter().sum::<u32>(), FLOWS, "all datagrams arrived: {per_queue:?}");
     assert!(per_queue[0] > 0 && per_queue[1] > 0, "both queues carried traffic: {per_queue:?}");
 
+    let ifindex = q0.netdev().ifindex;
+    assert_eq!(ukcm_nic::afxdp::xdp_prog::attached_here(ifindex), Some(Attached::Native));
     drop(q0);
     assert!(has_xdp(&link_details(&net.host_if)), "queue 1 still uses the program");
     drop(q1);
+    assert_eq!(ukcm_nic::afxdp::xdp_prog::attached_here(ifindex), None, "registry entry gone");
     let d = link_details(&net.host_if);
     assert!(!has_xdp(&d), "detached after the last port dropped:\n{d}");
     assert_eq!(p0.outstanding() + p1.outstanding(), 0, "no frame leaked");

@@ -226,10 +226,20 @@ impl Attachment {
     }
 }
 
-/// Attachments by ifindex, with their user counts.
-static REGISTRY: Mutex<Option<HashMap<u32, Attachment>>> = Mutex::new(None);
+/// An interface across namespaces: (network namespace inode, ifindex). Ifindexes are only
+/// unique within a namespace, and a thread may open ports after `setns`.
+type DevKey = (u64, u32);
 
-fn registry() -> std::sync::MutexGuard<'static, Option<HashMap<u32, Attachment>>> {
+fn dev_key(ifindex: u32) -> DevKey {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0);
+    (ns, ifindex)
+}
+
+/// Attachments by interface, with their user counts.
+static REGISTRY: Mutex<Option<HashMap<DevKey, Attachment>>> = Mutex::new(None);
+
+fn registry() -> std::sync::MutexGuard<'static, Option<HashMap<DevKey, Attachment>>> {
     // A panic while holding the lock leaves the map consistent (every update is one call).
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -238,7 +248,7 @@ fn registry() -> std::sync::MutexGuard<'static, Option<HashMap<u32, Attachment>>
 /// slot and, for the last user of the interface, detaches the program.
 #[derive(Debug)]
 pub struct XdpQueue {
-    ifindex: u32,
+    key: DevKey,
     queue: u32,
     mode: Attached,
     inserted: bool,
@@ -247,9 +257,10 @@ pub struct XdpQueue {
 impl XdpQueue {
     /// Joins (or creates) the attachment on `ifindex`, for `queue` of `slots` queues.
     pub fn acquire(ifname: &str, ifindex: u32, queue: u32, slots: u32, want: XdpMode) -> Result<Self, PortError> {
+        let key = dev_key(ifindex);
         let mut reg = registry();
         let map = reg.get_or_insert_with(HashMap::new);
-        let a = match map.entry(ifindex) {
+        let a = match map.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(Attachment::create(ifname, ifindex, slots, want)?),
         };
@@ -268,19 +279,19 @@ impl XdpQueue {
         };
         if let Some(why) = why {
             if a.users == 0 {
-                map.remove(&ifindex);
+                map.remove(&key);
             }
             return Err(PortError::Unsupported(why));
         }
         a.users += 1;
         a.taken[queue as usize] = true;
-        Ok(XdpQueue { ifindex, queue, mode: a.mode, inserted: false })
+        Ok(XdpQueue { key, queue, mode: a.mode, inserted: false })
     }
 
     /// Directs this queue's packets to the XDP socket `xsk_fd`.
     pub fn insert(&mut self, xsk_fd: RawFd) -> Result<(), PortError> {
         let reg = registry();
-        let a = reg.as_ref().and_then(|m| m.get(&self.ifindex)).expect("held by self");
+        let a = reg.as_ref().and_then(|m| m.get(&self.key)).expect("held by self");
         map_set(a.map.as_raw_fd(), self.queue, xsk_fd).map_err(|e| sys_err("bpf(BPF_MAP_UPDATE_ELEM XSKMAP)", e))?;
         self.inserted = true;
         Ok(())
@@ -296,7 +307,7 @@ impl Drop for XdpQueue {
     fn drop(&mut self) {
         let mut reg = registry();
         let Some(map) = reg.as_mut() else { return };
-        let Some(a) = map.get_mut(&self.ifindex) else { return };
+        let Some(a) = map.get_mut(&self.key) else { return };
         if self.inserted {
             let _ = map_clear(a.map.as_raw_fd(), self.queue);
         }
@@ -305,14 +316,15 @@ impl Drop for XdpQueue {
         if a.users == 0 {
             // Closing the link detaches the program (under the lock, so a concurrent
             // acquire never races a half-detached program).
-            map.remove(&self.ifindex);
+            map.remove(&self.key);
         }
     }
 }
 
-/// Whether the interface has ukcm's attachment in this process (for tests and reports).
+/// Whether the interface (in the calling thread's namespace) has ukcm's attachment in
+/// this process.
 pub fn attached_here(ifindex: u32) -> Option<Attached> {
-    registry().as_ref().and_then(|m| m.get(&ifindex)).map(|a| a.mode)
+    registry().as_ref().and_then(|m| m.get(&dev_key(ifindex))).map(|a| a.mode)
 }
 
 #[cfg(test)]
