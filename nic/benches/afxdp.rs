@@ -9,7 +9,8 @@
 //!   packet counter.
 //!
 //! Run as root: `cargo bench -p ukcm-nic --bench afxdp`. Without root it says so and exits.
-//! Each phase runs `UKCM_BENCH_SECS` seconds (default 3).
+//! Each phase runs `UKCM_BENCH_SECS` seconds (default 3); `UKCM_BENCH_RING` sets the AF_XDP
+//! ring size (default 2048).
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -139,9 +140,11 @@ fn peer_flood<R: FnOnce(&AtomicBool) -> u64 + Send>(net: &TestNet, dur: Duration
 }
 
 fn open_port(net: &TestNet) -> AfXdpPort {
+    // Ring entries (rx/tx; fill and completion get twice as many); the pool holds 4x.
+    let ring: u32 = std::env::var("UKCM_BENCH_RING").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
     let cfg = AfXdpConfig {
-        pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 8192 },
-        ring_size: 2048,
+        pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 4 * ring as usize },
+        ring_size: ring,
         ..AfXdpConfig::new(&net.host_if, 0)
     };
     AfXdpPort::open(&cfg, &PinnedBudget::unlimited(), HugePolicy::Prefer).expect("AF_XDP open")
