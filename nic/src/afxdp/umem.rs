@@ -2,8 +2,8 @@
 //! the bookkeeping of which chunks are currently lent to the kernel and why.
 //!
 //! A chunk is either ours (in the pool or in a [`Frame`]) or lent: on the fill ring or
-//! held by the kernel for receive ([`Lent::Fill`]), or on the tx ring / in flight until it
-//! shows up on the completion ring ([`Lent::Tx`]). Frames cross with
+//! held by the kernel for receive (`Lent::Fill`), or on the tx ring / in flight until it
+//! shows up on the completion ring (`Lent::Tx`). Frames cross with
 //! [`Frame::into_raw`] / [`FramePool::from_raw`], so the pool's own state bytes refuse a
 //! double return too. Addresses the kernel hands back are checked against this table:
 //! a descriptor for a chunk we did not lend for that purpose is counted and ignored,
