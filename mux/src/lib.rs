@@ -7,17 +7,25 @@
 //! ACK), [`steer`] (batch round-robin, least-loaded, sticky, key-hash), [`stats`] (KCM's
 //! counters and table) and [`error`] (per-psock errors with KCM's errnos).
 //!
-//! Not built yet (the mux issue): the `Mux`/`MsgSocket` API that joins these to the
-//! stack's connections and to kernel TCP sockets.
+//! On top: [`Mux`] (engine side: psocks, steering, atomic transmit, completions) and
+//! [`MsgSocket`] (application side, `Send`, bounded lock-free queues), generic over a
+//! [`PsockIo`] transport. Transports so far: [`kernel::KernelPsock`] (kernel TCP sockets,
+//! the fallback and baseline). The transport over the userspace stack's connections is
+//! the next step (see the mux issue).
 #![forbid(unsafe_code)]
 
 pub mod assembler;
 pub mod completion;
 pub mod error;
 pub mod ids;
+pub mod kernel;
+pub mod msg;
+pub mod mux;
 pub mod release;
 pub mod stats;
+pub mod socket;
 pub mod steer;
+pub mod transport;
 
 pub use assembler::{Assembler, Step};
 pub use completion::{Completion, CompletionStatus, CompletionTracker};
@@ -25,4 +33,8 @@ pub use error::{PsockError, PsockErrorKind};
 pub use ids::{PsockId, SockId};
 pub use release::{ReleaseError, ReleaseTracker};
 pub use stats::{MuxStats, PsockStats, SockStats, StatsRow, StatsTable};
+pub use msg::Msg;
+pub use mux::{Mux, MuxConfig};
+pub use socket::{MsgSocket, MuxEvent, RecvError, SendError, SocketConfig};
+pub use transport::{Fill, PsockIo};
 pub use steer::{KeyFn, SockLoad, SteerPolicy, Steering};

@@ -167,6 +167,8 @@ pub struct ByteRing {
     /// Stream offset where the next written byte goes.
     head: u64,
     spans: VecDeque<Span>,
+    /// Views handed out whose release has not been reclaimed: bounds the release queue.
+    live: usize,
     max_views: usize,
 }
 
@@ -191,7 +193,7 @@ impl ByteRing {
         }
         let max_views = max_views.max(1);
         let shared = Arc::new(Shared { mirror: Mirror::new(cap, budget)?, releases: ArrayQueue::new(max_views) });
-        Ok(ByteRing { shared, cap, tail: 0, parsed: 0, head: 0, spans: VecDeque::with_capacity(max_views), max_views })
+        Ok(ByteRing { shared, cap, tail: 0, parsed: 0, head: 0, spans: VecDeque::with_capacity(max_views), live: 0, max_views })
     }
 
     /// Ring size in bytes.
@@ -234,14 +236,20 @@ impl ByteRing {
         if len > available {
             return Err(RingError::NotThatMuch { asked: len, available });
         }
-        if self.spans.len() >= self.max_views {
-            return Err(RingError::TooManyViews(self.spans.len()));
+        if !self.can_take_view() {
+            return Err(RingError::TooManyViews(self.live));
         }
         let start = self.parsed;
         let ptr = NonNull::new(self.at(start)).expect("mapping is non-null");
         self.spans.push_back(Span { start, len: len as u32, released: false });
         self.parsed += len as u64;
+        self.live += 1;
         Ok(RingView { shared: Arc::clone(&self.shared), ptr, len, start })
+    }
+
+    /// Whether another view may be handed out now (the outstanding-view bound).
+    pub fn can_take_view(&self) -> bool {
+        self.live < self.max_views
     }
 
     /// Drops the next `len` unparsed bytes without a view (e.g. after a psock error).
@@ -261,6 +269,7 @@ impl ByteRing {
         while let Some(start) = self.shared.releases.pop() {
             if let Ok(i) = self.spans.binary_search_by_key(&start, |s| s.start) {
                 self.spans[i].released = true;
+                self.live -= 1;
             } else {
                 debug_assert!(false, "release of unknown view {start}");
             }
@@ -286,7 +295,7 @@ impl ByteRing {
 
     /// Views handed out and not yet reclaimed.
     pub fn views_outstanding(&self) -> usize {
-        self.spans.iter().filter(|s| !s.released).count()
+        self.live
     }
 
     /// Whether `p..p+len` lies in this ring's memory (zero-copy checks).
@@ -421,6 +430,21 @@ mod tests {
         assert_eq!(r.take_view(1).unwrap_err(), RingError::TooManyViews(2));
         assert!(matches!(ByteRing::new(1000, 1, &PinnedBudget::unlimited()), Err(RingError::BadCapacity(1000))));
         assert!(matches!(ByteRing::new(8192, 1, &PinnedBudget::new(4096)), Err(RingError::Budget(_))));
+    }
+
+    #[test]
+    fn released_views_behind_a_held_one_do_not_count_against_the_limit() {
+        let mut r = ByteRing::new(4096, 2, &PinnedBudget::unlimited()).unwrap();
+        write(&mut r, &[0u8; 10]);
+        let a = r.take_view(1).unwrap();
+        for _ in 0..5 {
+            let b = r.take_view(1).unwrap();
+            drop(b);
+            r.reclaim();
+        }
+        assert_eq!(r.views_outstanding(), 1);
+        drop(a);
+        assert_eq!(r.reclaim(), 6);
     }
 
     #[test]

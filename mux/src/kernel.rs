@@ -1,0 +1,112 @@
+//! The mux over kernel TCP sockets: the fallback where kernel bypass is impossible, and
+//! the fair baseline for benchmarks (same mux, same rings, only the TCP differs).
+//!
+//! Received bytes are read by `recv(2)` straight into the psock's pinned, mirror-mapped
+//! ring — the kernel's copy is the only one, as smoltcp's is on the bypass path.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use ukcm_nic::{kernel_sock, ByteRing, PinnedBudget, RingError, RingView};
+
+use crate::transport::{Fill, PsockIo};
+
+/// A kernel TCP connection with a pinned rx ring.
+#[derive(Debug)]
+pub struct KernelPsock {
+    stream: TcpStream,
+    ring: ByteRing,
+    written: u64,
+    label: String,
+    closed: bool,
+}
+
+impl KernelPsock {
+    /// Wraps a connected stream (made non-blocking, Nagle off) with an rx ring of
+    /// `ring_bytes` (a multiple of 4096) holding at most `max_views` undelivered messages.
+    pub fn new(stream: TcpStream, ring_bytes: usize, max_views: usize, budget: &Arc<PinnedBudget>) -> io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        let label = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "kernel-tcp".into());
+        let ring = ByteRing::new(ring_bytes, max_views, budget).map_err(io::Error::other)?;
+        Ok(KernelPsock { stream, ring, written: 0, label, closed: false })
+    }
+
+    /// The underlying stream.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl PsockIo for KernelPsock {
+    fn fill(&mut self) -> io::Result<Fill> {
+        let mut fill = Fill::default();
+        if self.closed {
+            fill.eof = true;
+            return Ok(fill);
+        }
+        loop {
+            let space = self.ring.free_space();
+            if space.is_empty() {
+                fill.ring_full = true;
+                return Ok(fill);
+            }
+            match self.stream.read(space) {
+                Ok(0) => {
+                    fill.eof = true;
+                    return Ok(fill);
+                }
+                Ok(n) => {
+                    self.ring.commit(n);
+                    fill.new_bytes += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(fill),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn unparsed(&self) -> &[u8] {
+        self.ring.unparsed()
+    }
+
+    fn take_view(&mut self, len: usize) -> Result<RingView, RingError> {
+        self.ring.take_view(len)
+    }
+
+    fn reclaim(&mut self) -> usize {
+        self.ring.reclaim()
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self.stream.write(bytes) {
+            Ok(n) => {
+                self.written += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn acked_total(&mut self) -> io::Result<u64> {
+        let unacked = kernel_sock::unacked_bytes(self.stream.as_fd())? as u64;
+        Ok(self.written.saturating_sub(unacked))
+    }
+
+    fn rx_capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    fn close(&mut self) {
+        self.closed = true;
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}

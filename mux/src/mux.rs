@@ -1,0 +1,559 @@
+//! The multiplexor: psocks (attached connections) on the engine side, message sockets on
+//! the application side, and the steering and transmit logic between them.
+//!
+//! `Mux::poll` runs on the engine thread (shared-nothing, like the engine that owns the
+//! connections). Per call it: picks up socket changes, re-steers messages of sockets that
+//! stopped receiving, moves send requests onto psocks (one whole message per psock at a
+//! time — the atomicity rule), receives and delineates on every psock, and posts
+//! completions for bytes the peers acknowledged.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use parking_lot::Mutex;
+use ukcm_nic::PinnedBudget;
+use ukcm_parsers::Parser;
+
+use crate::assembler::{Assembler, Step};
+use crate::completion::{Completion, CompletionStatus, CompletionTracker};
+use crate::error::{PsockError, PsockErrorKind};
+use crate::ids::{PsockId, SockId};
+use crate::msg::Msg;
+use crate::socket::{MsgSocket, MuxEvent, MuxShared, SockShared, SocketConfig, TxReq};
+use crate::stats::{MuxStats, PsockStats, StatsRow, StatsTable};
+use crate::steer::{SockLoad, SteerPolicy, Steering};
+use crate::transport::PsockIo;
+
+/// Configuration of a mux.
+#[derive(Debug, Clone)]
+pub struct MuxConfig {
+    /// How received messages are spread over sockets.
+    pub steer: SteerPolicy,
+    /// Queue and ring sizes of each message socket.
+    pub socket: SocketConfig,
+    /// Largest message accepted on a psock (further capped by its rx ring).
+    pub max_message: usize,
+    /// Assembly timeout per message (None: wait forever).
+    pub assembly_timeout: Option<Duration>,
+    /// Send requests waiting for any psock (connected mode) before sockets are pushed back.
+    pub pending_tx: usize,
+    /// Messages delivered per psock per poll at most (bounds a poll's work).
+    pub rx_batch: usize,
+    /// Mux events kept for the application.
+    pub events: usize,
+}
+
+impl Default for MuxConfig {
+    fn default() -> Self {
+        MuxConfig {
+            steer: SteerPolicy::BatchRoundRobin,
+            socket: SocketConfig::default(),
+            max_message: 16 << 20,
+            assembly_timeout: None,
+            pending_tx: 1024,
+            rx_batch: 64,
+            events: 1024,
+        }
+    }
+}
+
+struct Psock<T> {
+    id: PsockId,
+    io: T,
+    asm: Assembler<Box<dyn Parser>>,
+    stats: PsockStats,
+    failed: Option<PsockError>,
+    eof: bool,
+    /// Message being written and bytes of it written so far.
+    cur: Option<(TxReq, usize)>,
+    /// Addressed messages waiting for this psock.
+    queue: VecDeque<TxReq>,
+    completions: CompletionTracker,
+    /// A delineated message no socket could take yet (its length): delivered first next poll.
+    held: Option<usize>,
+    label: String,
+}
+
+impl<T: PsockIo> Psock<T> {
+    /// Can still send (a peer that closed its side may still read our replies).
+    fn usable(&self) -> bool {
+        self.failed.is_none()
+    }
+    fn tx_idle(&self) -> bool {
+        self.cur.is_none() && self.queue.is_empty()
+    }
+}
+
+/// The engine side of a mux over connections of type `T`.
+pub struct Mux<T> {
+    shared: Arc<MuxShared>,
+    cfg: MuxConfig,
+    psocks: Vec<Option<Psock<T>>>,
+    free_ids: Vec<u32>,
+    socks: Vec<Arc<SockShared>>,
+    socks_gen: u64,
+    loads: Vec<SockLoad>,
+    steering: Steering,
+    stats: MuxStats,
+    pending: VecDeque<TxReq>,
+    tx_cursor: usize,
+}
+
+impl<T> std::fmt::Debug for Mux<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mux").field("psocks", &self.psocks.iter().flatten().count()).field("socks", &self.socks.len()).finish()
+    }
+}
+
+impl<T: PsockIo> Mux<T> {
+    /// A mux and its first message socket (KCM: `socket(AF_KCM, …)`; clone it for more).
+    pub fn new(cfg: MuxConfig, budget: &Arc<PinnedBudget>) -> Result<(Self, MsgSocket), ukcm_nic::RingError> {
+        let shared = Arc::new(MuxShared {
+            socks: Mutex::new(Vec::new()),
+            socks_gen: Default::default(),
+            next_sock: Default::default(),
+            events: ArrayQueue::new(cfg.events.max(1)),
+            events_dropped: Default::default(),
+            shut: Default::default(),
+            budget: Arc::clone(budget),
+            sock_cfg: cfg.socket,
+        });
+        let first = shared.new_socket()?;
+        let mux = Mux {
+            steering: Steering::new(cfg.steer.clone()),
+            shared,
+            cfg,
+            psocks: Vec::new(),
+            free_ids: Vec::new(),
+            socks: Vec::new(),
+            socks_gen: u64::MAX,
+            loads: Vec::new(),
+            stats: MuxStats::default(),
+            pending: VecDeque::new(),
+            tx_cursor: 0,
+        };
+        Ok((mux, first))
+    }
+
+    /// Another message socket (same as `MsgSocket::try_clone`).
+    pub fn socket(&self) -> Result<MsgSocket, ukcm_nic::RingError> {
+        self.shared.new_socket()
+    }
+
+    /// Attaches a connection with its parser (KCM's `SIOCKCMATTACH`).
+    pub fn attach(&mut self, io: T, parser: Box<dyn Parser>) -> PsockId {
+        let max = self.cfg.max_message.min(io.rx_capacity());
+        let label = io.label();
+        let idx = self.free_ids.pop().unwrap_or_else(|| {
+            self.psocks.push(None);
+            (self.psocks.len() - 1) as u32
+        });
+        let id = PsockId(idx);
+        self.psocks[idx as usize] = Some(Psock {
+            id,
+            io,
+            asm: Assembler::new(parser, max, self.cfg.assembly_timeout),
+            stats: PsockStats::default(),
+            failed: None,
+            eof: false,
+            cur: None,
+            queue: VecDeque::new(),
+            completions: CompletionTracker::new(),
+            held: None,
+            label,
+        });
+        self.stats.psock_attach += 1;
+        id
+    }
+
+    /// Detaches a psock (KCM's `SIOCKCMUNATTACH`). Its counters fold into the mux. A psock
+    /// in the middle of a received message counts an abort and its connection is closed
+    /// (the stream cannot be reused mid-message); otherwise the connection is handed back.
+    /// Messages already delivered from it stay valid. Sends waiting for it fail.
+    pub fn unattach(&mut self, id: PsockId) -> Option<T> {
+        let mut p = self.psocks.get_mut(id.0 as usize)?.take()?;
+        self.free_ids.push(id.0);
+        self.stats.psock_unattach += 1;
+        if p.cur.is_some() {
+            self.stats.psock_unattach_rsvd += 1;
+        }
+        let mid = p.asm.mid_message() || p.held.is_some();
+        if mid {
+            p.stats.rx_aborts += 1;
+        }
+        self.fail_tx(&mut p, PsockErrorKind::Pipe);
+        self.stats.folded.fold(&p.stats);
+        self.steering.psock_gone(id);
+        if mid || p.cur.is_some() {
+            p.io.close();
+            return None;
+        }
+        Some(p.io)
+    }
+
+    /// Psocks currently attached.
+    pub fn psock_ids(&self) -> Vec<PsockId> {
+        self.psocks.iter().flatten().map(|p| p.id).collect()
+    }
+
+    /// The error a psock stopped with, if any.
+    pub fn psock_error(&self, id: PsockId) -> Option<PsockError> {
+        self.psocks.get(id.0 as usize)?.as_ref()?.failed
+    }
+
+    /// Mux-level counters.
+    pub fn stats(&self) -> MuxStats {
+        self.stats
+    }
+
+    /// Counters of one psock.
+    pub fn psock_stats(&self, id: PsockId) -> Option<PsockStats> {
+        Some(self.psocks.get(id.0 as usize)?.as_ref()?.stats)
+    }
+
+    /// A printable snapshot (like `/proc/net/kcm_stats`).
+    pub fn stats_table(&self) -> StatsTable {
+        let mut total = self.stats.folded;
+        let mut psocks = Vec::new();
+        for p in self.psocks.iter().flatten() {
+            total.fold(&p.stats);
+            psocks.push(StatsRow { label: format!("psock {} {}", p.id.0, p.label), stats: p.stats });
+        }
+        let socks = self.shared.socks.lock().iter().map(|s| (format!("sock {}", s.id.0), s.snapshot())).collect();
+        StatsTable { mux: self.stats, total, psocks, socks }
+    }
+
+    /// Mux events the application has not read yet were dropped this many times (bounded queue).
+    pub fn events_dropped(&self) -> u64 {
+        self.shared.events_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Marks the mux closed: sockets' blocking calls return `Closed` once drained.
+    pub fn shutdown(&mut self) {
+        self.shared.shut.store(true, Ordering::Release);
+    }
+
+    /// One round of work; returns whether anything happened.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        let mut work = false;
+        self.sync_sockets();
+        work |= self.resteer_disabled();
+        work |= self.collect_tx();
+        for i in 0..self.psocks.len() {
+            let Some(mut p) = self.psocks[i].take() else { continue };
+            work |= self.tx_psock(&mut p);
+            work |= self.rx_psock(&mut p, now);
+            work |= self.complete_psock(&mut p);
+            self.psocks[i] = Some(p);
+        }
+        work
+    }
+
+    fn sync_sockets(&mut self) {
+        let gen = self.shared.socks_gen.load(Ordering::Acquire);
+        if gen == self.socks_gen {
+            return;
+        }
+        self.socks_gen = gen;
+        let mut list = self.shared.socks.lock();
+        // Closed sockets leave once their queued messages have moved elsewhere.
+        let closed: Vec<Arc<SockShared>> = list.iter().filter(|s| s.closed.load(Ordering::Acquire)).cloned().collect();
+        list.retain(|s| !s.closed.load(Ordering::Acquire) || !s.rx.is_empty());
+        self.socks = list.clone();
+        drop(list);
+        self.socks.sort_by_key(|s| s.id);
+        for s in closed {
+            // Whatever a closed socket still had to send is still sent.
+            while let Some(r) = s.tx.pop() {
+                self.pending.push_back(r);
+            }
+        }
+    }
+
+    fn refresh_loads(&mut self) {
+        self.loads.clear();
+        for s in &self.socks {
+            self.loads.push(SockLoad {
+                id: s.id,
+                receiving: s.receiving.load(Ordering::Acquire) && !s.closed.load(Ordering::Acquire),
+                queued: s.rx.len(),
+                capacity: s.rx.capacity(),
+            });
+        }
+    }
+
+    fn sock(&self, id: SockId) -> Option<&Arc<SockShared>> {
+        self.socks.binary_search_by_key(&id, |s| s.id).ok().map(|i| &self.socks[i])
+    }
+
+    /// recv-disable (and close): move queued messages to sockets that are receiving.
+    fn resteer_disabled(&mut self) -> bool {
+        let mut moved = false;
+        let mut any_closed_left = false;
+        for i in 0..self.socks.len() {
+            let s = Arc::clone(&self.socks[i]);
+            let off = !s.receiving.load(Ordering::Acquire) || s.closed.load(Ordering::Acquire);
+            if !off || s.rx.is_empty() {
+                continue;
+            }
+            self.refresh_loads();
+            while let Some(m) = s.rx.pop() {
+                let target = match self.steering.policy() {
+                    SteerPolicy::KeyHash(_) => self.steering.pick_for_msg(&m, &self.loads),
+                    _ => self.steering.pick_batch(m.origin(), &self.loads),
+                };
+                match target.and_then(|t| self.sock(t).cloned()) {
+                    Some(t) => {
+                        if let Err(m) = t.rx.push(m) {
+                            let _ = s.rx.push(m); // room was just checked; keep it if not
+                            break;
+                        }
+                        moved = true;
+                        self.refresh_loads();
+                    }
+                    None => {
+                        // Nobody can take it now; it stays queued here (a closed socket is
+                        // kept until it is empty) and moves on a later poll.
+                        let _ = s.rx.push(m);
+                        break;
+                    }
+                }
+            }
+            any_closed_left |= s.closed.load(Ordering::Acquire) && !s.rx.is_empty();
+        }
+        if moved && !any_closed_left {
+            // Let sync_sockets drop closed sockets that are now empty.
+            self.socks_gen = u64::MAX;
+        }
+        moved
+    }
+
+    /// Takes send requests from the sockets: addressed ones to their psock, the rest to the
+    /// shared pending queue (bounded: when full, requests stay in the sockets' queues).
+    fn collect_tx(&mut self) -> bool {
+        let mut work = false;
+        for s in self.socks.clone() {
+            while self.pending.len() < self.cfg.pending_tx {
+                let Some(r) = s.tx.pop() else { break };
+                work = true;
+                match r.dest {
+                    Some(d) => match self.psocks.get_mut(d.0 as usize).and_then(|p| p.as_mut()) {
+                        Some(p) if p.usable() => p.queue.push_back(r),
+                        _ => self.complete_failed(r, PsockErrorKind::Pipe),
+                    },
+                    None => self.pending.push_back(r),
+                }
+            }
+        }
+        // Connected mode: give pending messages to idle psocks, round-robin.
+        let n = self.psocks.len();
+        while !self.pending.is_empty() && n > 0 {
+            let mut placed = false;
+            for k in 0..n {
+                let i = (self.tx_cursor + k) % n;
+                if let Some(p) = self.psocks[i].as_mut() {
+                    if p.usable() && !p.eof && p.tx_idle() {
+                        let r = self.pending.pop_front().expect("non-empty");
+                        p.queue.push_back(r);
+                        self.tx_cursor = (i + 1) % n;
+                        placed = true;
+                        work = true;
+                        break;
+                    }
+                }
+            }
+            if !placed {
+                break;
+            }
+        }
+        work
+    }
+
+    fn complete_failed(&mut self, r: TxReq, why: PsockErrorKind) {
+        if let Some(s) = self.sock(r.sock) {
+            s.stats.tx_failed.fetch_add(1, Ordering::Relaxed);
+            if let Some(cookie) = r.cookie {
+                // Cannot overflow: in_flight (bounded by capacity) counts this cookie.
+                let _ = s.completions.push(Completion { cookie, status: CompletionStatus::Failed(why) });
+            }
+        }
+    }
+
+    /// Writes the current message of a psock, then the next; one message at a time.
+    fn tx_psock(&mut self, p: &mut Psock<T>) -> bool {
+        let mut work = false;
+        while p.usable() {
+            if p.cur.is_none() {
+                match p.queue.pop_front() {
+                    Some(r) => p.cur = Some((r, 0)),
+                    None => break,
+                }
+            }
+            let (req, done) = p.cur.as_mut().expect("set above");
+            match p.io.write(&req.data[*done..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    work = true;
+                    *done += n;
+                    if *done == req.data.len() {
+                        let (req, _) = p.cur.take().expect("set");
+                        p.stats.tx_msgs += 1;
+                        p.stats.tx_bytes += req.data.len() as u64;
+                        p.completions.written(req.data.len(), req.cookie, req.sock);
+                    }
+                }
+                Err(_) => {
+                    self.fail_psock(p, PsockError::new(PsockErrorKind::Pipe));
+                    work = true;
+                }
+            }
+        }
+        work
+    }
+
+    /// Receives, delineates and steers; stops at `rx_batch` messages or when no socket
+    /// can take more (backpressure: the bytes stay in the ring, the window closes).
+    fn rx_psock(&mut self, p: &mut Psock<T>, now: Instant) -> bool {
+        if p.failed.is_some() || p.eof {
+            return p.io.reclaim() > 0;
+        }
+        let mut work = p.io.reclaim() > 0;
+        let fill = match p.io.fill() {
+            Ok(f) => f,
+            Err(_) => {
+                let e = p.asm.end_of_stream(&mut p.stats).unwrap_or(PsockError::new(PsockErrorKind::Pipe));
+                self.fail_psock(p, e);
+                return true;
+            }
+        };
+        work |= fill.new_bytes > 0;
+        let mut target: Option<SockId> = None;
+        let per_msg = self.steering.policy().per_message();
+        self.refresh_loads();
+        let mut delivered = 0;
+        while delivered < self.cfg.rx_batch {
+            let len = match p.held.take() {
+                Some(len) => len,
+                None => match p.asm.step(p.io.unparsed(), now, &mut p.stats) {
+                    Step::Message(len) => len,
+                    Step::Wait => break,
+                    Step::Failed(e) => {
+                        self.fail_psock(p, e);
+                        return true;
+                    }
+                },
+            };
+            let pick = if per_msg {
+                self.steering.pick_for_msg(&p.io.unparsed()[..len], &self.loads)
+            } else {
+                match target {
+                    Some(t) if self.loads.iter().any(|l| l.id == t && l.queued < l.capacity && l.receiving) => Some(t),
+                    _ => self.steering.pick_batch(p.id, &self.loads),
+                }
+            };
+            // Nobody can take it, or too many of this psock's messages are still held by
+            // the application: keep it for the next poll (backpressure, never a drop).
+            let Some(t) = pick else {
+                p.held = Some(len);
+                break;
+            };
+            let Ok(view) = p.io.take_view(len) else {
+                p.held = Some(len);
+                break;
+            };
+            target = Some(t);
+            let sock = Arc::clone(self.sock(t).expect("load list matches sockets"));
+            if sock.rx.push(Msg::new(view, p.id)).is_err() {
+                // Unreachable: the engine is the only producer and room was checked.
+                self.stats.rx_ready_drops += 1;
+            }
+            if let Some(l) = self.loads.iter_mut().find(|l| l.id == t) {
+                l.queued += 1;
+            }
+            delivered += 1;
+            work = true;
+        }
+        if fill.eof && !p.eof {
+            if p.held.is_none() && p.io.unparsed().is_empty() {
+                p.eof = true;
+                self.shared.post(MuxEvent::PsockClosed(p.id));
+                work = true;
+            } else if p.asm.mid_message() {
+                if let Some(e) = p.asm.end_of_stream(&mut p.stats) {
+                    self.fail_psock(p, e);
+                    work = true;
+                }
+            }
+            // else: whole messages still wait for a socket; EOF is seen again next poll.
+        }
+        work
+    }
+
+    fn complete_psock(&mut self, p: &mut Psock<T>) -> bool {
+        if p.completions.pending() == 0 {
+            return false;
+        }
+        let acked = match p.io.acked_total() {
+            Ok(a) => a,
+            Err(_) => return false,
+        };
+        let socks = &self.socks;
+        let n = p.completions.acked(acked, |sid, c| {
+            if let Ok(i) = socks.binary_search_by_key(&sid, |s| s.id) {
+                let s = &socks[i];
+                s.stats.tx_completions.fetch_add(1, Ordering::Relaxed);
+                let _ = s.completions.push(c);
+            }
+        });
+        n > 0
+    }
+
+    fn fail_psock(&mut self, p: &mut Psock<T>, e: PsockError) {
+        if p.failed.is_some() {
+            return;
+        }
+        p.failed = Some(e);
+        self.shared.post(MuxEvent::PsockError(p.id, e));
+        self.fail_tx(p, e.kind);
+        p.io.close();
+    }
+
+    /// Fails what a psock had to send: connected-mode messages are retried from their start
+    /// on another psock; addressed ones and unacknowledged completions are reported failed.
+    fn fail_tx(&mut self, p: &mut Psock<T>, why: PsockErrorKind) {
+        if let Some((r, done)) = p.cur.take() {
+            if done > 0 {
+                p.stats.tx_aborts += 1;
+            }
+            if r.dest.is_none() {
+                self.stats.tx_retries += 1;
+                self.pending.push_front(r);
+            } else {
+                self.complete_failed(r, why);
+            }
+        }
+        while let Some(r) = p.queue.pop_front() {
+            if r.dest.is_none() {
+                self.pending.push_front(r);
+            } else {
+                self.complete_failed(r, why);
+            }
+        }
+        let socks = &self.socks;
+        p.completions.fail_all(why, |sid, c| {
+            if let Ok(i) = socks.binary_search_by_key(&sid, |s| s.id) {
+                socks[i].stats.tx_failed.fetch_add(1, Ordering::Relaxed);
+                let _ = socks[i].completions.push(c);
+            }
+        });
+    }
+}
+
+impl<T> Drop for Mux<T> {
+    fn drop(&mut self) {
+        self.shared.shut.store(true, Ordering::Release);
+    }
+}

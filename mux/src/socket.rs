@@ -1,0 +1,391 @@
+//! Message sockets: the application threads' side of the mux.
+//!
+//! A [`MsgSocket`] is `Send` and lives on one application thread (clone it for more).
+//! It talks to the mux's engine thread only through bounded lock-free queues: received
+//! messages in, send requests out, completions in. Sends are built in the socket's own
+//! pinned tx ring (in place with [`MsgSocket::send_with`]), and travel to the engine as
+//! views, so the engine writes them to a connection without another copy of its own.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use parking_lot::Mutex;
+use ukcm_nic::{ByteRing, PinnedBudget, RingView};
+
+use crate::completion::Completion;
+use crate::error::PsockError;
+use crate::ids::{PsockId, SockId};
+use crate::msg::Msg;
+use crate::stats::SockStats;
+
+/// Sizes of a socket's queues and tx ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketConfig {
+    /// Received messages queued to the socket before steering looks elsewhere.
+    pub rx_queue: usize,
+    /// Send requests queued to the engine.
+    pub tx_queue: usize,
+    /// Sends with a cookie not yet completed (bounds the completion queue).
+    pub max_in_flight: usize,
+    /// Bytes of the socket's pinned tx ring (a multiple of 4096; bounds one message).
+    pub tx_ring: usize,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig { rx_queue: 1024, tx_queue: 1024, max_in_flight: 4096, tx_ring: 4 << 20 }
+    }
+}
+
+/// Why a send did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// Larger than the socket's tx ring: can never be sent whole.
+    TooBig { len: usize, max: usize },
+    /// No room now (tx ring, tx queue or completion budget): try again.
+    WouldBlock,
+    /// The mux is gone.
+    Closed,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::TooBig { len, max } => write!(f, "message of {len} bytes exceeds the {max}-byte tx ring"),
+            SendError::WouldBlock => f.write_str("no room to send now"),
+            SendError::Closed => f.write_str("mux closed"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Why a receive returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvError {
+    /// Nothing arrived within the time allowed.
+    TimedOut,
+    /// The mux is gone and nothing is left queued.
+    Closed,
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::TimedOut => f.write_str("receive timed out"),
+            RecvError::Closed => f.write_str("mux closed"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}
+
+/// An event the mux posts for the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MuxEvent {
+    /// A psock failed and was taken out of service.
+    PsockError(PsockId, PsockError),
+    /// A psock's peer closed cleanly between messages.
+    PsockClosed(PsockId),
+}
+
+/// A send request on its way to the engine.
+#[derive(Debug)]
+pub(crate) struct TxReq {
+    pub(crate) data: RingView,
+    pub(crate) cookie: Option<u32>,
+    pub(crate) dest: Option<PsockId>,
+    pub(crate) sock: SockId,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct AtomicSockStats {
+    rx_msgs: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_msgs: AtomicU64,
+    tx_bytes: AtomicU64,
+    pub(crate) tx_completions: AtomicU64,
+    pub(crate) tx_failed: AtomicU64,
+}
+
+/// The part of a socket both sides see.
+#[derive(Debug)]
+pub(crate) struct SockShared {
+    pub(crate) id: SockId,
+    pub(crate) rx: ArrayQueue<Msg>,
+    pub(crate) tx: ArrayQueue<TxReq>,
+    pub(crate) completions: ArrayQueue<Completion>,
+    pub(crate) receiving: AtomicBool,
+    pub(crate) closed: AtomicBool,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) stats: AtomicSockStats,
+}
+
+impl SockShared {
+    pub(crate) fn snapshot(&self) -> SockStats {
+        let s = &self.stats;
+        SockStats {
+            rx_msgs: s.rx_msgs.load(Ordering::Relaxed),
+            rx_bytes: s.rx_bytes.load(Ordering::Relaxed),
+            tx_msgs: s.tx_msgs.load(Ordering::Relaxed),
+            tx_bytes: s.tx_bytes.load(Ordering::Relaxed),
+            tx_completions: s.tx_completions.load(Ordering::Relaxed),
+            tx_failed: s.tx_failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What the mux and all its sockets share.
+#[derive(Debug)]
+pub(crate) struct MuxShared {
+    pub(crate) socks: Mutex<Vec<Arc<SockShared>>>,
+    pub(crate) socks_gen: AtomicU64,
+    pub(crate) next_sock: AtomicU64,
+    pub(crate) events: ArrayQueue<MuxEvent>,
+    pub(crate) events_dropped: AtomicU64,
+    pub(crate) shut: AtomicBool,
+    pub(crate) budget: Arc<PinnedBudget>,
+    pub(crate) sock_cfg: SocketConfig,
+}
+
+impl MuxShared {
+    pub(crate) fn post(&self, ev: MuxEvent) {
+        if self.events.push(ev).is_err() {
+            // Bounded: an application that never reads events loses the oldest news, counted.
+            self.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn new_socket(self: &Arc<Self>) -> Result<MsgSocket, ukcm_nic::RingError> {
+        let cfg = self.sock_cfg;
+        let id = SockId(self.next_sock.fetch_add(1, Ordering::Relaxed) as u32);
+        let shared = Arc::new(SockShared {
+            id,
+            rx: ArrayQueue::new(cfg.rx_queue.max(1)),
+            tx: ArrayQueue::new(cfg.tx_queue.max(1)),
+            completions: ArrayQueue::new(cfg.max_in_flight.max(1)),
+            receiving: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            stats: AtomicSockStats::default(),
+        });
+        let tx_ring = ByteRing::new(cfg.tx_ring, cfg.tx_queue.max(1) + 1, &self.budget)?;
+        self.socks.lock().push(Arc::clone(&shared));
+        self.socks_gen.fetch_add(1, Ordering::Release);
+        Ok(MsgSocket { shared, mux: Arc::clone(self), tx_ring })
+    }
+}
+
+/// A KCM message socket: receive whole messages, send whole messages.
+#[derive(Debug)]
+pub struct MsgSocket {
+    shared: Arc<SockShared>,
+    mux: Arc<MuxShared>,
+    tx_ring: ByteRing,
+}
+
+impl MsgSocket {
+    /// This socket's id.
+    pub fn id(&self) -> SockId {
+        self.shared.id
+    }
+
+    /// Another socket on the same mux (KCM's `SIOCKCMCLONE`), for another thread.
+    pub fn try_clone(&self) -> Result<MsgSocket, ukcm_nic::RingError> {
+        self.mux.new_socket()
+    }
+
+    /// Takes a message if one is queued.
+    pub fn try_recv(&self) -> Option<Msg> {
+        let m = self.shared.rx.pop()?;
+        self.count_rx(&m);
+        Some(m)
+    }
+
+    /// Messages queued to this socket and not yet taken.
+    pub fn queued(&self) -> usize {
+        self.shared.rx.len()
+    }
+
+    /// Waits for a message: spins briefly, then yields, then parks in short sleeps.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Msg, RecvError> {
+        let deadline = Instant::now() + timeout;
+        let mut idle = 0u32;
+        loop {
+            if let Some(m) = self.try_recv() {
+                return Ok(m);
+            }
+            if self.mux.shut.load(Ordering::Acquire) {
+                return self.try_recv().ok_or(RecvError::Closed);
+            }
+            if Instant::now() >= deadline {
+                return Err(RecvError::TimedOut);
+            }
+            idle_step(&mut idle);
+        }
+    }
+
+    /// Waits as long as it takes (or until the mux closes).
+    pub fn recv(&self) -> Result<Msg, RecvError> {
+        self.recv_timeout(Duration::from_secs(u64::MAX / 4))
+    }
+
+    /// Appends up to `max` queued messages to `out`; returns how many.
+    pub fn recv_batch(&self, out: &mut Vec<Msg>, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            match self.try_recv() {
+                Some(m) => {
+                    out.push(m);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        n
+    }
+
+    /// Stops (false) or resumes (true) receiving. Messages already queued here are moved
+    /// to other receiving sockets by the engine.
+    pub fn set_recv_enabled(&self, on: bool) {
+        self.shared.receiving.store(on, Ordering::Release);
+    }
+
+    /// Sends one message on any psock with room (connected mode, KCM's load balancing).
+    pub fn send(&mut self, msg: &[u8], cookie: Option<u32>) -> Result<(), SendError> {
+        self.enqueue(msg.len(), cookie, None, |b| b.copy_from_slice(msg))
+    }
+
+    /// Sends one message on a named psock (addressed mode: the reply path of a server).
+    pub fn send_to(&mut self, dest: PsockId, msg: &[u8], cookie: Option<u32>) -> Result<(), SendError> {
+        self.enqueue(msg.len(), cookie, Some(dest), |b| b.copy_from_slice(msg))
+    }
+
+    /// Builds a `len`-byte message in place in pinned memory and sends it.
+    pub fn send_with(
+        &mut self,
+        len: usize,
+        cookie: Option<u32>,
+        dest: Option<PsockId>,
+        build: impl FnOnce(&mut [u8]),
+    ) -> Result<(), SendError> {
+        self.enqueue(len, cookie, dest, build)
+    }
+
+    /// Queues many messages at once (sendmmsg / MSG_BATCH); returns how many were queued —
+    /// a prefix; the rest met a full ring or queue.
+    pub fn send_batch(&mut self, msgs: &[&[u8]], cookies: Option<&[u32]>, dest: Option<PsockId>) -> Result<usize, SendError> {
+        for (i, m) in msgs.iter().enumerate() {
+            let cookie = cookies.and_then(|c| c.get(i).copied());
+            match self.enqueue(m.len(), cookie, dest, |b| b.copy_from_slice(m)) {
+                Ok(()) => {}
+                Err(SendError::WouldBlock) => return Ok(i),
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => return Ok(i),
+            }
+        }
+        Ok(msgs.len())
+    }
+
+    /// Like [`MsgSocket::send`], but waits (spin, yield, park) while there is no room.
+    pub fn send_blocking(&mut self, msg: &[u8], cookie: Option<u32>, dest: Option<PsockId>, timeout: Duration) -> Result<(), SendError> {
+        let deadline = Instant::now() + timeout;
+        let mut idle = 0;
+        loop {
+            match self.enqueue(msg.len(), cookie, dest, |b| b.copy_from_slice(msg)) {
+                Err(SendError::WouldBlock) if Instant::now() < deadline => idle_step(&mut idle),
+                r => return r,
+            }
+        }
+    }
+
+    fn enqueue(&mut self, len: usize, cookie: Option<u32>, dest: Option<PsockId>, build: impl FnOnce(&mut [u8])) -> Result<(), SendError> {
+        if self.mux.shut.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        let max = self.tx_ring.capacity();
+        if len > max || len == 0 {
+            return Err(SendError::TooBig { len, max });
+        }
+        if self.shared.tx.is_full() {
+            return Err(SendError::WouldBlock);
+        }
+        if cookie.is_some() && self.shared.in_flight.load(Ordering::Acquire) >= self.shared.completions.capacity() {
+            return Err(SendError::WouldBlock);
+        }
+        self.tx_ring.reclaim();
+        if !self.tx_ring.can_take_view() {
+            return Err(SendError::WouldBlock);
+        }
+        let space = self.tx_ring.free_space();
+        if space.len() < len {
+            return Err(SendError::WouldBlock);
+        }
+        build(&mut space[..len]);
+        self.tx_ring.commit(len);
+        // Cannot fail: the bytes were just committed and a view slot was checked above.
+        let data = self.tx_ring.take_view(len).expect("view slot checked");
+        if cookie.is_some() {
+            self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        }
+        let req = TxReq { data, cookie, dest, sock: self.shared.id };
+        // Cannot fail: only this socket pushes, and is_full was false above.
+        if self.shared.tx.push(req).is_err() {
+            return Err(SendError::WouldBlock);
+        }
+        let s = &self.shared.stats;
+        s.tx_msgs.fetch_add(1, Ordering::Relaxed);
+        s.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Appends completions (cookies acknowledged by the peer, or failed) to `out`.
+    pub fn completions(&self, out: &mut Vec<Completion>) -> usize {
+        let mut n = 0;
+        while let Some(c) = self.shared.completions.pop() {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            out.push(c);
+            n += 1;
+        }
+        n
+    }
+
+    /// The next mux event (psock errors), if any. Events are shared by all sockets of a mux.
+    pub fn next_event(&self) -> Option<MuxEvent> {
+        self.mux.events.pop()
+    }
+
+    /// This socket's counters.
+    pub fn stats(&self) -> SockStats {
+        self.shared.snapshot()
+    }
+
+    fn count_rx(&self, m: &Msg) {
+        let s = &self.shared.stats;
+        s.rx_msgs.fetch_add(1, Ordering::Relaxed);
+        s.rx_bytes.fetch_add(m.len() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for MsgSocket {
+    fn drop(&mut self) {
+        self.shared.receiving.store(false, Ordering::Release);
+        self.shared.closed.store(true, Ordering::Release);
+        self.mux.socks_gen.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// One step of the spin → yield → park idle strategy.
+pub(crate) fn idle_step(n: &mut u32) {
+    *n += 1;
+    if *n < 64 {
+        std::hint::spin_loop();
+    } else if *n < 128 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}

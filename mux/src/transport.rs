@@ -1,0 +1,52 @@
+//! What the mux needs from a byte-stream connection (a psock's transport).
+//!
+//! The mux is generic over this so the same psock logic runs over the userspace stack's
+//! TCP connections and over kernel TCP sockets (the fallback, and the fair baseline).
+//! Receive is ring-shaped: the transport lands stream bytes in a pinned ring and the mux
+//! delineates and hands out messages in place.
+
+use std::io;
+
+use ukcm_nic::{RingError, RingView};
+
+/// Result of moving newly arrived bytes into the rx ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fill {
+    /// Bytes added to the ring by this call.
+    pub new_bytes: usize,
+    /// The peer closed its side (no more bytes will ever come).
+    pub eof: bool,
+    /// The ring had no free space, so data may be waiting in the transport.
+    pub ring_full: bool,
+}
+
+/// One connection as the mux sees it.
+pub trait PsockIo: Send {
+    /// Moves arrived bytes into the rx ring. An `Err` means the connection is broken
+    /// (reset): the mux posts EPIPE.
+    fn fill(&mut self) -> io::Result<Fill>;
+
+    /// Stream bytes from the start of the next undelivered message (contiguous).
+    fn unparsed(&self) -> &[u8];
+
+    /// Hands out the next `len` unparsed bytes as an in-place view.
+    fn take_view(&mut self, len: usize) -> Result<RingView, RingError>;
+
+    /// Frees ring space of released views; returns bytes freed.
+    fn reclaim(&mut self) -> usize;
+
+    /// Writes as much of `bytes` as the transport takes now (0 when full).
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize>;
+
+    /// Total stream bytes the peer has acknowledged.
+    fn acked_total(&mut self) -> io::Result<u64>;
+
+    /// The rx ring's size: the largest message this psock can hold in place.
+    fn rx_capacity(&self) -> usize;
+
+    /// A short label for stats (e.g. the peer address).
+    fn label(&self) -> String;
+
+    /// Closes the connection (both directions).
+    fn close(&mut self);
+}

@@ -1,0 +1,417 @@
+//! KCM behaviours of the mux over kernel TCP sockets on loopback (no privileges needed).
+//! The peers are plain kernel TCP streams reading and writing raw bytes.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ukcm_mux::kernel::KernelPsock;
+use ukcm_mux::{
+    Completion, CompletionStatus, Msg, MsgSocket, Mux, MuxConfig, MuxEvent, PsockErrorKind, PsockId, SendError,
+    SocketConfig, SteerPolicy,
+};
+use ukcm_nic::PinnedBudget;
+use ukcm_parsers::LengthField;
+
+const RING: usize = 64 * 1024;
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+/// A connected pair: (our end for the mux, the raw peer end).
+fn pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (s, c)
+}
+
+fn mux_with(cfg: MuxConfig) -> (Mux<KernelPsock>, MsgSocket, Arc<PinnedBudget>) {
+    let budget = PinnedBudget::unlimited();
+    let (m, s) = Mux::new(cfg, &budget).unwrap();
+    (m, s, budget)
+}
+
+fn small_cfg() -> MuxConfig {
+    MuxConfig {
+        socket: SocketConfig { rx_queue: 256, tx_queue: 256, max_in_flight: 256, tx_ring: 256 * 1024 },
+        ..MuxConfig::default()
+    }
+}
+
+fn attach(mux: &mut Mux<KernelPsock>, s: TcpStream, budget: &Arc<PinnedBudget>) -> PsockId {
+    mux.attach(KernelPsock::new(s, RING, 256, budget).unwrap(), Box::new(LengthField::thrift()))
+}
+
+/// Polls the mux until `done` or the deadline.
+fn pump(mux: &mut Mux<KernelPsock>, secs: u64, mut done: impl FnMut(&mut Mux<KernelPsock>) -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        mux.poll(Instant::now());
+        if done(mux) {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    false
+}
+
+fn recv_n(mux: &mut Mux<KernelPsock>, sock: &MsgSocket, n: usize) -> Vec<Msg> {
+    let mut got = Vec::new();
+    let ok = pump(mux, 10, |_| {
+        let want = n - got.len();
+        sock.recv_batch(&mut got, want);
+        got.len() == n
+    });
+    assert!(ok, "received {} of {n}", got.len());
+    got
+}
+
+#[test]
+fn messages_arrive_whole_and_replies_go_to_their_origin() {
+    let (mut mux, mut sock, b) = mux_with(small_cfg());
+    let (s1, mut c1) = pair();
+    let (s2, mut c2) = pair();
+    let p1 = attach(&mut mux, s1, &b);
+    let p2 = attach(&mut mux, s2, &b);
+    // split a message across writes, and two messages in one write
+    let m1 = frame(b"first message");
+    c1.write_all(&m1[..3]).unwrap();
+    c2.write_all(&[frame(b"from two"), frame(b"again")].concat()).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    c1.write_all(&m1[3..]).unwrap();
+    let got = recv_n(&mut mux, &sock, 3);
+    let from = |p: PsockId| got.iter().filter(|m| m.origin() == p).map(|m| m.to_vec()).collect::<Vec<_>>();
+    assert_eq!(from(p1), vec![m1.clone()]);
+    assert_eq!(from(p2), vec![frame(b"from two"), frame(b"again")], "per-psock order kept");
+    for m in &got {
+        sock.send_to(m.origin(), m, None).unwrap();
+    }
+    drop(got);
+    let mut echo1 = vec![0u8; m1.len()];
+    let mut echo2 = vec![0u8; frame(b"from two").len() + frame(b"again").len()];
+    let h = std::thread::spawn(move || {
+        c1.read_exact(&mut echo1).unwrap();
+        c2.read_exact(&mut echo2).unwrap();
+        (echo1, echo2)
+    });
+    pump(&mut mux, 5, |_| h.is_finished());
+    let (e1, e2) = h.join().unwrap();
+    assert_eq!(e1, m1);
+    assert_eq!(e2, [frame(b"from two"), frame(b"again")].concat());
+    let t = mux.stats_table();
+    assert_eq!(t.total.rx_msgs, 3);
+    assert_eq!(t.total.tx_msgs, 3);
+    assert_eq!(mux.psock_stats(p2).unwrap().rx_msgs, 2);
+}
+
+#[test]
+fn batch_steering_gives_one_polls_messages_to_one_socket_and_rotates() {
+    let (mut mux, s0, b) = mux_with(small_cfg());
+    let s1 = s0.try_clone().unwrap();
+    let (s, mut c) = pair();
+    attach(&mut mux, s, &b);
+    c.write_all(&(0..5).map(|i| frame(&[i; 10])).collect::<Vec<_>>().concat()).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(pump(&mut mux, 5, |_| s0.stats().rx_msgs + s1.stats().rx_msgs > 0 || true));
+    let (mut a, mut bb) = (Vec::new(), Vec::new());
+    s0.recv_batch(&mut a, 10);
+    s1.recv_batch(&mut bb, 10);
+    assert!(a.len() == 5 && bb.is_empty() || bb.len() == 5 && a.is_empty(), "one batch, one socket: {} / {}", a.len(), bb.len());
+    let first_was_0 = !a.is_empty();
+    drop((a, bb));
+    c.write_all(&frame(b"next poll")).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    pump(&mut mux, 1, |_| false);
+    let next = if first_was_0 { s1.try_recv() } else { s0.try_recv() };
+    assert!(next.is_some(), "the next poll's batch goes to the other socket");
+}
+
+#[test]
+fn recv_disable_moves_queued_messages_to_another_socket() {
+    let mut cfg = small_cfg();
+    cfg.steer = SteerPolicy::Sticky;
+    let (mut mux, s0, b) = mux_with(cfg);
+    let s1 = s0.try_clone().unwrap();
+    let (s, mut c) = pair();
+    attach(&mut mux, s, &b);
+    c.write_all(&(0..4).map(|i| frame(&[i; 8])).collect::<Vec<_>>().concat()).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    pump(&mut mux, 1, |_| false);
+    let (holder, other) = if s0.queued() == 4 { (&s0, &s1) } else { (&s1, &s0) };
+    assert_eq!((holder.queued(), other.queued()), (4, 0), "sticky: one psock, one socket");
+    holder.set_recv_enabled(false);
+    let got = recv_n(&mut mux, other, 4);
+    let firsts: Vec<u8> = got.iter().map(|m| m[4]).collect();
+    assert_eq!(firsts, vec![0, 1, 2, 3], "moved in order");
+}
+
+#[test]
+fn oversized_message_posts_emsgsize_and_only_that_psock_stops() {
+    let mut cfg = small_cfg();
+    cfg.max_message = 100;
+    let (mut mux, sock, b) = mux_with(cfg);
+    let (s1, mut c1) = pair();
+    let (s2, mut c2) = pair();
+    let bad = attach(&mut mux, s1, &b);
+    let good = attach(&mut mux, s2, &b);
+    c1.write_all(&frame(&[0u8; 200])).unwrap();
+    c2.write_all(&frame(b"fine")).unwrap();
+    let mut ev = None;
+    pump(&mut mux, 5, |_| {
+        ev = ev.or(sock.next_event());
+        ev.is_some()
+    });
+    match ev {
+        Some(MuxEvent::PsockError(p, e)) => {
+            assert_eq!(p, bad);
+            assert_eq!(e.kind, PsockErrorKind::MsgSize);
+            assert_eq!(e.kind.errno(), 90);
+        }
+        other => panic!("expected EMSGSIZE, got {other:?}"),
+    }
+    let m = recv_n(&mut mux, &sock, 1);
+    assert_eq!(m[0].origin(), good);
+    assert_eq!(mux.psock_stats(bad).unwrap().rx_msg_too_big, 1);
+}
+
+#[test]
+fn bad_header_posts_eproto() {
+    let (mut mux, sock, b) = mux_with(small_cfg());
+    let (s, mut c) = pair();
+    let p = mux.attach(KernelPsock::new(s, RING, 64, &b).unwrap(), Box::new(ukcm_parsers::Memcached::default()));
+    c.write_all(&[0x55u8; 24]).unwrap();
+    let mut ev = None;
+    pump(&mut mux, 5, |_| {
+        ev = ev.or(sock.next_event());
+        ev.is_some()
+    });
+    assert!(matches!(ev, Some(MuxEvent::PsockError(q, e)) if q == p && e.kind == PsockErrorKind::Proto), "{ev:?}");
+}
+
+#[test]
+fn slow_message_posts_etimedout() {
+    let mut cfg = small_cfg();
+    cfg.assembly_timeout = Some(Duration::from_millis(100));
+    let (mut mux, sock, b) = mux_with(cfg);
+    let (s, mut c) = pair();
+    let p = attach(&mut mux, s, &b);
+    c.write_all(&frame(&[1u8; 50])[..20]).unwrap();
+    let mut ev = None;
+    pump(&mut mux, 5, |_| {
+        ev = ev.or(sock.next_event());
+        ev.is_some()
+    });
+    assert!(matches!(ev, Some(MuxEvent::PsockError(q, e)) if q == p && e.kind == PsockErrorKind::TimedOut), "{ev:?}");
+    assert_eq!(mux.psock_stats(p).unwrap().rx_msg_timeouts, 1);
+}
+
+#[test]
+fn close_mid_message_posts_epipe_and_clean_close_does_not() {
+    let (mut mux, sock, b) = mux_with(small_cfg());
+    let (s1, mut c1) = pair();
+    let (s2, mut c2) = pair();
+    let mid = attach(&mut mux, s1, &b);
+    let clean = attach(&mut mux, s2, &b);
+    c1.write_all(&frame(&[1u8; 50])[..30]).unwrap();
+    c2.write_all(&frame(b"whole")).unwrap();
+    drop((c1, c2));
+    let mut evs = Vec::new();
+    pump(&mut mux, 5, |_| {
+        while let Some(e) = sock.next_event() {
+            evs.push(e);
+        }
+        evs.len() == 2
+    });
+    assert!(evs.iter().any(|e| matches!(e, MuxEvent::PsockError(p, er) if *p == mid && er.kind == PsockErrorKind::Pipe)), "{evs:?}");
+    assert!(evs.contains(&MuxEvent::PsockClosed(clean)), "{evs:?}");
+    assert_eq!(recv_n(&mut mux, &sock, 1)[0].to_vec(), frame(b"whole"));
+}
+
+#[test]
+fn slow_receiver_closes_the_window_and_nothing_is_lost() {
+    let mut cfg = small_cfg();
+    cfg.socket.rx_queue = 4;
+    let (mut mux, sock, b) = mux_with(cfg);
+    let (s, c) = pair();
+    attach(&mut mux, s, &b);
+    let total = 20_000u32;
+    let writer = std::thread::spawn(move || {
+        let mut c = c;
+        for i in 0..total {
+            let mut body = i.to_be_bytes().to_vec();
+            body.resize(100, i as u8);
+            c.write_all(&frame(&body)).unwrap();
+        }
+        c
+    });
+    // Take messages slowly at first so the ring and the kernel buffers fill.
+    let mut next = 0u32;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while next < total && Instant::now() < deadline {
+        mux.poll(Instant::now());
+        if next < 200 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        while let Some(m) = sock.try_recv() {
+            assert_eq!(m.len(), 104);
+            assert_eq!(u32::from_be_bytes(m[4..8].try_into().unwrap()), next, "in order, none lost");
+            next += 1;
+        }
+    }
+    assert_eq!(next, total);
+    writer.join().unwrap();
+    assert_eq!(mux.stats().rx_ready_drops, 0);
+}
+
+#[test]
+fn completions_report_each_cookie_once_after_the_peer_acks() {
+    let (mut mux, mut sock, b) = mux_with(small_cfg());
+    let (s, mut c) = pair();
+    attach(&mut mux, s, &b);
+    for i in 0..100u32 {
+        sock.send(&frame(&i.to_be_bytes()), Some(1000 + i)).unwrap();
+    }
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 100 * 8];
+        c.read_exact(&mut buf).unwrap();
+        (c, buf)
+    });
+    let mut comps: Vec<Completion> = Vec::new();
+    pump(&mut mux, 10, |_| {
+        sock.completions(&mut comps);
+        comps.len() >= 100
+    });
+    let (_c, buf) = reader.join().unwrap();
+    assert_eq!(buf[..8], frame(&0u32.to_be_bytes())[..]);
+    pump(&mut mux, 1, |_| false);
+    sock.completions(&mut comps);
+    let cookies: Vec<u32> = comps.iter().map(|c| c.cookie).collect();
+    assert_eq!(cookies, (1000..1100).collect::<Vec<_>>(), "each cookie exactly once, in order");
+    assert!(comps.iter().all(|c| c.status == CompletionStatus::Acked));
+}
+
+#[test]
+fn addressed_send_to_a_dead_psock_completes_as_failed() {
+    let (mut mux, mut sock, b) = mux_with(small_cfg());
+    let (s, c) = pair();
+    let p = attach(&mut mux, s, &b);
+    let _ = mux.unattach(p);
+    drop(c);
+    sock.send_to(p, &frame(b"x"), Some(7)).unwrap();
+    let mut comps = Vec::new();
+    pump(&mut mux, 5, |_| sock.completions(&mut comps) > 0);
+    assert_eq!(comps, vec![Completion { cookie: 7, status: CompletionStatus::Failed(PsockErrorKind::Pipe) }]);
+}
+
+#[test]
+fn unattach_mid_message_counts_an_abort_and_closes_the_stream() {
+    let (mut mux, _sock, b) = mux_with(small_cfg());
+    let (s1, mut c1) = pair();
+    let (s2, _c2) = pair();
+    let mid = attach(&mut mux, s1, &b);
+    let idle = attach(&mut mux, s2, &b);
+    c1.write_all(&frame(&[0u8; 40])[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    pump(&mut mux, 1, |_| false);
+    assert!(mux.unattach(mid).is_none(), "mid-message stream is not handed back");
+    assert!(mux.unattach(idle).is_some(), "idle stream is handed back");
+    let st = mux.stats();
+    assert_eq!((st.psock_attach, st.psock_unattach), (2, 2));
+    assert_eq!(st.folded.rx_aborts, 1);
+    let mut buf = [0u8; 1];
+    c1.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(c1.read(&mut buf).unwrap_or(0), 0, "closed");
+}
+
+#[test]
+fn too_big_and_full_sends_are_errors_not_losses() {
+    let mut cfg = small_cfg();
+    cfg.socket.tx_queue = 2;
+    let (_mux, mut sock, _b) = mux_with(cfg);
+    assert!(matches!(sock.send(&vec![0u8; 300 * 1024], None), Err(SendError::TooBig { .. })));
+    sock.send(b"a", None).unwrap();
+    sock.send(b"b", None).unwrap();
+    assert_eq!(sock.send(b"c", None), Err(SendError::WouldBlock), "no psock drains the queue: backpressure");
+}
+
+/// 8 threads × 4 psocks sending messages of random sizes at once: every message reaches the
+/// kernel peers whole and unmixed.
+#[test]
+fn concurrent_senders_never_interleave_messages() {
+    let (mut mux, sock, b) = mux_with(MuxConfig {
+        socket: SocketConfig { rx_queue: 64, tx_queue: 512, max_in_flight: 64, tx_ring: 1 << 20 },
+        ..MuxConfig::default()
+    });
+    let mut peers = Vec::new();
+    for _ in 0..4 {
+        let (s, c) = pair();
+        attach(&mut mux, s, &b);
+        peers.push(c);
+    }
+    let per_thread = 2_000u32;
+    let threads = 8u32;
+    let senders: Vec<_> = (0..threads)
+        .map(|t| {
+            let mut s = sock.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut x = 0x9e37_79b9u32.wrapping_mul(t + 1);
+                for i in 0..per_thread {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    let len = 8 + (x % 3000) as usize;
+                    let mut body = vec![0u8; len];
+                    body[..4].copy_from_slice(&t.to_be_bytes());
+                    body[4..8].copy_from_slice(&i.to_be_bytes());
+                    for (k, byte) in body[8..].iter_mut().enumerate() {
+                        *byte = (t as usize * 31 + i as usize + k) as u8;
+                    }
+                    s.send_blocking(&frame(&body), None, None, Duration::from_secs(30)).unwrap();
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = peers
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                let mut n = 0u32;
+                loop {
+                    let mut hdr = [0u8; 4];
+                    if c.read_exact(&mut hdr).is_err() {
+                        return n;
+                    }
+                    let len = u32::from_be_bytes(hdr) as usize;
+                    let mut body = vec![0u8; len];
+                    c.read_exact(&mut body).expect("whole message");
+                    let t = u32::from_be_bytes(body[..4].try_into().unwrap());
+                    let i = u32::from_be_bytes(body[4..8].try_into().unwrap());
+                    for (k, byte) in body[8..].iter().enumerate() {
+                        assert_eq!(*byte, (t as usize * 31 + i as usize + k) as u8, "message {t}/{i} mixed or corrupt");
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    pump(&mut mux, 60, |_| senders.iter().all(|h| h.is_finished()));
+    pump(&mut mux, 60, |m| m.stats_table().total.tx_msgs == (threads * per_thread) as u64);
+    for h in senders {
+        h.join().unwrap();
+    }
+    // let the readers drain, then stop them by their read timeout
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end && !readers.iter().all(|h| h.is_finished()) {
+        mux.poll(Instant::now());
+    }
+    let total: u32 = readers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(total, threads * per_thread);
+    let t = mux.stats_table();
+    assert!(t.psocks.iter().all(|r| r.stats.tx_msgs > 0), "load spread over every psock");
+}
