@@ -1114,3 +1114,19 @@ impl<P: Port> Drop for Engine<P> {
         self.shutdown_slots();
     }
 }
+
+/// Dequeues `n` bytes from a socket's rx ring (after a `peek`), across the ring's wrap;
+/// returns how many were dequeued (fewer only if fewer were queued). Frees window space.
+pub fn consume_rx(s: &mut tcp::Socket<'_>, n: usize) -> usize {
+    let mut left = n;
+    while left > 0 {
+        match s.recv(|b| {
+            let k = b.len().min(left);
+            (k, k)
+        }) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => left -= k,
+        }
+    }
+    n - left
+}

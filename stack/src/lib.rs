@@ -17,10 +17,12 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod rings;
+pub mod thread;
 
 pub use classify::FourTuple;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
-pub use engine::{ConnId, ConnInfo, Engine, EngineStats, Event, RefuseReason, StackError};
+pub use engine::{consume_rx, ConnId, ConnInfo, Engine, EngineStats, Event, RefuseReason, StackError};
 pub use rings::{pool_stats, RingPoolStats, SizeClass};
 pub use smoltcp;
+pub use thread::{spawn_engine, spawn_engine_with, AppEvent, EngineHandle, ThreadConfig};
