@@ -41,7 +41,9 @@ impl KernelPsock {
 }
 
 impl PsockIo for KernelPsock {
-    fn fill(&mut self) -> io::Result<Fill> {
+    type Ctx = ();
+
+    fn fill(&mut self, _: &mut ()) -> io::Result<Fill> {
         let mut fill = Fill::default();
         if self.closed {
             fill.eof = true;
@@ -81,7 +83,7 @@ impl PsockIo for KernelPsock {
         self.ring.reclaim()
     }
 
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+    fn write(&mut self, _: &mut (), bytes: &[u8]) -> io::Result<usize> {
         match self.stream.write(bytes) {
             Ok(n) => {
                 self.written += n as u64;
@@ -92,7 +94,7 @@ impl PsockIo for KernelPsock {
         }
     }
 
-    fn acked_total(&mut self) -> io::Result<u64> {
+    fn acked_total(&mut self, _: &mut ()) -> io::Result<u64> {
         let unacked = kernel_sock::unacked_bytes(self.stream.as_fd())? as u64;
         Ok(self.written.saturating_sub(unacked))
     }
@@ -105,7 +107,7 @@ impl PsockIo for KernelPsock {
         self.label.clone()
     }
 
-    fn close(&mut self) {
+    fn close(&mut self, _: &mut ()) {
         self.closed = true;
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }

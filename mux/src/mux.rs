@@ -173,7 +173,7 @@ impl<T: PsockIo> Mux<T> {
     /// in the middle of a received message counts an abort and its connection is closed
     /// (the stream cannot be reused mid-message); otherwise the connection is handed back.
     /// Messages already delivered from it stay valid. Sends waiting for it fail.
-    pub fn unattach(&mut self, id: PsockId) -> Option<T> {
+    pub fn unattach_with(&mut self, ctx: &mut T::Ctx, id: PsockId) -> Option<T> {
         let mut p = self.psocks.get_mut(id.0 as usize)?.take()?;
         self.free_ids.push(id.0);
         self.stats.psock_unattach += 1;
@@ -184,11 +184,12 @@ impl<T: PsockIo> Mux<T> {
         if mid {
             p.stats.rx_aborts += 1;
         }
+        let tx_mid = p.cur.as_ref().is_some_and(|(_, done)| *done > 0);
         self.fail_tx(&mut p, PsockErrorKind::Pipe);
         self.stats.folded.fold(&p.stats);
         self.steering.psock_gone(id);
-        if mid || p.cur.is_some() {
-            p.io.close();
+        if mid || tx_mid {
+            p.io.close(ctx);
             return None;
         }
         Some(p.io)
@@ -237,16 +238,16 @@ impl<T: PsockIo> Mux<T> {
     }
 
     /// One round of work; returns whether anything happened.
-    pub fn poll(&mut self, now: Instant) -> bool {
+    pub fn poll_with(&mut self, ctx: &mut T::Ctx, now: Instant) -> bool {
         let mut work = false;
         self.sync_sockets();
         work |= self.resteer_disabled();
         work |= self.collect_tx();
         for i in 0..self.psocks.len() {
             let Some(mut p) = self.psocks[i].take() else { continue };
-            work |= self.tx_psock(&mut p);
-            work |= self.rx_psock(&mut p, now);
-            work |= self.complete_psock(&mut p);
+            work |= self.tx_psock(ctx, &mut p);
+            work |= self.rx_psock(ctx, &mut p, now);
+            work |= self.complete_psock(ctx, &mut p);
             self.psocks[i] = Some(p);
         }
         work
@@ -383,7 +384,7 @@ impl<T: PsockIo> Mux<T> {
     }
 
     /// Writes the current message of a psock, then the next; one message at a time.
-    fn tx_psock(&mut self, p: &mut Psock<T>) -> bool {
+    fn tx_psock(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>) -> bool {
         let mut work = false;
         while p.usable() {
             if p.cur.is_none() {
@@ -393,7 +394,7 @@ impl<T: PsockIo> Mux<T> {
                 }
             }
             let (req, done) = p.cur.as_mut().expect("set above");
-            match p.io.write(&req.data[*done..]) {
+            match p.io.write(ctx, &req.data[*done..]) {
                 Ok(0) => break,
                 Ok(n) => {
                     work = true;
@@ -406,7 +407,7 @@ impl<T: PsockIo> Mux<T> {
                     }
                 }
                 Err(_) => {
-                    self.fail_psock(p, PsockError::new(PsockErrorKind::Pipe));
+                    self.fail_psock(ctx, p, PsockError::new(PsockErrorKind::Pipe));
                     work = true;
                 }
             }
@@ -416,16 +417,16 @@ impl<T: PsockIo> Mux<T> {
 
     /// Receives, delineates and steers; stops at `rx_batch` messages or when no socket
     /// can take more (backpressure: the bytes stay in the ring, the window closes).
-    fn rx_psock(&mut self, p: &mut Psock<T>, now: Instant) -> bool {
+    fn rx_psock(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>, now: Instant) -> bool {
         if p.failed.is_some() || p.eof {
             return p.io.reclaim() > 0;
         }
         let mut work = p.io.reclaim() > 0;
-        let fill = match p.io.fill() {
+        let fill = match p.io.fill(ctx) {
             Ok(f) => f,
             Err(_) => {
                 let e = p.asm.end_of_stream(&mut p.stats).unwrap_or(PsockError::new(PsockErrorKind::Pipe));
-                self.fail_psock(p, e);
+                self.fail_psock(ctx, p, e);
                 return true;
             }
         };
@@ -441,7 +442,7 @@ impl<T: PsockIo> Mux<T> {
                     Step::Message(len) => len,
                     Step::Wait => break,
                     Step::Failed(e) => {
-                        self.fail_psock(p, e);
+                        self.fail_psock(ctx, p, e);
                         return true;
                     }
                 },
@@ -483,7 +484,7 @@ impl<T: PsockIo> Mux<T> {
                 work = true;
             } else if p.asm.mid_message() {
                 if let Some(e) = p.asm.end_of_stream(&mut p.stats) {
-                    self.fail_psock(p, e);
+                    self.fail_psock(ctx, p, e);
                     work = true;
                 }
             }
@@ -492,11 +493,11 @@ impl<T: PsockIo> Mux<T> {
         work
     }
 
-    fn complete_psock(&mut self, p: &mut Psock<T>) -> bool {
+    fn complete_psock(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>) -> bool {
         if p.completions.pending() == 0 {
             return false;
         }
-        let acked = match p.io.acked_total() {
+        let acked = match p.io.acked_total(ctx) {
             Ok(a) => a,
             Err(_) => return false,
         };
@@ -511,14 +512,14 @@ impl<T: PsockIo> Mux<T> {
         n > 0
     }
 
-    fn fail_psock(&mut self, p: &mut Psock<T>, e: PsockError) {
+    fn fail_psock(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>, e: PsockError) {
         if p.failed.is_some() {
             return;
         }
         p.failed = Some(e);
         self.shared.post(MuxEvent::PsockError(p.id, e));
         self.fail_tx(p, e.kind);
-        p.io.close();
+        p.io.close(ctx);
     }
 
     /// Fails what a psock had to send: connected-mode messages are retried from their start
@@ -549,6 +550,18 @@ impl<T: PsockIo> Mux<T> {
                 let _ = socks[i].completions.push(c);
             }
         });
+    }
+}
+
+impl<T: PsockIo<Ctx = ()>> Mux<T> {
+    /// One round of work for transports that need no context (kernel sockets).
+    pub fn poll(&mut self, now: Instant) -> bool {
+        self.poll_with(&mut (), now)
+    }
+
+    /// [`Mux::unattach_with`] for transports that need no context.
+    pub fn unattach(&mut self, id: PsockId) -> Option<T> {
+        self.unattach_with(&mut (), id)
     }
 }
 

@@ -21,10 +21,17 @@ pub struct Fill {
 }
 
 /// One connection as the mux sees it.
+///
+/// `Ctx` is what the transport needs from its owner to reach the connection: `()` for
+/// kernel sockets, the engine for connections of the userspace stack. The mux passes it
+/// through from [`crate::Mux::poll_with`].
 pub trait PsockIo: Send {
+    /// The owner's context handed to the calls that touch the connection.
+    type Ctx;
+
     /// Moves arrived bytes into the rx ring. An `Err` means the connection is broken
     /// (reset): the mux posts EPIPE.
-    fn fill(&mut self) -> io::Result<Fill>;
+    fn fill(&mut self, ctx: &mut Self::Ctx) -> io::Result<Fill>;
 
     /// Stream bytes from the start of the next undelivered message (contiguous).
     fn unparsed(&self) -> &[u8];
@@ -36,10 +43,10 @@ pub trait PsockIo: Send {
     fn reclaim(&mut self) -> usize;
 
     /// Writes as much of `bytes` as the transport takes now (0 when full).
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize>;
+    fn write(&mut self, ctx: &mut Self::Ctx, bytes: &[u8]) -> io::Result<usize>;
 
     /// Total stream bytes the peer has acknowledged.
-    fn acked_total(&mut self) -> io::Result<u64>;
+    fn acked_total(&mut self, ctx: &mut Self::Ctx) -> io::Result<u64>;
 
     /// The rx ring's size: the largest message this psock can hold in place.
     fn rx_capacity(&self) -> usize;
@@ -48,5 +55,5 @@ pub trait PsockIo: Send {
     fn label(&self) -> String;
 
     /// Closes the connection (both directions).
-    fn close(&mut self);
+    fn close(&mut self, ctx: &mut Self::Ctx);
 }
