@@ -9,9 +9,9 @@
 //!
 //! On top: [`Mux`] (engine side: psocks, steering, atomic transmit, completions) and
 //! [`MsgSocket`] (application side, `Send`, bounded lock-free queues), generic over a
-//! [`PsockIo`] transport. Transports so far: [`kernel::KernelPsock`] (kernel TCP sockets,
-//! the fallback and baseline). The transport over the userspace stack's connections is
-//! the next step (see the mux issue).
+//! [`PsockIo`] transport: [`stack_psock::StackPsock`] (connections of the userspace stack's
+//! engine; for now with one counted copy on receive, see that module) and
+//! [`kernel::KernelPsock`] (kernel TCP sockets, the fallback and baseline).
 #![forbid(unsafe_code)]
 
 pub mod assembler;
@@ -22,6 +22,7 @@ pub mod kernel;
 pub mod msg;
 pub mod mux;
 pub mod release;
+pub mod stack_psock;
 pub mod stats;
 pub mod socket;
 pub mod steer;

@@ -431,6 +431,7 @@ impl<T: PsockIo> Mux<T> {
             }
         };
         work |= fill.new_bytes > 0;
+        p.stats.rx_copied_bytes += fill.copied_bytes as u64;
         let mut target: Option<SockId> = None;
         let per_msg = self.steering.policy().per_message();
         self.refresh_loads();

@@ -18,6 +18,8 @@ pub struct Fill {
     pub eof: bool,
     /// The ring had no free space, so data may be waiting in the transport.
     pub ring_full: bool,
+    /// Bytes the transport had to copy beyond its one allowed copy (counted in stats).
+    pub copied_bytes: usize,
 }
 
 /// One connection as the mux sees it.
