@@ -62,26 +62,26 @@ struct Mirror {
 impl Mirror {
     fn new(cap: usize, budget: &Arc<PinnedBudget>) -> Result<Self, RingError> {
         let charge = budget.reserve(cap as u64).map_err(RingError::Budget)?;
-        let name = c"ukcm-ring";
+        // Hugepage-backed memfd first when the size allows it (it may exist but fail to
+        // map when no hugepages are reserved), plain memfd otherwise.
         let huge = cap % HUGE_PAGE == 0;
-        // Hugepage-backed memfd first when the size allows it, plain memfd otherwise.
-        let mut fd = -1;
-        if huge {
-            // SAFETY: memfd_create with a valid C string; the fd is closed below.
-            fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_HUGETLB) };
-        }
-        if fd < 0 {
-            // SAFETY: as above.
-            fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-        }
+        let ptr = match huge.then(|| Self::create_and_map(cap, libc::MFD_HUGETLB)) {
+            Some(Ok(p)) => p,
+            _ => Self::create_and_map(cap, 0)?,
+        };
+        Ok(Mirror { ptr, cap, _charge: charge })
+    }
+
+    fn create_and_map(cap: usize, extra_flags: libc::c_uint) -> Result<NonNull<u8>, RingError> {
+        // SAFETY: memfd_create with a valid C string; the fd is closed below.
+        let fd = unsafe { libc::memfd_create(c"ukcm-ring".as_ptr(), libc::MFD_CLOEXEC | extra_flags) };
         if fd < 0 {
             return Err(RingError::Sys("memfd_create", last_errno()));
         }
         let result = Self::map(fd, cap);
         // SAFETY: fd is ours; the mappings keep the memory alive after close.
         unsafe { libc::close(fd) };
-        let ptr = result?;
-        Ok(Mirror { ptr, cap, _charge: charge })
+        result
     }
 
     fn map(fd: i32, cap: usize) -> Result<NonNull<u8>, RingError> {

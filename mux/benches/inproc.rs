@@ -1,0 +1,194 @@
+//! In-process benchmark: two engines over the in-memory pair on ONE thread, a client
+//! keeping `depth` framed messages in flight per connection, and a server that echoes
+//! each message either through the mux (delineation, steering, a `Msg` per message,
+//! `send_to` its origin) or by doing its own framing over raw smoltcp (read into a buffer,
+//! find lengths, copy each message out and back) — the same stack, with and without the mux.
+//!
+//! `cargo bench -p ukcm-mux --bench inproc` (UKCM_BENCH_SECS to change the 2 s per case).
+
+use std::time::{Duration, Instant};
+
+use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
+use ukcm_mux::stack_psock::StackPsock;
+use ukcm_mux::{Mux, MuxConfig, SocketConfig};
+use ukcm_nic::{mem_pair, FaultConfig, HugePolicy, MemPairConfig, MemPort, PinnedBudget, PoolConfig};
+use ukcm_parsers::LengthField;
+use ukcm_stack::{ConnId, Engine, EngineConfig, TcpOptions};
+
+const A: Ipv4Address = Ipv4Address::new(10, 8, 1, 1);
+const B: Ipv4Address = Ipv4Address::new(10, 8, 1, 2);
+const PORT: u16 = 7100;
+const CONNS: usize = 4;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Server {
+    Mux,
+    Raw,
+}
+
+fn engines() -> (Engine<MemPort>, Engine<MemPort>) {
+    let pc = MemPairConfig {
+        pool: PoolConfig { frame_size: 2048, headroom: 128, frames: 16384 },
+        link_capacity: 4096,
+        a_to_b: FaultConfig::none(),
+        b_to_a: FaultConfig::none(),
+        huge: HugePolicy::Prefer,
+        ..MemPairConfig::default()
+    };
+    let (pa, pb) = mem_pair(&pc, &PinnedBudget::unlimited()).unwrap();
+    let tcp = TcpOptions { rx_buf: 512 * 1024, tx_buf: 512 * 1024, nagle: false, ..TcpOptions::default() };
+    let cfg = |ip| EngineConfig {
+        ipv4: Some(Ipv4Cidr::new(ip, 24)),
+        default_tcp: tcp,
+        max_frames_per_poll: 256,
+        ..EngineConfig::default()
+    };
+    (Engine::new(pa, cfg(A)).unwrap(), Engine::new(pb, cfg(B)).unwrap())
+}
+
+struct Client {
+    conn: ConnId,
+    /// Messages sent or queued and not yet echoed back.
+    outstanding: usize,
+    /// Messages queued to send.
+    queued: usize,
+    /// Bytes of the current message already sent.
+    partial: usize,
+    inbuf: Vec<u8>,
+}
+
+fn run(server: Server, size: usize, depth: usize, secs: f64) -> f64 {
+    let (mut a, mut b) = engines();
+    let budget = PinnedBudget::unlimited();
+    b.listen(PORT, 16).unwrap();
+    let mut clients: Vec<Client> = (0..CONNS)
+        .map(|_| Client {
+            conn: a.connect(IpEndpoint::new(IpAddress::Ipv4(B), PORT)).unwrap(),
+            outstanding: 0,
+            queued: 0,
+            partial: 0,
+            inbuf: Vec::new(),
+        })
+        .collect();
+    let mut msg = ((size - 4) as u32).to_be_bytes().to_vec();
+    msg.resize(size, 0x5a);
+
+    let cfg = MuxConfig {
+        socket: SocketConfig { rx_queue: 4096, tx_queue: 4096, max_in_flight: 1, tx_ring: 8 << 20 },
+        ..MuxConfig::default()
+    };
+    let (mut mux, mut sock) = Mux::<StackPsock<MemPort>>::new(cfg, &budget).unwrap();
+    let mut raw_conns: Vec<(ConnId, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut held = None;
+    let mut buf = vec![0u8; 256 * 1024];
+
+    let mut done = 0u64;
+    let mut start: Option<Instant> = None;
+    let warmup = Duration::from_millis(300);
+    let t0 = Instant::now();
+    loop {
+        a.poll().unwrap();
+        b.poll().unwrap();
+        while let Some(conn) = b.accept(PORT) {
+            match server {
+                Server::Mux => {
+                    let io = StackPsock::new(&b, conn, 4 << 20, 8192, &budget).unwrap();
+                    mux.attach(io, Box::new(LengthField::thrift()));
+                }
+                Server::Raw => raw_conns.push((conn, Vec::new(), Vec::new())),
+            }
+        }
+        match server {
+            Server::Mux => {
+                mux.poll_with(&mut b, Instant::now());
+                while let Some(m) = held.take().or_else(|| sock.try_recv()) {
+                    if sock.send_to(m.origin(), &m, None).is_err() {
+                        held = Some(m);
+                        break;
+                    }
+                }
+            }
+            Server::Raw => {
+                for (conn, inb, outb) in raw_conns.iter_mut() {
+                    loop {
+                        let n = b.recv(*conn, &mut buf).unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        inb.extend_from_slice(&buf[..n]);
+                    }
+                    // the application's own framing: find each message, copy it out and back
+                    let mut off = 0;
+                    while inb.len() - off >= 4 {
+                        let len = u32::from_be_bytes(inb[off..off + 4].try_into().unwrap()) as usize + 4;
+                        if inb.len() - off < len {
+                            break;
+                        }
+                        let m = inb[off..off + len].to_vec();
+                        outb.extend_from_slice(&m);
+                        off += len;
+                    }
+                    inb.drain(..off);
+                    if !outb.is_empty() {
+                        let n = b.send(*conn, outb).unwrap_or(0);
+                        outb.drain(..n);
+                    }
+                }
+            }
+        }
+        // client: keep `depth` in flight per connection, count whole echoes
+        for c in clients.iter_mut() {
+            while c.outstanding < depth {
+                c.queued += 1;
+                c.outstanding += 1;
+            }
+            while c.queued > 0 {
+                let n = a.send(c.conn, &msg[c.partial..]).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                c.partial += n;
+                if c.partial == size {
+                    c.partial = 0;
+                    c.queued -= 1;
+                }
+            }
+            loop {
+                let n = a.recv(c.conn, &mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                c.inbuf.extend_from_slice(&buf[..n]);
+            }
+            let whole = c.inbuf.len() / size;
+            if whole > 0 {
+                c.inbuf.drain(..whole * size);
+                c.outstanding -= whole;
+                if start.is_some() {
+                    done += whole as u64;
+                }
+            }
+        }
+        let now = Instant::now();
+        match start {
+            None if now - t0 >= warmup => start = Some(now),
+            Some(s) if (now - s).as_secs_f64() >= secs => return done as f64 / (now - s).as_secs_f64(),
+            _ => {}
+        }
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let secs: f64 = std::env::var("UKCM_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
+    println!("in-process echo, {CONNS} connections, both engines and the server on one thread, {secs} s per case");
+    println!("| size | depth | raw smoltcp + own framing (msgs/s) | mux (msgs/s) | mux / raw |");
+    println!("|---:|---:|---:|---:|---:|");
+    for &(size, depth) in &[(64usize, 64usize), (4096, 16)] {
+        let raw = run(Server::Raw, size, depth, secs);
+        let mux = run(Server::Mux, size, depth, secs);
+        println!("| {size} | {depth} | {raw:.0} | {mux:.0} | {:.2} |", mux / raw);
+    }
+}
