@@ -1,0 +1,295 @@
+//! The load generator's messages: framed for the server's parser, each carrying a
+//! connection number, a sequence number, its (intended) send time and a checksum, so
+//! every echoed byte is verified.
+//!
+//! Layout of a `len`-byte message (`h` = header length of the framing):
+//!
+//! ```text
+//! [0, h)        framing header (bytes before the length field are 0; then the field)
+//! [h, h+4)      connection number, u32 little-endian
+//! [h+4, h+8)    magic "UKCM"
+//! [h+8, h+16)   sequence number, u64 LE
+//! [h+16, h+24)  intended send time, ns since the run's start, u64 LE
+//! [h+24, h+32)  checksum: FNV-1a 64 of every other byte of the message
+//! [h+32, len)   filler (a pattern that depends on the sequence number)
+//! ```
+//!
+//! Framings we can generate: `thrift`, `kafka`, `dns`, `grpc` and any `lenfield:…`.
+//! Every framing is checked against the real parser (`parser_from_spec`) at the smallest
+//! and largest size before a run, so a message we generate is one the server delineates.
+
+use ukcm_parsers::{parser_from_spec, Parse};
+
+use crate::cli::SizeRange;
+
+/// Bytes of the body fields before the filler.
+pub const BODY_MIN: usize = 32;
+const MAGIC: [u8; 4] = *b"UKCM";
+const SUM_AT: usize = 24;
+
+/// FNV-1a, 64 bits.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    fnv1a64_from(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+fn fnv1a64_from(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// How to write the length header for a parser spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Framing {
+    spec: String,
+    offset: usize,
+    width: usize,
+    big: bool,
+    adjust: i64,
+    includes_header: bool,
+    signed: bool,
+}
+
+impl Framing {
+    /// The framing for a parser spec, or a clear reason why we cannot generate messages
+    /// for it.
+    pub fn from_spec(spec: &str) -> Result<Framing, String> {
+        parser_from_spec(spec).map_err(|e| format!("bad parser spec {spec:?}: {e}"))?;
+        let (name, rest) = spec.trim().split_once(':').unwrap_or((spec.trim(), ""));
+        let mut f = Framing { spec: spec.to_owned(), offset: 0, width: 4, big: true, adjust: 0, includes_header: false, signed: false };
+        match name.trim() {
+            "thrift" => {}
+            "kafka" => f.signed = true,
+            "dns" => f.width = 2,
+            "grpc" => f.offset = 1, // flag byte 0 (not compressed), u32 BE length
+            "lenfield" => {
+                for item in rest.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    // parser_from_spec accepted the spec, so every item is key=value.
+                    let (k, v) = item.split_once('=').unwrap_or((item, ""));
+                    let (k, v) = (k.trim(), v.trim());
+                    let bad = || format!("bad parser spec {spec:?}: {k}={v}");
+                    match k {
+                        "offset" => f.offset = v.parse().map_err(|_| bad())?,
+                        "width" => f.width = v.parse().map_err(|_| bad())?,
+                        "endian" => f.big = matches!(v, "big" | "be"),
+                        "adjust" => f.adjust = v.parse().map_err(|_| bad())?,
+                        "includes_header" => f.includes_header = v.parse().map_err(|_| bad())?,
+                        "signed" => f.signed = v.parse().map_err(|_| bad())?,
+                        _ => {} // max: checked by the parser itself below
+                    }
+                }
+            }
+            other => {
+                return Err(format!(
+                    "cannot generate messages for parser {other:?}: the load generator frames thrift, kafka, dns, grpc and lenfield:… only"
+                ))
+            }
+        }
+        Ok(f)
+    }
+
+    /// Bytes up to the end of the length field.
+    pub fn header_len(&self) -> usize {
+        self.offset + self.width
+    }
+
+    /// Smallest message this framing can carry with our body.
+    pub fn min_len(&self) -> usize {
+        self.header_len() + BODY_MIN
+    }
+
+    /// The parser spec.
+    pub fn spec(&self) -> &str {
+        &self.spec
+    }
+
+    fn field_value(&self, len: usize) -> Result<u64, String> {
+        let h = self.header_len() as i128;
+        let v = len as i128 - self.adjust as i128 - if self.includes_header { 0 } else { h };
+        let bits = 8 * self.width as u32 - u32::from(self.signed);
+        let limit: i128 = 1i128 << bits;
+        if v < 0 || v >= limit {
+            return Err(format!("a {len}-byte message cannot be expressed in the {}-byte length field of {:?}", self.width, self.spec));
+        }
+        Ok(v as u64)
+    }
+
+    /// Checks that messages of every size in `sizes` can be generated and are delineated
+    /// by the real parser exactly.
+    pub fn check_sizes(&self, sizes: SizeRange) -> Result<(), String> {
+        if sizes.min < self.min_len() {
+            return Err(format!(
+                "--size {sizes}: messages for {:?} need at least {} bytes ({}-byte header + {BODY_MIN}-byte body with sequence, time and checksum)",
+                self.spec,
+                self.min_len(),
+                self.header_len()
+            ));
+        }
+        let mut gen = Generator::new(self.clone(), 0, sizes);
+        for len in [sizes.min, sizes.max] {
+            self.field_value(len).map_err(|e| format!("--size {sizes}: {e}"))?;
+            let mut buf = Vec::new();
+            gen.push(&mut buf, len, 0, 0);
+            let mut p = parser_from_spec(&self.spec).map_err(|e| e.to_string())?;
+            match p.parse(&buf) {
+                Ok(Parse::Message(n)) if n == len => {}
+                Ok(other) => return Err(format!("--size {sizes}: parser {:?} reads our {len}-byte message as {other:?}", self.spec)),
+                Err(e) => return Err(format!("--size {sizes}: parser {:?} rejects a {len}-byte message: {e}", self.spec)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds the messages of one connection.
+#[derive(Debug)]
+pub struct Generator {
+    framing: Framing,
+    conn: u32,
+    sizes: SizeRange,
+    rng: u64,
+    pattern: Vec<u8>,
+}
+
+/// Filler pattern period (prime, so sizes and sequence numbers do not line up).
+const PATTERN_PERIOD: usize = 251;
+
+impl Generator {
+    /// A generator for connection `conn`.
+    pub fn new(framing: Framing, conn: u32, sizes: SizeRange) -> Self {
+        let pattern = (0..sizes.max + PATTERN_PERIOD).map(|i| (i % PATTERN_PERIOD) as u8 ^ 0x5a).collect();
+        Generator { framing, conn, sizes, rng: 0x9e37_79b9_7f4a_7c15 ^ (conn as u64) << 17, pattern }
+    }
+
+    /// The size of the next message (uniform in the range, xorshift).
+    pub fn next_len(&mut self) -> usize {
+        if self.sizes.min == self.sizes.max {
+            return self.sizes.min;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.sizes.min + (self.rng % (self.sizes.max - self.sizes.min + 1) as u64) as usize
+    }
+
+    /// Appends message `seq` of `len` bytes stamped with `t_ns` to `out`.
+    pub fn push(&mut self, out: &mut Vec<u8>, len: usize, seq: u64, t_ns: u64) {
+        let f = &self.framing;
+        let start = out.len();
+        out.resize(start + len, 0);
+        let m = &mut out[start..];
+        let value = f.field_value(len).unwrap_or(0);
+        let field = &mut m[f.offset..f.offset + f.width];
+        if f.big {
+            field.copy_from_slice(&value.to_be_bytes()[8 - f.width..]);
+        } else {
+            field.copy_from_slice(&value.to_le_bytes()[..f.width]);
+        }
+        let h = f.header_len();
+        m[h..h + 4].copy_from_slice(&self.conn.to_le_bytes());
+        m[h + 4..h + 8].copy_from_slice(&MAGIC);
+        m[h + 8..h + 16].copy_from_slice(&seq.to_le_bytes());
+        m[h + 16..h + 24].copy_from_slice(&t_ns.to_le_bytes());
+        let fill = len - h - BODY_MIN;
+        let from = (seq % PATTERN_PERIOD as u64) as usize;
+        m[h + BODY_MIN..].copy_from_slice(&self.pattern[from..from + fill]);
+        let sum = checksum(m, h);
+        m[h + SUM_AT..h + SUM_AT + 8].copy_from_slice(&sum.to_le_bytes());
+    }
+}
+
+fn checksum(m: &[u8], h: usize) -> u64 {
+    fnv1a64_from(fnv1a64(&m[..h + SUM_AT]), &m[h + SUM_AT + 8..])
+}
+
+/// What a verified echo carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Echoed {
+    /// Sequence number.
+    pub seq: u64,
+    /// Intended send time (ns since the run's start).
+    pub t_ns: u64,
+}
+
+/// Why an echoed message is not one we sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corrupt {
+    /// Shorter than header + body fields.
+    TooShort(usize),
+    /// Magic bytes wrong.
+    Magic,
+    /// Came back on another connection.
+    WrongConn(u32),
+    /// Checksum mismatch.
+    Checksum,
+}
+
+/// Verifies an echoed message of connection `conn`.
+pub fn verify(m: &[u8], header_len: usize, conn: u32) -> Result<Echoed, Corrupt> {
+    let h = header_len;
+    if m.len() < h + BODY_MIN {
+        return Err(Corrupt::TooShort(m.len()));
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(m[i..i + 8].try_into().expect("8 bytes"));
+    if m[h + 4..h + 8] != MAGIC {
+        return Err(Corrupt::Magic);
+    }
+    let c = u32::from_le_bytes(m[h..h + 4].try_into().expect("4 bytes"));
+    if c != conn {
+        return Err(Corrupt::WrongConn(c));
+    }
+    if checksum(m, h) != u64_at(h + SUM_AT) {
+        return Err(Corrupt::Checksum);
+    }
+    Ok(Echoed { seq: u64_at(h + 8), t_ns: u64_at(h + 16) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(a: usize, b: usize) -> SizeRange {
+        SizeRange { min: a, max: b }
+    }
+
+    #[test]
+    fn generated_messages_verify_and_every_flipped_byte_is_caught() {
+        let f = Framing::from_spec("thrift").unwrap();
+        f.check_sizes(sizes(36, 4096)).unwrap();
+        let mut g = Generator::new(f.clone(), 7, sizes(36, 300));
+        let mut buf = Vec::new();
+        g.push(&mut buf, 100, 42, 1234);
+        assert_eq!(&buf[..4], &96u32.to_be_bytes());
+        assert_eq!(verify(&buf, 4, 7), Ok(Echoed { seq: 42, t_ns: 1234 }));
+        assert_eq!(verify(&buf, 4, 8), Err(Corrupt::WrongConn(7)));
+        for i in 0..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x01;
+            assert!(verify(&bad, 4, 7).is_err(), "flip at {i} not caught");
+        }
+    }
+
+    #[test]
+    fn framings_agree_with_the_real_parsers() {
+        for spec in [
+            "thrift",
+            "kafka",
+            "dns",
+            "grpc",
+            "lenfield:offset=2,width=2,endian=little,adjust=-4,includes_header=true",
+            "lenfield:offset=0,width=8,endian=big",
+        ] {
+            let f = Framing::from_spec(spec).unwrap();
+            f.check_sizes(sizes(f.min_len(), 2000)).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        }
+        assert!(Framing::from_spec("http1").unwrap_err().contains("cannot generate messages"));
+        assert!(Framing::from_spec("thirft").unwrap_err().contains("unknown parser"));
+        let dns = Framing::from_spec("dns").unwrap();
+        assert!(dns.check_sizes(sizes(64, 70000)).unwrap_err().contains("length field"));
+        assert!(dns.check_sizes(sizes(10, 100)).unwrap_err().contains("at least 34 bytes"));
+        let small = Framing::from_spec("thrift:max=100").unwrap();
+        assert!(small.check_sizes(sizes(64, 200)).unwrap_err().contains("rejects"));
+    }
+}
