@@ -29,4 +29,5 @@ pub use pool::{Frame, FramePool, FrameRelease, PoolConfig, PoolError, PoolStats,
 pub use port::{CopyMode, Port, PortCaps, PortError, PortStats};
 pub use region::{HugePolicy, MemError, PageKind, PinnedBudget, PinnedRegion, RegionCarver, RegionSlice};
 pub use ring_mem::leak_region;
+pub use smoltcp_device::inplace_rx::{InPlaceError, InPlaceRx, MirrorStorage, SyncResult};
 pub use smoltcp_device::{DeviceStats, PortDevice};

@@ -136,9 +136,41 @@ impl Drop for Mirror {
     }
 }
 
-struct Shared {
-    mirror: Mirror,
+pub(crate) struct Shared {
+    /// The mapping when this ring owns it; `None` for leaked (process-lifetime) mappings.
+    _mirror: Option<Mirror>,
+    /// Start of the double mapping.
+    base: NonNull<u8>,
     releases: ArrayQueue<u64>,
+}
+
+impl Shared {
+    /// Shared state over a leaked mirror mapping of `cap` bytes (see [`leak_mirror`]).
+    pub(crate) fn leaked(base: NonNull<u8>, max_views: usize) -> Arc<Shared> {
+        Arc::new(Shared { _mirror: None, base, releases: ArrayQueue::new(max_views.max(1)) })
+    }
+
+    /// Takes the next posted release, if any.
+    pub(crate) fn pop_release(&self) -> Option<u64> {
+        self.releases.pop()
+    }
+
+    /// Start of the double mapping.
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+}
+
+/// Maps `cap` bytes twice, back to back, and leaks the mapping: it stays mapped, locked and
+/// charged for the rest of the process, so `'static` views of it stay valid.
+pub(crate) fn leak_mirror(cap: usize, budget: &Arc<PinnedBudget>) -> Result<NonNull<u8>, RingError> {
+    if cap == 0 || cap % SMALL_PAGE != 0 || cap > u32::MAX as usize {
+        return Err(RingError::BadCapacity(cap));
+    }
+    let m = Mirror::new(cap, budget)?;
+    let base = m.ptr;
+    std::mem::forget(m);
+    Ok(base)
 }
 
 // SAFETY: the mapping is plain memory; which bytes each party touches is governed by the
@@ -192,7 +224,9 @@ impl ByteRing {
             return Err(RingError::BadCapacity(cap));
         }
         let max_views = max_views.max(1);
-        let shared = Arc::new(Shared { mirror: Mirror::new(cap, budget)?, releases: ArrayQueue::new(max_views) });
+        let mirror = Mirror::new(cap, budget)?;
+        let base = mirror.ptr;
+        let shared = Arc::new(Shared { _mirror: Some(mirror), base, releases: ArrayQueue::new(max_views) });
         Ok(ByteRing { shared, cap, tail: 0, parsed: 0, head: 0, spans: VecDeque::with_capacity(max_views), live: 0, max_views })
     }
 
@@ -203,7 +237,7 @@ impl ByteRing {
 
     fn at(&self, offset: u64) -> *mut u8 {
         // SAFETY: offset % cap < cap, inside the first half of the mapping.
-        unsafe { self.shared.mirror.ptr.as_ptr().add((offset % self.cap as u64) as usize) }
+        unsafe { self.shared.base.as_ptr().add((offset % self.cap as u64) as usize) }
     }
 
     /// Free bytes, contiguous, to write received data into; then [`ByteRing::commit`].
@@ -300,7 +334,7 @@ impl ByteRing {
 
     /// Whether `p..p+len` lies in this ring's memory (zero-copy checks).
     pub fn contains(&self, p: *const u8, len: usize) -> bool {
-        let base = self.shared.mirror.ptr.as_ptr() as usize;
+        let base = self.shared.base.as_ptr() as usize;
         let p = p as usize;
         p >= base && p + len <= base + 2 * self.cap
     }
@@ -322,6 +356,15 @@ unsafe impl Send for RingView {}
 unsafe impl Sync for RingView {}
 
 impl RingView {
+    /// A view of `len` bytes at `ptr` inside `shared`'s mapping, released under `start`.
+    ///
+    /// # Safety
+    /// `[ptr, ptr+len)` must lie in `shared`'s mapping, hold initialised bytes, and not be
+    /// written until the release of `start` has been taken from `shared`'s queue.
+    pub(crate) unsafe fn from_parts(shared: &Arc<Shared>, ptr: NonNull<u8>, len: usize, start: u64) -> RingView {
+        RingView { shared: Arc::clone(shared), ptr, len, start }
+    }
+
     /// Stream offset of the first byte (unique per ring while the view lives).
     pub fn stream_offset(&self) -> u64 {
         self.start

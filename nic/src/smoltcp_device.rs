@@ -6,6 +6,8 @@
 //! `tx_burst` once per poll. When the batch is full or the pool is empty, the device
 //! offers no tokens, so smoltcp waits instead of losing packets.
 
+pub mod inplace_rx;
+
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
