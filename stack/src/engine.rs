@@ -748,7 +748,7 @@ impl<P: Port> Engine<P> {
 
     /// Looks at the socket's state after smoltcp ran on it: reports transitions, and
     /// recycles the slot when TCP is finished with it.
-    fn after_activity(&mut self, idx: u32, now: Instant) {
+    fn after_activity(&mut self, idx: u32, now: Instant, ingress: bool) {
         let slot = &mut self.slots[idx as usize];
         let gen = slot.gen;
         let Some(live) = slot.live.as_mut() else { return };
@@ -809,7 +809,9 @@ impl<P: Port> Engine<P> {
             } else {
                 self.mark_dirty(idx);
             }
-        } else {
+        } else if ingress || st != old {
+            // readiness: new data, freed tx room (ACKs) or a state change; egress alone
+            // changes neither, so it does not wake the application
             self.mark_ready(idx);
         }
         if let Some(e) = event {
@@ -924,7 +926,7 @@ impl<P: Port> Engine<P> {
                 break;
             }
         }
-        self.after_activity(idx, now);
+        self.after_activity(idx, now, false);
         // schedule the next visit
         let slot = &mut self.slots[idx as usize];
         let Some(live) = slot.live.as_mut() else { return Ok(()) };
@@ -999,7 +1001,7 @@ impl<P: Port> Engine<P> {
                 drop(feed);
                 self.after_ingress_passive(idx);
                 self.mark_dirty(idx);
-                self.after_activity(idx, now);
+                self.after_activity(idx, now, true);
             }
             None => {
                 self.stats.rx_control += 1;
@@ -1047,6 +1049,22 @@ impl<P: Port> Engine<P> {
         self.by_tuple.insert(key, idx);
         self.listeners.get_mut(&port).expect("checked").handshaking += 1;
         Ok(idx)
+    }
+
+    /// Diagnostics: connections queued for egress, with state and smoltcp's `poll_at`.
+    #[doc(hidden)]
+    pub fn debug_dirty(&mut self) -> Vec<(ConnId, tcp::State, Option<Instant>, usize, usize)> {
+        let now = self.clock.now();
+        let mut v = Vec::new();
+        for &i in &self.dirty {
+            let slot = &self.slots[i as usize];
+            if let Some(l) = slot.live.as_ref() {
+                let s = slot.set.get::<tcp::Socket<'static>>(l.handle);
+                let (st, sq, rq) = (s.state(), s.send_queue(), s.recv_queue());
+                v.push((ConnId { idx: i, gen: slot.gen }, st, self.iface.poll_at(now, &slot.set), sq, rq));
+            }
+        }
+        v
     }
 
     /// When the engine next needs polling if no frame arrives (`None`: only on ingress).
