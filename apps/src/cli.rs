@@ -244,10 +244,13 @@ pub fn parse_or_exit<C: clap::Parser>(prog: &str) -> C {
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
                 e.exit();
             }
+            // clap's first paragraph, folded onto one line.
             let text = e.render().to_string();
-            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad command line");
-            let line = line.trim().strip_prefix("error: ").unwrap_or(line.trim());
-            fail(prog, line)
+            let para: Vec<&str> =
+                text.lines().skip_while(|l| l.trim().is_empty()).take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let line = para.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            fail(prog, if line.is_empty() { "bad command line" } else { line })
         }
     }
 }
