@@ -132,3 +132,48 @@ fn demo_short_reports_zero_lost_and_corrupt() {
     assert!(text.contains("transport: kernel TCP over loopback (the userspace-stack path lands with the mux issue)"), "{text}");
     assert!(text.contains("mux copies/payload byte") && text.contains("PSOCK"), "{text}");
 }
+
+/// A thrift echo server that flips one byte of the 50th message of each connection:
+/// `ukcm-load` must notice (corrupt, and that message never verified: lost) and fail.
+#[test]
+fn load_catches_a_corrupting_server() {
+    use std::io::Write;
+    use std::net::TcpListener;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                loop {
+                    let mut h = [0u8; 4];
+                    if s.read_exact(&mut h).is_err() {
+                        return;
+                    }
+                    let mut body = vec![0u8; u32::from_be_bytes(h) as usize];
+                    if s.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    n += 1;
+                    if n == 50 {
+                        *body.last_mut().unwrap() ^= 0x20;
+                    }
+                    if s.write_all(&[&h[..], &body].concat()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let out = Command::new(LOAD)
+        .args(["--nic", "kernel", "--connect", &addr, "--conns", "2", "--depth", "4", "--size", "64", "--duration", "1", "--json"])
+        .output()
+        .expect("run ukcm-load");
+    let json = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{json}");
+    assert_eq!(json_int(&json, "corrupt"), 2, "{json}");
+    assert_eq!(json_int(&json, "lost"), 2, "{json}");
+    assert!(json.contains("\"ok\":false"), "{json}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED: 2 lost, 2 corrupt"));
+}
