@@ -40,13 +40,17 @@ impl FromStr for NicSpec {
             ("afxdp", Some(r)) if !r.is_empty() => {
                 let (ifname, queue) = match r.split_once(':') {
                     Some((i, q)) => {
-                        let q = q.parse::<u32>().map_err(|_| format!("afxdp queue {q:?} is not a number (afxdp:IF[:QUEUE])"))?;
+                        let q = q
+                            .parse::<u32>()
+                            .map_err(|_| format!("afxdp queue {q:?} is not a number (afxdp:IF[:QUEUE])"))?;
                         (i, q)
                     }
                     None => (r, 0),
                 };
                 if ifname.is_empty() || ifname.len() > 15 {
-                    return Err(format!("afxdp interface name {ifname:?} must be 1 to 15 characters (afxdp:IF[:QUEUE])"));
+                    return Err(format!(
+                        "afxdp interface name {ifname:?} must be 1 to 15 characters (afxdp:IF[:QUEUE])"
+                    ));
                 }
                 Ok(NicSpec::Afxdp { ifname: ifname.into(), queue })
             }
@@ -184,7 +188,8 @@ pub struct SizeRange {
 impl FromStr for SizeRange {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let num = |t: &str| t.trim().parse::<usize>().map_err(|_| format!("{t:?} is not a byte count (BYTES or MIN-MAX)"));
+        let num =
+            |t: &str| t.trim().parse::<usize>().map_err(|_| format!("{t:?} is not a byte count (BYTES or MIN-MAX)"));
         let (min, max) = match s.split_once('-') {
             Some((a, b)) => (num(a)?, num(b)?),
             None => {
@@ -241,13 +246,22 @@ pub fn parse_or_exit<C: clap::Parser>(prog: &str) -> C {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 e.exit();
             }
             // clap's first paragraph, folded onto one line.
             let text = e.render().to_string();
-            let para: Vec<&str> =
-                text.lines().skip_while(|l| l.trim().is_empty()).take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let para: Vec<&str> = text
+                .lines()
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
             let line = para.join(" ");
             let line = line.strip_prefix("error: ").unwrap_or(&line);
             fail(prog, if line.is_empty() { "bad command line" } else { line })

@@ -121,7 +121,8 @@ impl EchoServer {
     pub fn start(listener: TcpListener, cfg: EchoConfig) -> io::Result<EchoServer> {
         let local = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        parser_from_spec(&cfg.parser).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad parser spec: {e}")))?;
+        parser_from_spec(&cfg.parser)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad parser spec: {e}")))?;
         let budget = PinnedBudget::unlimited();
         let sock_cfg = SocketConfig { rx_queue: 1024, tx_queue: 1024, max_in_flight: 1024, tx_ring: cfg.tx_ring };
         let mux_cfg = MuxConfig {
@@ -139,7 +140,11 @@ impl EchoServer {
             for i in 0..n {
                 let sock = first.try_clone().map_err(io::Error::other)?;
                 let (stop, counters) = (Arc::clone(&stop), Arc::clone(&counters));
-                workers.push(std::thread::Builder::new().name(format!("ukcm-worker-{i}")).spawn(move || worker(sock, &stop, &counters))?);
+                workers.push(
+                    std::thread::Builder::new()
+                        .name(format!("ukcm-worker-{i}"))
+                        .spawn(move || worker(sock, &stop, &counters))?,
+                );
             }
         }
         let snapshot = Arc::new(Mutex::new(mux.stats_table()));
@@ -257,7 +262,8 @@ fn engine(
         loop {
             match listener.accept() {
                 Ok((stream, _peer)) => {
-                    let parser = parser_from_spec(&cfg.parser).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+                    let parser = parser_from_spec(&cfg.parser)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
                     match KernelPsock::new(stream, cfg.rx_ring, 1024, &budget) {
                         Ok(ps) => {
                             mux.attach(ps, parser);

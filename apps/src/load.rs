@@ -222,7 +222,13 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>, live: &Arc<Live>) -> io::Re
     Ok(rep)
 }
 
-fn progress_loop(start: Instant, end: Instant, stop: &AtomicBool, live: &Live, handles: &[std::thread::JoinHandle<io::Result<ThreadResult>>]) {
+fn progress_loop(
+    start: Instant,
+    end: Instant,
+    stop: &AtomicBool,
+    live: &Live,
+    handles: &[std::thread::JoinHandle<io::Result<ThreadResult>>],
+) {
     let mut last = (0u64, 0u64);
     let mut tick = 1u64;
     loop {
@@ -406,7 +412,10 @@ fn read_and_check(c: &mut Conn, now_ns: u64, r: &mut ThreadResult) -> io::Result
         let n = match c.stream.read(&mut c.rx[c.rx_end..]) {
             Ok(0) => {
                 return if c.outstanding > 0 {
-                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("server closed with {} messages outstanding", c.outstanding)))
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("server closed with {} messages outstanding", c.outstanding),
+                    ))
                 } else {
                     Ok(())
                 };
@@ -423,7 +432,10 @@ fn read_and_check(c: &mut Conn, now_ns: u64, r: &mut ThreadResult) -> io::Result
                 Ok(Parse::Message(len)) if len <= avail.len() => len,
                 Ok(Parse::Message(len)) if len > c.rx.len() => {
                     r.corrupt += 1;
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("echo framing lost: a {len}-byte message")));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("echo framing lost: a {len}-byte message"),
+                    ));
                 }
                 Ok(_) => break,
                 Err(e) => {

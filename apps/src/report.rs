@@ -64,10 +64,17 @@ impl Machine {
     /// Reads it from the running system ("unknown" where not readable).
     pub fn detect() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "unknown".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_owned()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
             .unwrap_or_else(|| "unknown".into());
         Machine { cores, kernel, cpu }
     }
@@ -214,7 +221,12 @@ mod tests {
         let mut inner = JsonObject::new();
         inner.int("a", 1);
         let mut o = JsonObject::new();
-        o.str("s", "q\"\\\n\u{1}").num("x", 1.5).num("nan", f64::NAN).bool("ok", true).obj("in", inner).strs("l", &["x".into()]);
+        o.str("s", "q\"\\\n\u{1}")
+            .num("x", 1.5)
+            .num("nan", f64::NAN)
+            .bool("ok", true)
+            .obj("in", inner)
+            .strs("l", &["x".into()]);
         assert_eq!(o.finish(), r#"{"s":"q\"\\\n\u0001","x":1.500,"nan":null,"ok":true,"in":{"a":1},"l":["x"]}"#);
         assert_eq!(JsonObject::new().finish(), "{}");
     }

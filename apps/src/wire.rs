@@ -58,7 +58,15 @@ impl Framing {
     pub fn from_spec(spec: &str) -> Result<Framing, String> {
         parser_from_spec(spec).map_err(|e| format!("bad parser spec {spec:?}: {e}"))?;
         let (name, rest) = spec.trim().split_once(':').unwrap_or((spec.trim(), ""));
-        let mut f = Framing { spec: spec.to_owned(), offset: 0, width: 4, big: true, adjust: 0, includes_header: false, signed: false };
+        let mut f = Framing {
+            spec: spec.to_owned(),
+            offset: 0,
+            width: 4,
+            big: true,
+            adjust: 0,
+            includes_header: false,
+            signed: false,
+        };
         match name.trim() {
             "thrift" => {}
             "kafka" => f.signed = true,
@@ -111,7 +119,10 @@ impl Framing {
         let bits = 8 * self.width as u32 - u32::from(self.signed);
         let limit: i128 = 1i128 << bits;
         if v < 0 || v >= limit {
-            return Err(format!("a {len}-byte message cannot be expressed in the {}-byte length field of {:?}", self.width, self.spec));
+            return Err(format!(
+                "a {len}-byte message cannot be expressed in the {}-byte length field of {:?}",
+                self.width, self.spec
+            ));
         }
         Ok(v as u64)
     }
@@ -135,8 +146,15 @@ impl Framing {
             let mut p = parser_from_spec(&self.spec).map_err(|e| e.to_string())?;
             match p.parse(&buf) {
                 Ok(Parse::Message(n)) if n == len => {}
-                Ok(other) => return Err(format!("--size {sizes}: parser {:?} reads our {len}-byte message as {other:?}", self.spec)),
-                Err(e) => return Err(format!("--size {sizes}: parser {:?} rejects a {len}-byte message: {e}", self.spec)),
+                Ok(other) => {
+                    return Err(format!(
+                        "--size {sizes}: parser {:?} reads our {len}-byte message as {other:?}",
+                        self.spec
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!("--size {sizes}: parser {:?} rejects a {len}-byte message: {e}", self.spec))
+                }
             }
         }
         Ok(())

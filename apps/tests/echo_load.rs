@@ -38,7 +38,12 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 fn json_int(json: &str, key: &str) -> u64 {
     let pat = format!("\"{key}\":");
     let at = json.find(&pat).unwrap_or_else(|| panic!("{key} missing in {json}")) + pat.len();
-    json[at..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap_or_else(|_| panic!("{key} in {json}"))
+    json[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} in {json}"))
 }
 
 fn echo_then_load(echo_extra: &[&str], load_extra: &[&str]) {
@@ -72,7 +77,20 @@ fn echo_then_load(echo_extra: &[&str], load_extra: &[&str]) {
     });
 
     let load = Command::new(LOAD)
-        .args(["--nic", "kernel", "--connect", &addr, "--conns", "4", "--depth", "8", "--size", "36-2000", "--duration", "2"])
+        .args([
+            "--nic",
+            "kernel",
+            "--connect",
+            &addr,
+            "--conns",
+            "4",
+            "--depth",
+            "8",
+            "--size",
+            "36-2000",
+            "--duration",
+            "2",
+        ])
         .args(["--threads", "2", "--json"])
         .args(load_extra)
         .output()
@@ -129,7 +147,10 @@ fn demo_short_reports_zero_lost_and_corrupt() {
     };
     assert_eq!(field("corrupt"), 0, "{text}");
     assert_eq!(field("lost"), 0, "{text}");
-    assert!(text.contains("transport: kernel TCP over loopback (the userspace-stack path lands with the mux issue)"), "{text}");
+    assert!(
+        text.contains("transport: kernel TCP over loopback (the userspace-stack path lands with the mux issue)"),
+        "{text}"
+    );
     assert!(text.contains("mux copies/payload byte") && text.contains("PSOCK"), "{text}");
 }
 
@@ -167,7 +188,21 @@ fn load_catches_a_corrupting_server() {
         }
     });
     let out = Command::new(LOAD)
-        .args(["--nic", "kernel", "--connect", &addr, "--conns", "2", "--depth", "4", "--size", "64", "--duration", "1", "--json"])
+        .args([
+            "--nic",
+            "kernel",
+            "--connect",
+            &addr,
+            "--conns",
+            "2",
+            "--depth",
+            "4",
+            "--size",
+            "64",
+            "--duration",
+            "1",
+            "--json",
+        ])
         .output()
         .expect("run ukcm-load");
     let json = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -123,7 +123,10 @@ fn main() {
     println!("lost                     {}", rep.lost);
     println!("duplicate                {}", rep.duplicate);
     println!("out-of-order             {}", rep.out_of_order);
-    println!("latency us               p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}", p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us);
+    println!(
+        "latency us               p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+        p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us
+    );
     println!(
         "mux copies/payload byte  {:.3} (rx_copied_bytes {} / rx_bytes {}; the kernel's recv into the pinned ring is not a mux copy)",
         copies, t.rx_copied_bytes, t.rx_bytes
@@ -134,7 +137,13 @@ fn main() {
         eprintln!("{PROG}: {e}");
     }
     if !rep.clean() || t.rx_msgs == 0 {
-        eprintln!("{PROG}: FAILED: {} lost, {} corrupt, {} duplicate, {} connection errors", rep.lost, rep.corrupt, rep.duplicate, rep.errors.len());
+        eprintln!(
+            "{PROG}: FAILED: {} lost, {} corrupt, {} duplicate, {} connection errors",
+            rep.lost,
+            rep.corrupt,
+            rep.duplicate,
+            rep.errors.len()
+        );
         std::process::exit(1);
     }
     println!("{PROG}: OK: every message came back whole and verified");

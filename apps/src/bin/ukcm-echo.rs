@@ -63,7 +63,8 @@ fn main() {
     if let Err(e) = a.nic.require_kernel() {
         cli::fail(PROG, &e);
     }
-    let stop = signals::stop_flag().unwrap_or_else(|e| cli::fail(PROG, &format!("cannot install signal handlers: {e}")));
+    let stop =
+        signals::stop_flag().unwrap_or_else(|e| cli::fail(PROG, &format!("cannot install signal handlers: {e}")));
     let addr = SocketAddr::new(a.addr.0, a.listen);
     let listener = TcpListener::bind(addr).unwrap_or_else(|e| {
         eprintln!("{PROG}: cannot listen on {addr}: {e}");
@@ -101,7 +102,11 @@ fn main() {
             let t = server.snapshot();
             let now = Instant::now();
             let rate = (t.total.rx_msgs - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
-            println!("[{:>5.0}s] {rate:.0} msgs/s, {} connections accepted\n{t}", t0.elapsed().as_secs_f64(), server.counters().accepted.load(Ordering::Relaxed));
+            println!(
+                "[{:>5.0}s] {rate:.0} msgs/s, {} connections accepted\n{t}",
+                t0.elapsed().as_secs_f64(),
+                server.counters().accepted.load(Ordering::Relaxed)
+            );
             let _ = std::io::stdout().flush();
             last = (now, t.total.rx_msgs);
         }

@@ -67,7 +67,8 @@ fn main() {
     if let Err(e) = framing.check_sizes(a.size) {
         cli::fail(PROG, &e);
     }
-    let stop = signals::stop_flag().unwrap_or_else(|e| cli::fail(PROG, &format!("cannot install signal handlers: {e}")));
+    let stop =
+        signals::stop_flag().unwrap_or_else(|e| cli::fail(PROG, &format!("cannot install signal handlers: {e}")));
     let machine = Machine::detect();
     let cfg = LoadConfig {
         connect: a.connect,
@@ -95,7 +96,13 @@ fn main() {
         print!("{}", table(&cfg, &rep));
     }
     if !rep.clean() {
-        eprintln!("{PROG}: FAILED: {} lost, {} corrupt, {} duplicate, {} connection errors", rep.lost, rep.corrupt, rep.duplicate, rep.errors.len());
+        eprintln!(
+            "{PROG}: FAILED: {} lost, {} corrupt, {} duplicate, {} connection errors",
+            rep.lost,
+            rep.corrupt,
+            rep.duplicate,
+            rep.errors.len()
+        );
         for e in &rep.errors {
             eprintln!("{PROG}: {e}");
         }
