@@ -81,7 +81,7 @@ impl NicSpec {
         match self {
             NicSpec::Kernel => Ok(()),
             other => Err(format!(
-                "--nic {other}: not available yet: the mux runs over kernel TCP only in this build (see the mux issue)"
+                "--nic {other}: not available yet: the apps run the mux over kernel TCP only in this build (see the mux issue)"
             )),
         }
     }
@@ -290,7 +290,10 @@ mod tests {
             assert!(bad.parse::<NicSpec>().is_err(), "{bad}");
         }
         let e = "afxdp:eth0:1".parse::<NicSpec>().unwrap().require_kernel().unwrap_err();
-        assert!(e.starts_with("--nic afxdp:eth0:1: not available yet: the mux runs over kernel TCP only"), "{e}");
+        assert!(
+            e.starts_with("--nic afxdp:eth0:1: not available yet: the apps run the mux over kernel TCP only"),
+            "{e}"
+        );
         assert!(NicSpec::Kernel.require_kernel().is_ok());
     }
 

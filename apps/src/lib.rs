@@ -10,7 +10,7 @@
 //! * [`report`]: percentiles, machine description, JSON, number formatting.
 //! * [`signals`]: SIGINT/SIGTERM to a flag.
 //!
-//! Transport: the mux runs over kernel TCP only in this build; the userspace-stack
+//! Transport: the apps run the mux over kernel TCP only in this build; the userspace-stack
 //! transports (`--nic afxdp:…`, `tap:…`, `dpdk:…`) are parsed and refused with one line.
 #![forbid(unsafe_code)]
 

@@ -158,6 +158,8 @@ struct ThreadResult {
     out_of_order: u64,
     latency: Histogram<u64>,
     errors: Vec<String>,
+    /// When this thread stopped sending.
+    send_end: Instant,
 }
 
 /// Runs the load; `stop` ends the sending phase early (e.g. on SIGINT).
@@ -202,6 +204,7 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>, live: &Arc<Live>) -> io::Re
         errors: Vec::new(),
         rate: cfg.rate,
     };
+    let mut send_end = start;
     for h in handles {
         let r = h.join().map_err(|_| io::Error::other("a load thread panicked"))??;
         rep.sent += r.sent;
@@ -214,11 +217,9 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>, live: &Arc<Live>) -> io::Re
         rep.out_of_order += r.out_of_order;
         let _ = rep.latency.add(&r.latency);
         rep.errors.extend(r.errors);
+        send_end = send_end.max(r.send_end);
     }
-    rep.elapsed = end.min(Instant::now()).duration_since(start).min(cfg.duration);
-    if stop.load(Ordering::Relaxed) {
-        rep.elapsed = Instant::now().duration_since(start).min(cfg.duration).max(Duration::from_millis(1));
-    }
+    rep.elapsed = send_end.duration_since(start).max(Duration::from_millis(1));
     Ok(rep)
 }
 
@@ -302,6 +303,7 @@ fn drive(
         out_of_order: 0,
         latency: new_histogram(),
         errors: Vec::new(),
+        send_end: end,
     };
     let mut events = Events::with_capacity(1024);
     let open = per_conn_rate.is_some();
@@ -309,6 +311,9 @@ fn drive(
     loop {
         let now = Instant::now();
         let sending = now < end && !stop.load(Ordering::Relaxed);
+        if !sending && r.send_end == end && now < end {
+            r.send_end = now; // stopped early (SIGINT)
+        }
         if !sending && (now >= drain_until || conns.iter().all(|c| c.outstanding == 0 || c.dead)) {
             break;
         }

@@ -58,13 +58,13 @@ fn userspace_transports_are_refused_honestly() {
         assert!(out.is_empty());
         assert_eq!(
             err.trim_end(),
-            format!("ukcm-echo: --nic {nic}: not available yet: the mux runs over kernel TCP only in this build (see the mux issue)")
+            format!("ukcm-echo: --nic {nic}: not available yet: the apps run the mux over kernel TCP only in this build (see the mux issue)")
         );
     }
     refused(
         LOAD,
         &["--nic", "afxdp:eth0", "--connect", "127.0.0.1:1", "--duration", "1"],
-        "--nic afxdp:eth0:0: not available yet: the mux runs over kernel TCP only in this build (see the mux issue)",
+        "--nic afxdp:eth0:0: not available yet: the apps run the mux over kernel TCP only in this build (see the mux issue)",
     );
 }
 
