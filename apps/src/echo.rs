@@ -312,7 +312,7 @@ fn engine(
                 }
                 MuxEvent::PsockError(id, e) => {
                     counters.failed.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("ukcm-echo: psock {}: {e}; unattaching it", id.0);
+                    eprintln!("ukcm-echo: {id}: {e}; unattaching it");
                     leaving.push_back((id, now + UNATTACH_GRACE));
                 }
             }

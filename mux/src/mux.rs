@@ -92,6 +92,8 @@ pub struct Mux<T> {
     shared: Arc<MuxShared>,
     cfg: MuxConfig,
     psocks: Vec<Option<Psock<T>>>,
+    /// Generation of each psock slot, bumped when the slot is reused.
+    gens: Vec<u32>,
     free_ids: Vec<u32>,
     socks: Vec<Arc<SockShared>>,
     socks_gen: u64,
@@ -127,6 +129,7 @@ impl<T: PsockIo> Mux<T> {
             shared,
             cfg,
             psocks: Vec::new(),
+            gens: Vec::new(),
             free_ids: Vec::new(),
             socks: Vec::new(),
             socks_gen: u64::MAX,
@@ -147,11 +150,18 @@ impl<T: PsockIo> Mux<T> {
     pub fn attach(&mut self, io: T, parser: Box<dyn Parser>) -> PsockId {
         let max = self.cfg.max_message.min(io.rx_capacity());
         let label = io.label();
-        let idx = self.free_ids.pop().unwrap_or_else(|| {
-            self.psocks.push(None);
-            (self.psocks.len() - 1) as u32
-        });
-        let id = PsockId(idx);
+        let idx = match self.free_ids.pop() {
+            Some(i) => {
+                self.gens[i as usize] = self.gens[i as usize].wrapping_add(1);
+                i
+            }
+            None => {
+                self.psocks.push(None);
+                self.gens.push(0);
+                (self.psocks.len() - 1) as u32
+            }
+        };
+        let id = PsockId::new(idx, self.gens[idx as usize]);
         self.psocks[idx as usize] = Some(Psock {
             id,
             io,
@@ -174,8 +184,12 @@ impl<T: PsockIo> Mux<T> {
     /// (the stream cannot be reused mid-message); otherwise the connection is handed back.
     /// Messages already delivered from it stay valid. Sends waiting for it fail.
     pub fn unattach_with(&mut self, ctx: &mut T::Ctx, id: PsockId) -> Option<T> {
-        let mut p = self.psocks.get_mut(id.0 as usize)?.take()?;
-        self.free_ids.push(id.0);
+        let slot = self.psocks.get_mut(id.index())?;
+        if slot.as_ref()?.id != id {
+            return None;
+        }
+        let mut p = slot.take()?;
+        self.free_ids.push(id.index() as u32);
         self.stats.psock_unattach += 1;
         if p.cur.is_some() {
             self.stats.psock_unattach_rsvd += 1;
@@ -195,6 +209,24 @@ impl<T: PsockIo> Mux<T> {
         Some(p.io)
     }
 
+    fn psock(&self, id: PsockId) -> Option<&Psock<T>> {
+        self.psocks.get(id.index())?.as_ref().filter(|p| p.id == id)
+    }
+
+    /// Whether a psock has nothing left to write: no message queued or half written, and
+    /// every byte acknowledged by the peer (then it can be unattached without losing a reply).
+    /// `None` if the id is not attached.
+    pub fn psock_tx_idle(&self, id: PsockId) -> Option<bool> {
+        let p = self.psock(id)?;
+        Some(p.tx_idle() && p.completions.unacked_bytes() == 0)
+    }
+
+    /// The next mux event (psock errors and closes), for the thread that owns the mux.
+    /// Events are shared: a socket's `next_event` takes from the same queue.
+    pub fn next_event(&self) -> Option<MuxEvent> {
+        self.shared.events.pop()
+    }
+
     /// Psocks currently attached.
     pub fn psock_ids(&self) -> Vec<PsockId> {
         self.psocks.iter().flatten().map(|p| p.id).collect()
@@ -202,7 +234,7 @@ impl<T: PsockIo> Mux<T> {
 
     /// The error a psock stopped with, if any.
     pub fn psock_error(&self, id: PsockId) -> Option<PsockError> {
-        self.psocks.get(id.0 as usize)?.as_ref()?.failed
+        self.psock(id)?.failed
     }
 
     /// Mux-level counters.
@@ -212,7 +244,7 @@ impl<T: PsockIo> Mux<T> {
 
     /// Counters of one psock.
     pub fn psock_stats(&self, id: PsockId) -> Option<PsockStats> {
-        Some(self.psocks.get(id.0 as usize)?.as_ref()?.stats)
+        Some(self.psock(id)?.stats)
     }
 
     /// A printable snapshot (like `/proc/net/kcm_stats`).
@@ -221,7 +253,7 @@ impl<T: PsockIo> Mux<T> {
         let mut psocks = Vec::new();
         for p in self.psocks.iter().flatten() {
             total.fold(&p.stats);
-            psocks.push(StatsRow { label: format!("psock {} {}", p.id.0, p.label), stats: p.stats });
+            psocks.push(StatsRow { label: format!("psock {} {}", p.id.index(), p.label), stats: p.stats });
         }
         let socks = self.shared.socks.lock().iter().map(|s| (format!("sock {}", s.id.0), s.snapshot())).collect();
         StatsTable { mux: self.stats, total, psocks, socks }
@@ -341,8 +373,8 @@ impl<T: PsockIo> Mux<T> {
                 let Some(r) = s.tx.pop() else { break };
                 work = true;
                 match r.dest {
-                    Some(d) => match self.psocks.get_mut(d.0 as usize).and_then(|p| p.as_mut()) {
-                        Some(p) if p.usable() => p.queue.push_back(r),
+                    Some(d) => match self.psocks.get_mut(d.index()).and_then(|p| p.as_mut()) {
+                        Some(p) if p.id == d && p.usable() => p.queue.push_back(r),
                         _ => self.complete_failed(r, PsockErrorKind::Pipe),
                     },
                     None => self.pending.push_back(r),

@@ -162,38 +162,38 @@ mod tests {
     fn batch_round_robin_rotates_and_skips_full_or_disabled() {
         let mut s = Steering::new(SteerPolicy::BatchRoundRobin);
         let l = socks(&[(0, true), (0, true), (0, true)]);
-        let picks: Vec<u32> = (0..4).map(|_| s.pick_batch(PsockId(0), &l).unwrap().0).collect();
+        let picks: Vec<u32> = (0..4).map(|_| s.pick_batch(PsockId::new(0, 0), &l).unwrap().0).collect();
         assert_eq!(picks, vec![0, 1, 2, 0]);
         let l = socks(&[(4, true), (0, false), (1, true)]);
-        assert_eq!(s.pick_batch(PsockId(0), &l), Some(SockId(2)));
+        assert_eq!(s.pick_batch(PsockId::new(0, 0), &l), Some(SockId(2)));
         let full = socks(&[(4, true), (0, false)]);
-        assert_eq!(s.pick_batch(PsockId(0), &full), None, "nobody can take: backpressure");
+        assert_eq!(s.pick_batch(PsockId::new(0, 0), &full), None, "nobody can take: backpressure");
     }
 
     #[test]
     fn least_loaded_picks_the_shortest_queue() {
         let mut s = Steering::new(SteerPolicy::LeastLoaded);
-        assert_eq!(s.pick_batch(PsockId(0), &socks(&[(3, true), (1, true), (0, false)])), Some(SockId(1)));
+        assert_eq!(s.pick_batch(PsockId::new(0, 0), &socks(&[(3, true), (1, true), (0, false)])), Some(SockId(1)));
     }
 
     #[test]
     fn sticky_keeps_a_psock_on_one_socket_and_rebinds_on_disable() {
         let mut s = Steering::new(SteerPolicy::Sticky);
         let l = socks(&[(0, true), (0, true)]);
-        let a = s.pick_batch(PsockId(7), &l).unwrap();
-        let b = s.pick_batch(PsockId(8), &l).unwrap();
+        let a = s.pick_batch(PsockId::new(7, 0), &l).unwrap();
+        let b = s.pick_batch(PsockId::new(8, 0), &l).unwrap();
         assert_ne!(a, b, "psocks spread over sockets");
         for _ in 0..5 {
-            assert_eq!(s.pick_batch(PsockId(7), &l), Some(a));
+            assert_eq!(s.pick_batch(PsockId::new(7, 0), &l), Some(a));
         }
         // its socket is full: wait (order kept), do not spill
         let mut full = l.clone();
         full[a.0 as usize].queued = 4;
-        assert_eq!(s.pick_batch(PsockId(7), &full), None);
+        assert_eq!(s.pick_batch(PsockId::new(7, 0), &full), None);
         // its socket is recv-disabled: rebind
         let mut off = l.clone();
         off[a.0 as usize].receiving = false;
-        assert_eq!(s.pick_batch(PsockId(7), &off), Some(b));
+        assert_eq!(s.pick_batch(PsockId::new(7, 0), &off), Some(b));
     }
 
     #[test]
@@ -207,6 +207,6 @@ mod tests {
         let mut full = l.clone();
         full[1].queued = 4;
         assert_eq!(s.pick_for_msg(&[4], &full), None, "shard full: wait, do not spill");
-        assert_eq!(s.pick_batch(PsockId(0), &l), None, "hash policy is per message");
+        assert_eq!(s.pick_batch(PsockId::new(0, 0), &l), None, "hash policy is per message");
     }
 }

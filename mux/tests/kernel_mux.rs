@@ -415,3 +415,24 @@ fn concurrent_senders_never_interleave_messages() {
     let t = mux.stats_table();
     assert!(t.psocks.iter().all(|r| r.stats.tx_msgs > 0), "load spread over every psock");
 }
+
+#[test]
+fn a_stale_psock_id_never_reaches_the_connection_that_reuses_its_slot() {
+    let (mut mux, mut sock, b) = mux_with(small_cfg());
+    let (s1, _c1) = pair();
+    let old = attach(&mut mux, s1, &b);
+    assert!(mux.unattach(old).is_some());
+    let (s2, mut c2) = pair();
+    let new = attach(&mut mux, s2, &b);
+    assert_eq!(old.index(), new.index(), "slot reused");
+    assert_ne!(old, new);
+    sock.send_to(old, &frame(b"for the old one"), Some(1)).unwrap();
+    let mut comps = Vec::new();
+    pump(&mut mux, 5, |_| sock.completions(&mut comps) > 0);
+    assert_eq!(comps[0].status, CompletionStatus::Failed(PsockErrorKind::Pipe));
+    assert_eq!(mux.psock_tx_idle(new), Some(true));
+    assert_eq!(mux.psock_tx_idle(old), None);
+    c2.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = [0u8; 4];
+    assert!(c2.read(&mut buf).is_err(), "nothing reached the new connection");
+}
