@@ -57,10 +57,39 @@ struct Client {
     inbuf: Vec<u8>,
 }
 
-fn run(server: Server, size: usize, depth: usize, secs: f64) -> f64 {
+fn run(server: Server, size: usize, depth: usize, secs: f64, idle: usize) -> f64 {
     let (mut a, mut b) = engines();
     let budget = PinnedBudget::unlimited();
     b.listen(PORT, 16).unwrap();
+    let (mut mux, mut sock) = Mux::<StackPsock<MemPort>>::new(
+        MuxConfig {
+            socket: SocketConfig { rx_queue: 4096, tx_queue: 4096, max_in_flight: 1, tx_ring: 8 << 20 },
+            ..MuxConfig::default()
+        },
+        &budget,
+    )
+    .unwrap();
+    if idle > 0 {
+        // Idle connections, attached to the mux with small rings: they must cost nothing.
+        let small = TcpOptions { rx_buf: 4096, tx_buf: 4096, ..TcpOptions::default() };
+        b.listen_with(PORT + 1, 1024, small).unwrap();
+        let mut attached = 0;
+        let mut opened = 0;
+        while attached < idle {
+            while opened < idle && opened < attached + 512 {
+                a.connect_with(IpEndpoint::new(IpAddress::Ipv4(B), PORT + 1), small).unwrap();
+                opened += 1;
+            }
+            a.poll().unwrap();
+            b.poll().unwrap();
+            while let Some(conn) = b.accept(PORT + 1) {
+                let io = StackPsock::new(&b, conn, 16 * 1024, 16, &budget).unwrap();
+                mux.attach(io, Box::new(LengthField::thrift()));
+                attached += 1;
+            }
+            mux.poll_engine(&mut b, Instant::now());
+        }
+    }
     let mut clients: Vec<Client> = (0..CONNS)
         .map(|_| Client {
             conn: a.connect(IpEndpoint::new(IpAddress::Ipv4(B), PORT)).unwrap(),
@@ -73,11 +102,6 @@ fn run(server: Server, size: usize, depth: usize, secs: f64) -> f64 {
     let mut msg = ((size - 4) as u32).to_be_bytes().to_vec();
     msg.resize(size, 0x5a);
 
-    let cfg = MuxConfig {
-        socket: SocketConfig { rx_queue: 4096, tx_queue: 4096, max_in_flight: 1, tx_ring: 8 << 20 },
-        ..MuxConfig::default()
-    };
-    let (mut mux, mut sock) = Mux::<StackPsock<MemPort>>::new(cfg, &budget).unwrap();
     let mut raw_conns: Vec<(ConnId, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut held = None;
     let mut buf = vec![0u8; 256 * 1024];
@@ -100,7 +124,7 @@ fn run(server: Server, size: usize, depth: usize, secs: f64) -> f64 {
         }
         match server {
             Server::Mux => {
-                mux.poll_with(&mut b, Instant::now());
+                mux.poll_engine(&mut b, Instant::now());
                 while let Some(m) = held.take().or_else(|| sock.try_recv()) {
                     if sock.send_to(m.origin(), &m, None).is_err() {
                         held = Some(m);
@@ -187,8 +211,18 @@ fn main() {
     println!("| size | depth | raw smoltcp + own framing (msgs/s) | mux (msgs/s) | mux / raw |");
     println!("|---:|---:|---:|---:|---:|");
     for &(size, depth) in &[(64usize, 64usize), (4096, 16)] {
-        let raw = run(Server::Raw, size, depth, secs);
-        let mux = run(Server::Mux, size, depth, secs);
+        let raw = run(Server::Raw, size, depth, secs, 0);
+        let mux = run(Server::Mux, size, depth, secs, 0);
         println!("| {size} | {depth} | {raw:.0} | {mux:.0} | {:.2} |", mux / raw);
+    }
+    println!();
+    println!("mux scale: 64 B, depth 64 on {CONNS} busy connections, plus idle attached psocks");
+    println!("| idle psocks | mux (msgs/s) | vs 0 idle |");
+    println!("|---:|---:|---:|");
+    let base = run(Server::Mux, 64, 64, secs, 0);
+    println!("| 0 | {base:.0} | 1.00 |");
+    for idle in [1_000usize, 10_000] {
+        let r = run(Server::Mux, 64, 64, secs, idle);
+        println!("| {idle} | {r:.0} | {:.2} |", r / base);
     }
 }

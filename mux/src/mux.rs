@@ -74,6 +74,8 @@ struct Psock<T> {
     completions: CompletionTracker,
     /// A delineated message no socket could take yet (its length): delivered first next poll.
     held: Option<usize>,
+    /// The rx ring was full at the last fill: more may wait in the transport.
+    ring_full: bool,
     label: String,
 }
 
@@ -102,6 +104,14 @@ pub struct Mux<T> {
     stats: MuxStats,
     pending: VecDeque<TxReq>,
     tx_cursor: usize,
+    /// Psock slots to visit next round (ready or with work pending), each once.
+    active: Vec<u32>,
+    is_active: Vec<bool>,
+    /// Slots of psocks without a readiness key: visited every round.
+    always: Vec<u32>,
+    /// Psock slot by the transport's ready key.
+    by_key: Vec<Option<PsockId>>,
+    pub(crate) ready_scratch: Vec<ukcm_stack::ConnId>,
 }
 
 impl<T> std::fmt::Debug for Mux<T> {
@@ -137,6 +147,11 @@ impl<T: PsockIo> Mux<T> {
             stats: MuxStats::default(),
             pending: VecDeque::new(),
             tx_cursor: 0,
+            active: Vec::new(),
+            is_active: Vec::new(),
+            always: Vec::new(),
+            by_key: Vec::new(),
+            ready_scratch: Vec::new(),
         };
         Ok((mux, first))
     }
@@ -158,10 +173,20 @@ impl<T: PsockIo> Mux<T> {
             None => {
                 self.psocks.push(None);
                 self.gens.push(0);
+                self.is_active.push(false);
                 (self.psocks.len() - 1) as u32
             }
         };
         let id = PsockId::new(idx, self.gens[idx as usize]);
+        match io.ready_key() {
+            Some(k) => {
+                if self.by_key.len() <= k {
+                    self.by_key.resize(k + 1, None);
+                }
+                self.by_key[k] = Some(id);
+            }
+            None => self.always.push(idx),
+        }
         self.psocks[idx as usize] = Some(Psock {
             id,
             io,
@@ -173,10 +198,35 @@ impl<T: PsockIo> Mux<T> {
             queue: VecDeque::new(),
             completions: CompletionTracker::new(),
             held: None,
+            ring_full: false,
             label,
         });
         self.stats.psock_attach += 1;
+        self.activate(idx);
         id
+    }
+
+    fn activate(&mut self, idx: u32) {
+        if !self.is_active[idx as usize] {
+            self.is_active[idx as usize] = true;
+            self.active.push(idx);
+        }
+    }
+
+    /// The owner reports that the connection with this ready key (see
+    /// [`PsockIo::ready_key`]) has news: its psock is visited next round.
+    pub fn mark_ready_key(&mut self, key: usize) {
+        if let Some(Some(id)) = self.by_key.get(key) {
+            let idx = id.index() as u32;
+            self.activate(idx);
+        }
+    }
+
+    /// Marks a psock to be visited next round.
+    pub fn mark_ready(&mut self, id: PsockId) {
+        if self.psock(id).is_some() {
+            self.activate(id.index() as u32);
+        }
     }
 
     /// Detaches a psock (KCM's `SIOCKCMUNATTACH`). Its counters fold into the mux. A psock
@@ -190,6 +240,14 @@ impl<T: PsockIo> Mux<T> {
         }
         let mut p = slot.take()?;
         self.free_ids.push(id.index() as u32);
+        match p.io.ready_key() {
+            Some(k) => {
+                if self.by_key.get(k) == Some(&Some(id)) {
+                    self.by_key[k] = None;
+                }
+            }
+            None => self.always.retain(|&i| i as usize != id.index()),
+        }
         self.stats.psock_unattach += 1;
         if p.cur.is_some() {
             self.stats.psock_unattach_rsvd += 1;
@@ -269,18 +327,46 @@ impl<T: PsockIo> Mux<T> {
         self.shared.shut.store(true, Ordering::Release);
     }
 
-    /// One round of work; returns whether anything happened.
+    /// One round of work; returns whether anything happened. Psocks whose transport has a
+    /// ready key are visited only after [`Mux::mark_ready_key`] (or while they have work
+    /// pending); over an engine, [`Mux::poll_engine`] does the marking.
     pub fn poll_with(&mut self, ctx: &mut T::Ctx, now: Instant) -> bool {
         let mut work = false;
         self.sync_sockets();
         work |= self.resteer_disabled();
         work |= self.collect_tx();
-        for i in 0..self.psocks.len() {
+        // Visit the psocks with news or pending work, and those without a readiness source.
+        let mut visit = std::mem::take(&mut self.active);
+        for &i in &visit {
+            self.is_active[i as usize] = false;
+        }
+        for &i in &self.always {
+            if !self.is_active[i as usize] {
+                visit.push(i);
+            }
+        }
+        for &i in &visit {
+            let i = i as usize;
             let Some(mut p) = self.psocks[i].take() else { continue };
             work |= self.tx_psock(ctx, &mut p);
             work |= self.rx_psock(ctx, &mut p, now);
             work |= self.complete_psock(ctx, &mut p);
+            let pending = p.failed.is_none()
+                && (p.held.is_some()
+                    || !p.tx_idle()
+                    || p.completions.pending() > 0
+                    || p.io.views_outstanding() > 0
+                    || p.asm.deadline().is_some()
+                    || p.ring_full);
+            let keyed = p.io.ready_key().is_some();
             self.psocks[i] = Some(p);
+            if pending && keyed {
+                self.activate(i as u32);
+            }
+        }
+        visit.clear();
+        if self.active.is_empty() {
+            self.active = visit; // keep the allocation
         }
         work
     }
@@ -374,7 +460,14 @@ impl<T: PsockIo> Mux<T> {
                 work = true;
                 match r.dest {
                     Some(d) => match self.psocks.get_mut(d.index()).and_then(|p| p.as_mut()) {
-                        Some(p) if p.id == d && p.usable() => p.queue.push_back(r),
+                        Some(p) if p.id == d && p.usable() => {
+                            p.queue.push_back(r);
+                            let i = d.index() as u32;
+                            if !self.is_active[i as usize] {
+                                self.is_active[i as usize] = true;
+                                self.active.push(i);
+                            }
+                        }
                         _ => self.complete_failed(r, PsockErrorKind::Pipe),
                     },
                     None => self.pending.push_back(r),
@@ -391,6 +484,10 @@ impl<T: PsockIo> Mux<T> {
                     if p.usable() && !p.eof && p.tx_idle() {
                         let r = self.pending.pop_front().expect("non-empty");
                         p.queue.push_back(r);
+                        if !self.is_active[i] {
+                            self.is_active[i] = true;
+                            self.active.push(i as u32);
+                        }
                         self.tx_cursor = (i + 1) % n;
                         placed = true;
                         work = true;
@@ -463,6 +560,7 @@ impl<T: PsockIo> Mux<T> {
             }
         };
         work |= fill.new_bytes > 0;
+        p.ring_full = fill.ring_full;
         p.stats.rx_copied_bytes += fill.copied_bytes as u64;
         let mut target: Option<SockId> = None;
         let per_msg = self.steering.policy().per_message();

@@ -16,6 +16,8 @@ use smoltcp::socket::tcp::State;
 use ukcm_nic::{ByteRing, PinnedBudget, Port, RingError, RingView};
 use ukcm_stack::{ConnId, Engine, StackError};
 
+use crate::mux::Mux;
+
 use crate::transport::{Fill, PsockIo};
 
 /// A connection of an engine with port type `P`, as a psock.
@@ -123,5 +125,28 @@ impl<P: Port> PsockIo for StackPsock<P> {
 
     fn close(&mut self, engine: &mut Engine<P>) {
         let _ = engine.close(self.conn);
+    }
+
+    fn ready_key(&self) -> Option<usize> {
+        Some(self.conn.index())
+    }
+
+    fn views_outstanding(&self) -> usize {
+        self.ring.views_outstanding()
+    }
+}
+
+impl<P: Port> Mux<StackPsock<P>> {
+    /// One round over an engine's connections: takes the engine's ready list (connections
+    /// with new data, acknowledgements or a state change) and polls only those psocks plus
+    /// the ones with work pending — never all of them.
+    pub fn poll_engine(&mut self, engine: &mut Engine<P>, now: std::time::Instant) -> bool {
+        let mut ready = std::mem::take(&mut self.ready_scratch);
+        engine.drain_ready(&mut ready);
+        for c in ready.drain(..) {
+            self.mark_ready_key(c.index());
+        }
+        self.ready_scratch = ready;
+        self.poll_with(engine, now)
     }
 }

@@ -58,4 +58,17 @@ pub trait PsockIo: Send {
 
     /// Closes the connection (both directions).
     fn close(&mut self, ctx: &mut Self::Ctx);
+
+    /// A small dense key (e.g. the engine's connection index) under which the owner reports
+    /// this connection ready with [`crate::Mux::mark_ready_key`]. Psocks with a key are
+    /// polled only when ready or when they have work pending; `None` (kernel sockets, which
+    /// have no readiness source here) means "poll on every round".
+    fn ready_key(&self) -> Option<usize> {
+        None
+    }
+
+    /// Received messages lent out and not yet released (their releases need a reclaim).
+    fn views_outstanding(&self) -> usize {
+        0
+    }
 }

@@ -105,7 +105,7 @@ fn echo_over_a_lossy_link_is_byte_exact_and_per_connection_ordered() {
             let io = StackPsock::new(&b, conn, 256 * 1024, 512, &budget).unwrap();
             psocks.push(mux.attach(io, Box::new(LengthField::thrift())));
         }
-        mux.poll_with(&mut b, Instant::now());
+        mux.poll_engine(&mut b, Instant::now());
         // echo; a message that meets a full tx queue is kept and retried next round
         while let Some(m) = held.take().or_else(|| sock.try_recv()) {
             if sock.send_to(m.origin(), &m, Some(cookie)).is_err() {
@@ -153,7 +153,7 @@ fn echo_over_a_lossy_link_is_byte_exact_and_per_connection_ordered() {
     while comps.len() < cookie as usize && Instant::now() < end {
         a.poll().unwrap();
         b.poll().unwrap();
-        mux.poll_with(&mut b, Instant::now());
+        mux.poll_engine(&mut b, Instant::now());
         sock.completions(&mut comps);
     }
     let mut seen: Vec<u32> = comps.iter().map(|c| c.cookie).collect();
