@@ -305,6 +305,8 @@ pub struct Engine<P: Port> {
     next_ephemeral: u16,
     neighbor_changed: bool,
     idle_polls: u32,
+    burst: usize,
+    live_slots: u64,
 }
 
 impl<P: Port> fmt::Debug for Engine<P> {
@@ -408,6 +410,8 @@ impl<P: Port> Engine<P> {
             next_ephemeral,
             neighbor_changed: false,
             idle_polls: 0,
+            burst: caps.max_burst.max(1),
+            live_slots: 0,
             cfg,
         })
     }
@@ -445,7 +449,7 @@ impl<P: Port> Engine<P> {
     /// Engine counters.
     pub fn stats(&self) -> EngineStats {
         let mut s = self.stats;
-        s.sockets_in_use = self.slots.iter().filter(|s| s.live.is_some()).count() as u64;
+        s.sockets_in_use = self.live_slots;
         s
     }
     /// The smoltcp interface (addresses, routes, neighbour cache).
@@ -678,6 +682,7 @@ impl<P: Port> Engine<P> {
         };
         let slot = &mut self.slots[idx as usize];
         let handle = slot.set.add(sock);
+        self.live_slots += 1;
         self.stats.ring_bytes_in_use += charge.bytes();
         slot.live = Some(Live {
             handle,
@@ -722,6 +727,7 @@ impl<P: Port> Engine<P> {
             rings::give(s);
         }
         self.stats.ring_bytes_in_use -= live._charge.bytes();
+        self.live_slots -= 1;
         slot.gen = slot.gen.wrapping_add(1);
         self.free_slots.push(idx);
         // `live` (and its budget charge) drops here.
@@ -886,7 +892,7 @@ impl<P: Port> Engine<P> {
         let spare = std::mem::take(&mut self.dirty_scratch);
         let mut list = std::mem::replace(&mut self.dirty, spare);
         let tx_before = self.dev.stats().tx_frames;
-        let burst = self.dev.port().caps().max_burst.max(1);
+        let burst = self.burst;
         for &idx in &list {
             if let Some(l) = self.slots[idx as usize].live.as_mut() {
                 l.dirty = false;
@@ -1049,22 +1055,6 @@ impl<P: Port> Engine<P> {
         self.by_tuple.insert(key, idx);
         self.listeners.get_mut(&port).expect("checked").handshaking += 1;
         Ok(idx)
-    }
-
-    /// Diagnostics: connections queued for egress, with state and smoltcp's `poll_at`.
-    #[doc(hidden)]
-    pub fn debug_dirty(&mut self) -> Vec<(ConnId, tcp::State, Option<Instant>, usize, usize)> {
-        let now = self.clock.now();
-        let mut v = Vec::new();
-        for &i in &self.dirty {
-            let slot = &self.slots[i as usize];
-            if let Some(l) = slot.live.as_ref() {
-                let s = slot.set.get::<tcp::Socket<'static>>(l.handle);
-                let (st, sq, rq) = (s.state(), s.send_queue(), s.recv_queue());
-                v.push((ConnId { idx: i, gen: slot.gen }, st, self.iface.poll_at(now, &slot.set), sq, rq));
-            }
-        }
-        v
     }
 
     /// When the engine next needs polling if no frame arrives (`None`: only on ingress).
