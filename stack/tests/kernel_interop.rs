@@ -110,6 +110,9 @@ fn kernel_client_to_ukcm_echo(conns: usize) {
         .unwrap();
         e.stats()
     });
+    // the kernel pings the userspace stack (ARP + ICMP echo answered by the engine)
+    let out = net.peer_cmd(&["ping", "-c", "2", "-W", "2", "-I", &net.peer_if, &net.ukcm_ip.to_string()]).unwrap();
+    assert!(out.contains(" 0% packet loss"), "{out}");
     let to = SocketAddr::new(net.ukcm_ip.into(), 7);
     std::thread::scope(|sc| {
         let hs: Vec<_> = (0..conns)
