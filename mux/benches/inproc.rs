@@ -22,7 +22,11 @@ const CONNS: usize = 4;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Server {
+    /// Mux with a message socket: `Msg` views, queues, `send_to`.
     Mux,
+    /// Mux run-to-completion: handler in place, reply written straight to the connection.
+    MuxRtc,
+    /// Raw smoltcp, the application doing its own framing and copying.
     Raw,
 }
 
@@ -115,7 +119,7 @@ fn run(server: Server, size: usize, depth: usize, secs: f64, idle: usize) -> f64
         b.poll().unwrap();
         while let Some(conn) = b.accept(PORT) {
             match server {
-                Server::Mux => {
+                Server::Mux | Server::MuxRtc => {
                     let io = StackPsock::new(&b, conn, 4 << 20, 8192, &budget).unwrap();
                     mux.attach(io, Box::new(LengthField::thrift()));
                 }
@@ -131,6 +135,9 @@ fn run(server: Server, size: usize, depth: usize, secs: f64, idle: usize) -> f64
                         break;
                     }
                 }
+            }
+            Server::MuxRtc => {
+                mux.poll_engine_rtc(&mut b, Instant::now(), |_, m, out| out.extend_from_slice(m));
             }
             Server::Raw => {
                 for (conn, inb, outb) in raw_conns.iter_mut() {
@@ -207,13 +214,19 @@ fn main() {
         return;
     }
     let secs: f64 = std::env::var("UKCM_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
+    if std::env::var("UKCM_BENCH_ONLY").is_ok_and(|v| v == "mux64") {
+        // for profiling: just the mux at 64 B
+        println!("mux 64 B: {:.0} msgs/s", run(Server::Mux, 64, 64, secs, 0));
+        return;
+    }
     println!("in-process echo, {CONNS} connections, both engines and the server on one thread, {secs} s per case");
-    println!("| size | depth | raw smoltcp + own framing (msgs/s) | mux (msgs/s) | mux / raw |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!("| size | depth | raw smoltcp + own framing (msgs/s) | mux, message socket (msgs/s) | ratio | mux, run-to-completion (msgs/s) | ratio |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for &(size, depth) in &[(64usize, 64usize), (4096, 16)] {
         let raw = run(Server::Raw, size, depth, secs, 0);
         let mux = run(Server::Mux, size, depth, secs, 0);
-        println!("| {size} | {depth} | {raw:.0} | {mux:.0} | {:.2} |", mux / raw);
+        let rtc = run(Server::MuxRtc, size, depth, secs, 0);
+        println!("| {size} | {depth} | {raw:.0} | {mux:.0} | {:.2} | {rtc:.0} | {:.2} |", mux / raw, rtc / raw);
     }
     println!();
     println!("mux scale: 64 B, depth 64 on {CONNS} busy connections, plus idle attached psocks");

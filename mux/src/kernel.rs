@@ -83,6 +83,10 @@ impl PsockIo for KernelPsock {
         self.ring.reclaim()
     }
 
+    fn discard(&mut self, len: usize) -> Result<(), RingError> {
+        self.ring.discard(len)
+    }
+
     fn write(&mut self, _: &mut (), bytes: &[u8]) -> io::Result<usize> {
         match self.stream.write(bytes) {
             Ok(n) => {

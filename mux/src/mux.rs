@@ -27,6 +27,9 @@ use crate::stats::{MuxStats, PsockStats, StatsRow, StatsTable};
 use crate::steer::{SockLoad, SteerPolicy, Steering};
 use crate::transport::PsockIo;
 
+/// A run-to-completion message handler: origin, message bytes in place, reply buffer.
+type RtcHandler<'h> = dyn FnMut(PsockId, &[u8], &mut Vec<u8>) + 'h;
+
 /// Configuration of a mux.
 #[derive(Debug, Clone)]
 pub struct MuxConfig {
@@ -76,6 +79,10 @@ struct Psock<T> {
     held: Option<usize>,
     /// The rx ring was full at the last fill: more may wait in the transport.
     ring_full: bool,
+    /// Run-to-completion replies the transport has not taken yet (at most one handler
+    /// call's worth: the psock handles no more messages until it is written).
+    rtc_out: Vec<u8>,
+    rtc_done: usize,
     label: String,
 }
 
@@ -85,7 +92,7 @@ impl<T: PsockIo> Psock<T> {
         self.failed.is_none()
     }
     fn tx_idle(&self) -> bool {
-        self.cur.is_none() && self.queue.is_empty()
+        self.cur.is_none() && self.queue.is_empty() && self.rtc_done == self.rtc_out.len()
     }
 }
 
@@ -199,6 +206,8 @@ impl<T: PsockIo> Mux<T> {
             completions: CompletionTracker::new(),
             held: None,
             ring_full: false,
+            rtc_out: Vec::new(),
+            rtc_done: 0,
             label,
         });
         self.stats.psock_attach += 1;
@@ -331,6 +340,24 @@ impl<T: PsockIo> Mux<T> {
     /// ready key are visited only after [`Mux::mark_ready_key`] (or while they have work
     /// pending); over an engine, [`Mux::poll_engine`] does the marking.
     pub fn poll_with(&mut self, ctx: &mut T::Ctx, now: Instant) -> bool {
+        self.poll_inner(ctx, now, None)
+    }
+
+    /// Run-to-completion round: every complete message is handed to `handler` on this
+    /// thread, in place in its psock's ring (no `Msg`, no queue), with the psock it came from
+    /// and a buffer to append the reply to; the reply is written to that psock whole, before
+    /// anything else it sends. Message sockets still work alongside (their sends are
+    /// transmitted; received messages all go to the handler).
+    pub fn poll_rtc(
+        &mut self,
+        ctx: &mut T::Ctx,
+        now: Instant,
+        mut handler: impl FnMut(PsockId, &[u8], &mut Vec<u8>),
+    ) -> bool {
+        self.poll_inner(ctx, now, Some(&mut handler))
+    }
+
+    fn poll_inner(&mut self, ctx: &mut T::Ctx, now: Instant, mut handler: Option<&mut RtcHandler<'_>>) -> bool {
         let mut work = false;
         self.sync_sockets();
         work |= self.resteer_disabled();
@@ -349,7 +376,10 @@ impl<T: PsockIo> Mux<T> {
             let i = i as usize;
             let Some(mut p) = self.psocks[i].take() else { continue };
             work |= self.tx_psock(ctx, &mut p);
-            work |= self.rx_psock(ctx, &mut p, now);
+            work |= match handler.as_deref_mut() {
+                Some(h) => self.rx_psock_rtc(ctx, &mut p, now, h),
+                None => self.rx_psock(ctx, &mut p, now),
+            };
             work |= self.complete_psock(ctx, &mut p);
             let pending = p.failed.is_none()
                 && (p.held.is_some()
@@ -515,6 +545,12 @@ impl<T: PsockIo> Mux<T> {
     /// Writes the current message of a psock, then the next; one message at a time.
     fn tx_psock(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>) -> bool {
         let mut work = false;
+        if p.cur.is_none() && p.rtc_done < p.rtc_out.len() {
+            work |= self.flush_rtc(ctx, p);
+            if p.rtc_done < p.rtc_out.len() {
+                return work;
+            }
+        }
         while p.usable() {
             if p.cur.is_none() {
                 match p.queue.pop_front() {
@@ -620,6 +656,89 @@ impl<T: PsockIo> Mux<T> {
                 }
             }
             // else: whole messages still wait for a socket; EOF is seen again next poll.
+        }
+        work
+    }
+
+    /// Writes pending run-to-completion replies; returns whether bytes moved.
+    fn flush_rtc(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>) -> bool {
+        let mut work = false;
+        while p.usable() && p.rtc_done < p.rtc_out.len() {
+            match p.io.write(ctx, &p.rtc_out[p.rtc_done..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    p.rtc_done += n;
+                    work = true;
+                }
+                Err(_) => {
+                    self.fail_psock(ctx, p, PsockError::new(PsockErrorKind::Pipe));
+                    return true;
+                }
+            }
+        }
+        if p.rtc_done == p.rtc_out.len() {
+            p.completions.written(p.rtc_done, None, SockId(u32::MAX));
+            p.rtc_out.clear();
+            p.rtc_done = 0;
+        }
+        work
+    }
+
+    /// Run-to-completion receive: each message goes to the handler in place; the psock
+    /// stops at a reply the transport cannot take yet (backpressure).
+    fn rx_psock_rtc(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>, now: Instant, handler: &mut RtcHandler<'_>) -> bool {
+        if p.failed.is_some() || p.eof {
+            return p.io.reclaim() > 0;
+        }
+        let mut work = p.io.reclaim() > 0;
+        let fill = match p.io.fill(ctx) {
+            Ok(f) => f,
+            Err(_) => {
+                let e = p.asm.end_of_stream(&mut p.stats).unwrap_or(PsockError::new(PsockErrorKind::Pipe));
+                self.fail_psock(ctx, p, e);
+                return true;
+            }
+        };
+        work |= fill.new_bytes > 0;
+        p.ring_full = fill.ring_full;
+        p.stats.rx_copied_bytes += fill.copied_bytes as u64;
+        let mut handled = 0;
+        // A queued socket message mid-write must finish before replies go out.
+        while handled < self.cfg.rx_batch && p.cur.is_none() && p.rtc_out.is_empty() {
+            let len = match p.held.take() {
+                Some(len) => len,
+                None => match p.asm.step(p.io.unparsed(), now, &mut p.stats) {
+                    Step::Message(len) => len,
+                    Step::Wait => break,
+                    Step::Failed(e) => {
+                        self.fail_psock(ctx, p, e);
+                        return true;
+                    }
+                },
+            };
+            let before = p.rtc_out.len();
+            handler(p.id, &p.io.unparsed()[..len], &mut p.rtc_out);
+            // Cannot fail: `len` bytes are unparsed (the assembler just saw them).
+            let _ = p.io.discard(len);
+            if p.rtc_out.len() > before {
+                p.stats.tx_msgs += 1;
+                p.stats.tx_bytes += (p.rtc_out.len() - before) as u64;
+            }
+            handled += 1;
+            work = true;
+            self.flush_rtc(ctx, p);
+        }
+        if fill.eof && !p.eof {
+            if p.held.is_none() && p.io.unparsed().is_empty() {
+                p.eof = true;
+                self.shared.post(MuxEvent::PsockClosed(p.id));
+                work = true;
+            } else if p.asm.mid_message() {
+                if let Some(e) = p.asm.end_of_stream(&mut p.stats) {
+                    self.fail_psock(ctx, p, e);
+                    work = true;
+                }
+            }
         }
         work
     }

@@ -104,6 +104,10 @@ impl<P: Port> PsockIo for StackPsock<P> {
         self.ring.reclaim()
     }
 
+    fn discard(&mut self, len: usize) -> Result<(), RingError> {
+        self.ring.discard(len)
+    }
+
     fn write(&mut self, engine: &mut Engine<P>, bytes: &[u8]) -> io::Result<usize> {
         let n = engine.send(self.conn, bytes).map_err(stack_err)?;
         self.written += n as u64;
@@ -148,5 +152,21 @@ impl<P: Port> Mux<StackPsock<P>> {
         }
         self.ready_scratch = ready;
         self.poll_with(engine, now)
+    }
+
+    /// [`Mux::poll_engine`] in run-to-completion mode (see [`Mux::poll_rtc`]).
+    pub fn poll_engine_rtc(
+        &mut self,
+        engine: &mut Engine<P>,
+        now: std::time::Instant,
+        handler: impl FnMut(crate::PsockId, &[u8], &mut Vec<u8>),
+    ) -> bool {
+        let mut ready = std::mem::take(&mut self.ready_scratch);
+        engine.drain_ready(&mut ready);
+        for c in ready.drain(..) {
+            self.mark_ready_key(c.index());
+        }
+        self.ready_scratch = ready;
+        self.poll_rtc(engine, now, handler)
     }
 }

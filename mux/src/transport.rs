@@ -44,6 +44,10 @@ pub trait PsockIo: Send {
     /// Frees ring space of released views; returns bytes freed.
     fn reclaim(&mut self) -> usize;
 
+    /// Drops the next `len` unparsed bytes without a view (a message handled in place by a
+    /// run-to-completion handler); the space is freed by the next reclaim.
+    fn discard(&mut self, len: usize) -> Result<(), RingError>;
+
     /// Writes as much of `bytes` as the transport takes now (0 when full).
     fn write(&mut self, ctx: &mut Self::Ctx, bytes: &[u8]) -> io::Result<usize>;
 

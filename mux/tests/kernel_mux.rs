@@ -436,3 +436,64 @@ fn a_stale_psock_id_never_reaches_the_connection_that_reuses_its_slot() {
     let mut buf = [0u8; 4];
     assert!(c2.read(&mut buf).is_err(), "nothing reached the new connection");
 }
+
+#[test]
+fn run_to_completion_handler_echoes_in_place_and_keeps_order() {
+    let (mut mux, mut sock, b) = mux_with(small_cfg());
+    let (s1, c1) = pair();
+    let (s2, c2) = pair();
+    let p1 = attach(&mut mux, s1, &b);
+    attach(&mut mux, s2, &b);
+    let n = 3000u32;
+    let peers: Vec<_> = [c1, c2]
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut c)| {
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                for i in 0..n {
+                    let mut body = vec![k as u8; 1 + (i as usize * 37) % 700];
+                    body[0] = (i % 251) as u8;
+                    all.extend(frame(&body));
+                }
+                let w = {
+                    let mut c = c.try_clone().unwrap();
+                    let all = all.clone();
+                    std::thread::spawn(move || c.write_all(&all).unwrap())
+                };
+                let mut back = vec![0u8; all.len() + 4 * n as usize];
+                c.read_exact(&mut back).unwrap();
+                w.join().unwrap();
+                (all, back)
+            })
+        })
+        .collect();
+    // The handler replies with "OK" + the message, as two frames appended in one reply.
+    let mut handled = 0u32;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !peers.iter().all(|h| h.is_finished()) && Instant::now() < deadline {
+        mux.poll_rtc(&mut (), Instant::now(), |_, msg, out| {
+            out.extend_from_slice(&frame(b""));
+            out.extend_from_slice(msg);
+            handled += 1;
+        });
+    }
+    assert_eq!(handled, 2 * n);
+    for h in peers {
+        let (sent, back) = h.join().unwrap();
+        // every reply is an empty frame followed by the message, in order
+        let mut expect = Vec::new();
+        let mut off = 0;
+        while off < sent.len() {
+            let len = u32::from_be_bytes(sent[off..off + 4].try_into().unwrap()) as usize + 4;
+            expect.extend_from_slice(&frame(b""));
+            expect.extend_from_slice(&sent[off..off + len]);
+            off += len;
+        }
+        assert!(back == expect, "replies whole, in order, unmixed");
+    }
+    assert!(mux.psock_stats(p1).unwrap().tx_msgs == n as u64);
+    // message sockets still send alongside the handler
+    sock.send(&frame(b"from a socket"), None).unwrap();
+    pump(&mut mux, 1, |_| false);
+}
