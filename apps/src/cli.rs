@@ -18,6 +18,8 @@ pub const EXIT_USAGE: i32 = 2;
 pub enum NicSpec {
     /// Kernel TCP sockets under the mux (`kernel`).
     Kernel,
+    /// Two userspace stacks over the in-memory port pair, in one process (`mem`; the demo).
+    Mem,
     /// AF_XDP on an interface queue (`afxdp:IF[:Q]`).
     Afxdp { ifname: String, queue: u32 },
     /// A TAP device (`tap:NAME`).
@@ -37,6 +39,8 @@ impl FromStr for NicSpec {
         match (kind, rest) {
             ("kernel", None) => Ok(NicSpec::Kernel),
             ("kernel", Some(_)) => Err("`kernel` takes no options (write --nic kernel)".into()),
+            ("mem", None) => Ok(NicSpec::Mem),
+            ("mem", Some(_)) => Err("`mem` takes no options (write --nic mem)".into()),
             ("afxdp", Some(r)) if !r.is_empty() => {
                 let (ifname, queue) = match r.split_once(':') {
                     Some((i, q)) => {
@@ -59,7 +63,7 @@ impl FromStr for NicSpec {
             ("dpdk", Some(r)) if !r.is_empty() => Ok(NicSpec::Dpdk { args: r.into() }),
             ("dpdk", _) => Err("dpdk needs EAL arguments (dpdk:ARGS)".into()),
             ("afxdp", _) => Err("afxdp needs an interface (afxdp:IF[:QUEUE])".into()),
-            _ => Err(format!("unknown nic {s:?}; expected kernel, afxdp:IF[:QUEUE], tap:NAME or dpdk:ARGS")),
+            _ => Err(format!("unknown nic {s:?}; expected kernel, mem, afxdp:IF[:QUEUE], tap:NAME or dpdk:ARGS")),
         }
     }
 }
@@ -68,6 +72,7 @@ impl fmt::Display for NicSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NicSpec::Kernel => f.write_str("kernel"),
+            NicSpec::Mem => f.write_str("mem"),
             NicSpec::Afxdp { ifname, queue } => write!(f, "afxdp:{ifname}:{queue}"),
             NicSpec::Tap { name } => write!(f, "tap:{name}"),
             NicSpec::Dpdk { args } => write!(f, "dpdk:{args}"),
@@ -76,12 +81,26 @@ impl fmt::Display for NicSpec {
 }
 
 impl NicSpec {
-    /// Ok for `kernel`; the userspace-stack transports are refused honestly.
+    /// Ok for `kernel` (the load generator's sockets); anything else is refused in one line.
     pub fn require_kernel(&self) -> Result<(), String> {
         match self {
             NicSpec::Kernel => Ok(()),
             other => Err(format!(
-                "--nic {other}: not available yet: the apps run the mux over kernel TCP only in this build (see the mux issue)"
+                "--nic {other}: ukcm-load speaks over kernel sockets only (--nic kernel); the load generator over the ukcm stack is in ukcm-demo --nic mem"
+            )),
+        }
+    }
+
+    /// Ok for the transports a server can run on: kernel, AF_XDP and TAP. DPDK is refused
+    /// (not built in), and so is `mem` (its peer lives in the same process: ukcm-demo).
+    pub fn require_server(&self) -> Result<(), String> {
+        match self {
+            NicSpec::Kernel | NicSpec::Afxdp { .. } | NicSpec::Tap { .. } => Ok(()),
+            NicSpec::Mem => Err(
+                "--nic mem: the in-memory pair has no peer outside this process; run ukcm-demo --nic mem".into(),
+            ),
+            NicSpec::Dpdk { .. } => Err(format!(
+                "--nic {self}: not available yet: DPDK is not built into this build (see the DPDK issue)"
             )),
         }
     }
@@ -280,21 +299,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nic_specs_parse_and_only_kernel_runs() {
+    fn nic_specs_parse_and_servers_refuse_dpdk_and_mem() {
         assert_eq!("kernel".parse::<NicSpec>(), Ok(NicSpec::Kernel));
         assert_eq!("afxdp:eth0:3".parse::<NicSpec>(), Ok(NicSpec::Afxdp { ifname: "eth0".into(), queue: 3 }));
         assert_eq!("afxdp:eth0".parse::<NicSpec>(), Ok(NicSpec::Afxdp { ifname: "eth0".into(), queue: 0 }));
         assert_eq!("tap:tap0".parse::<NicSpec>(), Ok(NicSpec::Tap { name: "tap0".into() }));
         assert!("dpdk:-l 0".parse::<NicSpec>().is_ok());
-        for bad in ["", "afxdp", "afxdp:", "afxdp:eth0:x", "tap:", "pcap:x", "kernel:1"] {
+        assert_eq!("mem".parse::<NicSpec>(), Ok(NicSpec::Mem));
+        for bad in ["", "afxdp", "afxdp:", "afxdp:eth0:x", "tap:", "pcap:x", "kernel:1", "mem:1"] {
             assert!(bad.parse::<NicSpec>().is_err(), "{bad}");
         }
         let e = "afxdp:eth0:1".parse::<NicSpec>().unwrap().require_kernel().unwrap_err();
-        assert!(
-            e.starts_with("--nic afxdp:eth0:1: not available yet: the apps run the mux over kernel TCP only"),
-            "{e}"
-        );
+        assert!(e.starts_with("--nic afxdp:eth0:1: ukcm-load speaks over kernel sockets only"), "{e}");
         assert!(NicSpec::Kernel.require_kernel().is_ok());
+        for ok in ["kernel", "afxdp:eth0", "tap:t0"] {
+            assert!(ok.parse::<NicSpec>().unwrap().require_server().is_ok(), "{ok}");
+        }
+        let e = "dpdk:-l0".parse::<NicSpec>().unwrap().require_server().unwrap_err();
+        assert!(e.contains("not available yet: DPDK is not built into this build"), "{e}");
+        assert!(NicSpec::Mem.require_server().unwrap_err().contains("run ukcm-demo --nic mem"));
     }
 
     #[test]

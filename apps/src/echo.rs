@@ -1,21 +1,24 @@
-//! The echo server over the mux's kernel-TCP transport: one engine thread runs
-//! `Mux<KernelPsock>::poll`, accepts connections in the same loop and attaches each with
-//! its own parser; messages are echoed whole to the connection they came from.
+//! The echo server on the mux, over any [`Transport`]: kernel TCP (`Mux<KernelPsock>`) or
+//! the userspace stack (`Mux<StackPsock<P>>` over an engine on an AF_XDP, TAP or in-memory
+//! port). One engine thread steps the transport, accepts connections in the same loop and
+//! attaches each with its own parser, and runs `Mux::poll_with`; messages are echoed whole
+//! to the connection they came from.
 //!
 //! Two threading models (DESIGN.md, "Mux"):
 //! * **workers** (`--workers N`, KCM's model): N threads, each with its own cloned
 //!   [`MsgSocket`], receive messages from the engine over the mux's queues and send each
 //!   back with `send_with(len, None, Some(msg.origin()), …)`, built in place in the
 //!   socket's pinned tx ring.
-//! * **run-to-completion** (`--rtc`, DPDK's model): the engine thread itself takes the
-//!   messages the last poll delivered and queues the replies between polls; no other
-//!   thread, no cross-core handoff.
+//! * **run-to-completion** (`--rtc`, DPDK's model): the mux hands each message to a handler
+//!   on the engine thread, in place in its psock's ring (`Mux::poll_rtc` /
+//!   `Mux::poll_engine_rtc`), and the reply is written straight to the connection; no
+//!   other thread, no queue, no cross-core handoff.
 //!
-//! The engine keeps the mux's first socket for itself: in worker mode it is
-//! recv-disabled (it gets no messages) and serves to read the mux's events, on which the
-//! engine unattaches psocks whose peer closed or that failed.
+//! The engine reads the mux's events (`Mux::next_event`): a psock that failed is unattached
+//! at once; one whose peer closed is unattached once every message it delivered has been
+//! answered and the replies are acknowledged (`Mux::psock_tx_idle`), or after
+//! [`CLOSE_LINGER`] at the latest. Unattached connections are closed (FIN).
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,12 +27,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use ukcm_mux::kernel::KernelPsock;
-use ukcm_mux::{Msg, MsgSocket, Mux, MuxConfig, MuxEvent, PsockId, RecvError, SendError, SocketConfig, StatsTable};
+use ukcm_mux::{Msg, MsgSocket, Mux, MuxConfig, MuxEvent, PsockId, PsockIo, RecvError, SendError, SocketConfig, StatsTable};
 use ukcm_nic::PinnedBudget;
 use ukcm_parsers::parser_from_spec;
 
 use crate::cli::SteerKind;
+use crate::transport::{KernelTransport, Transport};
 
 /// Threading model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +68,9 @@ pub struct EchoConfig {
     pub rx_ring: usize,
     /// Each message socket's pinned tx ring (multiple of 4096).
     pub tx_ring: usize,
+    /// When idle, spin then yield, never sleep (lowest latency; the engine's core stays
+    /// busy). Otherwise spin, yield, then sleep 50 us per idle round.
+    pub busy_poll: bool,
 }
 
 impl Default for EchoConfig {
@@ -76,6 +82,7 @@ impl Default for EchoConfig {
             hash_header: 4,
             rx_ring: 256 * 1024,
             tx_ring: 1 << 20,
+            busy_poll: false,
         }
     }
 }
@@ -94,6 +101,8 @@ pub struct EngineCounters {
     pub closed: AtomicU64,
     /// Psocks that failed (error event).
     pub failed: AtomicU64,
+    /// Psocks unattached after [`CLOSE_LINGER`] with replies still unanswered or unacknowledged.
+    pub lingered: AtomicU64,
     /// Replies that could not be sent (too big for the tx ring, or the psock was gone).
     pub reply_failed: AtomicU64,
 }
@@ -104,23 +113,33 @@ pub struct EchoServer {
     stop: Arc<AtomicBool>,
     engine: Option<JoinHandle<io::Result<StatsTable>>>,
     workers: Vec<JoinHandle<()>>,
-    snapshot: Arc<Mutex<StatsTable>>,
+    snapshot: Arc<Mutex<(StatsTable, String)>>,
     counters: Arc<EngineCounters>,
     local: std::net::SocketAddr,
+    describe: String,
 }
 
-/// How long a psock whose peer closed (or that failed) stays attached before it is
-/// unattached: replies still queued for it get written, and its id is not reused while a
-/// worker may still address it (see the report on PsockId reuse).
-const UNATTACH_GRACE: Duration = Duration::from_millis(500);
+/// How long a psock whose peer closed may wait for its last replies to be answered and
+/// acknowledged before it is unattached anyway.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(10);
 /// How often the engine publishes a stats snapshot.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(200);
 
 impl EchoServer {
-    /// Starts the engine (and workers) on a bound listener.
+    /// Starts the engine (and workers) on a bound kernel TCP listener.
     pub fn start(listener: TcpListener, cfg: EchoConfig) -> io::Result<EchoServer> {
-        let local = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
+        let t = KernelTransport::new(listener)?;
+        Self::start_with(move || Ok(t), cfg)
+    }
+
+    /// Starts the engine thread, which builds its transport with `make` (so ports that must
+    /// stay on one thread are opened there), and the workers. Returns once the transport is
+    /// up, or with the error `make` returned.
+    pub fn start_with<T, F>(make: F, cfg: EchoConfig) -> io::Result<EchoServer>
+    where
+        T: Transport + 'static,
+        F: FnOnce() -> io::Result<T> + Send + 'static,
+    {
         parser_from_spec(&cfg.parser)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad parser spec: {e}")))?;
         let budget = PinnedBudget::unlimited();
@@ -131,30 +150,62 @@ impl EchoServer {
             max_message: cfg.rx_ring,
             ..MuxConfig::default()
         };
-        let (mux, first) = Mux::<KernelPsock>::new(mux_cfg, &budget).map_err(io::Error::other)?;
+        let (mux, first) = Mux::<T::Io>::new(mux_cfg, &budget).map_err(io::Error::other)?;
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(EngineCounters::default());
-        let mut workers = Vec::new();
-        if let Mode::Workers(n) = cfg.mode {
-            first.set_recv_enabled(false);
-            for i in 0..n {
-                let sock = first.try_clone().map_err(io::Error::other)?;
-                let (stop, counters) = (Arc::clone(&stop), Arc::clone(&counters));
-                workers.push(
-                    std::thread::Builder::new()
-                        .name(format!("ukcm-worker-{i}"))
-                        .spawn(move || worker(sock, &stop, &counters))?,
-                );
+        let snapshot = Arc::new(Mutex::new((mux.stats_table(), String::new())));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<(std::net::SocketAddr, String)>>();
+        // In worker mode the workers own every socket; in run-to-completion the engine does.
+        let (own, worker_socks) = match cfg.mode {
+            Mode::RunToCompletion => (Some(first), Vec::new()),
+            Mode::Workers(n) => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 1..n {
+                    v.push(first.try_clone().map_err(io::Error::other)?);
+                }
+                v.insert(0, first);
+                (None, v)
             }
-        }
-        let snapshot = Arc::new(Mutex::new(mux.stats_table()));
+        };
         let engine = {
             let (stop, counters, snapshot) = (Arc::clone(&stop), Arc::clone(&counters), Arc::clone(&snapshot));
-            std::thread::Builder::new()
-                .name("ukcm-engine".into())
-                .spawn(move || engine(mux, first, listener, cfg, budget, &stop, &counters, &snapshot))?
+            std::thread::Builder::new().name("ukcm-engine".into()).spawn(move || {
+                let mut t = match make() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let _ = ready_tx.send(Err(e));
+                        return Err(io::Error::other(msg));
+                    }
+                };
+                let _ = ready_tx.send(Ok((t.local_addr(), t.describe())));
+                engine(&mut t, mux, own, cfg, budget, &stop, &counters, &snapshot)
+            })?
         };
-        Ok(EchoServer { stop, engine: Some(engine), workers, snapshot, counters, local })
+        let (local, describe) = match ready_rx.recv() {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                let _ = engine.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let r = engine.join();
+                return Err(match r {
+                    Ok(Err(e)) => e,
+                    _ => io::Error::other("the engine thread ended before its transport was up"),
+                });
+            }
+        };
+        let mut workers = Vec::new();
+        for (i, sock) in worker_socks.into_iter().enumerate() {
+            let (stop, counters) = (Arc::clone(&stop), Arc::clone(&counters));
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("ukcm-worker-{i}"))
+                    .spawn(move || worker(sock, &stop, &counters))?,
+            );
+        }
+        Ok(EchoServer { stop, engine: Some(engine), workers, snapshot, counters, local, describe })
     }
 
     /// The address the server listens on.
@@ -162,9 +213,19 @@ impl EchoServer {
         self.local
     }
 
+    /// What carries the bytes (`kernel TCP`, `ukcm stack on afxdp:…`).
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
     /// The latest stats snapshot (refreshed by the engine every 200 ms).
     pub fn snapshot(&self) -> StatsTable {
-        self.snapshot.lock().clone()
+        self.snapshot.lock().0.clone()
+    }
+
+    /// The latest transport counters line (empty for kernel TCP).
+    pub fn transport_status(&self) -> String {
+        self.snapshot.lock().1.clone()
     }
 
     /// The engine's own counters.
@@ -177,8 +238,9 @@ impl EchoServer {
         self.engine.as_ref().is_none_or(|h| h.is_finished())
     }
 
-    /// Stops the workers and the engine (which flushes queued replies first) and returns
-    /// the final stats table.
+    /// Stops the workers and the engine (which flushes queued replies first, then closes
+    /// every connection and drops its transport — an AF_XDP port detaches its program) and
+    /// returns the final stats table.
     pub fn stop(mut self) -> io::Result<StatsTable> {
         self.stop.store(true, Ordering::Release);
         for w in self.workers.drain(..) {
@@ -205,7 +267,7 @@ fn reply(sock: &mut MsgSocket, m: &Msg, stop: &AtomicBool) -> bool {
     loop {
         match sock.send_with(m.len(), None, Some(m.origin()), |b| b.copy_from_slice(m)) {
             Ok(()) => return true,
-            Err(SendError::WouldBlock) if !stop.load(Ordering::Relaxed) => backoff(&mut idle),
+            Err(SendError::WouldBlock) if !stop.load(Ordering::Relaxed) => backoff(&mut idle, false),
             Err(_) => return false,
         }
     }
@@ -228,123 +290,151 @@ fn worker(mut sock: MsgSocket, stop: &AtomicBool, counters: &EngineCounters) {
     }
 }
 
-/// spin → yield → short sleep, for idle loops.
-fn backoff(idle: &mut u32) {
+/// spin → yield → (unless `busy`) short sleep, for idle loops.
+fn backoff(idle: &mut u32, busy: bool) {
     *idle += 1;
     if *idle < 32 {
         std::hint::spin_loop();
-    } else if *idle < 96 {
+    } else if *idle < 96 || busy {
         std::thread::yield_now();
     } else {
         std::thread::sleep(Duration::from_micros(50));
     }
 }
 
+/// Whether a closed psock can go: every message it delivered was answered and the answers
+/// are acknowledged (or it is already gone).
+fn drained<T: PsockIo>(mux: &Mux<T>, id: PsockId) -> bool {
+    match (mux.psock_tx_idle(id), mux.psock_stats(id)) {
+        (Some(idle), Some(s)) => idle && s.tx_msgs >= s.rx_msgs,
+        _ => true,
+    }
+}
+
+fn unattach_and_close<T: Transport>(t: &mut T, mux: &mut Mux<T::Io>, id: PsockId) {
+    if let Some(mut io) = mux.unattach_with(t.ctx(), id) {
+        io.close(t.ctx());
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-fn engine(
-    mut mux: Mux<KernelPsock>,
-    mut own: MsgSocket,
-    listener: TcpListener,
+fn engine<T: Transport>(
+    t: &mut T,
+    mut mux: Mux<T::Io>,
+    own: Option<MsgSocket>,
     cfg: EchoConfig,
     budget: Arc<PinnedBudget>,
     stop: &AtomicBool,
     counters: &EngineCounters,
-    snapshot: &Mutex<StatsTable>,
+    snapshot: &Mutex<(StatsTable, String)>,
 ) -> io::Result<StatsTable> {
-    let rtc = cfg.mode == Mode::RunToCompletion;
-    let mut leaving: VecDeque<(PsockId, Instant)> = VecDeque::new();
-    let mut pending: VecDeque<Msg> = VecDeque::new(); // rtc replies waiting for tx room
+    let rtc = own.is_some();
+    let mut leaving: Vec<(PsockId, Instant)> = Vec::new();
     let mut last_snapshot = Instant::now();
     let mut idle = 0u32;
-    while !stop.load(Ordering::Acquire) {
-        let mut work = false;
+    let result = loop {
+        if stop.load(Ordering::Acquire) {
+            break Ok(());
+        }
+        let mut work = match t.step() {
+            Ok(w) => w,
+            Err(e) => break Err(e),
+        };
         // Accept in the same loop (non-blocking).
         loop {
-            match listener.accept() {
-                Ok((stream, _peer)) => {
+            match t.accept(cfg.rx_ring, &budget) {
+                Ok(Some(io)) => {
                     let parser = parser_from_spec(&cfg.parser)
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-                    match KernelPsock::new(stream, cfg.rx_ring, 1024, &budget) {
-                        Ok(ps) => {
-                            mux.attach(ps, parser);
-                            counters.accepted.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => eprintln!("ukcm-echo: cannot attach a connection: {e}"),
-                    }
+                    mux.attach(io, parser);
+                    counters.accepted.fetch_add(1, Ordering::Relaxed);
                     work = true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(None) => break,
                 Err(e) => {
-                    eprintln!("ukcm-echo: accept: {e}");
+                    eprintln!("ukcm-echo: cannot attach a connection: {e}");
                     break;
                 }
             }
         }
         let now = Instant::now();
-        work |= mux.poll(now);
         if rtc {
-            // Run-to-completion: echo what this poll delivered, between polls.
-            while pending.len() < 4096 {
-                match own.try_recv() {
-                    Some(m) => pending.push_back(m),
-                    None => break,
+            // Run-to-completion: each message is echoed in place on this thread; the reply
+            // goes straight to its connection, then the stack sends it.
+            let mut replied = false;
+            let mut h = |_: PsockId, m: &[u8], out: &mut Vec<u8>| {
+                out.extend_from_slice(m);
+                replied = true;
+            };
+            work |= t.poll_mux(&mut mux, now, Some(&mut h));
+            if replied {
+                if let Err(e) = t.step() {
+                    break Err(e);
                 }
             }
-            while let Some(m) = pending.front() {
-                match own.send_with(m.len(), None, Some(m.origin()), |b| b.copy_from_slice(m)) {
-                    Ok(()) => {}
-                    Err(SendError::WouldBlock) => break, // the next poll drains the tx queue
-                    Err(_) => {
-                        counters.reply_failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                pending.pop_front();
-                work = true;
-            }
+        } else {
+            work |= t.poll_mux(&mut mux, now, None);
         }
-        while let Some(ev) = own.next_event() {
+        while let Some(ev) = mux.next_event() {
             work = true;
             match ev {
                 MuxEvent::PsockClosed(id) => {
                     counters.closed.fetch_add(1, Ordering::Relaxed);
-                    leaving.push_back((id, now + UNATTACH_GRACE));
+                    leaving.push((id, now + CLOSE_LINGER));
                 }
                 MuxEvent::PsockError(id, e) => {
                     counters.failed.fetch_add(1, Ordering::Relaxed);
                     eprintln!("ukcm-echo: {id}: {e}; unattaching it");
-                    leaving.push_back((id, now + UNATTACH_GRACE));
+                    unattach_and_close(t, &mut mux, id);
                 }
             }
         }
-        while leaving.front().is_some_and(|(_, at)| *at <= now) {
-            let (id, _) = leaving.pop_front().expect("checked");
-            let _ = mux.unattach(id); // dropping the KernelPsock closes the connection
+        if !leaving.is_empty() {
+            let mut i = 0;
+            while i < leaving.len() {
+                let (id, until) = leaving[i];
+                let done = drained(&mux, id);
+                if done || until <= now {
+                    if !done {
+                        counters.lingered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    unattach_and_close(t, &mut mux, id);
+                    leaving.swap_remove(i);
+                    work = true;
+                } else {
+                    i += 1;
+                }
+            }
         }
         if now.duration_since(last_snapshot) >= SNAPSHOT_EVERY {
-            *snapshot.lock() = mux.stats_table();
+            *snapshot.lock() = (mux.stats_table(), t.status());
             last_snapshot = now;
         }
         if work {
             idle = 0;
         } else {
-            backoff(&mut idle);
+            backoff(&mut idle, cfg.busy_poll);
         }
-    }
-    // Stopping: write out replies already queued (bounded), then close.
+    };
+    // Stopping: write out replies already queued (bounded), then close every connection.
     let end = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < end {
-        if rtc {
-            while let Some(m) = pending.pop_front() {
-                let _ = own.send_with(m.len(), None, Some(m.origin()), |b| b.copy_from_slice(&m));
-            }
-        }
-        if !mux.poll(Instant::now()) {
+    while result.is_ok() && Instant::now() < end {
+        let mut work = t.step().unwrap_or(false);
+        let mut h = |_: PsockId, m: &[u8], out: &mut Vec<u8>| out.extend_from_slice(m);
+        work |= t.poll_mux(&mut mux, Instant::now(), if rtc { Some(&mut h) } else { None });
+        if !work && mux.psock_ids().into_iter().all(|id| mux.psock_tx_idle(id) != Some(false)) {
             break;
         }
     }
     let table = mux.stats_table();
-    *snapshot.lock() = table.clone();
+    *snapshot.lock() = (table.clone(), t.status());
+    for id in mux.psock_ids() {
+        unattach_and_close(t, &mut mux, id);
+    }
+    // Let the stack send the FINs (bounded).
+    let end = Instant::now() + Duration::from_millis(100);
+    while result.is_ok() && Instant::now() < end && t.step().unwrap_or(false) {}
     mux.shutdown();
-    Ok(table)
+    drop(own);
+    result.map(|()| table)
 }

@@ -19,4 +19,5 @@ pub mod echo;
 pub mod load;
 pub mod report;
 pub mod signals;
+pub mod transport;
 pub mod wire;

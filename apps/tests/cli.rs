@@ -51,20 +51,40 @@ fn echo_refuses_bad_flags() {
 }
 
 #[test]
-fn userspace_transports_are_refused_honestly() {
-    for nic in ["afxdp:eth0:1", "tap:tap0", "dpdk:-l0"] {
-        let (code, out, err) = run(ECHO, &echo_args(&[("--nic", nic)]));
-        assert_eq!(code, Some(2), "{nic}: {err}");
-        assert!(out.is_empty());
-        assert_eq!(
-            err.trim_end(),
-            format!("ukcm-echo: --nic {nic}: not available yet: the apps run the mux over kernel TCP only in this build (see the mux issue)")
-        );
-    }
+fn dpdk_and_mem_are_refused_and_the_load_generator_is_kernel_only() {
+    let (code, out, err) = run(ECHO, &echo_args(&[("--nic", "dpdk:-l0")]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(out.is_empty());
+    assert_eq!(
+        err.trim_end(),
+        "ukcm-echo: --nic dpdk:-l0: not available yet: DPDK is not built into this build (see the DPDK issue)"
+    );
+    refused(ECHO, &echo_args(&[("--nic", "mem")]), "--nic mem: the in-memory pair has no peer outside this process");
     refused(
         LOAD,
         &["--nic", "afxdp:eth0", "--connect", "127.0.0.1:1", "--duration", "1"],
-        "--nic afxdp:eth0:0: not available yet: the apps run the mux over kernel TCP only in this build (see the mux issue)",
+        "--nic afxdp:eth0:0: ukcm-load speaks over kernel sockets only (--nic kernel)",
+    );
+}
+
+#[test]
+fn userspace_transports_need_an_ipv4_address_and_a_fixed_port() {
+    refused(ECHO, &echo_args(&[("--nic", "afxdp:lo"), ("--addr", "::1/64"), ("--listen", "7000")]), "IPv4 --addr");
+    refused(ECHO, &echo_args(&[("--nic", "tap:t0"), ("--addr", "10.0.0.1/24")]), "--listen needs a fixed port");
+}
+
+/// AF_XDP and TAP are no longer refused: a missing interface is one clear line, exit 1.
+#[test]
+fn a_nonexistent_interface_is_one_clear_error() {
+    let args = echo_args(&[("--nic", "afxdp:ukcmnosuch0:0"), ("--addr", "10.213.0.1/24"), ("--listen", "7000")]);
+    let (code, out, err) = run(ECHO, &args);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("ukcm-echo: --nic afxdp:ukcmnosuch0:0: cannot open: ")
+            && err.contains("\"ukcmnosuch0\" does not exist"),
+        "{err}"
     );
 }
 

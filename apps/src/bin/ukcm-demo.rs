@@ -75,6 +75,7 @@ fn main() {
             hash_header: framing.header_len(),
             rx_ring: ring,
             tx_ring: (4 * ring).max(1 << 20),
+            busy_poll: false,
         },
     )
     .unwrap_or_else(|e| {

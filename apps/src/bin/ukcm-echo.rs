@@ -4,7 +4,13 @@
 //! ```text
 //! ukcm-echo --nic kernel --addr 127.0.0.1 --listen 7000 --parser thrift --workers 2
 //! ukcm-echo --nic kernel --addr 127.0.0.1/8 --listen 7000 --parser thrift --rtc
+//! ukcm-echo --nic afxdp:veth0:0 --addr 10.0.0.1/24 --listen 7000 --parser thrift --rtc --busy-poll
+//! ukcm-echo --nic tap:ukcm0 --addr 10.0.0.1/24 --gateway 10.0.0.254 --listen 7000 --parser thrift
 //! ```
+//!
+//! `--nic afxdp:IF[:Q]` and `--nic tap:NAME` run the mux over the userspace stack: a
+//! `ukcm_stack::Engine` over the port, with `--addr` (IPv4, `/PREFIX`, default /24) and
+//! `--gateway`, listening on `--listen`; `--nic kernel` runs it over kernel TCP sockets.
 //!
 //! `--rtc` runs to completion: the engine thread echoes between its polls (no worker
 //! threads). `--steer hash` keys on FNV-1a 64 of the 16 bytes after the length header.
@@ -12,6 +18,7 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -19,6 +26,9 @@ use clap::Parser;
 use ukcm_apps::cli::{self, NicSpec, SteerKind};
 use ukcm_apps::echo::{header_len_of, EchoConfig, EchoServer, Mode};
 use ukcm_apps::signals;
+use ukcm_apps::transport::{open_port, stack_cidr, StackTransport};
+use ukcm_nic::PinnedBudget;
+use ukcm_stack::smoltcp::wire::Ipv4Address;
 
 const PROG: &str = "ukcm-echo";
 
@@ -26,16 +36,17 @@ const PROG: &str = "ukcm-echo";
 #[derive(Debug, Parser)]
 #[command(name = "ukcm-echo", version)]
 struct Args {
-    /// Transport: kernel | afxdp:IF[:QUEUE] | tap:NAME | dpdk:ARGS (only kernel in this build)
+    /// Transport: kernel | afxdp:IF[:QUEUE] | tap:NAME (dpdk:ARGS is not built in)
     #[arg(long, value_name = "SPEC")]
     nic: NicSpec,
-    /// Address to listen on, IP[/PREFIX] (the prefix is ignored by --nic kernel)
+    /// Address, IP[/PREFIX]: the stack's own address for afxdp/tap (IPv4, default /24); the
+    /// address to bind for kernel (the prefix is ignored there)
     #[arg(long, value_name = "IP[/PREFIX]", value_parser = cli::addr_arg)]
     addr: (IpAddr, Option<u8>),
-    /// Default gateway (userspace-stack transports only; accepted and unused with --nic kernel)
+    /// Default gateway of the userspace stack (accepted and unused with --nic kernel)
     #[arg(long, value_name = "IP")]
     gateway: Option<IpAddr>,
-    /// TCP port (0: an ephemeral port, printed at start)
+    /// TCP port (0: an ephemeral port, printed at start; kernel only)
     #[arg(long, value_name = "PORT")]
     listen: u16,
     /// Parser spec, e.g. thrift, lenfield:offset=0,width=4,endian=big, memcached
@@ -56,36 +67,66 @@ struct Args {
     /// Pinned rx ring per connection in KiB (bounds the largest message)
     #[arg(long, value_name = "KIB", default_value_t = 256, value_parser = cli::positive)]
     ring_kib: usize,
+    /// Never sleep when idle: spin, then yield the core (lowest latency, a busy core)
+    #[arg(long)]
+    busy_poll: bool,
 }
 
 fn main() {
     let a: Args = cli::parse_or_exit(PROG);
-    if let Err(e) = a.nic.require_kernel() {
+    if let Err(e) = a.nic.require_server() {
         cli::fail(PROG, &e);
     }
-    let stop =
-        signals::stop_flag().unwrap_or_else(|e| cli::fail(PROG, &format!("cannot install signal handlers: {e}")));
-    let addr = SocketAddr::new(a.addr.0, a.listen);
-    let listener = TcpListener::bind(addr).unwrap_or_else(|e| {
-        eprintln!("{PROG}: cannot listen on {addr}: {e}");
-        std::process::exit(1)
-    });
     let mode = if a.rtc { Mode::RunToCompletion } else { Mode::Workers(a.workers.unwrap_or(1)) };
     let cfg = EchoConfig {
         parser: a.parser.clone(),
         mode,
         steer: a.steer,
         hash_header: header_len_of(&a.parser),
-        rx_ring: a.ring_kib * 1024,
+        rx_ring: (a.ring_kib * 1024).next_multiple_of(4096),
+        busy_poll: a.busy_poll,
         ..EchoConfig::default()
     };
-    let server = EchoServer::start(listener, cfg).unwrap_or_else(|e| {
-        eprintln!("{PROG}: cannot start: {e}");
+    let stop =
+        signals::stop_flag().unwrap_or_else(|e| cli::fail(PROG, &format!("cannot install signal handlers: {e}")));
+    let started = match &a.nic {
+        NicSpec::Kernel => {
+            let addr = SocketAddr::new(a.addr.0, a.listen);
+            let listener = TcpListener::bind(addr).unwrap_or_else(|e| {
+                eprintln!("{PROG}: cannot listen on {addr}: {e}");
+                std::process::exit(1)
+            });
+            EchoServer::start(listener, cfg)
+        }
+        nic => {
+            let cidr = stack_cidr(a.addr).unwrap_or_else(|e| cli::fail(PROG, &e));
+            let gateway = match a.gateway {
+                None => None,
+                Some(IpAddr::V4(g)) => Some(Ipv4Address::from(g.octets())),
+                Some(IpAddr::V6(_)) => cli::fail(PROG, "--gateway: the userspace stack takes an IPv4 gateway in this build"),
+            };
+            if a.listen == 0 {
+                cli::fail(PROG, &format!("--nic {nic}: --listen needs a fixed port (ephemeral ports are a kernel feature)"));
+            }
+            let (nic, listen) = (nic.clone(), a.listen);
+            EchoServer::start_with(
+                move || {
+                    let budget: Arc<PinnedBudget> = PinnedBudget::unlimited();
+                    let (port, mac) = open_port(&nic, &budget).map_err(std::io::Error::other)?;
+                    StackTransport::new(port, mac, cidr, gateway, listen, 1024)
+                },
+                cfg,
+            )
+        }
+    };
+    let server = started.unwrap_or_else(|e| {
+        eprintln!("{PROG}: {e}");
         std::process::exit(1)
     });
     println!(
-        "{PROG}: listening on {} (transport: kernel TCP; parser {}; {mode}; steer {})",
+        "{PROG}: listening on {} (transport: {}; parser {}; {mode}; steer {})",
         server.local_addr(),
+        server.describe(),
         a.parser,
         a.steer
     );
@@ -107,15 +148,30 @@ fn main() {
                 t0.elapsed().as_secs_f64(),
                 server.counters().accepted.load(Ordering::Relaxed)
             );
+            let status = server.transport_status();
+            if !status.is_empty() {
+                println!("{status}");
+            }
             let _ = std::io::stdout().flush();
             last = (now, t.total.rx_msgs);
         }
     }
     let accepted = server.counters().accepted.load(Ordering::Relaxed);
     let reply_failed = server.counters().reply_failed.load(Ordering::Relaxed);
-    match server.stop() {
+    let lingered = server.counters().lingered.load(Ordering::Relaxed);
+    let what = server.describe().to_owned();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let status = server.transport_status();
+    let result = server.stop();
+    match result {
         Ok(t) => {
-            println!("{PROG}: final stats after {:.1}s ({accepted} connections accepted, {reply_failed} replies failed)\n{t}", t0.elapsed().as_secs_f64());
+            let copies = if t.total.rx_bytes > 0 { t.total.rx_copied_bytes as f64 / t.total.rx_bytes as f64 } else { 0.0 };
+            println!(
+                "{PROG}: final stats after {elapsed:.1}s ({accepted} connections accepted, {reply_failed} replies failed, {lingered} closed with replies unacknowledged; transport {what}; mux copies/payload byte {copies:.3})\n{t}"
+            );
+            if !status.is_empty() {
+                println!("{status}");
+            }
             let _ = std::io::stdout().flush();
         }
         Err(e) => {

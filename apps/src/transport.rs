@@ -1,0 +1,279 @@
+//! Where the echo server's connections come from: kernel TCP (a `TcpListener`) or the
+//! userspace stack (a `ukcm_stack::Engine` over an AF_XDP, TAP or in-memory port).
+//!
+//! The echo engine loop is generic over [`Transport`]: it steps the transport (for the
+//! stack: one `Engine::poll` — rx burst, smoltcp, timers, tx burst), attaches what
+//! [`Transport::accept`] returns to the mux, and runs `Mux::poll_with(transport.ctx(), …)`
+//! (the engine itself is the psocks' context, so mux and engine share one thread and no
+//! locks).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ukcm_mux::kernel::KernelPsock;
+use ukcm_mux::stack_psock::StackPsock;
+use ukcm_mux::{Mux, PsockId, PsockIo};
+use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort};
+use ukcm_nic::tap::{TapConfig, TapPort};
+use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig, Port, PortStats};
+use ukcm_stack::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use ukcm_stack::{ConnId, Engine, EngineConfig, EngineStats, Event, TcpOptions};
+
+use crate::cli::NicSpec;
+
+/// A run-to-completion handler: (origin, message in place, reply buffer).
+pub type RtcFn<'a> = dyn FnMut(PsockId, &[u8], &mut Vec<u8>) + 'a;
+
+/// A source of connections for the echo engine loop.
+pub trait Transport {
+    /// The psock type its connections become.
+    type Io: PsockIo;
+
+    /// One step of the transport's own work (the stack's poll); whether anything happened.
+    fn step(&mut self) -> io::Result<bool>;
+
+    /// The next accepted connection, wrapped as a psock with an rx ring of `rx_ring` bytes.
+    fn accept(&mut self, rx_ring: usize, budget: &Arc<PinnedBudget>) -> io::Result<Option<Self::Io>>;
+
+    /// The context the mux passes to the psocks (the engine, or `()`).
+    fn ctx(&mut self) -> &mut <Self::Io as PsockIo>::Ctx;
+
+    /// One mux round over this transport's connections; with `rtc`, every complete message
+    /// goes to that handler on this thread, in place (`Mux::poll_rtc`), and its reply is
+    /// written straight to the connection.
+    fn poll_mux(&mut self, mux: &mut Mux<Self::Io>, now: Instant, rtc: Option<&mut RtcFn<'_>>) -> bool;
+
+    /// The address clients connect to.
+    fn local_addr(&self) -> SocketAddr;
+
+    /// One line: what carries the bytes (e.g. `ukcm stack on afxdp:veth0:0 (native, copy)`).
+    fn describe(&self) -> String;
+
+    /// One line of transport counters for the periodic and final stats (empty: none).
+    fn status(&self) -> String {
+        String::new()
+    }
+}
+
+/// Kernel TCP: a non-blocking listener; connections become [`KernelPsock`]s.
+#[derive(Debug)]
+pub struct KernelTransport {
+    listener: TcpListener,
+    local: SocketAddr,
+    unit: (),
+}
+
+impl KernelTransport {
+    /// Over a bound listener (made non-blocking here).
+    pub fn new(listener: TcpListener) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        Ok(KernelTransport { listener, local, unit: () })
+    }
+}
+
+impl Transport for KernelTransport {
+    type Io = KernelPsock;
+
+    fn step(&mut self) -> io::Result<bool> {
+        Ok(false)
+    }
+
+    fn accept(&mut self, rx_ring: usize, budget: &Arc<PinnedBudget>) -> io::Result<Option<KernelPsock>> {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => return KernelPsock::new(stream, rx_ring, 1024, budget).map(Some),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn ctx(&mut self) -> &mut () {
+        &mut self.unit
+    }
+
+    fn poll_mux(&mut self, mux: &mut Mux<KernelPsock>, now: Instant, rtc: Option<&mut RtcFn<'_>>) -> bool {
+        match rtc {
+            Some(h) => mux.poll_rtc(&mut (), now, h),
+            None => mux.poll_with(&mut (), now),
+        }
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    fn describe(&self) -> String {
+        "kernel TCP".into()
+    }
+}
+
+/// Any port, boxed, so one engine loop serves every backend.
+pub type AnyPort = Box<dyn Port + Send>;
+
+/// The userspace stack: an engine over a port, listening on one TCP port; connections
+/// become [`StackPsock`]s.
+pub struct StackTransport<P: Port> {
+    engine: Engine<P>,
+    port: u16,
+    local: SocketAddr,
+    what: String,
+    resets: u64,
+}
+
+impl<P: Port> std::fmt::Debug for StackTransport<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackTransport").field("local", &self.local).field("what", &self.what).finish()
+    }
+}
+
+/// TCP options of the echo server's (and the stack client's) connections: Nagle off (as
+/// the kernel paths set `TCP_NODELAY`), 512 KiB rings so a 64 KiB message at depth 64
+/// keeps the window open.
+pub fn server_tcp_options() -> TcpOptions {
+    TcpOptions { nagle: false, rx_buf: 512 * 1024, tx_buf: 512 * 1024, ..TcpOptions::default() }
+}
+
+impl<P: Port> StackTransport<P> {
+    /// An engine on `port` with address `addr` (and `gateway`), listening on `listen`.
+    pub fn new(
+        port: P,
+        mac: Option<[u8; 6]>,
+        addr: Ipv4Cidr,
+        gateway: Option<Ipv4Address>,
+        listen: u16,
+        backlog: usize,
+    ) -> io::Result<Self> {
+        let caps = port.caps();
+        let cfg = EngineConfig {
+            mac,
+            ipv4: Some(addr),
+            gateway_v4: gateway,
+            default_tcp: server_tcp_options(),
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::new(port, cfg).map_err(|e| io::Error::other(format!("engine: {e}")))?;
+        if listen == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "the userspace stack needs a --listen port above 0"));
+        }
+        engine.listen_with(listen, backlog, server_tcp_options()).map_err(|e| io::Error::other(format!("listen: {e}")))?;
+        let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(addr.address().octets())), listen);
+        Ok(StackTransport { engine, port: listen, local, what: format!("ukcm stack on {}", caps.name), resets: 0 })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine<P> {
+        &self.engine
+    }
+
+    /// Engine and port counters.
+    pub fn counters(&self) -> (EngineStats, PortStats) {
+        (self.engine.stats(), self.engine.port_stats())
+    }
+}
+
+impl<P: Port> Transport for StackTransport<P> {
+    type Io = StackPsock<P>;
+
+    fn step(&mut self) -> io::Result<bool> {
+        let work = self.engine.poll().map_err(|e| io::Error::other(format!("engine poll: {e}")))?;
+        for e in self.engine.events() {
+            if matches!(e, Event::Reset(_) | Event::TimedOut(_)) {
+                self.resets += 1;
+            }
+        }
+        Ok(work)
+    }
+
+    fn accept(&mut self, rx_ring: usize, budget: &Arc<PinnedBudget>) -> io::Result<Option<StackPsock<P>>> {
+        let Some(conn): Option<ConnId> = self.engine.accept(self.port) else { return Ok(None) };
+
+        match StackPsock::new(&self.engine, conn, rx_ring, 1024, budget) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) => {
+                let _ = self.engine.abort(conn);
+                Err(e)
+            }
+        }
+    }
+
+    fn ctx(&mut self) -> &mut Engine<P> {
+        &mut self.engine
+    }
+
+    fn poll_mux(&mut self, mux: &mut Mux<StackPsock<P>>, now: Instant, rtc: Option<&mut RtcFn<'_>>) -> bool {
+        match rtc {
+            Some(h) => mux.poll_engine_rtc(&mut self.engine, now, h),
+            None => mux.poll_engine(&mut self.engine, now),
+        }
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    fn describe(&self) -> String {
+        self.what.clone()
+    }
+
+    fn status(&self) -> String {
+        let (e, p) = self.counters();
+        format!(
+            "engine: {} connections, accepted {}, closed {}, reset/timed out {}; port: rx {} frames ({} dropped), tx {} frames, tx_full {}, wakeups {}",
+            self.engine.connection_count(),
+            e.accepted,
+            e.closed,
+            self.resets,
+            p.rx_frames,
+            p.rx_dropped,
+            p.tx_frames,
+            p.tx_full,
+            p.wakeups
+        )
+    }
+}
+
+/// A locally administered MAC for ports without one of their own (TAP): 02:75:6b:63:6d:NN.
+pub fn local_mac(last: u8) -> [u8; 6] {
+    [0x02, 0x75, 0x6b, 0x63, 0x6d, last]
+}
+
+/// `--addr` as an IPv4 CIDR for the userspace stack (IPv6 is not wired into the apps yet;
+/// a missing prefix means /24).
+pub fn stack_cidr(addr: (IpAddr, Option<u8>)) -> Result<Ipv4Cidr, String> {
+    match addr.0 {
+        IpAddr::V4(v4) => Ok(Ipv4Cidr::new(Ipv4Address::from(v4.octets()), addr.1.unwrap_or(24))),
+        IpAddr::V6(_) => Err("the userspace stack transports take an IPv4 --addr in this build".into()),
+    }
+}
+
+/// Opens the port a `--nic` names (AF_XDP or TAP), charged to `budget`. Errors are one line
+/// naming the spec.
+pub fn open_port(nic: &NicSpec, budget: &Arc<PinnedBudget>) -> Result<(AnyPort, Option<[u8; 6]>), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("--nic {nic}: cannot open: {e}");
+    match nic {
+        NicSpec::Afxdp { ifname, queue } => {
+            let cfg = AfXdpConfig {
+                pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 8192 },
+                ring_size: 2048,
+                ..AfXdpConfig::new(ifname, *queue)
+            };
+            let p = AfXdpPort::open(&cfg, budget, HugePolicy::Prefer).map_err(|e| fail(&e))?;
+            Ok((Box::new(p), None))
+        }
+        NicSpec::Tap { name } => {
+            let cfg = TapConfig {
+                name: name.clone(),
+                pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 4096 },
+                ..TapConfig::default()
+            };
+            let p = TapPort::open(&cfg, budget, HugePolicy::Prefer).map_err(|e| fail(&e))?;
+            Ok((Box::new(p), Some(local_mac(1))))
+        }
+        other => Err(format!("--nic {other}: not a NIC port")),
+    }
+}
