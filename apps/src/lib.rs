@@ -19,5 +19,6 @@ pub mod echo;
 pub mod load;
 pub mod report;
 pub mod signals;
+pub mod stack_load;
 pub mod transport;
 pub mod wire;

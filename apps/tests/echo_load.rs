@@ -135,9 +135,8 @@ fn echo_run_to_completion_and_open_loop_load_lose_nothing() {
     echo_then_load(&["--rtc"], &["--rate", "5000"]);
 }
 
-#[test]
-fn demo_short_reports_zero_lost_and_corrupt() {
-    let out = Command::new(DEMO).arg("--short").output().expect("run ukcm-demo");
+fn demo_short(nic: &str, transport: &str) {
+    let out = Command::new(DEMO).args(["--short", "--nic", nic]).output().expect("run ukcm-demo");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "ukcm-demo failed: {err}\n{text}");
@@ -147,11 +146,22 @@ fn demo_short_reports_zero_lost_and_corrupt() {
     };
     assert_eq!(field("corrupt"), 0, "{text}");
     assert_eq!(field("lost"), 0, "{text}");
-    assert!(
-        text.contains("transport: kernel TCP over loopback (the userspace-stack path lands with the mux issue)"),
-        "{text}"
-    );
+    assert!(text.contains(&format!("transport: {transport}")), "{text}");
     assert!(text.contains("mux copies/payload byte") && text.contains("PSOCK"), "{text}");
+    // the copies line is a measurement: rx_copied_bytes / rx_bytes from the mux's counters
+    let line = text.lines().find(|l| l.starts_with("mux copies/payload byte")).unwrap();
+    assert!(line.contains("measured: rx_copied_bytes"), "{line}");
+}
+
+/// The default demo: two ukcm stacks over the in-memory pair, one process, no privileges.
+#[test]
+fn demo_short_over_the_in_memory_pair_reports_zero_lost_and_corrupt() {
+    demo_short("mem", "ukcm stack ↔ ukcm stack over the in-memory pair");
+}
+
+#[test]
+fn demo_short_over_kernel_tcp_reports_zero_lost_and_corrupt() {
+    demo_short("kernel", "mux over kernel TCP ↔ kernel TCP, loopback");
 }
 
 /// A thrift echo server that flips one byte of the 50th message of each connection:

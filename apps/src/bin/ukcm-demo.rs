@@ -1,14 +1,21 @@
-//! `ukcm-demo`: the echo server (mux over kernel TCP on 127.0.0.1, an ephemeral port) and
-//! the load generator in one process, for a few seconds; then a result table. No
-//! privileges needed. Exit code 1 if any message was lost or corrupt.
+//! `ukcm-demo`: the echo server on the mux and a verified load generator, for a few
+//! seconds; then a result table. Exit code 1 if any message was lost or corrupt.
+//!
+//! * `--nic mem` (default, no privileges): two userspace stacks in ONE process over the
+//!   in-memory port pair — a server engine with the mux echo, and a client engine whose load
+//!   generator speaks over the stack (`Engine::connect` / `send` / `recv`).
+//! * `--nic kernel`: the mux over kernel TCP on 127.0.0.1, load over kernel sockets.
+//! * `--nic afxdp` (root): a throwaway namespace + veth (`TestNet`); the echo serves on
+//!   AF_XDP on the host end, `ukcm-load` runs inside the namespace (whose only route is the
+//!   veth's subnet) and connects to the ukcm address.
 //!
 //! ```text
-//! ukcm-demo               # 3 s
+//! ukcm-demo               # 3 s over the in-memory pair
 //! ukcm-demo --short       # 1 s (tests)
-//! ukcm-demo --duration 10 --conns 8 --depth 32 --size 64-4096 --workers 2
+//! ukcm-demo --nic kernel --duration 10 --conns 8 --depth 32 --size 64-4096 --workers 2
 //! ```
 
-use std::net::TcpListener;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,16 +23,40 @@ use std::time::Duration;
 use clap::Parser;
 use ukcm_apps::cli::{self, SizeRange, SteerKind};
 use ukcm_apps::echo::{EchoConfig, EchoServer, Mode};
-use ukcm_apps::load::{self, Live, LoadConfig};
-use ukcm_apps::report::{si, Machine};
+use ukcm_apps::load::{self, Live, LoadConfig, LoadReport};
+use ukcm_apps::report::{new_histogram, si, Machine, Percentiles};
+use ukcm_apps::stack_load::{self, StackLoadConfig};
+use ukcm_apps::transport::{server_tcp_options, StackTransport};
 use ukcm_apps::wire::Framing;
+use ukcm_mux::StatsTable;
+use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort};
+use ukcm_nic::testnet::{is_root, TestNet, TestNetOptions};
+use ukcm_nic::{mem_pair, HugePolicy, MemPairConfig, PinnedBudget, PoolConfig};
+use ukcm_stack::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
+use ukcm_stack::{Engine, EngineConfig};
 
 const PROG: &str = "ukcm-demo";
+const MEM_SERVER: Ipv4Address = Ipv4Address::new(10, 77, 0, 1);
+const MEM_CLIENT: Ipv4Address = Ipv4Address::new(10, 77, 0, 2);
+const PORT: u16 = 7000;
 
-/// ukcm demo: echo server on the mux + verified load, in one process, over loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DemoNic {
+    /// Two ukcm stacks over the in-memory pair, one process, no privileges.
+    Mem,
+    /// The mux over kernel TCP on loopback.
+    Kernel,
+    /// AF_XDP on a throwaway veth, load from the kernel in its namespace (root).
+    Afxdp,
+}
+
+/// ukcm demo: echo server on the mux + verified load, in one run.
 #[derive(Debug, Parser)]
 #[command(name = "ukcm-demo", version)]
 struct Args {
+    /// Transport: mem (two ukcm stacks, in-memory pair) | kernel (loopback) | afxdp (root, veth)
+    #[arg(long, value_enum, default_value = "mem")]
+    nic: DemoNic,
     /// Seconds of load
     #[arg(long, value_name = "SECS", default_value = "3", value_parser = cli::seconds)]
     duration: f64,
@@ -52,6 +83,13 @@ struct Args {
     steer: SteerKind,
 }
 
+fn die(msg: &str) -> ! {
+    eprintln!("{PROG}: {msg}");
+    std::process::exit(1)
+}
+
+type Outcome = (String, LoadReport, StatsTable, Option<Percentiles>);
+
 fn main() {
     let a: Args = cli::parse_or_exit(PROG);
     let framing = Framing::from_spec(&a.parser).unwrap_or_else(|e| cli::fail(PROG, &e));
@@ -60,63 +98,29 @@ fn main() {
     }
     let duration = if a.short { 1.0 } else { a.duration };
     let machine = Machine::detect();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| {
-        eprintln!("{PROG}: cannot listen on 127.0.0.1: {e}");
-        std::process::exit(1)
-    });
     let ring = (4 * a.size.max).next_multiple_of(4096).max(64 * 1024);
     let mode = a.workers.map_or(Mode::RunToCompletion, Mode::Workers);
-    let server = EchoServer::start(
-        listener,
-        EchoConfig {
-            parser: a.parser.clone(),
-            mode,
-            steer: a.steer,
-            hash_header: framing.header_len(),
-            rx_ring: ring,
-            tx_ring: (4 * ring).max(1 << 20),
-            busy_poll: false,
-        },
-    )
-    .unwrap_or_else(|e| {
-        eprintln!("{PROG}: cannot start the echo server: {e}");
-        std::process::exit(1)
-    });
-    let addr = server.local_addr();
-    println!("{PROG}: transport: kernel TCP over loopback (the userspace-stack path lands with the mux issue)");
-    println!("{PROG}: echo server on {addr}: mux, parser {}, {mode}, steer {}", a.parser, a.steer);
-    println!("{PROG}: load: {} conns, closed loop depth {}, size {}, {duration:.1}s", a.conns, a.depth, a.size);
-    // Leave the cores to the engine: the load uses one thread when the machine is small.
-    let threads = if machine.cores <= 2 { 1 } else { (machine.cores / 2).min(a.conns) };
-    let cfg = LoadConfig {
-        connect: addr,
-        conns: a.conns,
-        depth: a.depth,
-        sizes: a.size,
-        duration: Duration::from_secs_f64(duration),
-        rate: None,
-        framing,
-        threads,
-        drain: Duration::from_secs(2),
-        progress: true,
+    let echo_cfg = EchoConfig {
+        parser: a.parser.clone(),
+        mode,
+        steer: a.steer,
+        hash_header: framing.header_len(),
+        rx_ring: ring,
+        tx_ring: (4 * ring).max(1 << 20),
+        busy_poll: false,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let rep = load::run(&cfg, &stop, &Arc::new(Live::default()));
-    let table = server.stop();
-    let rep = rep.unwrap_or_else(|e| {
-        eprintln!("{PROG}: load failed: {e}");
-        std::process::exit(1)
-    });
-    let table = table.unwrap_or_else(|e| {
-        eprintln!("{PROG}: echo server failed: {e}");
-        std::process::exit(1)
-    });
-    let p = rep.percentiles();
+    let (transport, rep, table, pct) = match a.nic {
+        DemoNic::Mem => run_mem(&a, framing, echo_cfg, duration, &stop),
+        DemoNic::Kernel => run_kernel(&a, framing, echo_cfg, duration, &machine, &stop),
+        DemoNic::Afxdp => run_afxdp(&a, echo_cfg, duration),
+    };
+    let p = pct.unwrap_or_else(|| rep.percentiles());
     let t = &table.total;
     let copies = if t.rx_bytes > 0 { t.rx_copied_bytes as f64 / t.rx_bytes as f64 } else { f64::NAN };
     println!();
     println!("== result ({} cores, kernel {}) ==", machine.cores, machine.kernel);
-    println!("transport                kernel TCP over loopback (the userspace-stack path lands with the mux issue)");
+    println!("transport                {transport}");
     println!("messages/s               {:.0}", rep.msgs_per_sec());
     println!("bytes/s                  {}B/s", si(rep.bytes_per_sec()));
     println!("messages sent/received   {} / {}", rep.sent, rep.received);
@@ -129,7 +133,7 @@ fn main() {
         p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us
     );
     println!(
-        "mux copies/payload byte  {:.3} (rx_copied_bytes {} / rx_bytes {}; the kernel's recv into the pinned ring is not a mux copy)",
+        "mux copies/payload byte  {:.3} (measured: rx_copied_bytes {} / rx_bytes {}; over the ukcm stack StackPsock copies from the socket ring until zero-copy rx lands; over kernel TCP the kernel's recv into the pinned ring is not a mux copy)",
         copies, t.rx_copied_bytes, t.rx_bytes
     );
     println!();
@@ -148,4 +152,169 @@ fn main() {
         std::process::exit(1);
     }
     println!("{PROG}: OK: every message came back whole and verified");
+}
+
+fn print_plan(transport: &str, server: &str, a: &Args, mode: Mode, duration: f64) {
+    println!("{PROG}: transport: {transport}");
+    println!("{PROG}: echo server on {server}: mux, parser {}, {mode}, steer {}", a.parser, a.steer);
+    println!("{PROG}: load: {} conns, closed loop depth {}, size {}, {duration:.1}s", a.conns, a.depth, a.size);
+}
+
+/// Two engines over the in-memory pair: the server (mux echo) on its own thread, the client
+/// (stack load generator) on this one.
+fn run_mem(
+    a: &Args,
+    framing: Framing,
+    cfg: EchoConfig,
+    duration: f64,
+    stop: &Arc<AtomicBool>,
+) -> Outcome {
+    let pc = MemPairConfig {
+        pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 8192 },
+        link_capacity: 2048,
+        huge: HugePolicy::Prefer,
+        ..MemPairConfig::default()
+    };
+    let (ps, pcl) = mem_pair(&pc, &PinnedBudget::unlimited()).unwrap_or_else(|e| die(&format!("in-memory pair: {e}")));
+    let mode = cfg.mode;
+    let server = EchoServer::start_with(
+        move || StackTransport::new(ps, None, Ipv4Cidr::new(MEM_SERVER, 24), None, PORT, 1024),
+        cfg,
+    )
+    .unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
+    let transport = "ukcm stack ↔ ukcm stack over the in-memory pair".to_owned();
+    print_plan(&transport, &server.local_addr().to_string(), a, mode, duration);
+    let ccfg = EngineConfig {
+        ipv4: Some(Ipv4Cidr::new(MEM_CLIENT, 24)),
+        default_tcp: server_tcp_options(),
+        ..EngineConfig::default()
+    };
+    let mut client = Engine::new(pcl, ccfg).unwrap_or_else(|e| die(&format!("client engine: {e}")));
+    let lcfg = StackLoadConfig {
+        server: IpEndpoint::new(IpAddress::Ipv4(MEM_SERVER), PORT),
+        conns: a.conns,
+        depth: a.depth,
+        sizes: a.size,
+        duration: Duration::from_secs_f64(duration),
+        framing,
+        drain: Duration::from_secs(2),
+        progress: true,
+    };
+    let rep = stack_load::run(&mut client, &lcfg, stop);
+    let table = server.stop();
+    drop(client);
+    let rep = rep.unwrap_or_else(|e| die(&format!("load failed: {e}")));
+    let table = table.unwrap_or_else(|e| die(&format!("echo server failed: {e}")));
+    (transport, rep, table, None)
+}
+
+fn run_kernel(
+    a: &Args,
+    framing: Framing,
+    cfg: EchoConfig,
+    duration: f64,
+    machine: &Machine,
+    stop: &Arc<AtomicBool>,
+) -> Outcome {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| die(&format!("cannot listen on 127.0.0.1: {e}")));
+    let mode = cfg.mode;
+    let server = EchoServer::start(listener, cfg).unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
+    let addr = server.local_addr();
+    let transport = "mux over kernel TCP ↔ kernel TCP, loopback".to_owned();
+    print_plan(&transport, &addr.to_string(), a, mode, duration);
+    // Leave the cores to the engine: the load uses one thread when the machine is small.
+    let threads = if machine.cores <= 2 { 1 } else { (machine.cores / 2).min(a.conns) };
+    let lcfg = LoadConfig {
+        connect: addr,
+        conns: a.conns,
+        depth: a.depth,
+        sizes: a.size,
+        duration: Duration::from_secs_f64(duration),
+        rate: None,
+        framing,
+        threads,
+        drain: Duration::from_secs(2),
+        progress: true,
+    };
+    let rep = load::run(&lcfg, stop, &Arc::new(Live::default()));
+    let table = server.stop();
+    let rep = rep.unwrap_or_else(|e| die(&format!("load failed: {e}")));
+    let table = table.unwrap_or_else(|e| die(&format!("echo server failed: {e}")));
+    (transport, rep, table, None)
+}
+
+/// AF_XDP on the host end of a throwaway veth; `ukcm-load` in the namespace.
+fn run_afxdp(a: &Args, cfg: EchoConfig, duration: f64) -> Outcome {
+    if !is_root() {
+        die("--nic afxdp needs root (namespaces, XDP); --nic mem runs without privileges");
+    }
+    let net = TestNet::new("demo", &TestNetOptions::default()).unwrap_or_else(|e| die(&format!("test network: {e}")));
+    let (ifname, ip, prefix) = (net.host_if.clone(), net.ukcm_ip, net.prefix);
+    let mode = cfg.mode;
+    let server = EchoServer::start_with(
+        move || {
+            let xcfg = AfXdpConfig {
+                pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 8192 },
+                ..AfXdpConfig::new(&ifname, 0)
+            };
+            let port = AfXdpPort::open(&xcfg, &PinnedBudget::unlimited(), HugePolicy::Prefer)
+                .map_err(|e| std::io::Error::other(format!("AF_XDP on {ifname}: {e}")))?;
+            StackTransport::new(port, None, Ipv4Cidr::new(Ipv4Address::from(ip.octets()), prefix), None, PORT, 1024)
+        },
+        cfg,
+    )
+    .unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
+    let transport = format!("{} ↔ kernel TCP in namespace {} over a veth", server.describe(), net.ns);
+    let addr = SocketAddr::new(IpAddr::V4(ip), PORT);
+    print_plan(&transport, &addr.to_string(), a, mode, duration);
+    let load_bin = std::env::current_exe()
+        .map(|p| p.with_file_name("ukcm-load"))
+        .unwrap_or_else(|e| die(&format!("cannot find ukcm-load: {e}")));
+    // The namespace has no route but the veth's subnet; the load can reach nothing else.
+    let out = net
+        .peer_command(&load_bin.to_string_lossy())
+        .args(["--nic", "kernel", "--connect", &addr.to_string(), "--parser", &a.parser])
+        .args(["--conns", &a.conns.to_string(), "--depth", &a.depth.to_string(), "--size", &a.size.to_string()])
+        .args(["--duration", &duration.to_string(), "--json"])
+        .output()
+        .unwrap_or_else(|e| die(&format!("cannot run ukcm-load in {}: {e}", net.ns)));
+    let table = server.stop().unwrap_or_else(|e| die(&format!("echo server failed: {e}")));
+    let json = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (rep, pct) = report_from_json(&json)
+        .unwrap_or_else(|| die(&format!("ukcm-load gave no result: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    (transport, rep, table, Some(pct))
+}
+
+/// The numbers the demo prints, from `ukcm-load --json`, and its latency percentiles.
+fn report_from_json(json: &str) -> Option<(LoadReport, Percentiles)> {
+    let num = |k: &str| -> Option<f64> {
+        let pat = format!("\"{k}\":");
+        let at = json.find(&pat)? + pat.len();
+        json[at..].split([',', '}']).next()?.trim().parse().ok()
+    };
+    let secs = num("duration_s")?;
+    let pct = Percentiles {
+        count: num("count")? as u64,
+        mean_us: num("mean")?,
+        p50_us: num("p50")?,
+        p90_us: num("p90")?,
+        p99_us: num("p99")?,
+        p999_us: num("p99_9")?,
+        max_us: num("max")?,
+    };
+    let rep = LoadReport {
+        elapsed: Duration::from_secs_f64(secs.max(0.001)),
+        sent: num("sent")? as u64,
+        received: num("received")? as u64,
+        tx_bytes: 0,
+        rx_bytes: (num("bytes_per_s")? * secs) as u64,
+        corrupt: num("corrupt")? as u64,
+        lost: num("lost")? as u64,
+        duplicate: num("duplicate")? as u64,
+        out_of_order: num("out_of_order")? as u64,
+        latency: new_histogram(),
+        errors: Vec::new(),
+        rate: None,
+    };
+    Some((rep, pct))
 }

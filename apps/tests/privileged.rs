@@ -1,0 +1,163 @@
+//! ukcm-echo on the userspace stack against the Linux TCP stack (root; skipped without it,
+//! a failure without it under UKCM_PRIVILEGED=1). Traffic stays inside topologies made
+//! here: the AF_XDP test serves on the host end of a `TestNet` veth and runs `ukcm-load`
+//! inside its namespace (whose only route is the veth's subnet); the TAP test runs both
+//! the server and the load inside a fresh namespace holding nothing but the TAP.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ukcm_nic::testnet::{privileged_or_skip, run, TestNet, TestNetOptions};
+
+const ECHO: &str = env!("CARGO_BIN_EXE_ukcm-echo");
+const LOAD: &str = env!("CARGO_BIN_EXE_ukcm-load");
+
+struct Reap(Option<Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn json_int(json: &str, key: &str) -> u64 {
+    let pat = format!("\"{key}\":");
+    let at = json.find(&pat).unwrap_or_else(|| panic!("{key} missing in {json}")) + pat.len();
+    json[at..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
+}
+
+/// Starts the echo (a `Command` already carrying its program), waits for its first line.
+fn start_echo(mut cmd: Command) -> (Reap, String, std::thread::JoinHandle<String>) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start ukcm-echo");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut err = child.stderr.take().unwrap();
+    let reap = Reap(Some(child));
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    if first.is_empty() {
+        let mut e = String::new();
+        let _ = err.read_to_string(&mut e);
+        panic!("ukcm-echo did not start: {e}");
+    }
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = out.read_to_string(&mut rest);
+        let mut e = String::new();
+        let _ = err.read_to_string(&mut e);
+        rest + &e
+    });
+    (reap, first, rest)
+}
+
+fn load_clean(out: std::process::Output) -> u64 {
+    let json = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ukcm-load failed: {err}\n{json}");
+    assert_eq!(json_int(&json, "corrupt"), 0, "{json}");
+    assert_eq!(json_int(&json, "lost"), 0, "{json}");
+    assert_eq!(json_int(&json, "duplicate"), 0, "{json}");
+    let received = json_int(&json, "received");
+    assert!(received > 0 && received == json_int(&json, "sent"), "{json}");
+    received
+}
+
+fn stop_echo(mut reap: Reap, rest: std::thread::JoinHandle<String>) -> String {
+    let mut child = reap.0.take().unwrap();
+    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let end = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "ukcm-echo did not exit on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = rest.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("final stats"), "{text}");
+    text
+}
+
+fn afxdp_echo_and_load(mode: &[&str]) {
+    let net = TestNet::new("apps", &TestNetOptions::default()).unwrap();
+    let addr = format!("{}/{}", net.ukcm_ip, net.prefix);
+    let mut cmd = Command::new(ECHO);
+    cmd.args(["--nic", &format!("afxdp:{}:0", net.host_if), "--addr", &addr, "--listen", "7000"])
+        .args(["--parser", "thrift"])
+        .args(mode);
+    let (reap, first, rest) = start_echo(cmd);
+    assert!(first.contains(&format!("transport: ukcm stack on afxdp:{}:0", net.host_if)), "{first}");
+    let connect = format!("{}:7000", net.ukcm_ip);
+    let out = net
+        .peer_command(LOAD)
+        .args(["--nic", "kernel", "--connect", &connect, "--conns", "4", "--depth", "16"])
+        .args(["--size", "36-20000", "--duration", "10", "--json"])
+        .output()
+        .expect("run ukcm-load in the namespace");
+    let received = load_clean(out);
+    let text = stop_echo(reap, rest);
+    let mux_line = text.lines().find(|l| l.starts_with("mux ")).expect("mux line");
+    let rx_msgs: u64 = mux_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(rx_msgs >= received, "mux rx_msgs {rx_msgs} < verified {received}");
+    // The XDP program went with the port.
+    let link = run(Command::new("ip").args(["-d", "link", "show", "dev", &net.host_if])).unwrap();
+    assert!(!link.contains("prog/xdp"), "XDP still attached after exit: {link}");
+}
+
+#[test]
+fn echo_on_afxdp_run_to_completion_loses_nothing_for_10s() {
+    if !privileged_or_skip("echo_on_afxdp_run_to_completion_loses_nothing_for_10s") {
+        return;
+    }
+    afxdp_echo_and_load(&["--rtc"]);
+}
+
+#[test]
+fn echo_on_afxdp_with_workers_loses_nothing_for_10s() {
+    if !privileged_or_skip("echo_on_afxdp_with_workers_loses_nothing_for_10s") {
+        return;
+    }
+    afxdp_echo_and_load(&["--workers", "2", "--steer", "hash"]);
+}
+
+/// A namespace removed on drop.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(Command::new("ip").args(["netns", "del", &self.0]));
+    }
+}
+
+#[test]
+fn echo_on_tap_loses_nothing() {
+    if !privileged_or_skip("echo_on_tap_loses_nothing") {
+        return;
+    }
+    let pid = std::process::id();
+    let ns = Netns(format!("ukcm-apptap-{pid}"));
+    run(Command::new("ip").args(["netns", "add", &ns.0])).unwrap();
+    run(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"])).unwrap();
+    let tap = format!("ukt{}", pid % 1_000_000);
+    let subnet = pid % 250 + 1;
+    let (ukcm_ip, kernel_ip) = (format!("10.214.{subnet}.1"), format!("10.214.{subnet}.2"));
+    // The server runs inside the namespace, so the TAP it creates lives there.
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.0, ECHO, "--nic", &format!("tap:{tap}"), "--addr", &format!("{ukcm_ip}/24")])
+        .args(["--listen", "7000", "--parser", "thrift", "--rtc"]);
+    let (reap, first, rest) = start_echo(cmd);
+    assert!(first.contains(&format!("transport: ukcm stack on tap:{tap}")) || first.contains("ukcm stack on tap"), "{first}");
+    run(Command::new("ip").args(["-n", &ns.0, "addr", "add", &format!("{kernel_ip}/24"), "dev", &tap])).unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, LOAD, "--nic", "kernel", "--connect", &format!("{ukcm_ip}:7000")])
+        .args(["--conns", "4", "--depth", "8", "--size", "36-4000", "--duration", "3", "--json"])
+        .output()
+        .unwrap();
+    load_clean(out);
+    stop_echo(reap, rest);
+}
