@@ -937,22 +937,18 @@ impl<P: Port> Engine<P> {
         let slot = &mut self.slots[idx as usize];
         let Some(live) = slot.live.as_mut() else { return Ok(()) };
         match self.iface.poll_at(now, &slot.set) {
-            None => {}
-            Some(t) if t <= now => {
-                // more to send than this poll's share, or the device is full: next poll
-                if !live.dirty {
-                    live.dirty = true;
-                    self.dirty.push(idx);
-                }
+            // more to send than this poll's share, or the device is full: next poll
+            Some(t) if t <= now && !live.dirty => {
+                live.dirty = true;
+                self.dirty.push(idx);
             }
-            Some(t) => {
-                if live.timer_at != Some(t) {
-                    self.timer_seq += 1;
-                    live.timer_at = Some(t);
-                    live.timer_seq = self.timer_seq;
-                    self.timers.push(Reverse((t, idx, self.timer_seq)));
-                }
+            Some(t) if t > now && live.timer_at != Some(t) => {
+                self.timer_seq += 1;
+                live.timer_at = Some(t);
+                live.timer_seq = self.timer_seq;
+                self.timers.push(Reverse((t, idx, self.timer_seq)));
             }
+            _ => {}
         }
         Ok(())
     }

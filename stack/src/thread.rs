@@ -66,13 +66,15 @@ enum Command {
     Shutdown,
 }
 
+type EngineThread = JoinHandle<Result<(), StackError>>;
+
 /// A handle to an engine running on its own thread. `Send + Clone`; the engine stops when
 /// [`EngineHandle::shutdown`] is called or every handle is dropped.
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
     cmd: Sender<Command>,
     events: Receiver<AppEvent>,
-    thread: Arc<Mutex<Option<JoinHandle<Result<(), StackError>>>>>,
+    thread: Arc<Mutex<Option<EngineThread>>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -375,8 +377,7 @@ impl<P: Port> Driver<P> {
         let mut moved = false;
         let mut finished = Vec::new();
         for (&conn, q) in self.out.iter_mut() {
-            loop {
-                let Some(front) = q.bufs.front() else { break };
+            while let Some(front) = q.bufs.front() {
                 let off = q.off;
                 match self.engine.send(conn, &front[off..]) {
                     Ok(0) => break,

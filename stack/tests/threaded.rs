@@ -54,11 +54,9 @@ fn client(h: &ukcm_stack::EngineHandle) {
     h.close(c).unwrap();
     // the server closes when it sees our FIN; wait for its FIN, then give our engine a
     // moment to acknowledge it
-    loop {
-        match h.events().recv_timeout(Duration::from_secs(10)).unwrap() {
-            AppEvent::Eof(x) if x == c => break,
-            e => panic!("unexpected {e:?}"),
-        }
+    match h.events().recv_timeout(Duration::from_secs(10)).unwrap() {
+        AppEvent::Eof(x) if x == c => {}
+        e => panic!("unexpected {e:?}"),
     }
     std::thread::sleep(Duration::from_millis(50));
 }
