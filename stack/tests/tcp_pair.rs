@@ -297,3 +297,41 @@ fn budget_exhaustion_refuses_cleanly() {
     assert!(budget_b.used() <= 16 * 1024);
     let _ = c2;
 }
+
+#[test]
+fn options_are_applied_per_connection_and_user_timeout_times_out() {
+    let mut p = pair();
+    let o = ukcm_stack::TcpOptions {
+        nagle: false,
+        ack_delay: None,
+        congestion: ukcm_stack::Congestion::Reno,
+        rx_buf: 128 * 1024,
+        tx_buf: 8 * 1024,
+        timestamps: false,
+        keep_alive: Some(Duration::from_secs(5)),
+        user_timeout: Some(Duration::from_secs(2)),
+    };
+    p.b.listen(77, 4).unwrap();
+    let c = p.a.connect_with(ep4(B4, 77), o).unwrap();
+    p.drive(100_000, |a, b| b.accept(77).is_some() && a.info(c).is_ok_and(|i| i.state == tcp::State::Established));
+    p.a.with_tcp(c, |s| {
+        assert!(!s.nagle_enabled());
+        assert_eq!(s.ack_delay(), None);
+        assert_eq!(s.congestion_control(), tcp::CongestionControl::Reno);
+        assert!(!s.timestamp_enabled());
+        assert_eq!(s.keep_alive(), Some(Duration::from_secs(5)));
+        assert_eq!(s.timeout(), Some(Duration::from_secs(2)));
+        assert_eq!((s.recv_capacity(), s.send_capacity()), (128 * 1024, 8 * 1024));
+    })
+    .unwrap();
+    // the link dies; unacknowledged data outlives the user timeout
+    p.a.port().set_tx_faults(FaultConfig { loss: 1.0, ..FaultConfig::none() });
+    p.a.send(c, b"into the void").unwrap();
+    let mut ev = Vec::new();
+    p.drive(1_000_000, |a, _| {
+        ev.extend(a.events());
+        ev.contains(&Event::TimedOut(c))
+    });
+    assert!(p.a.info(c).is_err());
+    assert_eq!(p.a.stats().timed_out, 1);
+}
