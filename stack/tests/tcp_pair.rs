@@ -274,28 +274,49 @@ fn peer_reset_mid_transfer_is_reported_and_others_keep_going() {
 
 #[test]
 fn budget_exhaustion_refuses_cleanly() {
-    // room for exactly two connections' rings (2 × (4 KiB + 4 KiB))
-    let budget_b = PinnedBudget::new(16 * 1024);
+    // each side has room for exactly two connections' rings (2 × (4 KiB + 4 KiB))
     let budget_a = PinnedBudget::new(16 * 1024);
-    let mut p = pair_with(FaultConfig::none(), FaultConfig::none(), budget_a, budget_b.clone(), 4096);
+    let budget_b = PinnedBudget::new(16 * 1024);
+    let mut p = pair_with(FaultConfig::none(), FaultConfig::none(), budget_a.clone(), budget_b.clone(), 4096);
     let o = opts(4096);
     p.b.listen_with(60, 16, o).unwrap();
     let c1 = p.a.connect_with(ep4(B4, 60), o).unwrap();
     let c2 = p.a.connect_with(ep4(B4, 60), o).unwrap();
-    // a's own budget is now used up: a third connect fails with an error, not a panic
+    // the client's budget is used up: a third connect is an error, not a panic
     assert!(matches!(p.a.connect_with(ep4(B4, 60), o), Err(ukcm_stack::StackError::Budget(_))));
     assert_eq!(p.a.stats().refused_budget, 1);
-    p.drive(100_000, |_, b| b.stats().accepted == 2);
-    // b is full too: free one of a's, connect again; b drops the SYN and counts it
+    let mut srv = Vec::new();
+    p.drive(100_000, |_, b| {
+        while let Some(s) = b.accept(60) {
+            srv.push(s);
+        }
+        srv.len() == 2
+    });
+    assert_eq!(budget_b.used(), 16 * 1024);
+    // aborting c1 refunds both sides (the RST reaches the server)
     p.a.abort(c1).unwrap();
-    p.settle(Duration::from_millis(50));
-    let _c3 = p.a.connect_with(ep4(B4, 60), o).unwrap();
-    p.settle(Duration::from_millis(50));
-    let b_stats = p.b.stats();
-    // c1's abort freed b's slot via RST, so b could take c3: check counts add up
-    assert!(b_stats.accepted + b_stats.refused_budget >= 3, "{b_stats:?}");
-    assert!(budget_b.used() <= 16 * 1024);
-    let _ = c2;
+    p.drive(100_000, |a, _| a.info(c1).is_err());
+    p.settle(Duration::from_millis(10));
+    assert_eq!(budget_b.used(), 8 * 1024, "server refunded c1's rings after the RST");
+    let c3 = p.a.connect_with(ep4(B4, 60), o).unwrap();
+    p.drive(100_000, |a, _| a.info(c3).is_ok_and(|i| i.state == tcp::State::Established));
+    assert_eq!(budget_b.used(), 16 * 1024, "server full again (c2, c3)");
+    // the client aborts c2 but its RST is lost: the client has room, the server does not
+    p.a.abort(c2).unwrap();
+    p.a.port().set_tx_faults(FaultConfig { loss: 1.0, ..FaultConfig::none() });
+    p.settle(Duration::from_millis(10));
+    p.a.port().set_tx_faults(FaultConfig::none());
+    let c4 = p.a.connect_with(ep4(B4, 60), o).unwrap();
+    p.settle(Duration::from_millis(500));
+    let srv_full = p.b.stats();
+    assert!(srv_full.refused_budget >= 1, "server dropped the SYN for lack of budget: {srv_full:?}");
+    assert!(p.b.events().any(|e| matches!(e, Event::Refused { port: 60, reason: RefuseReason::Budget(_), .. })));
+    assert_ne!(p.a.info(c4).unwrap().state, tcp::State::Established);
+    // the server closes one of its connections: the retransmitted SYN gets in
+    let victim = *srv.iter().find(|s| p.b.info(**s).is_ok()).unwrap();
+    p.b.abort(victim).unwrap();
+    p.drive(1_000_000, |a, _| a.info(c4).is_ok_and(|i| i.state == tcp::State::Established));
+    assert!(budget_a.used() <= 16 * 1024 && budget_b.used() <= 16 * 1024);
 }
 
 #[test]
