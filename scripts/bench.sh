@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# ukcm system benchmark: builds the apps in release and runs ukcm-bench, which measures in
+# ONE run, on one veth/namespace topology (TestNet) with one load generator (ukcm-load,
+# kernel sockets, inside the namespace):
+#   ukcm-echo on AF_XDP (worker thread, run-to-completion), ukcm-echo --nic kernel (the mux
+#   over kernel TCP), epoll-echo (plain epoll) and tokio-echo (tokio + LengthDelimitedCodec),
+#   at 64 B / 1 KiB / 64 KiB, depth 1 and 64, 4 connections; servers on cpu 1, load on cpu 0.
+# Writes bench/results/latest.md and latest.json. Needs root for AF_XDP and the namespace;
+# without root it runs the kernel-TCP rows over loopback and says so.
+#   sudo scripts/bench.sh            # full run (~5 min)
+#   sudo scripts/bench.sh --quick    # 1 KiB, depth 64, 3 s per server
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "bench.sh: not root: AF_XDP rows skipped, kernel rows over loopback" >&2
+fi
+if [ "$(nproc)" -lt 2 ]; then
+  echo "bench.sh: needs 2 CPUs (server on cpu 1, load on cpu 0)" >&2
+  exit 1
+fi
+cargo build --release -q -p ukcm-apps
+target_dir="${CARGO_TARGET_DIR:-target}"
+exec "$target_dir/release/ukcm-bench" --out bench/results "$@"
