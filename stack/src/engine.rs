@@ -175,6 +175,8 @@ pub struct EngineStats {
     pub egress_polls: u64,
     /// Timer expiries handled.
     pub timer_fires: u64,
+    /// Entries in the timer heap now (live and superseded).
+    pub timer_entries: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,6 +452,7 @@ impl<P: Port> Engine<P> {
     pub fn stats(&self) -> EngineStats {
         let mut s = self.stats;
         s.sockets_in_use = self.live_slots;
+        s.timer_entries = self.timers.len() as u64;
         s
     }
     /// The smoltcp interface (addresses, routes, neighbour cache).
@@ -942,7 +945,11 @@ impl<P: Port> Engine<P> {
                 live.dirty = true;
                 self.dirty.push(idx);
             }
-            Some(t) if t > now && live.timer_at != Some(t) => {
+            // Lazy timers: a deadline that moved later (RTO restarted by an ACK, keep-alive
+            // pushed back by traffic) keeps its earlier heap entry, which fires, finds
+            // nothing due and reschedules; only earlier deadlines add entries. So the heap
+            // holds about one entry per connection with a timer, not one per segment.
+            Some(t) if t > now && !live.timer_at.is_some_and(|cur| cur > now && cur <= t) => {
                 self.timer_seq += 1;
                 live.timer_at = Some(t);
                 live.timer_seq = self.timer_seq;
