@@ -247,8 +247,8 @@ fn progress_loop(
         let outstanding = live.sent.load(Ordering::Relaxed).saturating_sub(rx);
         eprintln!(
             "[{tick:>3}s] {:>10} msg/s {:>9.1} MB/s  outstanding {outstanding}  corrupt {}",
-            rx - last.0,
-            (bytes - last.1) as f64 / 1e6,
+            rx.saturating_sub(last.0),
+            bytes.saturating_sub(last.1) as f64 / 1e6,
             live.corrupt.load(Ordering::Relaxed)
         );
         last = (rx, bytes);
@@ -308,6 +308,8 @@ fn drive(
     let mut events = Events::with_capacity(1024);
     let open = per_conn_rate.is_some();
     let drain_until = end + cfg.drain;
+    // What this thread has added to `live` so far: sent, received, rx_bytes, corrupt.
+    let mut shown = (0u64, 0u64, 0u64, 0u64);
     loop {
         let now = Instant::now();
         let sending = now < end && !stop.load(Ordering::Relaxed);
@@ -348,7 +350,9 @@ fn drive(
                 c.dead = true;
             }
         }
-        live.sent.store(r.sent, Ordering::Relaxed);
+        // Several threads share `live`: add this thread's increments (a store would let the
+        // totals go backwards).
+        live.sent.fetch_add(r.sent - shown.0, Ordering::Relaxed);
         // Wait for replies (or the next intended send, or the end).
         let wait_until = if sending {
             let mut t = end;
@@ -376,9 +380,10 @@ fn drive(
                 c.dead = true;
             }
         }
-        live.received.store(r.received, Ordering::Relaxed);
-        live.rx_bytes.store(r.rx_bytes, Ordering::Relaxed);
-        live.corrupt.store(r.corrupt, Ordering::Relaxed);
+        live.received.fetch_add(r.received - shown.1, Ordering::Relaxed);
+        live.rx_bytes.fetch_add(r.rx_bytes - shown.2, Ordering::Relaxed);
+        live.corrupt.fetch_add(r.corrupt - shown.3, Ordering::Relaxed);
+        shown = (r.sent, r.received, r.rx_bytes, r.corrupt);
     }
     for c in &conns {
         r.lost += c.outstanding as u64;
