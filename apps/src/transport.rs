@@ -192,7 +192,7 @@ impl<P: Port> Transport for StackTransport<P> {
     fn accept(&mut self, rx_ring: usize, budget: &Arc<PinnedBudget>) -> io::Result<Option<StackPsock<P>>> {
         let Some(conn): Option<ConnId> = self.engine.accept(self.port) else { return Ok(None) };
 
-        match StackPsock::new(&self.engine, conn, rx_ring, 1024, budget) {
+        match StackPsock::new(&mut self.engine, conn, rx_ring, 1024, budget) {
             Ok(p) => Ok(Some(p)),
             Err(e) => {
                 let _ = self.engine.abort(conn);

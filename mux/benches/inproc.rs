@@ -87,7 +87,7 @@ fn run(server: Server, size: usize, depth: usize, secs: f64, idle: usize) -> f64
             a.poll().unwrap();
             b.poll().unwrap();
             while let Some(conn) = b.accept(PORT + 1) {
-                let io = StackPsock::new(&b, conn, 16 * 1024, 16, &budget).unwrap();
+                let io = StackPsock::new(&mut b, conn, 16 * 1024, 16, &budget).unwrap();
                 mux.attach(io, Box::new(LengthField::thrift()));
                 attached += 1;
             }
@@ -120,7 +120,7 @@ fn run(server: Server, size: usize, depth: usize, secs: f64, idle: usize) -> f64
         while let Some(conn) = b.accept(PORT) {
             match server {
                 Server::Mux | Server::MuxRtc => {
-                    let io = StackPsock::new(&b, conn, 4 << 20, 8192, &budget).unwrap();
+                    let io = StackPsock::new(&mut b, conn, 4 << 20, 8192, &budget).unwrap();
                     mux.attach(io, Box::new(LengthField::thrift()));
                 }
                 Server::Raw => raw_conns.push((conn, Vec::new(), Vec::new())),

@@ -3,41 +3,61 @@
 //! The engine passes itself as the transport context ([`crate::Mux::poll_with`]), so the
 //! mux and the engine share one thread and no locks.
 //!
-//! Receive currently moves bytes from the connection's smoltcp rx ring into the psock's
-//! mirror-mapped ring: one copy more than the design allows, counted in
-//! `rx_copied_bytes` so it shows in every stats table. The zero-copy step — smoltcp's rx
-//! ring itself mirror-mapped and viewed in place — is the next change to this module.
+//! Receive is zero-copy when the connection was opened with `TcpOptions::inplace_rx`:
+//! smoltcp's rx ring is then mirror-mapped pinned memory and messages are lent out of it
+//! in place ([`ukcm_nic::InPlaceRx`]); the only copy is smoltcp's, frame to ring. Other
+//! connections fall back to moving bytes from smoltcp's ring into a psock ring of their
+//! own — one copy more, counted in `rx_copied_bytes` so it shows in every stats table.
 
 use std::io;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use smoltcp::socket::tcp::State;
-use ukcm_nic::{ByteRing, PinnedBudget, Port, RingError, RingView};
+use ukcm_nic::{ByteRing, InPlaceRx, PinnedBudget, Port, RingError, RingView};
 use ukcm_stack::{ConnId, Engine, StackError};
 
 use crate::mux::Mux;
 
 use crate::transport::{Fill, PsockIo};
 
+/// Where a psock's received bytes are delineated.
+#[derive(Debug)]
+enum Rx {
+    /// In place in smoltcp's (mirror-mapped) rx ring: zero-copy.
+    InPlace(InPlaceRx),
+    /// In a ring of the psock's own, copied out of smoltcp's ring.
+    Copy(ByteRing),
+}
+
 /// A connection of an engine with port type `P`, as a psock.
 #[derive(Debug)]
 pub struct StackPsock<P> {
     conn: ConnId,
-    ring: ByteRing,
+    ring: Rx,
     written: u64,
     label: String,
     _port: PhantomData<fn() -> P>,
 }
 
 impl<P: Port> StackPsock<P> {
-    /// Wraps connection `conn` of `engine` with an rx ring of `ring_bytes` (a multiple of
-    /// 4096) holding at most `max_views` undelivered messages.
-    pub fn new(engine: &Engine<P>, conn: ConnId, ring_bytes: usize, max_views: usize, budget: &Arc<PinnedBudget>) -> io::Result<Self> {
+    /// Wraps connection `conn` of `engine`, with at most `max_views` undelivered messages.
+    /// If the connection was opened with `TcpOptions::inplace_rx`, messages are lent in
+    /// place from its rx ring; otherwise they are copied into a psock ring of `ring_bytes`
+    /// (a multiple of 4096).
+    pub fn new(engine: &mut Engine<P>, conn: ConnId, ring_bytes: usize, max_views: usize, budget: &Arc<PinnedBudget>) -> io::Result<Self> {
         let info = engine.info(conn).map_err(stack_err)?;
         let label = info.remote.map(|r| r.to_string()).unwrap_or_else(|| conn.to_string());
-        let ring = ByteRing::new(ring_bytes, max_views, budget).map_err(io::Error::other)?;
+        let ring = match engine.take_inplace_rx(conn, max_views) {
+            Ok(rx) => Rx::InPlace(rx),
+            Err(_) => Rx::Copy(ByteRing::new(ring_bytes, max_views, budget).map_err(io::Error::other)?),
+        };
         Ok(StackPsock { conn, ring, written: 0, label, _port: PhantomData })
+    }
+
+    /// Whether received messages are lent in place (zero-copy) rather than copied.
+    pub fn is_zero_copy(&self) -> bool {
+        matches!(self.ring, Rx::InPlace(_))
     }
 
     /// The engine connection.
@@ -61,51 +81,73 @@ impl<P: Port> PsockIo for StackPsock<P> {
     type Ctx = Engine<P>;
 
     fn fill(&mut self, engine: &mut Engine<P>) -> io::Result<Fill> {
-        let info = engine.info(self.conn).map_err(stack_err)?;
         let mut fill = Fill::default();
-        if info.recv_queue > 0 {
-            let ring = &mut self.ring;
-            let n = engine
-                .with_tcp(self.conn, |s| {
-                    let mut total = 0;
-                    loop {
-                        let space = ring.free_space();
-                        if space.is_empty() {
-                            break;
-                        }
-                        match s.recv_slice(space) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                ring.commit(n);
-                                total += n;
+        match &mut self.ring {
+            Rx::InPlace(rx) => {
+                let r = engine.inplace_sync(self.conn, rx).map_err(stack_err)?;
+                fill.new_bytes = r.new_bytes;
+                let info = engine.info(self.conn).map_err(stack_err)?;
+                fill.eof = peer_closed(info.state);
+            }
+            Rx::Copy(ring) => {
+                let info = engine.info(self.conn).map_err(stack_err)?;
+                if info.recv_queue > 0 {
+                    let n = engine
+                        .with_tcp(self.conn, |s| {
+                            let mut total = 0;
+                            loop {
+                                let space = ring.free_space();
+                                if space.is_empty() {
+                                    break;
+                                }
+                                match s.recv_slice(space) {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => {
+                                        ring.commit(n);
+                                        total += n;
+                                    }
+                                }
                             }
-                        }
-                    }
-                    total
-                })
-                .map_err(stack_err)?;
-            fill.new_bytes = n;
-            fill.copied_bytes = n;
-            fill.ring_full = self.ring.free_space().is_empty();
+                            total
+                        })
+                        .map_err(stack_err)?;
+                    fill.new_bytes = n;
+                    fill.copied_bytes = n;
+                    fill.ring_full = ring.free_space().is_empty();
+                }
+                fill.eof = peer_closed(info.state) && info.recv_queue == fill.new_bytes;
+            }
         }
-        fill.eof = peer_closed(info.state) && info.recv_queue == fill.new_bytes;
         Ok(fill)
     }
 
     fn unparsed(&self) -> &[u8] {
-        self.ring.unparsed()
+        match &self.ring {
+            Rx::InPlace(rx) => rx.unlent(),
+            Rx::Copy(ring) => ring.unparsed(),
+        }
     }
 
     fn take_view(&mut self, len: usize) -> Result<RingView, RingError> {
-        self.ring.take_view(len)
+        match &mut self.ring {
+            Rx::InPlace(rx) => rx.lend(len),
+            Rx::Copy(ring) => ring.take_view(len),
+        }
     }
 
     fn reclaim(&mut self) -> usize {
-        self.ring.reclaim()
+        match &mut self.ring {
+            // in place, releases are taken (and the window reopened) by `fill`'s sync
+            Rx::InPlace(_) => 0,
+            Rx::Copy(ring) => ring.reclaim(),
+        }
     }
 
     fn discard(&mut self, len: usize) -> Result<(), RingError> {
-        self.ring.discard(len)
+        match &mut self.ring {
+            Rx::InPlace(rx) => rx.discard(len),
+            Rx::Copy(ring) => ring.discard(len),
+        }
     }
 
     fn write(&mut self, engine: &mut Engine<P>, bytes: &[u8]) -> io::Result<usize> {
@@ -120,7 +162,10 @@ impl<P: Port> PsockIo for StackPsock<P> {
     }
 
     fn rx_capacity(&self) -> usize {
-        self.ring.capacity()
+        match &self.ring {
+            Rx::InPlace(rx) => rx.capacity(),
+            Rx::Copy(ring) => ring.capacity(),
+        }
     }
 
     fn label(&self) -> String {
@@ -136,7 +181,10 @@ impl<P: Port> PsockIo for StackPsock<P> {
     }
 
     fn views_outstanding(&self) -> usize {
-        self.ring.views_outstanding()
+        match &self.ring {
+            Rx::InPlace(rx) => rx.views_outstanding(),
+            Rx::Copy(ring) => ring.views_outstanding(),
+        }
     }
 }
 

@@ -63,7 +63,16 @@ struct Client {
 }
 
 #[test]
-fn echo_over_a_lossy_link_is_byte_exact_and_per_connection_ordered() {
+fn zero_copy_echo_over_a_lossy_link_is_byte_exact_and_per_connection_ordered() {
+    lossy_echo(true);
+}
+
+#[test]
+fn copying_echo_over_a_lossy_link_counts_its_copy() {
+    lossy_echo(false);
+}
+
+fn lossy_echo(zero_copy: bool) {
     let faults = FaultConfig { loss: 0.01, reorder: 0.01, duplicate: 0.001, ..FaultConfig::none() };
     let (mut a, mut b) = engines(faults);
     let budget = PinnedBudget::unlimited();
@@ -73,7 +82,8 @@ fn echo_over_a_lossy_link_is_byte_exact_and_per_connection_ordered() {
         ..MuxConfig::default()
     };
     let (mut mux, mut sock) = Mux::<StackPsock<MemPort>>::new(cfg, &budget).unwrap();
-    b.listen(7000, 8).unwrap();
+    let server_tcp = TcpOptions { rx_buf: 256 * 1024, tx_buf: 256 * 1024, inplace_rx: zero_copy, ..TcpOptions::default() };
+    b.listen_with(7000, 8, server_tcp).unwrap();
     let conns = 4u32;
     let per_conn = 300u32;
     let mut clients: Vec<Client> = (0..conns)
@@ -102,7 +112,8 @@ fn echo_over_a_lossy_link_is_byte_exact_and_per_connection_ordered() {
         b.poll().unwrap();
         // server: accept and attach, then echo
         while let Some(conn) = b.accept(7000) {
-            let io = StackPsock::new(&b, conn, 256 * 1024, 512, &budget).unwrap();
+            let io = StackPsock::new(&mut b, conn, 256 * 1024, 512, &budget).unwrap();
+            assert_eq!(io.is_zero_copy(), zero_copy);
             psocks.push(mux.attach(io, Box::new(LengthField::thrift())));
         }
         mux.poll_engine(&mut b, Instant::now());
@@ -164,7 +175,11 @@ fn echo_over_a_lossy_link_is_byte_exact_and_per_connection_ordered() {
     assert_eq!(t.total.rx_msgs, (conns * per_conn) as u64);
     assert_eq!(t.total.tx_msgs, (conns * per_conn) as u64);
     assert_eq!(psocks.len(), conns as usize);
-    // the receive path's extra copy is counted, byte for byte (see stack_psock.rs)
-    assert_eq!(t.total.rx_copied_bytes, t.total.rx_bytes);
+    if zero_copy {
+        assert_eq!(t.total.rx_copied_bytes, 0, "messages were lent in place");
+    } else {
+        // the fallback's extra copy is counted, byte for byte (see stack_psock.rs)
+        assert_eq!(t.total.rx_copied_bytes, t.total.rx_bytes);
+    }
     let _ = Arc::clone(&budget);
 }

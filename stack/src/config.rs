@@ -40,6 +40,10 @@ pub struct TcpOptions {
     /// User timeout (RFC 793/5482): the connection is dropped when data stays
     /// unacknowledged this long; `None` uses smoltcp's retransmission limit only.
     pub user_timeout: Option<Duration>,
+    /// Give the connection a mirror-mapped receive ring so received messages can be lent
+    /// out in place (`Engine::take_inplace_rx`): the zero-copy receive path of the mux.
+    /// The ring is then at least 4 KiB.
+    pub inplace_rx: bool,
 }
 
 impl Default for TcpOptions {
@@ -53,6 +57,7 @@ impl Default for TcpOptions {
             timestamps: true,
             keep_alive: None,
             user_timeout: None,
+            inplace_rx: false,
         }
     }
 }

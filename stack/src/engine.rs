@@ -33,7 +33,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 use ukcm_nic::region::BudgetCharge;
-use ukcm_nic::{DeviceStats, Frame, MemError, Port, PortDevice, PortError, PortStats};
+use ukcm_nic::{DeviceStats, Frame, InPlaceRx, MemError, MirrorStorage, Port, PortDevice, PortError, PortStats, RingError, SyncResult};
 
 use crate::classify::{classify, Class, FourTuple};
 use crate::clock::{Clock, SystemClock};
@@ -203,6 +203,10 @@ struct Live {
     timer_at: Option<Instant>,
     timer_seq: u64,
     dead: bool,
+    /// Mirror-mapped rx storage, for connections opened with `TcpOptions::inplace_rx`.
+    storage: Option<MirrorStorage>,
+    /// An `InPlaceRx` was handed out: from now on only `inplace_sync` dequeues.
+    lending: bool,
 }
 
 struct Slot {
@@ -326,6 +330,15 @@ fn tsval() -> u32 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let e = EPOCH.get_or_init(std::time::Instant::now);
     (e.elapsed().as_millis() as u32).wrapping_add(1)
+}
+
+/// A ring-pool failure as the memory error a refusal reports.
+fn ring_mem_error(e: RingError) -> MemError {
+    match e {
+        RingError::Budget(m) => m,
+        RingError::Sys(_, errno) => MemError::Mmap(errno),
+        RingError::BadCapacity(_) | RingError::NotThatMuch { .. } | RingError::TooManyViews(_) => MemError::ZeroSize,
+    }
 }
 
 fn apply_options(s: &mut tcp::Socket<'static>, o: &TcpOptions) {
@@ -627,7 +640,18 @@ impl<P: Port> Engine<P> {
     /// Runs `f` on the connection's smoltcp socket: in-place access to its pinned rings
     /// (`peek`, `recv(|b| …)`, `send_capacity`, `send(|buf| …)`), for zero-copy users.
     /// The connection is polled for egress afterwards (new data, window updates).
+    ///
+    /// Refused (`InvalidState`) for a connection whose receive ring is being lent out in
+    /// place ([`Engine::take_inplace_rx`]): dequeuing behind the lender's back could
+    /// overwrite bytes an application is reading.
     pub fn with_tcp<R>(&mut self, conn: ConnId, f: impl FnOnce(&mut tcp::Socket<'static>) -> R) -> Result<R, StackError> {
+        if self.live_mut(conn)?.1.lending {
+            return Err(StackError::InvalidState);
+        }
+        self.with_socket(conn, f)
+    }
+
+    fn with_socket<R>(&mut self, conn: ConnId, f: impl FnOnce(&mut tcp::Socket<'static>) -> R) -> Result<R, StackError> {
         let (set, live) = self.live_mut(conn)?;
         let r = f(set.get_mut::<tcp::Socket<'static>>(live.handle));
         self.mark_dirty(conn.idx);
@@ -636,7 +660,42 @@ impl<P: Port> Engine<P> {
 
     /// Copies as much of `data` into the tx ring as fits; returns the bytes taken.
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, StackError> {
-        self.with_tcp(conn, |s| s.send_slice(data))?.map_err(|_| StackError::InvalidState)
+        self.with_socket(conn, |s| s.send_slice(data))?.map_err(|_| StackError::InvalidState)
+    }
+
+    /// Starts lending the connection's received bytes in place (zero-copy receive): the
+    /// connection must have been opened with `TcpOptions::inplace_rx`. Afterwards `recv`
+    /// and `with_tcp` are refused for it, and [`Engine::inplace_sync`] is the only way its
+    /// receive ring is dequeued. `max_views` bounds the messages lent at once.
+    #[allow(unsafe_code)]
+    pub fn take_inplace_rx(&mut self, conn: ConnId, max_views: usize) -> Result<InPlaceRx, StackError> {
+        let (_, live) = self.live_mut(conn)?;
+        if live.lending {
+            return Err(StackError::InvalidState);
+        }
+        let storage = live.storage.as_mut().ok_or(StackError::InvalidState)?;
+        // SAFETY: `storage` is this connection's socket's rx ring (set up together in
+        // `rings::take_inplace`). Setting `lending` below makes `with_tcp` and `recv` refuse
+        // this connection, so from now on only `inplace_sync` dequeues from it; when the
+        // connection ends, the socket goes to the ring pool's quarantine and is reused only
+        // once no view of its storage is alive (`rings::give_inplace`).
+        let rx = unsafe { InPlaceRx::new(storage, max_views) }.map_err(|_| StackError::InvalidState)?;
+        live.lending = true;
+        Ok(rx)
+    }
+
+    /// Releases what the application has dropped (reopening the window) and records what
+    /// has arrived, for a connection lent with [`Engine::take_inplace_rx`].
+    pub fn inplace_sync(&mut self, conn: ConnId, rx: &mut InPlaceRx) -> Result<SyncResult, StackError> {
+        let (set, live) = self.live_mut(conn)?;
+        if !live.lending {
+            return Err(StackError::InvalidState);
+        }
+        let r = rx.sync(set.get_mut::<tcp::Socket<'static>>(live.handle)).map_err(|_| StackError::InvalidState)?;
+        if r.freed > 0 {
+            self.mark_dirty(conn.idx); // window update
+        }
+        Ok(r)
     }
 
     /// Copies received bytes out of the rx ring; `Ok(0)` when none are there yet, `Err`
@@ -672,9 +731,18 @@ impl<P: Port> Engine<P> {
     // ---------------------------------------------------------------- slots
 
     fn new_slot(&mut self, opts: &TcpOptions) -> Result<u32, RefuseReason> {
-        let class = SizeClass::new(opts.rx_buf, opts.tx_buf);
+        let class = if opts.inplace_rx {
+            rings::inplace_class(opts.rx_buf, opts.tx_buf)
+        } else {
+            SizeClass::new(opts.rx_buf, opts.tx_buf)
+        };
         let charge = self.cfg.budget.reserve(class.bytes() as u64).map_err(RefuseReason::Budget)?;
-        let mut sock = rings::take(class).map_err(RefuseReason::Memory)?;
+        let (mut sock, storage) = if opts.inplace_rx {
+            let s = rings::take_inplace(class).map_err(|e| RefuseReason::Memory(ring_mem_error(e)))?;
+            (s.socket, Some(s.storage))
+        } else {
+            (rings::take(class).map_err(RefuseReason::Memory)?, None)
+        };
         apply_options(&mut sock, opts);
         let idx = match self.free_slots.pop() {
             Some(i) => i,
@@ -703,6 +771,8 @@ impl<P: Port> Engine<P> {
             timer_at: None,
             timer_seq: 0,
             dead: false,
+            storage,
+            lending: false,
         });
         Ok(idx)
     }
@@ -727,7 +797,10 @@ impl<P: Port> Engine<P> {
             }
         }
         if let smoltcp::socket::Socket::Tcp(s) = slot.set.remove(live.handle) {
-            rings::give(s);
+            match live.storage {
+                Some(storage) => rings::give_inplace(rings::InPlaceSocket { socket: s, storage }),
+                None => rings::give(s),
+            }
         }
         self.stats.ring_bytes_in_use -= live._charge.bytes();
         self.live_slots -= 1;

@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use smoltcp::socket::tcp;
-use ukcm_nic::{leak_region, HugePolicy, MemError, PinnedBudget, PinnedRegion};
+use ukcm_nic::{leak_region, HugePolicy, MemError, MirrorStorage, PinnedBudget, PinnedRegion, RingError};
 
 /// Smallest ring (bytes).
 pub const MIN_RING: usize = 1024;
@@ -75,8 +75,27 @@ pub struct RingPoolStats {
     pub sockets_out: u64,
 }
 
+/// A socket whose rx ring is mirror-mapped storage for in-place receive, with its storage.
+pub struct InPlaceSocket {
+    /// The socket (its rx ring is `storage`).
+    pub socket: tcp::Socket<'static>,
+    /// The rx ring's storage; lent views keep it "in use".
+    pub storage: MirrorStorage,
+}
+
+impl std::fmt::Debug for InPlaceSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InPlaceSocket").field("storage", &self.storage).finish()
+    }
+}
+
 struct Pool {
     free: HashMap<SizeClass, Vec<tcp::Socket<'static>>>,
+    /// In-place sockets ready for reuse, by class.
+    free_inplace: HashMap<SizeClass, Vec<InPlaceSocket>>,
+    /// In-place sockets whose storage still has live views: reused only once it has none,
+    /// so bytes an application still reads are never overwritten by a new connection.
+    quarantine: Vec<(SizeClass, InPlaceSocket)>,
     chunk: &'static mut [u8],
     stats: RingPoolStats,
 }
@@ -84,7 +103,13 @@ struct Pool {
 fn pool() -> &'static Mutex<Pool> {
     static POOL: OnceLock<Mutex<Pool>> = OnceLock::new();
     POOL.get_or_init(|| {
-        Mutex::new(Pool { free: HashMap::new(), chunk: Default::default(), stats: RingPoolStats::default() })
+        Mutex::new(Pool {
+            free: HashMap::new(),
+            free_inplace: HashMap::new(),
+            quarantine: Vec::new(),
+            chunk: Default::default(),
+            stats: RingPoolStats::default(),
+        })
     })
 }
 
@@ -133,6 +158,69 @@ pub fn give(mut socket: tcp::Socket<'static>) {
     p.stats.free_ring_bytes += class.bytes() as u64;
     p.stats.sockets_out -= 1;
     p.free.entry(class).or_default().push(socket);
+}
+
+/// The class of an in-place socket: its rx ring is at least a page (mirror mappings are
+/// page-granular).
+pub fn inplace_class(rx: usize, tx: usize) -> SizeClass {
+    SizeClass::new(rx.max(4096), tx)
+}
+
+/// Takes a closed socket whose rx ring is mirror-mapped storage (see [`InPlaceSocket`]),
+/// making one if none is free. The tx ring comes from the ordinary pinned chunks.
+pub fn take_inplace(class: SizeClass) -> Result<InPlaceSocket, RingError> {
+    let mut p = pool().lock();
+    // Sockets out of quarantine first.
+    let mut i = 0;
+    while i < p.quarantine.len() {
+        if p.quarantine[i].1.storage.in_use() {
+            i += 1;
+        } else {
+            let (c, s) = p.quarantine.swap_remove(i);
+            p.free_inplace.entry(c).or_default().push(s);
+        }
+    }
+    if let Some(s) = p.free_inplace.get_mut(&class).and_then(Vec::pop) {
+        p.stats.sockets_free -= 1;
+        p.stats.free_ring_bytes -= class.bytes() as u64;
+        p.stats.sockets_out += 1;
+        return Ok(s);
+    }
+    let tx = class.tx_bytes();
+    if p.chunk.len() < tx {
+        let region = PinnedRegion::new(tx.max(CHUNK), pool_budget(), HugePolicy::Prefer).map_err(RingError::Budget)?;
+        let fresh = leak_region(region);
+        p.stats.mapped_bytes += fresh.len() as u64;
+        p.stats.wasted_bytes += p.chunk.len() as u64;
+        p.chunk = fresh;
+    }
+    let chunk = std::mem::take(&mut p.chunk);
+    let (tx_mem, rest) = chunk.split_at_mut(tx);
+    p.chunk = rest;
+    let (storage, rx_mem) = MirrorStorage::new(class.rx_bytes(), pool_budget())?;
+    p.stats.mapped_bytes += class.rx_bytes() as u64;
+    p.stats.uncarved_bytes = p.chunk.len() as u64;
+    p.stats.sockets_created += 1;
+    p.stats.sockets_out += 1;
+    drop(p);
+    let socket = tcp::Socket::new(tcp::SocketBuffer::new(rx_mem), tcp::SocketBuffer::new(tx_mem));
+    Ok(InPlaceSocket { socket, storage })
+}
+
+/// Returns an in-place socket (aborted first). While views lent from its ring are alive it
+/// waits in quarantine; it is reused only after.
+pub fn give_inplace(mut s: InPlaceSocket) {
+    s.socket.abort();
+    let class = inplace_class(s.socket.recv_capacity(), s.socket.send_capacity());
+    let mut p = pool().lock();
+    p.stats.sockets_free += 1;
+    p.stats.free_ring_bytes += class.bytes() as u64;
+    p.stats.sockets_out -= 1;
+    if s.storage.in_use() {
+        p.quarantine.push((class, s));
+    } else {
+        p.free_inplace.entry(class).or_default().push(s);
+    }
 }
 
 /// The pool's counters.

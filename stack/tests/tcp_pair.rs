@@ -333,6 +333,7 @@ fn options_are_applied_per_connection_and_user_timeout_times_out() {
         timestamps: false,
         keep_alive: Some(Duration::from_secs(5)),
         user_timeout: Some(Duration::from_secs(2)),
+        inplace_rx: false,
     };
     p.b.listen(77, 4).unwrap();
     let c = p.a.connect_with(ep4(B4, 77), o).unwrap();
