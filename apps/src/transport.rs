@@ -135,7 +135,7 @@ impl<P: Port> std::fmt::Debug for StackTransport<P> {
 /// the kernel paths set `TCP_NODELAY`), 512 KiB rings so a 64 KiB message at depth 64
 /// keeps the window open.
 pub fn server_tcp_options() -> TcpOptions {
-    TcpOptions { nagle: false, rx_buf: 512 * 1024, tx_buf: 512 * 1024, ..TcpOptions::default() }
+    TcpOptions { nagle: false, rx_buf: 512 * 1024, tx_buf: 512 * 1024, inplace_rx: true, ..TcpOptions::default() }
 }
 
 impl<P: Port> StackTransport<P> {

@@ -64,7 +64,15 @@ struct Client {
 fn run(server: Server, size: usize, depth: usize, secs: f64, idle: usize) -> f64 {
     let (mut a, mut b) = engines();
     let budget = PinnedBudget::unlimited();
-    b.listen(PORT, 16).unwrap();
+    // The mux servers lend messages in place (zero-copy receive); raw smoltcp copies out.
+    let server_tcp = TcpOptions {
+        rx_buf: 512 * 1024,
+        tx_buf: 512 * 1024,
+        nagle: false,
+        inplace_rx: server != Server::Raw,
+        ..TcpOptions::default()
+    };
+    b.listen_with(PORT, 16, server_tcp).unwrap();
     let (mut mux, mut sock) = Mux::<StackPsock<MemPort>>::new(
         MuxConfig {
             socket: SocketConfig { rx_queue: 4096, tx_queue: 4096, max_in_flight: 1, tx_ring: 8 << 20 },
