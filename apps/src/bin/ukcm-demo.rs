@@ -133,7 +133,7 @@ fn main() {
         p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us
     );
     println!(
-        "mux copies/payload byte  {:.3} (measured: rx_copied_bytes {} / rx_bytes {}; over the ukcm stack StackPsock copies from the socket ring until zero-copy rx lands; over kernel TCP the kernel's recv into the pinned ring is not a mux copy)",
+        "mux copies/payload byte  {:.3} (measured: rx_copied_bytes {} / rx_bytes {}; the only copy per direction is the TCP stack's own: smoltcp frame→ring, or the kernel's recv into the pinned ring)",
         copies, t.rx_copied_bytes, t.rx_bytes
     );
     println!();
