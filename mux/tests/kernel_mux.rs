@@ -353,7 +353,7 @@ fn concurrent_senders_never_interleave_messages() {
         attach(&mut mux, s, &b);
         peers.push(c);
     }
-    let per_thread = 2_000u32;
+    let per_thread = 12_500u32; // 8 threads: 100k messages
     let threads = 8u32;
     let senders: Vec<_> = (0..threads)
         .map(|t| {
@@ -496,4 +496,42 @@ fn run_to_completion_handler_echoes_in_place_and_keeps_order() {
     // message sockets still send alongside the handler
     sock.send(&frame(b"from a socket"), None).unwrap();
     pump(&mut mux, 1, |_| false);
+}
+
+#[test]
+fn least_loaded_steering_prefers_the_emptier_socket() {
+    let mut cfg = small_cfg();
+    cfg.steer = SteerPolicy::LeastLoaded;
+    let (mut mux, s0, b) = mux_with(cfg);
+    let s1 = s0.try_clone().unwrap();
+    let (p, mut c) = pair();
+    attach(&mut mux, p, &b);
+    // first batch: both empty, the lower id wins
+    c.write_all(&[frame(b"a"), frame(b"b")].concat()).unwrap();
+    assert!(pump(&mut mux, 5, |_| s0.queued() + s1.queued() == 2));
+    assert_eq!((s0.queued(), s1.queued()), (2, 0));
+    // next batch goes to the socket with the shorter queue
+    c.write_all(&frame(b"c")).unwrap();
+    assert!(pump(&mut mux, 5, |_| s0.queued() + s1.queued() == 3));
+    assert_eq!((s0.queued(), s1.queued()), (2, 1));
+}
+
+#[test]
+fn key_hash_steering_keeps_a_key_on_one_socket() {
+    let mut cfg = small_cfg();
+    // key: the first body byte
+    cfg.steer = SteerPolicy::KeyHash(Arc::new(|m: &[u8]| m.get(4).copied().unwrap_or(0) as u64));
+    let (mut mux, s0, b) = mux_with(cfg);
+    let s1 = s0.try_clone().unwrap();
+    let (p, mut c) = pair();
+    attach(&mut mux, p, &b);
+    let keys = [0u8, 1, 0, 1, 1, 0, 0];
+    c.write_all(&keys.iter().map(|&k| frame(&[k, 9])).collect::<Vec<_>>().concat()).unwrap();
+    assert!(pump(&mut mux, 5, |_| s0.queued() + s1.queued() == keys.len()));
+    let mut got0 = Vec::new();
+    let mut got1 = Vec::new();
+    s0.recv_batch(&mut got0, 16);
+    s1.recv_batch(&mut got1, 16);
+    assert!(got0.iter().all(|m| m[4] == 0) && got1.iter().all(|m| m[4] == 1), "each key on its own socket");
+    assert_eq!((got0.len(), got1.len()), (4, 3));
 }
