@@ -27,6 +27,9 @@ use crate::stats::{MuxStats, PsockStats, StatsRow, StatsTable};
 use crate::steer::{SockLoad, SteerPolicy, Steering};
 use crate::transport::PsockIo;
 
+/// Reply bytes gathered per psock before they are written (bounds one round's batch).
+const RTC_OUT_MAX: usize = 256 * 1024;
+
 /// A run-to-completion message handler: origin, message bytes in place, reply buffer.
 type RtcHandler<'h> = dyn FnMut(PsockId, &[u8], &mut Vec<u8>) + 'h;
 
@@ -703,8 +706,10 @@ impl<T: PsockIo> Mux<T> {
         p.ring_full = fill.ring_full;
         p.stats.rx_copied_bytes += fill.copied_bytes as u64;
         let mut handled = 0;
-        // A queued socket message mid-write must finish before replies go out.
-        while handled < self.cfg.rx_batch && p.cur.is_none() && p.rtc_out.is_empty() {
+        // Replies of one round are gathered and written together (one write per psock per
+        // round, not per message); a queued socket message mid-write, or replies the
+        // transport has only partly taken, must finish before more replies are made.
+        while handled < self.cfg.rx_batch && p.cur.is_none() && p.rtc_done == 0 && p.rtc_out.len() < RTC_OUT_MAX {
             let len = match p.held.take() {
                 Some(len) => len,
                 None => match p.asm.step(p.io.unparsed(), now, &mut p.stats) {
@@ -726,6 +731,8 @@ impl<T: PsockIo> Mux<T> {
             }
             handled += 1;
             work = true;
+        }
+        if !p.rtc_out.is_empty() {
             self.flush_rtc(ctx, p);
         }
         if fill.eof && !p.eof {
