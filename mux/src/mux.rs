@@ -586,21 +586,8 @@ impl<T: PsockIo> Mux<T> {
     /// Receives, delineates and steers; stops at `rx_batch` messages or when no socket
     /// can take more (backpressure: the bytes stay in the ring, the window closes).
     fn rx_psock(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>, now: Instant) -> bool {
-        if p.failed.is_some() || p.eof {
-            return p.io.reclaim() > 0;
-        }
-        let mut work = p.io.reclaim() > 0;
-        let fill = match p.io.fill(ctx) {
-            Ok(f) => f,
-            Err(_) => {
-                let e = p.asm.end_of_stream(&mut p.stats).unwrap_or(PsockError::new(PsockErrorKind::Pipe));
-                self.fail_psock(ctx, p, e);
-                return true;
-            }
-        };
-        work |= fill.new_bytes > 0;
-        p.ring_full = fill.ring_full;
-        p.stats.rx_copied_bytes += fill.copied_bytes as u64;
+        let mut work = false;
+        let Some(fill) = self.fill_psock(ctx, p, &mut work) else { return work };
         let mut target: Option<SockId> = None;
         let per_msg = self.steering.policy().per_message();
         self.refresh_loads();
@@ -647,20 +634,54 @@ impl<T: PsockIo> Mux<T> {
             delivered += 1;
             work = true;
         }
-        if fill.eof && !p.eof {
-            if p.held.is_none() && p.io.unparsed().is_empty() {
-                p.eof = true;
-                self.shared.post(MuxEvent::PsockClosed(p.id));
-                work = true;
-            } else if p.asm.mid_message() {
-                if let Some(e) = p.asm.end_of_stream(&mut p.stats) {
-                    self.fail_psock(ctx, p, e);
-                    work = true;
-                }
-            }
-            // else: whole messages still wait for a socket; EOF is seen again next poll.
+        if fill.eof {
+            work |= self.peer_closed(ctx, p);
         }
         work
+    }
+
+    /// The peer closed its side: a clean close between messages is an event; a close in
+    /// the middle of one is EPIPE. Whole messages still waiting for a socket are delivered
+    /// first (EOF is seen again next round). Returns whether anything happened.
+    fn peer_closed(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>) -> bool {
+        if p.eof {
+            return false;
+        }
+        if p.held.is_none() && p.io.unparsed().is_empty() {
+            p.eof = true;
+            self.shared.post(MuxEvent::PsockClosed(p.id));
+            return true;
+        }
+        if p.asm.mid_message() {
+            if let Some(e) = p.asm.end_of_stream(&mut p.stats) {
+                self.fail_psock(ctx, p, e);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Reclaims released ring space and moves arrived bytes into the rx ring; `None` when
+    /// the psock is out of service (failed, finished, or broken by this fill).
+    fn fill_psock(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>, work: &mut bool) -> Option<crate::transport::Fill> {
+        *work |= p.io.reclaim() > 0;
+        if p.failed.is_some() || p.eof {
+            return None;
+        }
+        match p.io.fill(ctx) {
+            Ok(f) => {
+                *work |= f.new_bytes > 0;
+                p.ring_full = f.ring_full;
+                p.stats.rx_copied_bytes += f.copied_bytes as u64;
+                Some(f)
+            }
+            Err(_) => {
+                let e = p.asm.end_of_stream(&mut p.stats).unwrap_or(PsockError::new(PsockErrorKind::Pipe));
+                self.fail_psock(ctx, p, e);
+                *work = true;
+                None
+            }
+        }
     }
 
     /// Writes pending run-to-completion replies; returns whether bytes moved.
@@ -690,21 +711,8 @@ impl<T: PsockIo> Mux<T> {
     /// Run-to-completion receive: each message goes to the handler in place; the psock
     /// stops at a reply the transport cannot take yet (backpressure).
     fn rx_psock_rtc(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>, now: Instant, handler: &mut RtcHandler<'_>) -> bool {
-        if p.failed.is_some() || p.eof {
-            return p.io.reclaim() > 0;
-        }
-        let mut work = p.io.reclaim() > 0;
-        let fill = match p.io.fill(ctx) {
-            Ok(f) => f,
-            Err(_) => {
-                let e = p.asm.end_of_stream(&mut p.stats).unwrap_or(PsockError::new(PsockErrorKind::Pipe));
-                self.fail_psock(ctx, p, e);
-                return true;
-            }
-        };
-        work |= fill.new_bytes > 0;
-        p.ring_full = fill.ring_full;
-        p.stats.rx_copied_bytes += fill.copied_bytes as u64;
+        let mut work = false;
+        let Some(fill) = self.fill_psock(ctx, p, &mut work) else { return work };
         let mut handled = 0;
         // Replies of one round are gathered and written together (one write per psock per
         // round, not per message); a queued socket message mid-write, or replies the
@@ -735,17 +743,8 @@ impl<T: PsockIo> Mux<T> {
         if !p.rtc_out.is_empty() {
             self.flush_rtc(ctx, p);
         }
-        if fill.eof && !p.eof {
-            if p.held.is_none() && p.io.unparsed().is_empty() {
-                p.eof = true;
-                self.shared.post(MuxEvent::PsockClosed(p.id));
-                work = true;
-            } else if p.asm.mid_message() {
-                if let Some(e) = p.asm.end_of_stream(&mut p.stats) {
-                    self.fail_psock(ctx, p, e);
-                    work = true;
-                }
-            }
+        if fill.eof {
+            work |= self.peer_closed(ctx, p);
         }
         work
     }
