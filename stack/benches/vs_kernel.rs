@@ -128,6 +128,19 @@ impl HostNs {
     }
 }
 
+impl HostNs {
+    /// Moves the host veth end back into our namespace (without an address: the engine's
+    /// again) and deletes namespace B.
+    fn home(self, net: &TestNet) -> Res<()> {
+        let e = |e: std::io::Error| e.to_string();
+        let me = std::process::id().to_string();
+        run(Command::new("ip").args(["-n", &self.ns, "link", "set", &net.host_if, "netns", &me])).map_err(e)?;
+        let _ = run(Command::new("sysctl").args(["-qw", &format!("net.ipv6.conf.{}.disable_ipv6=1", net.host_if)]));
+        run(Command::new("ip").args(["link", "set", &net.host_if, "up"])).map_err(e)?;
+        Ok(())
+    }
+}
+
 impl Drop for HostNs {
     fn drop(&mut self) {
         let _ = run(Command::new("ip").args(["netns", "del", &self.ns]));
@@ -806,6 +819,33 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 
+/// Runs a ukcm row with a fresh engine over AF_XDP on the host veth end.
+fn with_engine<T>(x: &Ctx, xcfg: &AfXdpConfig, f: impl FnOnce(&Ctx, &mut Eng) -> Res<T>) -> Res<T> {
+    let port = AfXdpPort::open(xcfg, &PinnedBudget::unlimited(), HugePolicy::Never).map_err(|e| format!("AF_XDP: {e}"))?;
+    let mode = format!("{:?}, zero-copy {}", port.xdp_mode(), port.is_zero_copy());
+    let cfg = EngineConfig {
+        mac: Some(x.net.host_mac),
+        ipv4: Some(Ipv4Cidr::new(x.net.ukcm_ip, x.net.prefix)),
+        idle: IdleStrategy::Spin,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(port, cfg).map_err(eng_err)?;
+    let r = f(x, &mut e);
+    let p = e.port_stats();
+    println!("  [AF_XDP {mode}; port rx {} tx {} frames, rx_dropped {}]", p.rx_frames, p.tx_frames, p.rx_dropped);
+    r
+}
+
+/// Runs a kernel row with the host veth end in namespace B, then moves it back.
+fn with_kernel<T>(x: &Ctx, f: impl FnOnce(&KernelSide<'_>) -> Res<T>) -> Res<T> {
+    let hns = HostNs::new(&x.net)?;
+    let r = f(&KernelSide { x, hns: &hns });
+    if let Err(e) = hns.home(&x.net) {
+        panic!("could not move {} back: {e}", x.net.host_if);
+    }
+    r
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // cargo test --benches lists; nothing to list
@@ -844,58 +884,41 @@ fn main() {
         x.net.ns
     );
 
-    // ---- ukcm rows
+    // Each ukcm row runs right before its kernel counterpart (so both see about the same
+    // machine), with a fresh engine; then the host end moves into namespace B for the
+    // kernel row and back.
     let xcfg = AfXdpConfig {
         pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 8192 },
         ring_size: 2048,
         ..AfXdpConfig::new(&x.net.host_if, 0)
     };
-    let (u_rx, u_tx, u_rr_c, u_rr_s, xdp_desc);
-    {
-        let port = AfXdpPort::open(&xcfg, &PinnedBudget::unlimited(), HugePolicy::Never).expect("AF_XDP port");
-        xdp_desc = format!("{:?}, zero-copy: {}", port.xdp_mode(), port.is_zero_copy());
-        let cfg = EngineConfig {
-            mac: Some(x.net.host_mac),
-            ipv4: Some(Ipv4Cidr::new(x.net.ukcm_ip, x.net.prefix)),
-            idle: IdleStrategy::Spin,
-            ..EngineConfig::default()
-        };
-        let mut e = Engine::new(port, cfg).expect("engine");
-        println!("AF_XDP: {xdp_desc}");
-        u_rx = ukcm_rx(&x, &mut e);
-        println!("kernel→ukcm stream: {:?}", u_rx.as_ref().map(|s| s.gbps()));
-        u_tx = ukcm_tx(&x, &mut e);
-        println!("ukcm→kernel stream: {:?}", u_tx.as_ref().map(|s| s.gbps()));
-        u_rr_c = ukcm_rr_to_kernel(&x, &mut e);
-        println!("ukcm client ↔ kernel server: {:?}", u_rr_c.as_ref().map(|r| (r.us(0.5), r.us(0.99), r.rate())));
-        u_rr_s = kernel_rr_to_ukcm(&x, &mut e);
-        println!("kernel client ↔ ukcm server: {:?}", u_rr_s.as_ref().map(|r| (r.us(0.5), r.us(0.99), r.rate())));
-        println!("engine: {:?}\nport: {:?}", e.stats(), e.port_stats());
-    }
-    let host_link = run(Command::new("ip").args(["-d", "link", "show", &x.net.host_if])).unwrap_or_default();
-    if host_link.contains("prog/xdp") || host_link.contains(" xdp") {
-        eprintln!("warning: an XDP program is still attached to {} after the engine was dropped", x.net.host_if);
-    }
-
-    // ---- kernel rows: the host end moves into namespace B
-    let hns = HostNs::new(&x.net).expect("namespace B");
-    let k = KernelSide { x: &x, hns: &hns };
-    let k_ab = k.a_to_b(6001);
-    println!("kernel(A)→kernel(B) stream: {:?}", k_ab.as_ref().map(|s| s.gbps()));
-    let k_ba = k.b_to_a(6002);
-    println!("kernel(B)→kernel(A) stream: {:?}", k_ba.as_ref().map(|s| s.gbps()));
-    let k_rr_ba = k.rr_b_to_a(6003);
-    println!("kernel(B) client ↔ kernel(A) server: {:?}", k_rr_ba.as_ref().map(|r| (r.us(0.5), r.us(0.99), r.rate())));
-    let k_rr_ab = k.rr_a_to_b(6004);
-    println!("kernel(A) client ↔ kernel(B) server: {:?}", k_rr_ab.as_ref().map(|r| (r.us(0.5), r.us(0.99), r.rate())));
+    let gb = |w: &str, r: &Res<Stream>| println!("{w}: {:?}", r.as_ref().map(|s| format!("{:.2} Gbit/s", s.gbps())));
+    let lat = |w: &str, r: &Res<Rr>| {
+        println!("{w}: {:?}", r.as_ref().map(|r| format!("p50 {:.1} µs, p99 {:.1} µs, {:.0}/s", r.us(0.5), r.us(0.99), r.rate())))
+    };
+    let u_rx = with_engine(&x, &xcfg, ukcm_rx);
+    gb("kernel→ukcm stream", &u_rx);
+    let k_ab = with_kernel(&x, |k| k.a_to_b(6001));
+    gb("kernel(A)→kernel(B) stream", &k_ab);
+    let u_tx = with_engine(&x, &xcfg, ukcm_tx);
+    gb("ukcm→kernel stream", &u_tx);
+    let k_ba = with_kernel(&x, |k| k.b_to_a(6002));
+    gb("kernel(B)→kernel(A) stream", &k_ba);
+    let u_rr_c = with_engine(&x, &xcfg, ukcm_rr_to_kernel);
+    lat("ukcm client ↔ kernel server", &u_rr_c);
+    let k_rr_ba = with_kernel(&x, |k| k.rr_b_to_a(6003));
+    lat("kernel(B) client ↔ kernel(A) server", &k_rr_ba);
+    let u_rr_s = with_engine(&x, &xcfg, kernel_rr_to_ukcm);
+    lat("kernel client ↔ ukcm server", &u_rr_s);
+    let k_rr_ab = with_kernel(&x, |k| k.rr_a_to_b(6004));
+    lat("kernel(A) client ↔ kernel(B) server", &k_rr_ab);
     // context: the peer's checksum offload (and with it TSO) back on
     let k_ab_tso = x
         .net
         .peer_cmd(&["ethtool", "-K", &x.net.peer_if, "tx", "on"])
         .map_err(|e| format!("ethtool: {e}"))
-        .and_then(|_| k.a_to_b(6005));
-    println!("kernel(A)→kernel(B) stream, peer tx offload on: {:?}", k_ab_tso.as_ref().map(|s| s.gbps()));
-    drop(hns);
+        .and_then(|_| with_kernel(&x, |k| k.a_to_b(6005)));
+    gb("kernel(A)→kernel(B) stream, peer tx offload on", &k_ab_tso);
     let load1 = loadavg();
 
     // ---- table
