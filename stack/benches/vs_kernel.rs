@@ -9,9 +9,10 @@
 //! is, row by row:
 //!
 //! - **ukcm**: the engine over AF_XDP on the host veth end (the TestNet layout);
-//! - **kernel**: after the ukcm rows the engine (and with it the XDP program) is dropped,
+//! - **kernel**: right after each ukcm row its engine (and with it the XDP program) is dropped,
 //!   the host veth end is moved into a second namespace B and given the address ukcm had,
-//!   and a kernel socket there (bound to that end) takes the engine's place. Same pair,
+//!   and a kernel socket there (bound to that end) takes the engine's place; afterwards the
+//!   end moves back (no address) for the next ukcm row. Same pair,
 //!   same MTU (1500), same addresses, same CPUs.
 //!
 //! The host-side thread (ukcm engine or the namespace-B kernel socket's thread) is pinned
