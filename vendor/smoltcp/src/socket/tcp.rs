@@ -1711,6 +1711,9 @@ impl<'a> Socket<'a> {
         };
         let segment_start = repr.seq_number;
         let segment_end = repr.seq_number + repr.payload.len();
+        // Set when an unacceptable data segment is let through for its ACK only: its payload
+        // is dropped and answered with an ACK of our (closed) window.
+        let mut payload_dropped = false;
 
         let (payload, payload_offset) = match self.state {
             // In LISTEN and SYN-SENT states, we have not yet synchronized with the remote end.
@@ -1782,6 +1785,29 @@ impl<'a> Socket<'a> {
                         &repr.payload[overlap_start - segment_start..overlap_end - segment_start],
                         overlap_start - window_start,
                     )
+                } else if window_start <= segment_start
+                    && segment_start <= window_start + self.rx_buffer.window().max(self.remote_mss)
+                    && matches!(repr.control, TcpControl::None | TcpControl::Psh)
+                    && repr.ack_number.is_some()
+                {
+                    // ukcm patch. RFC 9293 3.10.7.4: "If the RCV.WND is zero, no segments
+                    // will be acceptable, but special allowance should be made to accept
+                    // valid ACKs". The segment starts at or just past RCV.NXT (within our
+                    // free rx space or one MSS) but outside the advertised window: the
+                    // window is zero, or its right edge retracted (the scaled window is
+                    // rounded down on every ACK, so the edge can move back by up to
+                    // 2^shift - 1 octets and the peer may already have sent up to the old
+                    // edge; a smoltcp peer's fast retransmit can also overshoot a closed
+                    // window), leaving the peer's SND.NXT past our RCV.NXT. Every later
+                    // segment of the peer then
+                    // fails the window test: pure ACKs (SEQ = its SND.NXT), window probes
+                    // and retransmissions (data at RCV.NXT). Ignoring their ACK fields
+                    // deadlocks an application that frees rx space only once its own
+                    // sends are acknowledged (an echo server under backpressure). So
+                    // take the ACK (validated above against SND.UNA..SND.NXT), drop
+                    // the payload, and answer data with an ACK.
+                    payload_dropped = !repr.payload.is_empty();
+                    (&[][..], 0)
                 } else {
                     // Out-of-window RSTs are silently dropped, per RFC 9293
                     // (3.10.7.4) and RFC 5961 (3.2): no reply is sent, and the
@@ -2204,6 +2230,10 @@ impl<'a> Socket<'a> {
         }
 
         let payload_len = payload.len();
+        if payload_dropped {
+            // ukcm patch: see above; tell the peer where we are and that the window is closed.
+            return Some(self.ack_reply(ip_repr, repr));
+        }
         if payload_len == 0 {
             return None;
         }

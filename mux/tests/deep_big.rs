@@ -1,0 +1,149 @@
+//! 64 KiB messages at depth 64 on 4 connections through the mux over the userspace stack
+//! (two engines over the in-memory pair), with the echo server's settings: 256 KiB psock
+//! rings, 512 KiB smoltcp rings: the system benchmark's row that stalled. The server's
+//! windows close under backpressure; before the zero-window ACK fix in vendor/smoltcp the
+//! run-to-completion variants stalled in most runs (the deterministic reproduction is
+//! zero_window_ack.rs).
+
+use std::time::{Duration, Instant};
+
+use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
+use ukcm_mux::stack_psock::StackPsock;
+use ukcm_mux::{Mux, MuxConfig, SocketConfig};
+use ukcm_nic::{mem_pair, FaultConfig, HugePolicy, MemPairConfig, MemPort, PinnedBudget, PoolConfig};
+use ukcm_parsers::LengthField;
+use ukcm_stack::{ConnId, Engine, EngineConfig, TcpOptions};
+
+const A: Ipv4Address = Ipv4Address::new(10, 8, 2, 1);
+const B: Ipv4Address = Ipv4Address::new(10, 8, 2, 2);
+const PORT: u16 = 7200;
+
+fn engines(faults: FaultConfig) -> (Engine<MemPort>, Engine<MemPort>) {
+    let pc = MemPairConfig {
+        pool: PoolConfig { frame_size: 2048, headroom: 128, frames: 8192 },
+        link_capacity: 2048,
+        a_to_b: FaultConfig { seed: 31, ..faults },
+        b_to_a: FaultConfig { seed: 32, ..faults },
+        huge: HugePolicy::Never,
+        ..MemPairConfig::default()
+    };
+    let (pa, pb) = mem_pair(&pc, &PinnedBudget::unlimited()).unwrap();
+    let tcp = TcpOptions { rx_buf: 512 * 1024, tx_buf: 512 * 1024, nagle: false, ..TcpOptions::default() };
+    let cfg = |ip| EngineConfig { ipv4: Some(Ipv4Cidr::new(ip, 24)), default_tcp: tcp, ..EngineConfig::default() };
+    (Engine::new(pa, cfg(A)).unwrap(), Engine::new(pb, cfg(B)).unwrap())
+}
+
+struct Client {
+    conn: ConnId,
+    sent: usize,
+    partial: usize,
+    got_bytes: usize,
+}
+
+fn run(rtc: bool, faults: FaultConfig) {
+    const CONNS: usize = 4;
+    const SIZE: usize = 64 * 1024;
+    const DEPTH: usize = 64;
+    const TOTAL: usize = 256; // messages per connection
+    let (mut a, mut b) = engines(faults);
+    let budget = PinnedBudget::unlimited();
+    b.listen(PORT, 16).unwrap();
+    let cfg = MuxConfig {
+        socket: SocketConfig { rx_queue: 1024, tx_queue: 1024, max_in_flight: 1024, tx_ring: 1 << 20 },
+        max_message: 256 * 1024,
+        ..MuxConfig::default()
+    };
+    let (mut mux, mut sock) = Mux::<StackPsock<MemPort>>::new(cfg, &budget).unwrap();
+    let mut clients: Vec<Client> = (0..CONNS)
+        .map(|_| Client { conn: a.connect(IpEndpoint::new(IpAddress::Ipv4(B), PORT)).unwrap(), sent: 0, partial: 0, got_bytes: 0 })
+        .collect();
+    let mut msg = ((SIZE - 4) as u32).to_be_bytes().to_vec();
+    msg.resize(SIZE, 0x5a);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut held = None;
+    let mut server_conns: Vec<ConnId> = Vec::new();
+    let mut last_progress = Instant::now();
+    let mut last_total = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        a.poll().unwrap();
+        b.poll().unwrap();
+        while let Some(conn) = b.accept(PORT) {
+            server_conns.push(conn);
+            let io = StackPsock::new(&mut b, conn, 256 * 1024, 1024, &budget).unwrap();
+            mux.attach(io, Box::new(LengthField::thrift()));
+        }
+        if rtc {
+            mux.poll_engine_rtc(&mut b, Instant::now(), |_, m, out| out.extend_from_slice(m));
+        } else {
+            mux.poll_engine(&mut b, Instant::now());
+            while let Some(m) = held.take().or_else(|| sock.try_recv()) {
+                if sock.send_to(m.origin(), &m, None).is_err() {
+                    held = Some(m);
+                    break;
+                }
+            }
+        }
+        for c in clients.iter_mut() {
+            // keep DEPTH messages in flight
+            while c.sent < TOTAL && c.sent < c.got_bytes / SIZE + DEPTH {
+                let n = a.send(c.conn, &msg[c.partial..]).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                c.partial += n;
+                if c.partial == SIZE {
+                    c.partial = 0;
+                    c.sent += 1;
+                }
+            }
+            loop {
+                let n = a.recv(c.conn, &mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                c.got_bytes += n;
+            }
+        }
+        let total: usize = clients.iter().map(|c| c.got_bytes).sum();
+        if total == CONNS * TOTAL * SIZE {
+            break;
+        }
+        let now = Instant::now();
+        if total != last_total {
+            last_total = total;
+            last_progress = now;
+        }
+        assert!(
+            now.duration_since(last_progress) < Duration::from_secs(3) && now < deadline,
+            "stalled (rtc {rtc}): echoed {:?} of {TOTAL} per connection, sent {:?}\nclient conns {:?}\nserver conns {:?}\nserver {:?}\nclient {:?}\n{}",
+            clients.iter().map(|c| c.got_bytes as f64 / SIZE as f64).collect::<Vec<_>>(),
+            clients.iter().map(|c| c.sent).collect::<Vec<_>>(),
+            clients.iter().map(|c| a.info(c.conn).unwrap()).collect::<Vec<_>>(),
+            server_conns.iter().map(|c| b.info(*c).unwrap()).collect::<Vec<_>>(),
+            b.stats(),
+            a.stats(),
+            mux.stats_table()
+        );
+    }
+}
+
+#[test]
+fn big_messages_deep_pipeline_workers() {
+    run(false, FaultConfig::none());
+}
+
+#[test]
+fn big_messages_deep_pipeline_rtc() {
+    run(true, FaultConfig::none());
+}
+
+#[test]
+fn big_messages_deep_pipeline_lossy_workers() {
+    run(false, FaultConfig { loss: 0.002, reorder: 0.002, ..FaultConfig::none() });
+}
+
+#[test]
+fn big_messages_deep_pipeline_lossy_rtc() {
+    run(true, FaultConfig { loss: 0.002, reorder: 0.002, ..FaultConfig::none() });
+}
