@@ -245,7 +245,7 @@ fn main() {
             n.ukcm_ip, n.ukcm_ip, n.prefix
         ));
     }
-    eprintln!("{PROG}: {}", notes.join("\n{PROG}: "));
+    eprintln!("{PROG}: {}", notes.join(&format!("\n{PROG}: ")));
     let server_ip = net.as_ref().map_or("127.0.0.1".to_owned(), |n| n.ukcm_ip.to_string());
     let mut plan: Vec<System> = Vec::new();
     if net.is_some() {
