@@ -103,6 +103,10 @@ impl PsockIo for KernelPsock {
         Ok(self.written.saturating_sub(unacked))
     }
 
+    fn rx_contains(&self, p: *const u8, len: usize) -> bool {
+        self.ring.contains(p, len)
+    }
+
     fn rx_capacity(&self) -> usize {
         self.ring.capacity()
     }

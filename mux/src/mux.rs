@@ -283,6 +283,12 @@ impl<T: PsockIo> Mux<T> {
         self.psocks.get(id.index())?.as_ref().filter(|p| p.id == id)
     }
 
+    /// Whether `msg` is a view into its origin psock's receive ring (zero-copy proof);
+    /// false if the psock is gone.
+    pub fn msg_in_ring(&self, msg: &Msg) -> bool {
+        self.psock(msg.origin()).is_some_and(|p| p.io.rx_contains(msg.as_ptr(), msg.len()))
+    }
+
     /// Whether a psock has nothing left to write: no message queued or half written, and
     /// every byte acknowledged by the peer (then it can be unattached without losing a reply).
     /// `None` if the id is not attached.

@@ -161,6 +161,13 @@ impl<P: Port> PsockIo for StackPsock<P> {
         Ok(self.written.saturating_sub(info.send_queue as u64))
     }
 
+    fn rx_contains(&self, p: *const u8, len: usize) -> bool {
+        match &self.ring {
+            Rx::InPlace(rx) => rx.contains(p, len),
+            Rx::Copy(ring) => ring.contains(p, len),
+        }
+    }
+
     fn rx_capacity(&self) -> usize {
         match &self.ring {
             Rx::InPlace(rx) => rx.capacity(),

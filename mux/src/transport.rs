@@ -75,4 +75,8 @@ pub trait PsockIo: Send {
     fn views_outstanding(&self) -> usize {
         0
     }
+
+    /// Whether `[p, p+len)` lies in this psock's receive ring (the zero-copy check: a
+    /// delivered message must be a view of the ring, not a copy).
+    fn rx_contains(&self, p: *const u8, len: usize) -> bool;
 }

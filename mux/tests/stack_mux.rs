@@ -119,6 +119,7 @@ fn lossy_echo(zero_copy: bool) {
         mux.poll_engine(&mut b, Instant::now());
         // echo; a message that meets a full tx queue is kept and retried next round
         while let Some(m) = held.take().or_else(|| sock.try_recv()) {
+            assert!(mux.msg_in_ring(&m), "a delivered message is a view into its psock's rx ring");
             if sock.send_to(m.origin(), &m, Some(cookie)).is_err() {
                 held = Some(m);
                 break;
