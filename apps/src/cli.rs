@@ -96,12 +96,12 @@ impl NicSpec {
     pub fn require_server(&self) -> Result<(), String> {
         match self {
             NicSpec::Kernel | NicSpec::Afxdp { .. } | NicSpec::Tap { .. } => Ok(()),
-            NicSpec::Mem => Err(
-                "--nic mem: the in-memory pair has no peer outside this process; run ukcm-demo --nic mem".into(),
-            ),
-            NicSpec::Dpdk { .. } => Err(format!(
-                "--nic {self}: not available yet: DPDK is not built into this build (see the DPDK issue)"
-            )),
+            NicSpec::Mem => {
+                Err("--nic mem: the in-memory pair has no peer outside this process; run ukcm-demo --nic mem".into())
+            }
+            NicSpec::Dpdk { .. } => {
+                Err(format!("--nic {self}: not available yet: DPDK is not built into this build (see the DPDK issue)"))
+            }
         }
     }
 }

@@ -27,7 +27,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use ukcm_mux::{Msg, MsgSocket, Mux, MuxConfig, MuxEvent, PsockId, PsockIo, RecvError, SendError, SocketConfig, StatsTable};
+use ukcm_mux::{
+    Msg, MsgSocket, Mux, MuxConfig, MuxEvent, PsockId, PsockIo, RecvError, SendError, SocketConfig, StatsTable,
+};
 use ukcm_nic::PinnedBudget;
 use ukcm_parsers::parser_from_spec;
 

@@ -64,7 +64,8 @@ pub fn run<P: Port>(engine: &mut Engine<P>, cfg: &StackLoadConfig, stop: &Atomic
     let header = cfg.framing.header_len();
     let mut conns = Vec::with_capacity(cfg.conns);
     for i in 0..cfg.conns {
-        let conn = engine.connect(cfg.server).map_err(|e| io::Error::other(format!("connect to {}: {e}", cfg.server)))?;
+        let conn =
+            engine.connect(cfg.server).map_err(|e| io::Error::other(format!("connect to {}: {e}", cfg.server)))?;
         conns.push(Conn {
             id: i as u32,
             conn,
@@ -221,7 +222,10 @@ fn read_and_check<P: Port>(
                 Ok(Parse::Message(len)) if len <= avail.len() => len,
                 Ok(Parse::Message(len)) if len > c.rx.len() => {
                     r.corrupt += 1;
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("echo framing lost: a {len}-byte message")));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("echo framing lost: a {len}-byte message"),
+                    ));
                 }
                 Ok(_) => break,
                 Err(e) => {

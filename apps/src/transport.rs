@@ -158,9 +158,14 @@ impl<P: Port> StackTransport<P> {
         };
         let mut engine = Engine::new(port, cfg).map_err(|e| io::Error::other(format!("engine: {e}")))?;
         if listen == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "the userspace stack needs a --listen port above 0"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the userspace stack needs a --listen port above 0",
+            ));
         }
-        engine.listen_with(listen, backlog, server_tcp_options()).map_err(|e| io::Error::other(format!("listen: {e}")))?;
+        engine
+            .listen_with(listen, backlog, server_tcp_options())
+            .map_err(|e| io::Error::other(format!("listen: {e}")))?;
         let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(addr.address().octets())), listen);
         Ok(StackTransport { engine, port: listen, local, what: format!("ukcm stack on {}", caps.name), resets: 0 })
     }

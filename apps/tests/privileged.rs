@@ -151,7 +151,10 @@ fn echo_on_tap_loses_nothing() {
     cmd.args(["netns", "exec", &ns.0, ECHO, "--nic", &format!("tap:{tap}"), "--addr", &format!("{ukcm_ip}/24")])
         .args(["--listen", "7000", "--parser", "thrift", "--rtc"]);
     let (reap, first, rest) = start_echo(cmd);
-    assert!(first.contains(&format!("transport: ukcm stack on tap:{tap}")) || first.contains("ukcm stack on tap"), "{first}");
+    assert!(
+        first.contains(&format!("transport: ukcm stack on tap:{tap}")) || first.contains("ukcm stack on tap"),
+        "{first}"
+    );
     run(Command::new("ip").args(["-n", &ns.0, "addr", "add", &format!("{kernel_ip}/24"), "dev", &tap])).unwrap();
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.0, LOAD, "--nic", "kernel", "--connect", &format!("{ukcm_ip}:7000")])

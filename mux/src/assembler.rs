@@ -151,7 +151,13 @@ impl<P: Parser> Assembler<P> {
         }
     }
 
-    fn fail(&mut self, kind: PsockErrorKind, parse: Option<ParseError>, claimed: Option<u64>, stats: &mut PsockStats) -> Step {
+    fn fail(
+        &mut self,
+        kind: PsockErrorKind,
+        parse: Option<ParseError>,
+        claimed: Option<u64>,
+        stats: &mut PsockStats,
+    ) -> Step {
         stats.rx_aborts += 1;
         match kind {
             PsockErrorKind::MsgSize => stats.rx_msg_too_big += 1,

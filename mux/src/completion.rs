@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use crate::error::PsockErrorKind;
 use crate::ids::SockId;
 
-
 /// How a sent message ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompletionStatus {

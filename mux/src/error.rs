@@ -21,10 +21,10 @@ impl PsockErrorKind {
     /// The Linux errno KCM uses for this error.
     pub fn errno(self) -> i32 {
         match self {
-            PsockErrorKind::MsgSize => 90,  // EMSGSIZE
+            PsockErrorKind::MsgSize => 90,   // EMSGSIZE
             PsockErrorKind::TimedOut => 110, // ETIMEDOUT
-            PsockErrorKind::Proto => 71,    // EPROTO
-            PsockErrorKind::Pipe => 32,     // EPIPE
+            PsockErrorKind::Proto => 71,     // EPROTO
+            PsockErrorKind::Pipe => 32,      // EPIPE
         }
     }
 

@@ -126,7 +126,10 @@ pub struct Mux<T> {
 
 impl<T> std::fmt::Debug for Mux<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mux").field("psocks", &self.psocks.iter().flatten().count()).field("socks", &self.socks.len()).finish()
+        f.debug_struct("Mux")
+            .field("psocks", &self.psocks.iter().flatten().count())
+            .field("socks", &self.socks.len())
+            .finish()
     }
 }
 

@@ -55,10 +55,7 @@ impl ReleaseTracker {
 
     /// Marks the message at `start` released.
     pub fn release(&mut self, start: u64) -> Result<(), ReleaseError> {
-        let i = self
-            .spans
-            .binary_search_by_key(&start, |s| s.start)
-            .map_err(|_| ReleaseError::Unknown(start))?;
+        let i = self.spans.binary_search_by_key(&start, |s| s.start).map_err(|_| ReleaseError::Unknown(start))?;
         let s = &mut self.spans[i];
         if s.released {
             return Err(ReleaseError::Twice(start));

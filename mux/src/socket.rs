@@ -277,7 +277,12 @@ impl MsgSocket {
 
     /// Queues many messages at once (sendmmsg / MSG_BATCH); returns how many were queued —
     /// a prefix; the rest met a full ring or queue.
-    pub fn send_batch(&mut self, msgs: &[&[u8]], cookies: Option<&[u32]>, dest: Option<PsockId>) -> Result<usize, SendError> {
+    pub fn send_batch(
+        &mut self,
+        msgs: &[&[u8]],
+        cookies: Option<&[u32]>,
+        dest: Option<PsockId>,
+    ) -> Result<usize, SendError> {
         for (i, m) in msgs.iter().enumerate() {
             let cookie = cookies.and_then(|c| c.get(i).copied());
             match self.enqueue(m.len(), cookie, dest, |b| b.copy_from_slice(m)) {
@@ -291,7 +296,13 @@ impl MsgSocket {
     }
 
     /// Like [`MsgSocket::send`], but waits (spin, yield, park) while there is no room.
-    pub fn send_blocking(&mut self, msg: &[u8], cookie: Option<u32>, dest: Option<PsockId>, timeout: Duration) -> Result<(), SendError> {
+    pub fn send_blocking(
+        &mut self,
+        msg: &[u8],
+        cookie: Option<u32>,
+        dest: Option<PsockId>,
+        timeout: Duration,
+    ) -> Result<(), SendError> {
         let deadline = Instant::now() + timeout;
         let mut idle = 0;
         loop {
@@ -302,7 +313,13 @@ impl MsgSocket {
         }
     }
 
-    fn enqueue(&mut self, len: usize, cookie: Option<u32>, dest: Option<PsockId>, build: impl FnOnce(&mut [u8])) -> Result<(), SendError> {
+    fn enqueue(
+        &mut self,
+        len: usize,
+        cookie: Option<u32>,
+        dest: Option<PsockId>,
+        build: impl FnOnce(&mut [u8]),
+    ) -> Result<(), SendError> {
         if self.mux.shut.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }

@@ -45,7 +45,13 @@ impl<P: Port> StackPsock<P> {
     /// If the connection was opened with `TcpOptions::inplace_rx`, messages are lent in
     /// place from its rx ring; otherwise they are copied into a psock ring of `ring_bytes`
     /// (a multiple of 4096).
-    pub fn new(engine: &mut Engine<P>, conn: ConnId, ring_bytes: usize, max_views: usize, budget: &Arc<PinnedBudget>) -> io::Result<Self> {
+    pub fn new(
+        engine: &mut Engine<P>,
+        conn: ConnId,
+        ring_bytes: usize,
+        max_views: usize,
+        budget: &Arc<PinnedBudget>,
+    ) -> io::Result<Self> {
         let info = engine.info(conn).map_err(stack_err)?;
         let label = info.remote.map(|r| r.to_string()).unwrap_or_else(|| conn.to_string());
         let ring = match engine.take_inplace_rx(conn, max_views) {

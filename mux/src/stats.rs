@@ -132,8 +132,18 @@ impl fmt::Display for StatsTable {
         writeln!(
             f,
             "{:<28} {:>10} {:>12} {:>10} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
-            "PSOCK", "RX-Msgs", "RX-Bytes", "TX-Msgs", "TX-Bytes", "Aborts", "NeedHdr", "TooBig", "Timeout", "BadHdr",
-            "TxAbrt", "Copied"
+            "PSOCK",
+            "RX-Msgs",
+            "RX-Bytes",
+            "TX-Msgs",
+            "TX-Bytes",
+            "Aborts",
+            "NeedHdr",
+            "TooBig",
+            "Timeout",
+            "BadHdr",
+            "TxAbrt",
+            "Copied"
         )?;
         for r in &self.psocks {
             let s = &r.stats;

@@ -55,7 +55,12 @@ fn run(rtc: bool, faults: FaultConfig) {
     };
     let (mut mux, mut sock) = Mux::<StackPsock<MemPort>>::new(cfg, &budget).unwrap();
     let mut clients: Vec<Client> = (0..CONNS)
-        .map(|_| Client { conn: a.connect(IpEndpoint::new(IpAddress::Ipv4(B), PORT)).unwrap(), sent: 0, partial: 0, got_bytes: 0 })
+        .map(|_| Client {
+            conn: a.connect(IpEndpoint::new(IpAddress::Ipv4(B), PORT)).unwrap(),
+            sent: 0,
+            partial: 0,
+            got_bytes: 0,
+        })
         .collect();
     let mut msg = ((SIZE - 4) as u32).to_be_bytes().to_vec();
     msg.resize(SIZE, 0x5a);

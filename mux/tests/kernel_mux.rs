@@ -121,7 +121,12 @@ fn batch_steering_gives_one_polls_messages_to_one_socket_and_rotates() {
     let (mut a, mut bb) = (Vec::new(), Vec::new());
     s0.recv_batch(&mut a, 10);
     s1.recv_batch(&mut bb, 10);
-    assert!(a.len() == 5 && bb.is_empty() || bb.len() == 5 && a.is_empty(), "one batch, one socket: {} / {}", a.len(), bb.len());
+    assert!(
+        a.len() == 5 && bb.is_empty() || bb.len() == 5 && a.is_empty(),
+        "one batch, one socket: {} / {}",
+        a.len(),
+        bb.len()
+    );
     let first_was_0 = !a.is_empty();
     drop((a, bb));
     c.write_all(&frame(b"next poll")).unwrap();
@@ -227,7 +232,10 @@ fn close_mid_message_posts_epipe_and_clean_close_does_not() {
         }
         evs.len() == 2
     });
-    assert!(evs.iter().any(|e| matches!(e, MuxEvent::PsockError(p, er) if *p == mid && er.kind == PsockErrorKind::Pipe)), "{evs:?}");
+    assert!(
+        evs.iter().any(|e| matches!(e, MuxEvent::PsockError(p, er) if *p == mid && er.kind == PsockErrorKind::Pipe)),
+        "{evs:?}"
+    );
     assert!(evs.contains(&MuxEvent::PsockClosed(clean)), "{evs:?}");
     assert_eq!(recv_n(&mut mux, &sock, 1)[0].to_vec(), frame(b"whole"));
 }

@@ -82,7 +82,8 @@ fn lossy_echo(zero_copy: bool) {
         ..MuxConfig::default()
     };
     let (mut mux, mut sock) = Mux::<StackPsock<MemPort>>::new(cfg, &budget).unwrap();
-    let server_tcp = TcpOptions { rx_buf: 256 * 1024, tx_buf: 256 * 1024, inplace_rx: zero_copy, ..TcpOptions::default() };
+    let server_tcp =
+        TcpOptions { rx_buf: 256 * 1024, tx_buf: 256 * 1024, inplace_rx: zero_copy, ..TcpOptions::default() };
     b.listen_with(7000, 8, server_tcp).unwrap();
     let conns = 4u32;
     let per_conn = 300u32;
@@ -107,7 +108,11 @@ fn lossy_echo(zero_copy: bool) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut held = None;
     while clients.iter().any(|c| c.next_expected < per_conn) {
-        assert!(Instant::now() < deadline, "echo not complete: {:?}", clients.iter().map(|c| c.next_expected).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "echo not complete: {:?}",
+            clients.iter().map(|c| c.next_expected).collect::<Vec<_>>()
+        );
         a.poll().unwrap();
         b.poll().unwrap();
         // server: accept and attach, then echo

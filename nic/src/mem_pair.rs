@@ -389,7 +389,8 @@ mod tests {
     }
 
     fn run_faulty(seed: u64, total: u32) -> (FaultCounts, Vec<Vec<u8>>) {
-        let faults = FaultConfig { loss: 0.01, reorder: 0.02, duplicate: 0.005, corrupt: 0.003, delay: Duration::ZERO, seed };
+        let faults =
+            FaultConfig { loss: 0.01, reorder: 0.02, duplicate: 0.005, corrupt: 0.003, delay: Duration::ZERO, seed };
         let (mut a, mut b) = mem_pair(&small_cfg(faults), &PinnedBudget::unlimited()).unwrap();
         let mut got = Vec::new();
         let mut sent = 0;

@@ -227,7 +227,16 @@ impl ByteRing {
         let mirror = Mirror::new(cap, budget)?;
         let base = mirror.ptr;
         let shared = Arc::new(Shared { _mirror: Some(mirror), base, releases: ArrayQueue::new(max_views) });
-        Ok(ByteRing { shared, cap, tail: 0, parsed: 0, head: 0, spans: VecDeque::with_capacity(max_views), live: 0, max_views })
+        Ok(ByteRing {
+            shared,
+            cap,
+            tail: 0,
+            parsed: 0,
+            head: 0,
+            spans: VecDeque::with_capacity(max_views),
+            live: 0,
+            max_views,
+        })
     }
 
     /// Ring size in bytes.

@@ -238,7 +238,11 @@ impl FramePool {
 
     #[inline]
     fn take(&self, idx: u32) -> Frame {
-        debug_assert_ne!(self.inner.state[idx as usize].load(Ordering::Relaxed), LENT, "lent frame {idx} in free queue");
+        debug_assert_ne!(
+            self.inner.state[idx as usize].load(Ordering::Relaxed),
+            LENT,
+            "lent frame {idx} in free queue"
+        );
         Frame::from_pool(self, idx, self.inner.headroom, 0)
     }
 
@@ -399,7 +403,14 @@ impl Frame {
     /// `buf` must point to `cap` bytes that stay valid and are used by nobody else until
     /// `release.release(id)` is called (which happens exactly once, when the frame drops);
     /// `off + len <= cap`.
-    pub unsafe fn external(buf: NonNull<u8>, cap: u32, off: u32, len: u32, id: u64, release: Arc<dyn FrameRelease>) -> Frame {
+    pub unsafe fn external(
+        buf: NonNull<u8>,
+        cap: u32,
+        off: u32,
+        len: u32,
+        id: u64,
+        release: Arc<dyn FrameRelease>,
+    ) -> Frame {
         debug_assert!(off as u64 + len as u64 <= cap as u64);
         Frame { buf, cap, off, len, id, home: Home::External(release) }
     }
@@ -423,7 +434,9 @@ impl Frame {
     #[inline]
     pub fn room_mut(&mut self) -> &mut [u8] {
         // SAFETY: off <= cap; the buffer is ours and &mut self excludes other borrows.
-        unsafe { std::slice::from_raw_parts_mut(self.buf.as_ptr().add(self.off as usize), (self.cap - self.off) as usize) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.buf.as_ptr().add(self.off as usize), (self.cap - self.off) as usize)
+        }
     }
 
     /// Data length.
@@ -607,10 +620,7 @@ mod tests {
         drop(back);
         assert_eq!(p.outstanding(), 0);
         assert_eq!(p.from_raw(raw).unwrap_err(), PoolError::NotLent { index: raw.index });
-        assert!(matches!(
-            p.from_raw(RawFrame { index: 99, offset: 0, len: 0 }),
-            Err(PoolError::OutOfRange { .. })
-        ));
+        assert!(matches!(p.from_raw(RawFrame { index: 99, offset: 0, len: 0 }), Err(PoolError::OutOfRange { .. })));
     }
 
     #[test]
@@ -627,7 +637,10 @@ mod tests {
         let bad = |c| FramePool::with_region(c, &b, HugePolicy::Never).unwrap_err();
         assert!(matches!(bad(PoolConfig { frame_size: 3000, headroom: 0, frames: 1 }), PoolError::BadConfig(_)));
         assert!(matches!(bad(PoolConfig { frame_size: 2048, headroom: 1024, frames: 1 }), PoolError::BadConfig(_)));
-        assert!(matches!(bad(PoolConfig { frame_size: 2048, headroom: 0, frames: 0 }), PoolError::Mem(MemError::ZeroSize)));
+        assert!(matches!(
+            bad(PoolConfig { frame_size: 2048, headroom: 0, frames: 0 }),
+            PoolError::Mem(MemError::ZeroSize)
+        ));
     }
 
     #[test]

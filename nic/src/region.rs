@@ -38,26 +38,22 @@ pub enum MemError {
 impl fmt::Display for MemError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            MemError::BudgetExceeded { requested, available } => write!(
-                f,
-                "pinned memory budget exceeded: {requested} bytes requested, {available} available"
-            ),
+            MemError::BudgetExceeded { requested, available } => {
+                write!(f, "pinned memory budget exceeded: {requested} bytes requested, {available} available")
+            }
             MemError::ZeroSize => write!(f, "zero-sized pinned memory request"),
             MemError::Mmap(e) => write!(f, "mmap failed: {}", errno_str(e)),
-            MemError::Mlock(e) => write!(
-                f,
-                "mlock failed: {} (raise RLIMIT_MEMLOCK or run with CAP_IPC_LOCK)",
-                errno_str(e)
-            ),
+            MemError::Mlock(e) => {
+                write!(f, "mlock failed: {} (raise RLIMIT_MEMLOCK or run with CAP_IPC_LOCK)", errno_str(e))
+            }
             MemError::HugepagesUnavailable(e) => write!(
                 f,
                 "hugepages required but unavailable: {} (reserve some with scripts/hugepages.sh)",
                 errno_str(e)
             ),
-            MemError::RegionFull { requested, available } => write!(
-                f,
-                "pinned region full: {requested} bytes requested, {available} left"
-            ),
+            MemError::RegionFull { requested, available } => {
+                write!(f, "pinned region full: {requested} bytes requested, {available} left")
+            }
         }
     }
 }
@@ -105,12 +101,7 @@ impl PinnedBudget {
             if bytes > available {
                 return Err(MemError::BudgetExceeded { requested: bytes, available });
             }
-            match self.used.compare_exchange_weak(
-                cur,
-                cur + bytes,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match self.used.compare_exchange_weak(cur, cur + bytes, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return Ok(BudgetCharge { budget: Arc::clone(self), bytes }),
                 Err(now) => cur = now,
             }
@@ -407,10 +398,7 @@ mod tests {
         let r1 = PinnedRegion::new(2 * SMALL_PAGE, &b, HugePolicy::Never).unwrap();
         assert_eq!(b.used(), 2 * SMALL_PAGE as u64);
         let err = PinnedRegion::new(2 * SMALL_PAGE, &b, HugePolicy::Never).unwrap_err();
-        assert_eq!(
-            err,
-            MemError::BudgetExceeded { requested: 2 * SMALL_PAGE as u64, available: SMALL_PAGE as u64 }
-        );
+        assert_eq!(err, MemError::BudgetExceeded { requested: 2 * SMALL_PAGE as u64, available: SMALL_PAGE as u64 });
         drop(r1);
         assert_eq!(b.used(), 0);
         PinnedRegion::new(3 * SMALL_PAGE, &b, HugePolicy::Never).unwrap();

@@ -45,10 +45,7 @@ pub fn privileged_or_skip(test: &str) -> bool {
 pub fn run(cmd: &mut Command) -> io::Result<String> {
     let out = cmd.output().map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))?;
     if !out.status.success() {
-        return Err(io::Error::other(format!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(io::Error::other(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -112,21 +109,29 @@ impl TestNet {
         let peer_ip = Ipv4Addr::new(10, 213, subnet as u8, 2);
         let q = opts.queues.max(1).to_string();
         ip(&["netns", "add", &ns])?;
-        let mut net = TestNet {
-            ns,
-            host_if,
-            peer_if,
-            ukcm_ip,
-            peer_ip,
-            prefix: 24,
-            peer_mac: [0; 6],
-            host_mac: [0; 6],
-        };
+        let mut net =
+            TestNet { ns, host_if, peer_if, ukcm_ip, peer_ip, prefix: 24, peer_mac: [0; 6], host_mac: [0; 6] };
         // From here on, drop cleans up whatever was made.
         let mtu = opts.mtu.to_string();
         ip(&[
-            "link", "add", &net.host_if, "numtxqueues", &q, "numrxqueues", &q, "type", "veth", "peer", "name",
-            &net.peer_if, "numtxqueues", &q, "numrxqueues", &q, "netns", &net.ns,
+            "link",
+            "add",
+            &net.host_if,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &net.peer_if,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            &net.ns,
         ])?;
         let _ = run(Command::new("sysctl").args(["-qw", &format!("net.ipv6.conf.{}.disable_ipv6=1", net.host_if)]));
         ip(&["link", "set", &net.host_if, "mtu", &mtu, "up"])?;

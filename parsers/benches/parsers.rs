@@ -7,7 +7,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ukcm_parsers::{BpfParser, BpfProgram, Exec, Grpc, Http1, Http2, LengthField, Memcached, Mqtt, Parse, Parser, Resp, Tls};
+use ukcm_parsers::{
+    BpfParser, BpfProgram, Exec, Grpc, Http1, Http2, LengthField, Memcached, Mqtt, Parse, Parser, Resp, Tls,
+};
 
 const SIZES: [usize; 3] = [64, 1024, 64 * 1024];
 /// Bytes of messages per buffer (~256 KiB: fits L2, so headers are cached).
@@ -143,7 +145,9 @@ fn bpf_vs_native(c: &mut Criterion) {
         g.throughput(Throughput::Elements(count as u64));
         for (name, mut p) in variants {
             assert_eq!(delineate(&mut *p, &buf), count);
-            g.bench_with_input(BenchmarkId::new(name, size), &buf, |b, buf| b.iter(|| delineate(&mut *p, black_box(buf))));
+            g.bench_with_input(BenchmarkId::new(name, size), &buf, |b, buf| {
+                b.iter(|| delineate(&mut *p, black_box(buf)))
+            });
         }
     }
     g.finish();

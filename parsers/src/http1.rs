@@ -100,7 +100,11 @@ fn head_framing(head: &[u8]) -> Result<Body, ParseError> {
     if is_response {
         // HTTP/1.x SP 3DIGIT [SP reason]
         let code = start.get(9..12).ok_or(malformed("http1: bad status line"))?;
-        if !(start.len() >= 12 && start[5..].starts_with(b"1.") && start[8] == b' ' && code.iter().all(u8::is_ascii_digit)) {
+        if !(start.len() >= 12
+            && start[5..].starts_with(b"1.")
+            && start[8] == b' '
+            && code.iter().all(u8::is_ascii_digit))
+        {
             return Err(malformed("http1: bad status line"));
         }
         no_body_status = code[0] == b'1' || code == b"204" || code == b"304";
@@ -108,7 +112,8 @@ fn head_framing(head: &[u8]) -> Result<Body, ParseError> {
         let mut parts = start.split(|&b| b == b' ');
         let (m, t, v) = (parts.next(), parts.next(), parts.next());
         match (m, t, v, parts.next()) {
-            (Some(m), Some(t), Some(v), None) if !m.is_empty() && !t.is_empty() && v.starts_with(b"HTTP/1.") && v.len() == 8 => {}
+            (Some(m), Some(t), Some(v), None)
+                if !m.is_empty() && !t.is_empty() && v.starts_with(b"HTTP/1.") && v.len() == 8 => {}
             _ => return Err(malformed("http1: bad request line")),
         }
     }
@@ -287,11 +292,13 @@ mod tests {
     use proptest::prelude::*;
 
     static GET: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: www.example.com\r\nAccept: */*\r\n\r\n";
-    static POST: &[u8] = b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\nContent-Type: text/plain\r\n\r\nfoo=bar";
+    static POST: &[u8] =
+        b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\nContent-Type: text/plain\r\n\r\nfoo=bar";
     static CHUNKED_REQ: &[u8] =
         b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\nWiki\r\n5;name=v\r\npedia\r\n0\r\nExpires: never\r\nX-Sum: 1\r\n\r\n";
     static RESP_200: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nhello";
-    static RESP_CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n";
+    static RESP_CHUNKED: &[u8] =
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n";
     static RESP_204: &[u8] = b"HTTP/1.1 204 No Content\r\nServer: x\r\n\r\n";
     static RESP_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
     static RESP_304: &[u8] = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\n\r\n";
@@ -313,17 +320,38 @@ mod tests {
     #[test]
     fn hostile_inputs_are_errors() {
         let m = |s: &[u8]| Http1::new().parse(s);
-        assert!(matches!(m(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), Err(ParseError::Malformed(_))));
-        assert!(matches!(m(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"), Err(ParseError::Malformed(_))));
+        assert!(matches!(
+            m(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(ParseError::Malformed(_))
+        ));
+        assert!(matches!(
+            m(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+            Err(ParseError::Malformed(_))
+        ));
         assert_eq!(m(b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc"), Ok(Parse::Message(44)));
         assert_eq!(m(b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"), Err(ParseError::Overflow));
         assert_eq!(m(b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n"), Err(ParseError::Overflow));
-        assert!(matches!(m(b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551000\r\n\r\n"), Err(ParseError::TooLarge { .. })));
+        assert!(matches!(
+            m(b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551000\r\n\r\n"),
+            Err(ParseError::TooLarge { .. })
+        ));
         assert!(matches!(m(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), Err(ParseError::Malformed(_))));
-        assert!(matches!(m(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n"), Err(ParseError::Overflow)));
-        assert!(matches!(m(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffff\r\n"), Err(ParseError::TooLarge { .. })));
-        assert!(matches!(m(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), Err(ParseError::Malformed(_))));
-        assert!(matches!(m(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY"), Err(ParseError::Malformed(_))));
+        assert!(matches!(
+            m(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n"),
+            Err(ParseError::Overflow)
+        ));
+        assert!(matches!(
+            m(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffff\r\n"),
+            Err(ParseError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            m(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+            Err(ParseError::Malformed(_))
+        ));
+        assert!(matches!(
+            m(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY"),
+            Err(ParseError::Malformed(_))
+        ));
         assert!(matches!(m(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"), Err(ParseError::Malformed(_))));
         assert!(matches!(m(b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n"), Err(ParseError::Malformed(_))));
         assert!(matches!(m(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"), Err(ParseError::Malformed(_))));
@@ -332,7 +360,9 @@ mod tests {
         // Header bomb: a head that never ends.
         let bomb = [b"GET / HTTP/1.1\r\n".as_slice(), &b"X-A: b\r\n".repeat(10_000)].concat();
         assert_eq!(split_stream(&mut Http1::new(), &bomb), Err(ParseError::HeaderTooLarge { max: 64 << 10 }));
-        let trailer_bomb = [b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".as_slice(), &b"X-A: b\r\n".repeat(10_000)].concat();
+        let trailer_bomb =
+            [b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".as_slice(), &b"X-A: b\r\n".repeat(10_000)]
+                .concat();
         assert_eq!(split_stream(&mut Http1::new(), &trailer_bomb), Err(ParseError::HeaderTooLarge { max: 64 << 10 }));
     }
 
@@ -350,7 +380,9 @@ mod tests {
         let chunks = prop::collection::vec(prop::collection::vec(any::<u8>(), 1..20), 0..4);
         prop_oneof![
             "[a-z/]{1,10}".prop_map(|p| format!("GET /{p} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()),
-            body.prop_map(|b| [format!("PUT /x HTTP/1.1\r\nContent-Length: {}\r\n\r\n", b.len()).into_bytes(), b].concat()),
+            body.prop_map(
+                |b| [format!("PUT /x HTTP/1.1\r\nContent-Length: {}\r\n\r\n", b.len()).into_bytes(), b].concat()
+            ),
             (chunks, any::<bool>()).prop_map(|(cs, trailer)| {
                 let mut v = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
                 for c in cs {

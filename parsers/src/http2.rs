@@ -48,7 +48,11 @@ impl Parser for Http2 {
         if self.at_stream_start {
             let n = buf.len().min(PREFACE.len());
             if buf[..n] == PREFACE[..n] {
-                return Ok(if n < PREFACE.len() { Parse::NeedMore(PREFACE.len()) } else { Parse::Message(PREFACE.len()) });
+                return Ok(if n < PREFACE.len() {
+                    Parse::NeedMore(PREFACE.len())
+                } else {
+                    Parse::Message(PREFACE.len())
+                });
             }
         }
         let Some(h) = buf.get(..HEADER) else {
@@ -85,7 +89,8 @@ mod tests {
     /// Empty SETTINGS frame.
     static SETTINGS: [u8; 9] = [0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00];
     /// SETTINGS with MAX_CONCURRENT_STREAMS = 100.
-    static SETTINGS_MCS: [u8; 15] = [0x00, 0x00, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x64];
+    static SETTINGS_MCS: [u8; 15] =
+        [0x00, 0x00, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x64];
     /// SETTINGS ACK.
     static SETTINGS_ACK: [u8; 9] = [0x00, 0x00, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00];
     /// WINDOW_UPDATE on stream 0, increment 0x0fff0001.
@@ -93,7 +98,8 @@ mod tests {
 
     #[test]
     fn client_stream_starts_with_preface() {
-        let (stream, lens) = concat(&[PREFACE.to_vec(), SETTINGS_MCS.to_vec(), WINDOW_UPDATE.to_vec(), SETTINGS_ACK.to_vec()]);
+        let (stream, lens) =
+            concat(&[PREFACE.to_vec(), SETTINGS_MCS.to_vec(), WINDOW_UPDATE.to_vec(), SETTINGS_ACK.to_vec()]);
         assert_eq!(lens, vec![24, 15, 13, 9]);
         assert_boundaries(&mut Http2::new(), &stream, &lens, &[5, 24, 30]);
         assert_eq!(Http2::new().parse(&PREFACE[..3]), Ok(Parse::NeedMore(24)));

@@ -142,7 +142,11 @@ impl LengthField {
             }
             3 => {
                 let (a, b, c) = (h[o] as u64, h[o + 1] as u64, h[o + 2] as u64);
-                if big { a << 16 | b << 8 | c } else { c << 16 | b << 8 | a }
+                if big {
+                    a << 16 | b << 8 | c
+                } else {
+                    c << 16 | b << 8 | a
+                }
             }
             4 => {
                 let b = [h[o], h[o + 1], h[o + 2], h[o + 3]];
@@ -151,7 +155,11 @@ impl LengthField {
             _ => {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&h[o..o + 8]);
-                if big { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) }
+                if big {
+                    u64::from_be_bytes(b)
+                } else {
+                    u64::from_le_bytes(b)
+                }
             }
         };
         if self.signed {

@@ -83,9 +83,8 @@ mod tests {
     use proptest::prelude::*;
 
     /// CONNECT, MQTT 3.1.1, clean session, keepalive 60, client id "ab".
-    static CONNECT: [u8; 16] = [
-        0x10, 0x0e, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x02, b'a', b'b',
-    ];
+    static CONNECT: [u8; 16] =
+        [0x10, 0x0e, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x02, b'a', b'b'];
     /// CONNACK, accepted.
     static CONNACK: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
     /// PINGREQ.

@@ -114,7 +114,10 @@ fn int(line: &[u8]) -> Result<i64, ParseError> {
             return Err(ParseError::Malformed("resp: bad digit in length"));
         }
         let d = (d - b'0') as i64;
-        v = v.checked_mul(10).and_then(|v| if neg { v.checked_sub(d) } else { v.checked_add(d) }).ok_or(ParseError::Overflow)?;
+        v = v
+            .checked_mul(10)
+            .and_then(|v| if neg { v.checked_sub(d) } else { v.checked_add(d) })
+            .ok_or(ParseError::Overflow)?;
     }
     Ok(v)
 }
@@ -257,8 +260,20 @@ mod tests {
     static BLOB_ERR: &[u8] = b"!21\r\nSYNTAX invalid syntax\r\n";
 
     const ALL: &[&[u8]] = &[
-        SET_CMD, OK, ERR, INT, NULL_BULK, NULL_ARRAY, EMPTY_BULK, NESTED, RESP3_MAP, RESP3_MISC, RESP3_ATTR, RESP3_VERBATIM,
-        RESP3_PUSH, BLOB_ERR,
+        SET_CMD,
+        OK,
+        ERR,
+        INT,
+        NULL_BULK,
+        NULL_ARRAY,
+        EMPTY_BULK,
+        NESTED,
+        RESP3_MAP,
+        RESP3_MISC,
+        RESP3_ATTR,
+        RESP3_VERBATIM,
+        RESP3_PUSH,
+        BLOB_ERR,
     ];
 
     #[test]
@@ -312,14 +327,18 @@ mod tests {
         let leaf = prop_oneof![
             "[a-zA-Z0-9 ]{0,12}".prop_map(|s| format!("+{s}\r\n").into_bytes()),
             any::<i64>().prop_map(|i| format!(":{i}\r\n").into_bytes()),
-            prop::collection::vec(any::<u8>(), 0..30).prop_map(|b| [format!("${}\r\n", b.len()).into_bytes(), b, b"\r\n".to_vec()].concat()),
+            prop::collection::vec(any::<u8>(), 0..30).prop_map(|b| [
+                format!("${}\r\n", b.len()).into_bytes(),
+                b,
+                b"\r\n".to_vec()
+            ]
+            .concat()),
             Just(b"$-1\r\n".to_vec()),
             Just(b"_\r\n".to_vec()),
         ];
         leaf.prop_recursive(depth, 64, 5, |inner| {
-            prop::collection::vec(inner, 0..5).prop_map(|items| {
-                [format!("*{}\r\n", items.len()).into_bytes(), items.concat()].concat()
-            })
+            prop::collection::vec(inner, 0..5)
+                .prop_map(|items| [format!("*{}\r\n", items.len()).into_bytes(), items.concat()].concat())
         })
     }
 

@@ -23,8 +23,21 @@ use crate::resp::Resp;
 use crate::tls::Tls;
 
 /// Names accepted by [`parser_from_spec`].
-pub const NAMES: &[&str] =
-    &["thrift", "lenfield", "memcached", "http2", "dns", "tls", "mqtt", "kafka", "grpc", "resp", "http1", "bpf", "bpf-interp"];
+pub const NAMES: &[&str] = &[
+    "thrift",
+    "lenfield",
+    "memcached",
+    "http2",
+    "dns",
+    "tls",
+    "mqtt",
+    "kafka",
+    "grpc",
+    "resp",
+    "http1",
+    "bpf",
+    "bpf-interp",
+];
 
 /// Why a parser spec is unusable; the message says what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +103,11 @@ impl<'a> Options<'a> {
     fn num<T: core::str::FromStr>(&mut self, key: &str, expected: &'static str) -> Result<Option<T>, SpecError> {
         match self.take(key) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| SpecError::BadValue { key: key.to_owned(), value: v.to_owned(), expected }),
+            Some(v) => v.parse().map(Some).map_err(|_| SpecError::BadValue {
+                key: key.to_owned(),
+                value: v.to_owned(),
+                expected,
+            }),
         }
     }
 
@@ -100,7 +117,11 @@ impl<'a> Options<'a> {
 
     fn max(&mut self) -> Result<Option<usize>, SpecError> {
         match self.num::<usize>("max", "a positive number of bytes")? {
-            Some(0) => Err(SpecError::BadValue { key: "max".into(), value: "0".into(), expected: "a positive number of bytes" }),
+            Some(0) => Err(SpecError::BadValue {
+                key: "max".into(),
+                value: "0".into(),
+                expected: "a positive number of bytes",
+            }),
             m => Ok(m),
         }
     }
@@ -127,7 +148,8 @@ pub fn parser_from_spec(spec: &str) -> Result<Box<dyn Parser>, SpecError> {
         let prog = BpfProgram::from_file(std::path::Path::new(rest), exec).map_err(SpecError::Bpf)?;
         return Ok(Box::new(BpfParser::new(Arc::new(prog))));
     }
-    let canonical = NAMES.iter().copied().find(|n| *n == name).ok_or_else(|| SpecError::UnknownParser(name.to_owned()))?;
+    let canonical =
+        NAMES.iter().copied().find(|n| *n == name).ok_or_else(|| SpecError::UnknownParser(name.to_owned()))?;
     let mut o = Options::parse(canonical, rest)?;
     let max = o.max()?;
     let parser: Box<dyn Parser> = match canonical {
@@ -141,13 +163,23 @@ pub fn parser_from_spec(spec: &str) -> Result<Box<dyn Parser>, SpecError> {
         }
         "grpc" => Box::new(max.map_or_else(Grpc::new, |m| Grpc::new().max(m))),
         "lenfield" => {
-            let offset = o.num::<usize>("offset", "a byte offset")?.ok_or(SpecError::MissingOption { parser: "lenfield", key: "offset" })?;
-            let width = o.num::<usize>("width", "1, 2, 3, 4 or 8")?.ok_or(SpecError::MissingOption { parser: "lenfield", key: "width" })?;
+            let offset = o
+                .num::<usize>("offset", "a byte offset")?
+                .ok_or(SpecError::MissingOption { parser: "lenfield", key: "offset" })?;
+            let width = o
+                .num::<usize>("width", "1, 2, 3, 4 or 8")?
+                .ok_or(SpecError::MissingOption { parser: "lenfield", key: "width" })?;
             let endian = match o.take("endian") {
                 None => return Err(SpecError::MissingOption { parser: "lenfield", key: "endian" }),
                 Some("big" | "be") => Endian::Big,
                 Some("little" | "le") => Endian::Little,
-                Some(v) => return Err(SpecError::BadValue { key: "endian".into(), value: v.into(), expected: "big or little" }),
+                Some(v) => {
+                    return Err(SpecError::BadValue {
+                        key: "endian".into(),
+                        value: v.into(),
+                        expected: "big or little",
+                    })
+                }
             };
             let adjust = o.num::<i64>("adjust", "a signed number")?.unwrap_or(0);
             let incl = o.bool("includes_header")?.unwrap_or(false);
@@ -227,7 +259,8 @@ mod tests {
 
     #[test]
     fn lenfield_options() {
-        let mut p = parser_from_spec("lenfield:offset=2,width=2,endian=little,adjust=-4,includes_header=true,max=100").unwrap();
+        let mut p =
+            parser_from_spec("lenfield:offset=2,width=2,endian=little,adjust=-4,includes_header=true,max=100").unwrap();
         assert_eq!(p.parse(&[0, 0, 10, 0]), Ok(Parse::Message(6)));
         assert_eq!(p.max_message(), 100);
         let mut t = parser_from_spec("thrift:max=64").unwrap();

@@ -158,7 +158,9 @@ fn bench(c: &mut Criterion) {
     }
     eprintln!("\nconn_scaling summary (64-byte request/response, one active connection):");
     for (n, rr, pps, per) in &summary {
-        eprintln!("  {n:>6} established: {rr:>10.0} round trips/s  {pps:>10.0} frames/s  ({per:.2} frames per round trip)");
+        eprintln!(
+            "  {n:>6} established: {rr:>10.0} round trips/s  {pps:>10.0} frames/s  ({per:.2} frames per round trip)"
+        );
     }
     let base = summary[0].1;
     for (n, rr, ..) in &summary[1..] {

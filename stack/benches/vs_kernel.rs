@@ -119,10 +119,9 @@ impl HostNs {
         let ipn = |args: &[&str]| run(Command::new("ip").args(["-n", &me.ns]).args(args)).map_err(e);
         run(Command::new("ip").args(["link", "set", &net.host_if, "netns", &me.ns])).map_err(e)?;
         ipn(&["link", "set", "lo", "up"])?;
-        let _ = run(Command::new("ip").args(["netns", "exec", &me.ns, "sysctl", "-qw"]).arg(format!(
-            "net.ipv6.conf.{}.disable_ipv6=1",
-            net.host_if
-        )));
+        let _ = run(Command::new("ip")
+            .args(["netns", "exec", &me.ns, "sysctl", "-qw"])
+            .arg(format!("net.ipv6.conf.{}.disable_ipv6=1", net.host_if)));
         ipn(&["addr", "add", &format!("{}/{}", net.ukcm_ip, net.prefix), "dev", &net.host_if])?;
         ipn(&["link", "set", &net.host_if, "up"])?;
         Ok(me)
@@ -810,19 +809,30 @@ fn cell<T>(r: &Res<T>, f: impl Fn(&T) -> f64, digits: usize) -> (String, Option<
     }
 }
 
-fn row<T, U>(out: &mut String, what: &str, u: &Res<T>, fu: impl Fn(&T) -> f64, k: &Res<U>, fk: impl Fn(&U) -> f64, d: usize) {
+fn row<T, U>(
+    out: &mut String,
+    what: &str,
+    u: &Res<T>,
+    fu: impl Fn(&T) -> f64,
+    k: &Res<U>,
+    fk: impl Fn(&U) -> f64,
+    d: usize,
+) {
     let (us, uv) = cell(u, fu, d);
     let (ks, kv) = cell(k, fk, d);
     out.push_str(&format!("| {what} | {us} | {ks} | {} |\n", fmt_ratio(uv, kv)));
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// Runs a ukcm row with a fresh engine over AF_XDP on the host veth end.
 fn with_engine<T>(x: &Ctx, xcfg: &AfXdpConfig, f: impl FnOnce(&Ctx, &mut Eng) -> Res<T>) -> Res<T> {
-    let port = AfXdpPort::open(xcfg, &PinnedBudget::unlimited(), HugePolicy::Never).map_err(|e| format!("AF_XDP: {e}"))?;
+    let port =
+        AfXdpPort::open(xcfg, &PinnedBudget::unlimited(), HugePolicy::Never).map_err(|e| format!("AF_XDP: {e}"))?;
     let mode = format!("{:?}, zero-copy {}", port.xdp_mode(), port.is_zero_copy());
     let cfg = EngineConfig {
         mac: Some(x.net.host_mac),
@@ -895,7 +905,10 @@ fn main() {
     };
     let gb = |w: &str, r: &Res<Stream>| println!("{w}: {:?}", r.as_ref().map(|s| format!("{:.2} Gbit/s", s.gbps())));
     let lat = |w: &str, r: &Res<Rr>| {
-        println!("{w}: {:?}", r.as_ref().map(|r| format!("p50 {:.1} µs, p99 {:.1} µs, {:.0}/s", r.us(0.5), r.us(0.99), r.rate())))
+        println!(
+            "{w}: {:?}",
+            r.as_ref().map(|r| format!("p50 {:.1} µs, p99 {:.1} µs, {:.0}/s", r.us(0.5), r.us(0.99), r.rate()))
+        )
     };
     let u_rx = with_engine(&x, &xcfg, ukcm_rx);
     gb("kernel→ukcm stream", &u_rx);
@@ -934,7 +947,9 @@ fn main() {
     row(&mut t, "RR kernel client ↔ ukcm server: p99 µs", &u_rr_s, |r| r.us(0.99), &k_rr_ab, |r| r.us(0.99), 1);
     row(&mut t, "RR kernel client ↔ ukcm server: round trips/s", &u_rr_s, Rr::rate, &k_rr_ab, Rr::rate, 0);
     let (ts, _) = cell(&k_ab_tso, Stream::gbps, 2);
-    t.push_str(&format!("| (context) kernel(A)→kernel(B) with the peer's tx checksum offload + TSO on, Gbit/s | – | {ts} | – |\n"));
+    t.push_str(&format!(
+        "| (context) kernel(A)→kernel(B) with the peer's tx checksum offload + TSO on, Gbit/s | – | {ts} | – |\n"
+    ));
     println!("\n{t}");
     let errs: Vec<(&str, String)> = [
         ("kernel→ukcm", u_rx.as_ref().err()),
@@ -953,7 +968,9 @@ fn main() {
     for (w, e) in &errs {
         println!("not measured: {w}: {e}");
     }
-    let show = |r: &Res<Stream>| r.as_ref().map(|s| format!("{} MB in {:.2} s", s.bytes / 1_000_000, s.secs)).unwrap_or_default();
+    let show = |r: &Res<Stream>| {
+        r.as_ref().map(|s| format!("{} MB in {:.2} s", s.bytes / 1_000_000, s.secs)).unwrap_or_default()
+    };
     println!(
         "bytes: kernel→ukcm {}, ukcm→kernel {}, A→B {}, B→A {}; load average {load0} before, {load1} after; whole run {:.1} s",
         show(&u_rx),

@@ -63,9 +63,7 @@ fn tcp(src: IpAddress, dst: IpAddress, payload: &[u8]) -> Class {
 mod tests {
     use super::*;
     use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{
-        EthernetAddress, EthernetRepr, Ipv4Address, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber,
-    };
+    use smoltcp::wire::{EthernetAddress, EthernetRepr, Ipv4Address, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber};
 
     fn tcp_frame(ctrl: TcpControl, ack: Option<u32>) -> Vec<u8> {
         let tcp = TcpRepr {
@@ -84,8 +82,18 @@ mod tests {
         };
         let src = Ipv4Address::new(10, 0, 0, 2);
         let dst = Ipv4Address::new(10, 0, 0, 1);
-        let ip = Ipv4Repr { src_addr: src, dst_addr: dst, next_header: IpProtocol::Tcp, payload_len: tcp.buffer_len(), hop_limit: 64 };
-        let eth = EthernetRepr { src_addr: EthernetAddress([2, 0, 0, 0, 0, 2]), dst_addr: EthernetAddress([2, 0, 0, 0, 0, 1]), ethertype: EthernetProtocol::Ipv4 };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
+            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            ethertype: EthernetProtocol::Ipv4,
+        };
         let mut buf = vec![0u8; 14 + 20 + tcp.buffer_len()];
         let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
         eth.emit(&mut f);

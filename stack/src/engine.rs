@@ -33,7 +33,10 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 use ukcm_nic::region::BudgetCharge;
-use ukcm_nic::{DeviceStats, Frame, InPlaceRx, MemError, MirrorStorage, Port, PortDevice, PortError, PortStats, RingError, SyncResult};
+use ukcm_nic::{
+    DeviceStats, Frame, InPlaceRx, MemError, MirrorStorage, Port, PortDevice, PortError, PortStats, RingError,
+    SyncResult,
+};
 
 use crate::classify::{classify, Class, FourTuple};
 use crate::clock::{Clock, SystemClock};
@@ -357,7 +360,8 @@ fn apply_options(s: &mut tcp::Socket<'static>, o: &TcpOptions) {
 fn seed() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let t =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     t ^ N.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ u64::from(std::process::id())
 }
 
@@ -401,8 +405,8 @@ impl<P: Port> Engine<P> {
             iface.routes_mut().add_default_ipv6_route(gw).map_err(|_| StackError::Config("route table full".into()))?;
         }
         let burst = cfg.max_frames_per_poll.max(1);
-        let next_ephemeral = cfg.ephemeral_ports.0
-            + (seed() % (u64::from(cfg.ephemeral_ports.1 - cfg.ephemeral_ports.0) + 1)) as u16;
+        let next_ephemeral =
+            cfg.ephemeral_ports.0 + (seed() % (u64::from(cfg.ephemeral_ports.1 - cfg.ephemeral_ports.0) + 1)) as u16;
         Ok(Engine {
             dev,
             iface,
@@ -493,7 +497,8 @@ impl<P: Port> Engine<P> {
     /// once. Only these need looking at: the engine never makes the application scan.
     pub fn drain_ready(&mut self, out: &mut Vec<ConnId>) {
         for c in self.ready.drain(..) {
-            if let Some(l) = self.slots.get_mut(c.idx as usize).filter(|s| s.gen == c.gen).and_then(|s| s.live.as_mut()) {
+            if let Some(l) = self.slots.get_mut(c.idx as usize).filter(|s| s.gen == c.gen).and_then(|s| s.live.as_mut())
+            {
                 l.ready = false;
                 out.push(c);
             }
@@ -602,10 +607,11 @@ impl<P: Port> Engine<P> {
         let slot = &mut self.slots[idx as usize];
         let live = slot.live.as_mut().expect("new slot is live");
         let cx = self.iface.context();
-        let r = slot.set.get_mut::<tcp::Socket<'static>>(live.handle).connect(cx, remote, IpListenEndpoint {
-            addr: Some(local_addr),
-            port: key.local.port,
-        });
+        let r = slot.set.get_mut::<tcp::Socket<'static>>(live.handle).connect(
+            cx,
+            remote,
+            IpListenEndpoint { addr: Some(local_addr), port: key.local.port },
+        );
         if r.is_err() {
             self.release_slot(idx);
             return Err(StackError::Unaddressable);
@@ -644,14 +650,22 @@ impl<P: Port> Engine<P> {
     /// Refused (`InvalidState`) for a connection whose receive ring is being lent out in
     /// place ([`Engine::take_inplace_rx`]): dequeuing behind the lender's back could
     /// overwrite bytes an application is reading.
-    pub fn with_tcp<R>(&mut self, conn: ConnId, f: impl FnOnce(&mut tcp::Socket<'static>) -> R) -> Result<R, StackError> {
+    pub fn with_tcp<R>(
+        &mut self,
+        conn: ConnId,
+        f: impl FnOnce(&mut tcp::Socket<'static>) -> R,
+    ) -> Result<R, StackError> {
         if self.live_mut(conn)?.1.lending {
             return Err(StackError::InvalidState);
         }
         self.with_socket(conn, f)
     }
 
-    fn with_socket<R>(&mut self, conn: ConnId, f: impl FnOnce(&mut tcp::Socket<'static>) -> R) -> Result<R, StackError> {
+    fn with_socket<R>(
+        &mut self,
+        conn: ConnId,
+        f: impl FnOnce(&mut tcp::Socket<'static>) -> R,
+    ) -> Result<R, StackError> {
         let (set, live) = self.live_mut(conn)?;
         let r = f(set.get_mut::<tcp::Socket<'static>>(live.handle));
         self.mark_dirty(conn.idx);
@@ -706,7 +720,8 @@ impl<P: Port> Engine<P> {
 
     /// State and queue sizes of a connection.
     pub fn info(&self, conn: ConnId) -> Result<ConnInfo, StackError> {
-        let slot = self.slots.get(conn.idx as usize).filter(|s| s.gen == conn.gen).ok_or(StackError::NoSuchConn(conn))?;
+        let slot =
+            self.slots.get(conn.idx as usize).filter(|s| s.gen == conn.gen).ok_or(StackError::NoSuchConn(conn))?;
         let live = slot.live.as_ref().filter(|l| !l.dead).ok_or(StackError::NoSuchConn(conn))?;
         let s = slot.set.get::<tcp::Socket<'static>>(live.handle);
         Ok(ConnInfo {
@@ -721,7 +736,8 @@ impl<P: Port> Engine<P> {
     }
 
     fn live_mut(&mut self, conn: ConnId) -> Result<(&mut SocketSet<'static>, &mut Live), StackError> {
-        let slot = self.slots.get_mut(conn.idx as usize).filter(|s| s.gen == conn.gen).ok_or(StackError::NoSuchConn(conn))?;
+        let slot =
+            self.slots.get_mut(conn.idx as usize).filter(|s| s.gen == conn.gen).ok_or(StackError::NoSuchConn(conn))?;
         match slot.live.as_mut() {
             Some(l) if !l.dead => Ok((&mut slot.set, l)),
             _ => Err(StackError::NoSuchConn(conn)),
@@ -838,7 +854,15 @@ impl<P: Port> Engine<P> {
         let st = sock.state();
         let id = ConnId { idx, gen };
         let old = live.state;
-        if matches!(st, tcp::State::CloseWait | tcp::State::LastAck | tcp::State::TimeWait | tcp::State::Closing | tcp::State::FinWait1 | tcp::State::FinWait2) {
+        if matches!(
+            st,
+            tcp::State::CloseWait
+                | tcp::State::LastAck
+                | tcp::State::TimeWait
+                | tcp::State::Closing
+                | tcp::State::FinWait1
+                | tcp::State::FinWait2
+        ) {
             live.fin_seen = true;
         }
         let mut event = None;
@@ -1047,7 +1071,12 @@ impl<P: Port> Engine<P> {
                     }
                     Some(idx)
                 }
-                None if syn && !ack && !rst && self.listeners.contains_key(&key.local.port) && self.iface.has_ip_addr(key.local.addr) => {
+                None if syn
+                    && !ack
+                    && !rst
+                    && self.listeners.contains_key(&key.local.port)
+                    && self.iface.has_ip_addr(key.local.addr) =>
+                {
                     match self.passive_open(key) {
                         Ok(idx) => Some(idx),
                         Err(reason) => {

@@ -121,9 +121,9 @@ impl EngineHandle {
     pub fn try_send(&self, conn: ConnId, data: Vec<u8>) -> Result<(), Vec<u8>> {
         match self.cmd.try_send(Command::Send { conn, data }) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(Command::Send { data, .. }) | TrySendError::Disconnected(Command::Send { data, .. })) => {
-                Err(data)
-            }
+            Err(
+                TrySendError::Full(Command::Send { data, .. }) | TrySendError::Disconnected(Command::Send { data, .. }),
+            ) => Err(data),
             Err(_) => unreachable!("only Send commands are tried"),
         }
     }
@@ -169,7 +169,11 @@ where
 }
 
 /// [`spawn_engine`] with explicit queue sizes.
-pub fn spawn_engine_with<P, F>(cfg: EngineConfig, tcfg: ThreadConfig, port_factory: F) -> Result<EngineHandle, StackError>
+pub fn spawn_engine_with<P, F>(
+    cfg: EngineConfig,
+    tcfg: ThreadConfig,
+    port_factory: F,
+) -> Result<EngineHandle, StackError>
 where
     P: Port + 'static,
     F: FnOnce() -> Result<P, PortError> + Send + 'static,

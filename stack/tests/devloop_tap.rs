@@ -58,7 +58,8 @@ fn devloop_answers_ping_curl_and_echo_over_tap() {
     let ping = in_ns(&ns, &["ping", "-c", "3", "-W", "2", "-I", &tap, &stack_ip]).unwrap();
     assert!(ping.contains(" 0% packet loss"), "{ping}");
 
-    let page = in_ns(&ns, &["curl", "-sS", "-m", "10", "--interface", &tap, &format!("http://{stack_ip}:8080/ukcm")]).unwrap();
+    let page =
+        in_ns(&ns, &["curl", "-sS", "-m", "10", "--interface", &tap, &format!("http://{stack_ip}:8080/ukcm")]).unwrap();
     assert!(page.contains("hello from ukcm") && page.contains("GET /ukcm"), "{page}");
 
     // echo: curl's telnet:// sends stdin and prints what comes back

@@ -142,7 +142,9 @@ fn backlog_full_drops_syns_until_accept_makes_room() {
     let o = opts(4096);
     p.b.listen_with(81, 2, o).unwrap();
     let conns: Vec<ConnId> = (0..4).map(|_| p.a.connect_with(ep4(B4, 81), o).unwrap()).collect();
-    let established = |a: &ukcm_stack::Engine<_>| conns.iter().filter(|c| a.info(**c).is_ok_and(|i| i.state == tcp::State::Established)).count();
+    let established = |a: &ukcm_stack::Engine<_>| {
+        conns.iter().filter(|c| a.info(**c).is_ok_and(|i| i.state == tcp::State::Established)).count()
+    };
     p.settle(Duration::from_millis(200));
     assert_eq!(established(&p.a), 2);
     assert!(p.b.stats().refused_backlog >= 2);
@@ -177,7 +179,8 @@ fn thousand_connections_leave_no_leak() {
             }
             for (i, c) in conns.iter().enumerate() {
                 if let Ok(inf) = a.info(*c) {
-                    if inf.state == tcp::State::Established && inf.send_queue == 0 && !echoed[i] && inf.recv_queue == 0 {
+                    if inf.state == tcp::State::Established && inf.send_queue == 0 && !echoed[i] && inf.recv_queue == 0
+                    {
                         let _ = a.send(*c, b"ping");
                     }
                 }

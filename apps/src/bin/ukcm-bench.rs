@@ -209,7 +209,10 @@ fn main() {
     });
     for b in ["ukcm-echo", "ukcm-load", "epoll-echo", "tokio-echo"] {
         if !bins.join(b).exists() {
-            cli::fail(PROG, &format!("{} not found (build the apps: cargo build --release -p ukcm-apps)", bins.join(b).display()));
+            cli::fail(
+                PROG,
+                &format!("{} not found (build the apps: cargo build --release -p ukcm-apps)", bins.join(b).display()),
+            );
         }
     }
     let secs = a.duration.unwrap_or(if a.quick { 3.0 } else { 5.0 });
@@ -218,7 +221,9 @@ fn main() {
     let machine = Machine::detect();
     let root = is_root();
     let mut notes: Vec<String> = Vec::new();
-    notes.push(format!("cores pinned with taskset: every server on cpu {SERVER_CPU}, the load generator on cpu {LOAD_CPU}"));
+    notes.push(format!(
+        "cores pinned with taskset: every server on cpu {SERVER_CPU}, the load generator on cpu {LOAD_CPU}"
+    ));
     notes.push(format!(
         "load: ukcm-load (kernel sockets, 1 thread), {} connections, closed loop, thrift framing, {secs} s per run, every echo verified",
         a.conns
@@ -281,7 +286,13 @@ fn main() {
                             "--addr".into(),
                             format!("{}/{}", n.ukcm_ip, n.prefix),
                         ];
-                        v.extend(["--listen".into(), port.to_string(), "--parser".into(), "thrift".into(), "--busy-poll".into()]);
+                        v.extend([
+                            "--listen".into(),
+                            port.to_string(),
+                            "--parser".into(),
+                            "thrift".into(),
+                            "--busy-poll".into(),
+                        ]);
                         v.extend(mode.iter().map(|s| s.to_string()));
                         v
                     }
@@ -305,7 +316,11 @@ fn main() {
                     System::Tokio => "tokio-echo",
                     _ => "ukcm-echo",
                 });
-                eprintln!("{PROG}: [{:>4.0}s] {} size {size} depth {depth} ...", t0.elapsed().as_secs_f64(), sys.name());
+                eprintln!(
+                    "{PROG}: [{:>4.0}s] {} size {size} depth {depth} ...",
+                    t0.elapsed().as_secs_f64(),
+                    sys.name()
+                );
                 let mut row = Row {
                     system: sys,
                     size,
@@ -403,7 +418,10 @@ fn markdown(
         let _ = writeln!(s, "- {n}");
     }
     let _ = writeln!(s, "\nRatio = msgs/s against `epoll-echo` at the same size and depth. Latency in microseconds, measured by the load generator (send to verified echo).\n");
-    let _ = writeln!(s, "| size | depth | server | msgs/s | MB/s | p50 us | p99 us | p99.9 us | vs epoll | mux copies/B | ok |");
+    let _ = writeln!(
+        s,
+        "| size | depth | server | msgs/s | MB/s | p50 us | p99 us | p99.9 us | vs epoll | mux copies/B | ok |"
+    );
     let _ = writeln!(s, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for &size in sizes {
         for &depth in depths {

@@ -162,13 +162,7 @@ fn print_plan(transport: &str, server: &str, a: &Args, mode: Mode, duration: f64
 
 /// Two engines over the in-memory pair: the server (mux echo) on its own thread, the client
 /// (stack load generator) on this one.
-fn run_mem(
-    a: &Args,
-    framing: Framing,
-    cfg: EchoConfig,
-    duration: f64,
-    stop: &Arc<AtomicBool>,
-) -> Outcome {
+fn run_mem(a: &Args, framing: Framing, cfg: EchoConfig, duration: f64, stop: &Arc<AtomicBool>) -> Outcome {
     let pc = MemPairConfig {
         pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 8192 },
         link_capacity: 2048,
@@ -216,9 +210,11 @@ fn run_kernel(
     machine: &Machine,
     stop: &Arc<AtomicBool>,
 ) -> Outcome {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| die(&format!("cannot listen on 127.0.0.1: {e}")));
+    let listener =
+        TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| die(&format!("cannot listen on 127.0.0.1: {e}")));
     let mode = cfg.mode;
-    let server = EchoServer::start(listener, cfg).unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
+    let server =
+        EchoServer::start(listener, cfg).unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
     let addr = server.local_addr();
     let transport = "mux over kernel TCP ↔ kernel TCP, loopback".to_owned();
     print_plan(&transport, &addr.to_string(), a, mode, duration);

@@ -18,8 +18,8 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -103,10 +103,15 @@ fn main() {
             let gateway = match a.gateway {
                 None => None,
                 Some(IpAddr::V4(g)) => Some(Ipv4Address::from(g.octets())),
-                Some(IpAddr::V6(_)) => cli::fail(PROG, "--gateway: the userspace stack takes an IPv4 gateway in this build"),
+                Some(IpAddr::V6(_)) => {
+                    cli::fail(PROG, "--gateway: the userspace stack takes an IPv4 gateway in this build")
+                }
             };
             if a.listen == 0 {
-                cli::fail(PROG, &format!("--nic {nic}: --listen needs a fixed port (ephemeral ports are a kernel feature)"));
+                cli::fail(
+                    PROG,
+                    &format!("--nic {nic}: --listen needs a fixed port (ephemeral ports are a kernel feature)"),
+                );
             }
             let (nic, listen) = (nic.clone(), a.listen);
             EchoServer::start_with(
@@ -165,7 +170,8 @@ fn main() {
     let result = server.stop();
     match result {
         Ok(t) => {
-            let copies = if t.total.rx_bytes > 0 { t.total.rx_copied_bytes as f64 / t.total.rx_bytes as f64 } else { 0.0 };
+            let copies =
+                if t.total.rx_bytes > 0 { t.total.rx_copied_bytes as f64 / t.total.rx_bytes as f64 } else { 0.0 };
             println!(
                 "{PROG}: final stats after {elapsed:.1}s ({accepted} connections accepted, {reply_failed} replies failed, {lingered} closed with replies unacknowledged; transport {what}; mux copies/payload byte {copies:.3})\n{t}"
             );

@@ -344,7 +344,8 @@ mod tests {
         let mut server = tcp::Socket::new(tcp::SocketBuffer::new(storage), tcp::SocketBuffer::new(vec![0u8; 65536]));
         server.listen(80).unwrap();
         let server = sb.add(server);
-        let client = tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; 65536]), tcp::SocketBuffer::new(vec![0u8; 65536]));
+        let client =
+            tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; 65536]), tcp::SocketBuffer::new(vec![0u8; 65536]));
         let client = sa.add(client);
         let mut n = Net { da, db, ia, ib, sa, sb, client, server, t: 0 };
         let cx = n.ia.context();

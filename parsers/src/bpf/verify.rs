@@ -108,9 +108,15 @@ enum Plan {
     /// Second slot of a 16-byte LD_DW: copied along with the first.
     Tail,
     /// LD_ABS (`ind = None`) or LD_IND of `size` bytes.
-    LoadPacket { size: u8, ind: Option<u8>, imm: i32 },
+    LoadPacket {
+        size: u8,
+        ind: Option<u8>,
+        imm: i32,
+    },
     /// `bpf_skb_load_bytes` with a constant length.
-    LoadBytes { len: u16 },
+    LoadBytes {
+        len: u16,
+    },
 }
 
 fn reject(insn: usize, reason: &'static str) -> BpfLoadError {
@@ -433,9 +439,7 @@ fn expansion_len(plan: Plan) -> usize {
     match plan {
         Plan::Copy => 1,
         Plan::Tail => 1,
-        Plan::LoadPacket { size, ind, .. } => {
-            (if ind.is_some() { 2 } else { 1 }) + 7 + usize::from(size > 1)
-        }
+        Plan::LoadPacket { size, ind, .. } => (if ind.is_some() { 2 } else { 1 }) + 7 + usize::from(size > 1),
         Plan::LoadBytes { len } => {
             let k = pieces(len).count();
             7 + 2 * k + 2 + k + 1
@@ -459,9 +463,7 @@ fn rewrite(insns: &[Insn], plans: &[Plan]) -> Result<Vec<u8>, BpfLoadError> {
     for (pc, (&insn, &plan)) in insns.iter().zip(plans).enumerate() {
         debug_assert_eq!(out.len(), start[pc]);
         match plan {
-            Plan::Copy if (insn.opc & 0x07 == 0x05 || insn.opc & 0x07 == 0x06)
-                && !matches!(insn.opc, 0x85 | 0x95) =>
-            {
+            Plan::Copy if (insn.opc & 0x07 == 0x05 || insn.opc & 0x07 == 0x06) && !matches!(insn.opc, 0x85 | 0x95) => {
                 let target = pc + 1 + insn.off as usize;
                 let off = jump_off(out.len(), start[target])?;
                 out.push(Insn { off, ..insn });
@@ -498,7 +500,7 @@ fn rewrite(insns: &[Insn], plans: &[Plan]) -> Result<Vec<u8>, BpfLoadError> {
                 out.push(Insn::new(0x61, 5, 1, 0, 0)); // r5 = skb->len
                 out.push(Insn::new(0xbf, 0, 2, 0, 0)); // r0 = r2
                 out.push(Insn::new(0x07, 0, 0, 0, len as i32)); // r0 += len
-                // if r0 > r5 goto fail (skip the copy block: 2 + 2k + 2 insns)
+                                                                // if r0 > r5 goto fail (skip the copy block: 2 + 2k + 2 insns)
                 out.push(Insn::new(0x2d, 0, 5, (2 + 2 * k + 2) as i16, 0));
                 out.push(Insn::new(0x79, 1, 1, CTX_DATA as i16, 0)); // r1 = packet
                 out.push(Insn::new(0x0f, 1, 2, 0, 0)); // r1 += r2
@@ -508,7 +510,7 @@ fn rewrite(insns: &[Insn], plans: &[Plan]) -> Result<Vec<u8>, BpfLoadError> {
                 }
                 out.push(Insn::new(0xb7, 0, 0, 0, 0)); // r0 = 0
                 out.push(Insn::new(0x05, 0, 0, (k + 1) as i16, 0)); // goto end
-                // fail: zero the buffer, return -EFAULT (as the kernel does).
+                                                                    // fail: zero the buffer, return -EFAULT (as the kernel does).
                 for (at, bits, _) in pieces(len) {
                     out.push(Insn::new(0x62 | bits, 3, 0, at, 0));
                 }
@@ -556,7 +558,10 @@ mod tests {
     #[test]
     fn rejects_unsafe_programs() {
         assert_eq!(reason(&prog(&[EXIT])), "r0 is not a number at exit");
-        assert_eq!(reason(&prog(&[R0_0, Insn::new(0x05, 0, 0, -2, 0), EXIT])), "backward jump (loops are not supported)");
+        assert_eq!(
+            reason(&prog(&[R0_0, Insn::new(0x05, 0, 0, -2, 0), EXIT])),
+            "backward jump (loops are not supported)"
+        );
         assert_eq!(reason(&prog(&[R0_0])), "control flow leaves the program");
         // r0 = *(u64 *)(r10 + 0): past the top of the stack.
         assert_eq!(reason(&prog(&[Insn::new(0x79, 0, 10, 0, 0), EXIT])), "stack access out of bounds");
@@ -568,11 +573,17 @@ mod tests {
             "load through a register that is not a pointer"
         );
         // Store to the context.
-        assert_eq!(reason(&prog(&[Insn::new(0x62, 1, 0, 0, 0), R0_0, EXIT])), "store through a register that is not the stack pointer");
+        assert_eq!(
+            reason(&prog(&[Insn::new(0x62, 1, 0, 0, 0), R0_0, EXIT])),
+            "store through a register that is not the stack pointer"
+        );
         // LD_ABS without the context in r6.
         assert_eq!(reason(&prog(&[Insn::new(0x20, 0, 0, 0, 0), EXIT])), "LD_ABS/LD_IND need the context in r6");
         // Helper other than 26; map load.
-        assert_eq!(reason(&prog(&[Insn::new(0x85, 0, 0, 0, 1), EXIT])), "unsupported helper (only bpf_skb_load_bytes, 26)");
+        assert_eq!(
+            reason(&prog(&[Insn::new(0x85, 0, 0, 0, 1), EXIT])),
+            "unsupported helper (only bpf_skb_load_bytes, 26)"
+        );
         assert_eq!(
             reason(&prog(&[Insn::new(0x18, 1, 1, 0, 3), Insn::new(0, 0, 0, 0, 0), R0_0, EXIT])),
             "maps and map values are not supported"
@@ -602,13 +613,13 @@ mod tests {
     fn joins_lose_constants() {
         // r4 is 4 or 8 depending on a branch: not a known constant for helper 26.
         let p = [
-            Insn::new(0x61, 2, 1, 0, 0),   // r2 = skb->len
-            Insn::new(0xb7, 4, 0, 0, 4),   // r4 = 4
-            Insn::new(0x15, 2, 0, 1, 0),   // if r2 == 0 skip
-            Insn::new(0xb7, 4, 0, 0, 8),   // r4 = 8
-            Insn::new(0xbf, 3, 10, 0, 0),  // r3 = r10
-            Insn::new(0x07, 3, 0, 0, -8),  // r3 -= 8
-            Insn::new(0xb7, 2, 0, 0, 0),   // r2 = 0
+            Insn::new(0x61, 2, 1, 0, 0),  // r2 = skb->len
+            Insn::new(0xb7, 4, 0, 0, 4),  // r4 = 4
+            Insn::new(0x15, 2, 0, 1, 0),  // if r2 == 0 skip
+            Insn::new(0xb7, 4, 0, 0, 8),  // r4 = 8
+            Insn::new(0xbf, 3, 10, 0, 0), // r3 = r10
+            Insn::new(0x07, 3, 0, 0, -8), // r3 -= 8
+            Insn::new(0xb7, 2, 0, 0, 0),  // r2 = 0
             Insn::new(0x85, 0, 0, 0, 26),
             EXIT,
         ];

@@ -28,7 +28,13 @@ pub fn cfg(v4: Ipv4Address, v6: Ipv6Address, budget: Arc<PinnedBudget>) -> Engin
     }
 }
 
-pub fn pair_with(ab: FaultConfig, ba: FaultConfig, budget_a: Arc<PinnedBudget>, budget_b: Arc<PinnedBudget>, frames: usize) -> Pair {
+pub fn pair_with(
+    ab: FaultConfig,
+    ba: FaultConfig,
+    budget_a: Arc<PinnedBudget>,
+    budget_b: Arc<PinnedBudget>,
+    frames: usize,
+) -> Pair {
     let pc = MemPairConfig {
         pool: PoolConfig { frame_size: 2048, headroom: 128, frames },
         link_capacity: 1024,
@@ -51,7 +57,11 @@ pub fn pair() -> Pair {
 impl Pair {
     /// Polls both engines; when neither has work, jumps the clock to the next timer
     /// (at least 1 ms). Stops when `done` says so; panics after `max_steps`.
-    pub fn drive(&mut self, max_steps: usize, mut done: impl FnMut(&mut Engine<MemPort>, &mut Engine<MemPort>) -> bool) {
+    pub fn drive(
+        &mut self,
+        max_steps: usize,
+        mut done: impl FnMut(&mut Engine<MemPort>, &mut Engine<MemPort>) -> bool,
+    ) {
         for _ in 0..max_steps {
             let wa = self.a.poll().unwrap();
             let wb = self.b.poll().unwrap();
