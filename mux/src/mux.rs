@@ -374,6 +374,8 @@ impl<T: PsockIo> Mux<T> {
         self.sync_sockets();
         work |= self.resteer_disabled();
         work |= self.collect_tx();
+        // Socket loads once per round; deliveries below keep them current.
+        self.refresh_loads();
         // Visit the psocks with news or pending work, and those without a readiness source.
         let mut visit = std::mem::take(&mut self.active);
         for &i in &visit {
@@ -496,9 +498,9 @@ impl<T: PsockIo> Mux<T> {
     /// shared pending queue (bounded: when full, requests stay in the sockets' queues).
     fn collect_tx(&mut self) -> bool {
         let mut work = false;
-        for s in self.socks.clone() {
+        for si in 0..self.socks.len() {
             while self.pending.len() < self.cfg.pending_tx {
-                let Some(r) = s.tx.pop() else { break };
+                let Some(r) = self.socks[si].tx.pop() else { break };
                 work = true;
                 match r.dest {
                     Some(d) => match self.psocks.get_mut(d.index()).and_then(|p| p.as_mut()) {
@@ -599,7 +601,6 @@ impl<T: PsockIo> Mux<T> {
         let Some(fill) = self.fill_psock(ctx, p, &mut work) else { return work };
         let mut target: Option<SockId> = None;
         let per_msg = self.steering.policy().per_message();
-        self.refresh_loads();
         let mut delivered = 0;
         while delivered < self.cfg.rx_batch {
             let len = match p.held.take() {

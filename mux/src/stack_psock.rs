@@ -206,13 +206,18 @@ impl<P: Port> Mux<StackPsock<P>> {
     /// with new data, acknowledgements or a state change) and polls only those psocks plus
     /// the ones with work pending — never all of them.
     pub fn poll_engine(&mut self, engine: &mut Engine<P>, now: std::time::Instant) -> bool {
+        self.take_engine_ready(engine);
+        self.poll_with(engine, now)
+    }
+
+    /// Marks the psocks of the connections the engine reports ready.
+    fn take_engine_ready(&mut self, engine: &mut Engine<P>) {
         let mut ready = std::mem::take(&mut self.ready_scratch);
         engine.drain_ready(&mut ready);
         for c in ready.drain(..) {
             self.mark_ready_key(c.index());
         }
         self.ready_scratch = ready;
-        self.poll_with(engine, now)
     }
 
     /// [`Mux::poll_engine`] in run-to-completion mode (see [`Mux::poll_rtc`]).
@@ -222,12 +227,7 @@ impl<P: Port> Mux<StackPsock<P>> {
         now: std::time::Instant,
         handler: impl FnMut(crate::PsockId, &[u8], &mut Vec<u8>),
     ) -> bool {
-        let mut ready = std::mem::take(&mut self.ready_scratch);
-        engine.drain_ready(&mut ready);
-        for c in ready.drain(..) {
-            self.mark_ready_key(c.index());
-        }
-        self.ready_scratch = ready;
+        self.take_engine_ready(engine);
         self.poll_rtc(engine, now, handler)
     }
 }
