@@ -11,10 +11,13 @@
 //! a generator can only ever send through the device this topology created.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -97,16 +100,9 @@ impl TestNet {
     /// Creates `ukcm-<tag>-<pid>-<n>` with a veth pair; subnet 10.213.<n>.0/24 (a range only
     /// ukcm's tests use), ukcm at .1, the kernel peer at .2.
     pub fn new(tag: &str, opts: &TestNetOptions) -> io::Result<Self> {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let ns = format!("ukcm-{tag}-{pid}-{n}");
-        // IFNAMSIZ is 16 with the NUL: "uk" + up to 7 digits of pid + n + side.
-        let base = format!("uk{}x{}", pid % 10_000_000, n % 100);
+        let (_, ns, base, ukcm_ip, peer_ip) = Self::names(tag);
         let host_if = format!("{base}a");
         let peer_if = format!("{base}b");
-        let subnet = (pid.wrapping_mul(31).wrapping_add(n * 7)) % 250 + 1;
-        let ukcm_ip = Ipv4Addr::new(10, 213, subnet as u8, 1);
-        let peer_ip = Ipv4Addr::new(10, 213, subnet as u8, 2);
         let q = opts.queues.max(1).to_string();
         ip(&["netns", "add", &ns])?;
         let mut net =
@@ -145,6 +141,77 @@ impl TestNet {
         net.host_mac = read_mac(&ip(&["-o", "link", "show", &net.host_if])?)?;
         net.peer_mac = read_mac(&net.peer_ip_cmd(&["-o", "link", "show", &net.peer_if.clone()])?)?;
         Ok(net)
+    }
+
+    /// A TAP topology: the TAP is opened by `open` (which gets the device name and the
+    /// address ukcm is to use, and returns whatever owns the TAP's file descriptor), then its kernel side is moved into a fresh
+    /// namespace `ukcm-<tag>-<pid>-<n>` and addressed there (10.213.<n>.2/24; ukcm takes .1).
+    /// `host_if` and `peer_if` both name the TAP; `host_mac` is a locally administered MAC
+    /// for the stack (a TAP's own MAC belongs to its kernel side). Removed on drop (deleting
+    /// the namespace deletes the TAP; the port's fd then sees the device gone).
+    pub fn with_tap<P>(tag: &str, open: impl FnOnce(&str, Ipv4Addr) -> io::Result<P>) -> io::Result<(P, TestNet)> {
+        let (n, ns, base, ukcm_ip, peer_ip) = Self::names(tag);
+        let tap = format!("{base}t");
+        let port = open(&tap, ukcm_ip)?;
+        ip(&["netns", "add", &ns])?;
+        let mut net = TestNet {
+            ns,
+            host_if: tap.clone(),
+            peer_if: tap.clone(),
+            ukcm_ip,
+            peer_ip,
+            prefix: 24,
+            peer_mac: [0; 6],
+            host_mac: [0x02, 0x75, 0x6b, 0x63, 0x6d, n as u8],
+        };
+        // From here on, drop removes the namespace (and with it the TAP's kernel side).
+        ip(&["link", "set", &tap, "netns", &net.ns])?;
+        net.peer_ip_cmd(&["link", "set", "lo", "up"])?;
+        let _ = net.peer_cmd(&["sysctl", "-qw", &format!("net.ipv6.conf.{tap}.disable_ipv6=1")]);
+        net.peer_ip_cmd(&["addr", "add", &format!("{peer_ip}/24"), "dev", &tap])?;
+        net.peer_ip_cmd(&["link", "set", &tap, "up"])?;
+        // Full checksums from the kernel (a TAP without IFF_VNET_HDR has no tx offload; make sure).
+        let _ = net.peer_cmd(&["ethtool", "-K", &tap, "tx", "off"]);
+        net.peer_mac = read_mac(&net.peer_ip_cmd(&["-o", "link", "show", &tap])?)?;
+        Ok((port, net))
+    }
+
+    /// Unique names for one topology: (n, namespace, interface base name, ukcm IP, peer IP).
+    fn names(tag: &str) -> (u32, String, String, Ipv4Addr, Ipv4Addr) {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let ns = format!("ukcm-{tag}-{pid}-{n}");
+        // IFNAMSIZ is 16 with the NUL: "uk" + up to 7 digits of pid + n + side.
+        let base = format!("uk{}x{}", pid % 10_000_000, n % 100);
+        let subnet = (pid.wrapping_mul(31).wrapping_add(n * 7)) % 250 + 1;
+        (n, ns, base, Ipv4Addr::new(10, 213, subnet as u8, 1), Ipv4Addr::new(10, 213, subnet as u8, 2))
+    }
+
+    /// A kernel TCP client in the peer namespace, bound to the peer interface
+    /// (SO_BINDTODEVICE), connected to `to` within `timeout`.
+    pub fn peer_tcp_connect(&self, to: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        let dev = self.peer_if.clone();
+        self.in_peer(move || -> io::Result<TcpStream> {
+            let s = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
+            bind_to_device(s.as_raw_fd(), &dev)?;
+            s.connect_timeout(&to.into(), timeout)?;
+            Ok(TcpStream::from(s))
+        })?
+    }
+
+    /// A kernel TCP listener on the peer's address and `port`, in the peer namespace, bound
+    /// to the peer interface (SO_BINDTODEVICE).
+    pub fn peer_tcp_listener(&self, port: u16) -> io::Result<TcpListener> {
+        let dev = self.peer_if.clone();
+        let addr = SocketAddr::new(self.peer_ip.into(), port);
+        self.in_peer(move || -> io::Result<TcpListener> {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+            bind_to_device(s.as_raw_fd(), &dev)?;
+            s.set_reuse_address(true)?;
+            s.bind(&addr.into())?;
+            s.listen(1024)?;
+            Ok(TcpListener::from(s))
+        })?
     }
 
     /// Runs `ip -n NS ARGS`.

@@ -2,90 +2,28 @@
 //! stays ours), so the kernel there is the peer. Needs root.
 
 use std::io;
-use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 use ukcm_nic::tap::{TapConfig, TapPort};
-use ukcm_nic::testnet::{bind_to_device, privileged_or_skip, run};
+use ukcm_nic::testnet::{bind_to_device, privileged_or_skip, TestNet};
 use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig, Port, PortDevice};
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// Our stack's MAC (locally administered).
-const UKCM_MAC: [u8; 6] = [0x02, 0x75, 0x6b, 0x63, 0x6d, 0x01];
-
-/// A namespace holding the kernel's end of a TAP; deleted on drop.
-struct TapNs {
-    ns: String,
-    tap: String,
-    ukcm_ip: Ipv4Addr,
-    peer_ip: Ipv4Addr,
-}
-
-impl TapNs {
-    /// Opens a TAP `ukt<pid>x<n>` and moves its kernel side into `ukcm-tap-<pid>-<n>`,
-    /// addressed 10.214.<x>.2/24 (ukcm takes .1).
-    fn new(frames: usize) -> io::Result<(TapPort, TapNs)> {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let tap = format!("ukt{}x{}", pid % 10_000_000, n % 100);
+/// A TAP with `frames` pool frames whose kernel side lives in a fresh namespace.
+fn tap_net(frames: usize) -> io::Result<(TapPort, TestNet)> {
+    TestNet::with_tap("tap", |name, _| {
         let cfg = TapConfig {
-            name: tap.clone(),
+            name: name.to_string(),
             pool: PoolConfig { frame_size: 2048, headroom: 128, frames },
             ..TapConfig::default()
         };
-        let port = TapPort::open(&cfg, &PinnedBudget::unlimited(), HugePolicy::Never).map_err(io::Error::other)?;
-        let x = (pid.wrapping_mul(17).wrapping_add(n * 5)) % 250 + 1;
-        let net = TapNs {
-            ns: format!("ukcm-tap-{pid}-{n}"),
-            tap,
-            ukcm_ip: Ipv4Addr::new(10, 214, x as u8, 1),
-            peer_ip: Ipv4Addr::new(10, 214, x as u8, 2),
-        };
-        run(Command::new("ip").args(["netns", "add", &net.ns]))?;
-        // From here on, drop removes the namespace.
-        run(Command::new("ip").args(["link", "set", &net.tap, "netns", &net.ns]))?;
-        net.exec(&["ip", "link", "set", "lo", "up"])?;
-        let _ = net.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{}.disable_ipv6=1", net.tap)]);
-        net.exec(&["ip", "addr", "add", &format!("{}/24", net.peer_ip), "dev", &net.tap])?;
-        net.exec(&["ip", "link", "set", &net.tap, "up"])?;
-        // TAP without IFF_VNET_HDR has no tx checksum offload by default; make sure.
-        let _ = net.exec(&["ethtool", "-K", &net.tap, "tx", "off"]);
-        Ok((port, net))
-    }
-
-    fn exec(&self, args: &[&str]) -> io::Result<String> {
-        run(Command::new("ip").args(["netns", "exec", &self.ns]).args(args))
-    }
-
-    /// Runs `f` on a thread that joined the namespace (setns affects that thread only).
-    fn in_ns<R: Send, F: FnOnce() -> R + Send>(&self, f: F) -> io::Result<R> {
-        let path = format!("/var/run/netns/{}", self.ns);
-        std::thread::scope(|s| {
-            s.spawn(|| -> io::Result<R> {
-                let file = std::fs::File::open(&path)?;
-                // SAFETY: setns with a valid namespace fd; it changes only this thread's namespace.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(f())
-            })
-            .join()
-            .map_err(|_| io::Error::other("namespace thread panicked"))?
-        })
-    }
-}
-
-impl Drop for TapNs {
-    fn drop(&mut self) {
-        let _ = run(Command::new("ip").args(["netns", "del", &self.ns]));
-    }
+        TapPort::open(&cfg, &PinnedBudget::unlimited(), HugePolicy::Never).map_err(io::Error::other)
+    })
 }
 
 #[test]
@@ -93,7 +31,8 @@ fn kernel_pings_smoltcp_through_the_tap() {
     if !privileged_or_skip("kernel_pings_smoltcp_through_the_tap") {
         return;
     }
-    let (port, net) = TapNs::new(256).unwrap();
+    let (port, net) = tap_net(256).unwrap();
+    let ukcm_mac = net.host_mac;
     let stop = Arc::new(AtomicBool::new(false));
     let ukcm_ip = net.ukcm_ip;
     let engine = {
@@ -101,7 +40,7 @@ fn kernel_pings_smoltcp_through_the_tap() {
         std::thread::spawn(move || {
             let mut dev = PortDevice::new(port);
             let now = smoltcp::time::Instant::now;
-            let mut iface = Interface::new(Config::new(EthernetAddress(UKCM_MAC).into()), &mut dev, now());
+            let mut iface = Interface::new(Config::new(EthernetAddress(ukcm_mac).into()), &mut dev, now());
             iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::Ipv4(ukcm_ip), 24)).unwrap());
             let mut sockets = SocketSet::new(vec![]);
             while !stop.load(Ordering::Relaxed) {
@@ -116,7 +55,7 @@ fn kernel_pings_smoltcp_through_the_tap() {
         })
     };
     let ping = Command::new("ip")
-        .args(["netns", "exec", &net.ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", &net.tap])
+        .args(["netns", "exec", &net.ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", &net.peer_if])
         .arg(net.ukcm_ip.to_string())
         .output();
     stop.store(true, Ordering::Relaxed);
@@ -139,10 +78,10 @@ fn hundred_thousand_udp_datagrams_arrive_exactly() {
     const WINDOW: u64 = 256; // in flight at most: far below the TAP's 1000-frame queue
     const PORT: u16 = 40_214;
     const MAGIC: &[u8; 4] = b"ukcm";
-    let (mut port, net) = TapNs::new(1024).unwrap();
-    let mac = UKCM_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let (mut port, net) = tap_net(1024).unwrap();
+    let mac = net.host_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     // A permanent neighbour entry: the kernel sends without asking ARP, nothing answers it.
-    net.exec(&[
+    net.peer_cmd(&[
         "ip",
         "neigh",
         "replace",
@@ -150,7 +89,7 @@ fn hundred_thousand_udp_datagrams_arrive_exactly() {
         "lladdr",
         &mac,
         "dev",
-        &net.tap,
+        &net.peer_if,
         "nud",
         "permanent",
     ])
@@ -163,10 +102,10 @@ fn hundred_thousand_udp_datagrams_arrive_exactly() {
             let (received, failed) = (Arc::clone(&received), Arc::clone(&failed));
             let net = &net;
             s.spawn(move || {
-                net.in_ns(|| -> Result<(), String> {
+                net.in_peer(|| -> Result<(), String> {
                     let sock = std::net::UdpSocket::bind((net.peer_ip, 0)).map_err(|e| e.to_string())?;
                     // Bound to the TAP: this generator can only ever send through it.
-                    bind_to_device(sock.as_raw_fd(), &net.tap).map_err(|e| e.to_string())?;
+                    bind_to_device(sock.as_raw_fd(), &net.peer_if).map_err(|e| e.to_string())?;
                     sock.connect((net.ukcm_ip, PORT)).map_err(|e| e.to_string())?;
                     let mut payload = [0u8; 64];
                     payload[..4].copy_from_slice(MAGIC);

@@ -6,23 +6,16 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ukcm_nic::testnet::{privileged_or_skip, run};
+use ukcm_nic::testnet::{privileged_or_skip, run, TestNet};
 
-struct Cleanup {
-    ns: String,
-    child: Child,
-}
+/// The devloop process; killed on drop.
+struct Devloop(Child);
 
-impl Drop for Cleanup {
+impl Drop for Devloop {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = run(Command::new("ip").args(["netns", "del", &self.ns]));
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> std::io::Result<String> {
-    run(Command::new("ip").args(["netns", "exec", ns]).args(args))
 }
 
 #[test]
@@ -30,41 +23,38 @@ fn devloop_answers_ping_curl_and_echo_over_tap() {
     if !privileged_or_skip("devloop_answers_ping_curl_and_echo_over_tap") {
         return;
     }
-    let pid = std::process::id();
-    let tap = format!("ukd{}", pid % 1_000_000);
-    let ns = format!("ukcm-devloop-{pid}");
-    let x = pid % 250 + 1;
-    let (stack_ip, kernel_ip) = (format!("10.217.{x}.1"), format!("10.217.{x}.2"));
-    let child = Command::new(env!("CARGO_BIN_EXE_ukcm-devloop"))
-        .args(["--create", "--tap", &tap, "--ip", &format!("{stack_ip}/24"), "--seconds", "60"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _cleanup = Cleanup { ns: ns.clone(), child };
-    let t = Instant::now();
-    while run(Command::new("ip").args(["link", "show", &tap])).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "devloop did not create {tap}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    run(Command::new("ip").args(["netns", "add", &ns])).unwrap();
-    run(Command::new("ip").args(["link", "set", &tap, "netns", &ns])).unwrap();
-    in_ns(&ns, &["ip", "link", "set", "lo", "up"]).unwrap();
-    let _ = in_ns(&ns, &["sysctl", "-qw", &format!("net.ipv6.conf.{tap}.disable_ipv6=1")]);
-    in_ns(&ns, &["ip", "addr", "add", &format!("{kernel_ip}/24"), "dev", &tap]).unwrap();
-    in_ns(&ns, &["ip", "link", "set", &tap, "up"]).unwrap();
-    let _ = in_ns(&ns, &["ethtool", "-K", &tap, "tx", "off"]);
+    // devloop creates the TAP; the topology then moves its kernel side into a namespace.
+    let (_devloop, net) = TestNet::with_tap("devloop", |tap, ip| {
+        let child = Command::new(env!("CARGO_BIN_EXE_ukcm-devloop"))
+            .args(["--create", "--tap", tap, "--ip", &format!("{ip}/24"), "--seconds", "60"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let devloop = Devloop(child);
+        let t = Instant::now();
+        while run(Command::new("ip").args(["link", "show", tap])).is_err() {
+            if t.elapsed() > Duration::from_secs(10) {
+                return Err(std::io::Error::other(format!("devloop did not create {tap}")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(devloop)
+    })
+    .unwrap();
+    let (tap, stack_ip) = (net.peer_if.as_str(), net.ukcm_ip.to_string());
+    let in_ns = |args: &[&str]| net.peer_cmd(args);
 
-    let ping = in_ns(&ns, &["ping", "-c", "3", "-W", "2", "-I", &tap, &stack_ip]).unwrap();
+    let ping = in_ns(&["ping", "-c", "3", "-W", "2", "-I", tap, &stack_ip]).unwrap();
     assert!(ping.contains(" 0% packet loss"), "{ping}");
 
     let page =
-        in_ns(&ns, &["curl", "-sS", "-m", "10", "--interface", &tap, &format!("http://{stack_ip}:8080/ukcm")]).unwrap();
+        in_ns(&["curl", "-sS", "-m", "10", "--interface", tap, &format!("http://{stack_ip}:8080/ukcm")]).unwrap();
     assert!(page.contains("hello from ukcm") && page.contains("GET /ukcm"), "{page}");
 
     // echo: curl's telnet:// sends stdin and prints what comes back
-    let mut c = Command::new("ip")
-        .args(["netns", "exec", &ns, "curl", "-sS", "-m", "3", "--interface", &tap, &format!("telnet://{stack_ip}:7")])
+    let mut c = net
+        .peer_command("curl")
+        .args(["-sS", "-m", "3", "--interface", tap, &format!("telnet://{stack_ip}:7")])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null()) // curl ends with "(28) Time-out": telnet:// has no end of its own

@@ -1,0 +1,217 @@
+//! The kernel-peer checks every port backend runs (AF_XDP, TAP, ...): the Linux kernel in a
+//! `TestNet` namespace pings the engine, kernel clients use ukcm as an echo server, and ukcm
+//! clients use a kernel echo server — 1 MiB each way per connection, byte-exact. Every
+//! kernel-side socket is created inside the namespace and bound to its interface.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smoltcp::socket::tcp;
+use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Cidr};
+use ukcm_nic::testnet::TestNet;
+use ukcm_nic::Port;
+use ukcm_stack::{consume_rx, ConnId, Engine, EngineConfig, IdleStrategy, TcpOptions};
+
+pub const BYTES: usize = 1 << 20;
+
+/// The engine configuration the checks expect: the topology's MAC and address, 256 KiB
+/// socket buffers, a backoff idle loop (the kernel peer shares the machine's cores).
+pub fn engine_config(net: &TestNet) -> EngineConfig {
+    EngineConfig {
+        mac: Some(net.host_mac),
+        ipv4: Some(Ipv4Cidr::new(net.ukcm_ip, net.prefix)),
+        default_tcp: TcpOptions { rx_buf: 256 * 1024, tx_buf: 256 * 1024, ..TcpOptions::default() },
+        idle: IdleStrategy::Backoff { spins: 200, yields: 50, park: Duration::from_micros(100) },
+        ..EngineConfig::default()
+    }
+}
+
+fn pattern(seed: u64, i: u64) -> u8 {
+    let z = (i / 8).wrapping_add(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    ((z ^ (z >> 31)) >> ((i % 8) * 8)) as u8
+}
+
+/// Writes BYTES of pattern `seed` and reads them back, checking every byte.
+fn kernel_client_exchange(mut s: TcpStream, seed: u64) {
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let data: Vec<u8> = (0..BYTES as u64).map(|i| pattern(seed, i)).collect();
+        w.write_all(&data).unwrap();
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::with_capacity(BYTES);
+    s.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    assert_eq!(got.len(), BYTES, "echo length");
+    assert!(got.iter().enumerate().all(|(i, b)| *b == pattern(seed, i as u64)), "echo bytes differ");
+}
+
+/// Echoes everything ready, inline on the engine thread; closes after the peer's FIN.
+fn echo_ready<P: Port>(e: &mut Engine<P>, ready: &mut Vec<ConnId>) {
+    e.drain_ready(ready);
+    for c in ready.drain(..) {
+        let _ = e.with_tcp(c, |s| {
+            let mut buf = [0u8; 8192];
+            loop {
+                let room = (s.send_capacity() - s.send_queue()).min(buf.len());
+                let n = match s.peek_slice(&mut buf[..room]) {
+                    Ok(n) if n > 0 => s.send_slice(&buf[..n]).unwrap_or(0),
+                    _ => 0,
+                };
+                if n == 0 {
+                    break;
+                }
+                consume_rx(s, n);
+            }
+            if !s.may_recv() && s.recv_queue() == 0 && s.may_send() {
+                s.close();
+            }
+        });
+    }
+}
+
+/// The kernel pings the engine (ARP + ICMP echo answered by it), then `conns` kernel
+/// clients each send 1 MiB to the engine's echo server on port 7 and check the echo.
+pub fn kernel_clients_to_ukcm_echo<P: Port + Send + 'static>(net: &TestNet, mut e: Engine<P>, conns: usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    e.listen(7, conns.max(16)).unwrap();
+    let stop2 = stop.clone();
+    let server = std::thread::spawn(move || {
+        let mut ready = Vec::new();
+        e.run_until(|e| {
+            while e.accept(7).is_some() {}
+            echo_ready(e, &mut ready);
+            stop2.load(Ordering::Relaxed)
+        })
+        .unwrap();
+        (e.stats(), e.port_stats())
+    });
+    let ping = net.peer_cmd(&["ping", "-c", "2", "-W", "2", "-I", &net.peer_if, &net.ukcm_ip.to_string()]);
+    let ping = match ping {
+        Ok(out) => out,
+        Err(err) => {
+            stop.store(true, Ordering::Relaxed);
+            let st = server.join().unwrap();
+            panic!("ping failed: {err}\n{st:?}");
+        }
+    };
+    assert!(ping.contains(" 0% packet loss"), "{ping}");
+    let to = SocketAddr::new(net.ukcm_ip.into(), 7);
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..conns)
+            .map(|i| {
+                sc.spawn(move || {
+                    let s = net.peer_tcp_connect(to, Duration::from_secs(10)).expect("kernel client connects");
+                    kernel_client_exchange(s, i as u64 + 1)
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (st, pst) = server.join().unwrap();
+    assert_eq!(st.accepted, conns as u64, "{st:?}");
+    assert!(pst.rx_frames > 0 && pst.tx_frames > 0, "{pst:?}");
+}
+
+/// `conns` engine clients each send 1 MiB to a kernel echo server in the namespace, check
+/// every echoed byte, close, and wait until the kernel's side has seen EOF.
+pub fn ukcm_clients_to_kernel_echo<P: Port>(net: &TestNet, mut e: Engine<P>, conns: usize) {
+    let listener = net.peer_tcp_listener(7007).expect("kernel listener");
+    let kernel = std::thread::spawn(move || {
+        let mut hs = Vec::new();
+        for _ in 0..conns {
+            let (mut s, _) = listener.accept().unwrap();
+            hs.push(std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let n = s.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    s.write_all(&buf[..n]).unwrap();
+                }
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+            }));
+        }
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    let remote = IpEndpoint::new(IpAddress::Ipv4(net.peer_ip), 7007);
+    let cs: Vec<ConnId> = (0..conns).map(|_| e.connect(remote).unwrap()).collect();
+    let mut sent = vec![0usize; conns];
+    let mut got = vec![0usize; conns];
+    let mut closed = vec![false; conns];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    e.run_until(|e| {
+        if Instant::now() > deadline {
+            let infos: Vec<_> = cs.iter().take(3).map(|c| e.info(*c)).collect();
+            panic!(
+                "timed out: got {} sent {}\n{infos:?}\n{:?}\n{:?}\n{:?}",
+                got.iter().sum::<usize>(),
+                sent.iter().sum::<usize>(),
+                e.stats(),
+                e.port_stats(),
+                e.device_stats()
+            );
+        }
+        for (i, c) in cs.iter().enumerate() {
+            let seed = 100 + i as u64;
+            let (sent, got, closed) = (&mut sent[i], &mut got[i], &mut closed[i]);
+            let _ = e.with_tcp(*c, |s| {
+                // (FIN-WAIT and TIME-WAIT still receive: read in every state)
+                while *sent < BYTES && s.may_send() && s.can_send() {
+                    let k = s
+                        .send(|b| {
+                            let k = b.len().min(BYTES - *sent);
+                            for (j, x) in b[..k].iter_mut().enumerate() {
+                                *x = pattern(seed, (*sent + j) as u64);
+                            }
+                            (k, k)
+                        })
+                        .unwrap();
+                    *sent += k;
+                }
+                while s.can_recv() {
+                    let k = s
+                        .recv(|b| {
+                            for (j, x) in b.iter().enumerate() {
+                                assert_eq!(*x, pattern(seed, (*got + j) as u64), "byte {}", *got + j);
+                            }
+                            (b.len(), b.len())
+                        })
+                        .unwrap();
+                    *got += k;
+                }
+                if *sent == BYTES && !*closed && s.state() == tcp::State::Established {
+                    s.close();
+                    *closed = true;
+                }
+            });
+        }
+        got.iter().all(|g| *g == BYTES)
+    })
+    .unwrap();
+    // Let the FINs and final ACKs out so the kernel's echo threads see EOF.
+    let kernel_done = Arc::new(AtomicBool::new(false));
+    let waiter = {
+        let kernel_done = kernel_done.clone();
+        std::thread::spawn(move || {
+            let r = kernel.join();
+            kernel_done.store(true, Ordering::Relaxed);
+            r
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    e.run_until(|_| kernel_done.load(Ordering::Relaxed) || Instant::now() > deadline).unwrap();
+    assert!(kernel_done.load(Ordering::Relaxed), "the kernel's echo threads never saw EOF");
+    waiter.join().unwrap().unwrap();
+    assert_eq!(e.stats().connected, conns as u64);
+}
