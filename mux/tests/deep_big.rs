@@ -5,32 +5,26 @@
 //! run-to-completion variants stalled in most runs (the deterministic reproduction is
 //! zero_window_ack.rs).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{IpAddress, IpEndpoint};
 use ukcm_mux::stack_psock::StackPsock;
 use ukcm_mux::{Mux, MuxConfig, SocketConfig};
-use ukcm_nic::{mem_pair, FaultConfig, HugePolicy, MemPairConfig, MemPort, PinnedBudget, PoolConfig};
+use ukcm_nic::{FaultConfig, MemPort, PinnedBudget};
 use ukcm_parsers::LengthField;
-use ukcm_stack::{ConnId, Engine, EngineConfig, TcpOptions};
+use ukcm_stack::{ConnId, Engine, TcpOptions};
 
-const A: Ipv4Address = Ipv4Address::new(10, 8, 2, 1);
-const B: Ipv4Address = Ipv4Address::new(10, 8, 2, 2);
+use common::Pair;
+
 const PORT: u16 = 7200;
 
-fn engines(faults: FaultConfig) -> (Engine<MemPort>, Engine<MemPort>) {
-    let pc = MemPairConfig {
-        pool: PoolConfig { frame_size: 2048, headroom: 128, frames: 8192 },
-        link_capacity: 2048,
-        a_to_b: FaultConfig { seed: 31, ..faults },
-        b_to_a: FaultConfig { seed: 32, ..faults },
-        huge: HugePolicy::Never,
-        ..MemPairConfig::default()
-    };
-    let (pa, pb) = mem_pair(&pc, &PinnedBudget::unlimited()).unwrap();
+fn engines(faults: FaultConfig) -> (Engine<MemPort>, Engine<MemPort>, Pair) {
     let tcp = TcpOptions { rx_buf: 512 * 1024, tx_buf: 512 * 1024, nagle: false, ..TcpOptions::default() };
-    let cfg = |ip| EngineConfig { ipv4: Some(Ipv4Cidr::new(ip, 24)), default_tcp: tcp, ..EngineConfig::default() };
-    (Engine::new(pa, cfg(A)).unwrap(), Engine::new(pb, cfg(B)).unwrap())
+    let pair = Pair { net: 2, faults, seeds: (31, 32), link_capacity: 2048, frames: 8192, tcp };
+    let (a, b) = pair.engines();
+    (a, b, pair)
 }
 
 struct Client {
@@ -45,7 +39,7 @@ fn run(rtc: bool, faults: FaultConfig) {
     const SIZE: usize = 64 * 1024;
     const DEPTH: usize = 64;
     const TOTAL: usize = 256; // messages per connection
-    let (mut a, mut b) = engines(faults);
+    let (mut a, mut b, pair) = engines(faults);
     let budget = PinnedBudget::unlimited();
     b.listen(PORT, 16).unwrap();
     let cfg = MuxConfig {
@@ -56,7 +50,7 @@ fn run(rtc: bool, faults: FaultConfig) {
     let (mut mux, mut sock) = Mux::<StackPsock<MemPort>>::new(cfg, &budget).unwrap();
     let mut clients: Vec<Client> = (0..CONNS)
         .map(|_| Client {
-            conn: a.connect(IpEndpoint::new(IpAddress::Ipv4(B), PORT)).unwrap(),
+            conn: a.connect(IpEndpoint::new(IpAddress::Ipv4(pair.addr_b()), PORT)).unwrap(),
             sent: 0,
             partial: 0,
             got_bytes: 0,

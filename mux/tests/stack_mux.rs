@@ -2,57 +2,27 @@
 //! reordering and duplication), the server side a mux echoing every message on the
 //! connection it came from. No privileges needed.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smoltcp::socket::tcp;
-use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{IpAddress, IpEndpoint};
 use ukcm_mux::stack_psock::StackPsock;
 use ukcm_mux::{Completion, CompletionStatus, Mux, MuxConfig, PsockId, SocketConfig};
-use ukcm_nic::{mem_pair, FaultConfig, HugePolicy, MemPairConfig, MemPort, PinnedBudget, PoolConfig};
+use ukcm_nic::{FaultConfig, MemPort, PinnedBudget};
 use ukcm_parsers::LengthField;
-use ukcm_stack::{ConnId, Engine, EngineConfig, TcpOptions};
+use ukcm_stack::{ConnId, Engine, TcpOptions};
 
-const A: Ipv4Address = Ipv4Address::new(10, 8, 0, 1);
-const B: Ipv4Address = Ipv4Address::new(10, 8, 0, 2);
+use common::{check_message, message, Pair};
 
-fn engines(faults: FaultConfig) -> (Engine<MemPort>, Engine<MemPort>) {
-    let pc = MemPairConfig {
-        pool: PoolConfig { frame_size: 2048, headroom: 128, frames: 8192 },
-        link_capacity: 1024,
-        a_to_b: FaultConfig { seed: 21, ..faults },
-        b_to_a: FaultConfig { seed: 22, ..faults },
-        huge: HugePolicy::Never,
-        ..MemPairConfig::default()
-    };
-    let (pa, pb) = mem_pair(&pc, &PinnedBudget::unlimited()).unwrap();
+fn engines(faults: FaultConfig) -> (Engine<MemPort>, Engine<MemPort>, Pair) {
     let tcp = TcpOptions { rx_buf: 256 * 1024, tx_buf: 256 * 1024, ..TcpOptions::default() };
-    let cfg = |ip| EngineConfig { ipv4: Some(Ipv4Cidr::new(ip, 24)), default_tcp: tcp, ..EngineConfig::default() };
-    (Engine::new(pa, cfg(A)).unwrap(), Engine::new(pb, cfg(B)).unwrap())
-}
-
-/// A message: 4-byte length, 4-byte connection, 4-byte sequence, 8-byte FNV of the rest, body.
-fn message(conn: u32, seq: u32, body_len: usize) -> Vec<u8> {
-    let mut body = vec![0u8; body_len];
-    let mut x = (conn as u64) << 32 | seq as u64 | 1;
-    for b in body.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    let mut m = Vec::with_capacity(20 + body_len);
-    m.extend_from_slice(&((16 + body_len) as u32).to_be_bytes());
-    m.extend_from_slice(&conn.to_be_bytes());
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(&fnv(&body).to_be_bytes());
-    m.extend_from_slice(&body);
-    m
-}
-
-fn fnv(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100_0000_01b3))
+    let pair = Pair { net: 0, faults, seeds: (21, 22), link_capacity: 1024, frames: 8192, tcp };
+    let (a, b) = pair.engines();
+    (a, b, pair)
 }
 
 struct Client {
@@ -74,7 +44,7 @@ fn copying_echo_over_a_lossy_link_counts_its_copy() {
 
 fn lossy_echo(zero_copy: bool) {
     let faults = FaultConfig { loss: 0.01, reorder: 0.01, duplicate: 0.001, ..FaultConfig::none() };
-    let (mut a, mut b) = engines(faults);
+    let (mut a, mut b, pair) = engines(faults);
     let budget = PinnedBudget::unlimited();
     let cfg = MuxConfig {
         steer: ukcm_mux::SteerPolicy::Sticky,
@@ -89,7 +59,7 @@ fn lossy_echo(zero_copy: bool) {
     let per_conn = 300u32;
     let mut clients: Vec<Client> = (0..conns)
         .map(|_| Client {
-            conn: a.connect(IpEndpoint::new(IpAddress::Ipv4(B), 7000)).unwrap(),
+            conn: a.connect(IpEndpoint::new(IpAddress::Ipv4(pair.addr_b()), 7000)).unwrap(),
             out: VecDeque::new(),
             inbuf: Vec::new(),
             next_expected: 0,
@@ -98,7 +68,7 @@ fn lossy_echo(zero_copy: bool) {
     for (i, c) in clients.iter_mut().enumerate() {
         for seq in 0..per_conn {
             let len = (seq as usize * 7919 + i * 104_729) % 20_000;
-            c.out.extend(message(i as u32, seq, len));
+            c.out.extend(message(i as u32, seq, len + 1));
         }
     }
     let mut psocks: Vec<PsockId> = Vec::new();
@@ -158,9 +128,8 @@ fn lossy_echo(zero_copy: bool) {
                     break;
                 }
                 let m: Vec<u8> = c.inbuf.drain(..len).collect();
-                let seq = u32::from_be_bytes(m[8..12].try_into().unwrap());
+                let (_, seq) = check_message(&m).unwrap_or_else(|e| panic!("payload intact: {e}"));
                 assert_eq!(seq, c.next_expected, "per-connection order");
-                assert_eq!(u64::from_be_bytes(m[12..20].try_into().unwrap()), fnv(&m[20..]), "payload intact");
                 c.next_expected += 1;
             }
         }
