@@ -5,8 +5,9 @@
 //! Length rule (as in netty's `LengthFieldBasedFrameDecoder`): with the header
 //! being the bytes up to the end of the field (`offset + width`),
 //! `total = value + adjust`, plus the header length unless the field already
-//! counts it (`includes_header`). Arithmetic is done in `i128`, so no field
-//! value or adjustment can overflow.
+//! counts it (`includes_header`). The common shapes (unsigned fields of up to 4
+//! bytes) take a precomputed `i64` fast path; everything else, and every error,
+//! is decided in `i128`, so no field value or adjustment can overflow.
 
 use crate::contract::{checked_len, Parse, ParseError, Parser, DEFAULT_MAX};
 
@@ -28,6 +29,24 @@ pub struct LengthField {
     signed: bool,
     max: usize,
     name: &'static str,
+    /// Precomputed fast path (see [`FastShape`]); `Wide` sends every parse to `parse_wide`.
+    fast: FastShape,
+    /// `adjust`, plus the header length unless the field counts it: `total = value + base`.
+    base: i64,
+}
+
+/// The shapes parsed without `i128`: unsigned fields of 1 to 4 bytes with an adjustment
+/// far from `i64`'s limits, where `value + base` is exact in `i64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FastShape {
+    U8,
+    U16Be,
+    U16Le,
+    U24Be,
+    U24Le,
+    U32Be,
+    U32Le,
+    Wide,
 }
 
 /// Why a length-field configuration is unusable.
@@ -57,7 +76,7 @@ impl LengthField {
         if !matches!(width, 1 | 2 | 3 | 4 | 8) {
             return Err(LengthFieldConfigError::Width(width));
         }
-        offset.checked_add(width).ok_or(LengthFieldConfigError::Offset)?;
+        offset.checked_add(width).filter(|h| *h <= isize::MAX as usize).ok_or(LengthFieldConfigError::Offset)?;
         Ok(LengthField {
             offset,
             width,
@@ -67,26 +86,51 @@ impl LengthField {
             signed: false,
             max: DEFAULT_MAX,
             name: "lenfield",
-        })
+            fast: FastShape::Wide,
+            base: 0,
+        }
+        .refresh())
+    }
+
+    /// Recomputes the fast path after a configuration change.
+    fn refresh(mut self) -> Self {
+        let header = (self.offset + self.width) as i64;
+        let base = self.adjust.checked_add(if self.includes_header { 0 } else { header });
+        const LIMIT: i64 = 1 << 61; // |base| + u32::MAX stays far inside i64
+        self.fast = match (base, self.signed, self.width, self.endian) {
+            (Some(b), false, w, e) if b.unsigned_abs() < LIMIT as u64 => match (w, e) {
+                (1, _) => FastShape::U8,
+                (2, Endian::Big) => FastShape::U16Be,
+                (2, Endian::Little) => FastShape::U16Le,
+                (3, Endian::Big) => FastShape::U24Be,
+                (3, Endian::Little) => FastShape::U24Le,
+                (4, Endian::Big) => FastShape::U32Be,
+                (4, Endian::Little) => FastShape::U32Le,
+                _ => FastShape::Wide,
+            },
+            _ => FastShape::Wide,
+        };
+        self.base = base.unwrap_or(0);
+        self
     }
 
     /// Signed adjustment added to the field value (e.g. a trailer the field
     /// does not count).
     pub fn adjust(mut self, adjust: i64) -> Self {
         self.adjust = adjust;
-        self
+        self.refresh()
     }
 
     /// Whether the field value already counts the header bytes.
     pub fn includes_header(mut self, yes: bool) -> Self {
         self.includes_header = yes;
-        self
+        self.refresh()
     }
 
     /// Interpret the field as two's complement; negative values are errors.
     pub fn signed(mut self, yes: bool) -> Self {
         self.signed = yes;
-        self
+        self.refresh()
     }
 
     /// Largest accepted message, header included.
@@ -172,13 +216,10 @@ impl LengthField {
     }
 }
 
-impl Parser for LengthField {
-    #[inline]
-    fn parse(&mut self, buf: &[u8]) -> Result<Parse, ParseError> {
-        let header = self.offset + self.width;
-        if buf.len() < header {
-            return Ok(Parse::NeedMore(header));
-        }
+impl LengthField {
+    /// The general rule in `i128`: any width, sign, adjustment and header, no overflow.
+    #[cold]
+    fn parse_wide(&self, buf: &[u8], header: usize) -> Result<Parse, ParseError> {
         let value = self.field(buf);
         if value < 0 {
             return Err(ParseError::Negative(value as i64));
@@ -194,6 +235,34 @@ impl Parser for LengthField {
         // total >= header >= 1 here; beyond u64 only with an 8-byte field plus adjust.
         let total = u64::try_from(total).map_err(|_| ParseError::Overflow)?;
         checked_len(total, self.max)
+    }
+}
+
+impl Parser for LengthField {
+    /// Fast path for the common shapes (unsigned fields up to 4 bytes: Thrift, DNS, gRPC,
+    /// most custom framings): one bounds check, one load, a precomputed base; everything
+    /// else, and every error, is decided by the exact `i128` rule in `parse_wide`.
+    #[inline]
+    fn parse(&mut self, buf: &[u8]) -> Result<Parse, ParseError> {
+        let header = self.offset + self.width;
+        let Some(h) = buf.get(self.offset..header) else {
+            return Ok(Parse::NeedMore(header));
+        };
+        let value = match (self.fast, h) {
+            (FastShape::U8, &[a]) => a as u32,
+            (FastShape::U16Be, &[a, b]) => u16::from_be_bytes([a, b]) as u32,
+            (FastShape::U16Le, &[a, b]) => u16::from_le_bytes([a, b]) as u32,
+            (FastShape::U24Be, &[a, b, c]) => u32::from_be_bytes([0, a, b, c]),
+            (FastShape::U24Le, &[a, b, c]) => u32::from_le_bytes([a, b, c, 0]),
+            (FastShape::U32Be, &[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+            (FastShape::U32Le, &[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
+            _ => return self.parse_wide(buf, header),
+        };
+        let total = value as i64 + self.base;
+        if total < header as i64 {
+            return self.parse_wide(buf, header);
+        }
+        checked_len(total as u64, self.max)
     }
 
     fn max_message(&self) -> usize {
@@ -378,6 +447,28 @@ mod tests {
                 Ok(Parse::Message(l)) => prop_assert!(l >= offset + width && l <= DEFAULT_MAX),
                 Err(_) => {}
             }
+        }
+
+        /// The fast path decides exactly as the `i128` rule for every configuration and
+        /// every header, including adjustments next to `i64`'s limits.
+        #[test]
+        fn fast_path_equals_the_exact_rule(
+            offset in 0usize..4,
+            width in prop::sample::select(vec![1usize, 2, 3, 4, 8]),
+            little in any::<bool>(),
+            adjust in prop_oneof![-70_000i64..70_000, any::<i64>(), Just(i64::MAX), Just(i64::MIN),
+                                  Just((1 << 61) - 1), Just(-(1 << 61) + 1), Just(1 << 61)],
+            includes_header in any::<bool>(),
+            signed in any::<bool>(),
+            max in prop_oneof![Just(DEFAULT_MAX), 0usize..100_000],
+            bytes in prop::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let endian = if little { Endian::Little } else { Endian::Big };
+            let mut p = LengthField::new(offset, width, endian).unwrap()
+                .adjust(adjust).includes_header(includes_header).signed(signed).max(max);
+            let header = offset + width;
+            let exact = if bytes.len() < header { Ok(Parse::NeedMore(header)) } else { p.parse_wide(&bytes, header) };
+            prop_assert_eq!(p.parse(&bytes), exact);
         }
     }
 }
