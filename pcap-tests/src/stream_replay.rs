@@ -1,0 +1,369 @@
+//! Stream replay: each direction of each flow of a capture, reassembled, is fed through the
+//! mux with the fixture's parser (one psock per direction, fed segment by segment as the
+//! bytes arrived), and the messages the mux delivers are compared with the manifest.
+//!
+//! Every problem is reported with its flow, direction and message index, and the cause a
+//! receiver would see (damaged capture, bad checksum, missing segment, conflicting
+//! retransmission, parser error).
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ukcm_mux::{Fill, Mux, MuxConfig, MuxEvent, PsockError, PsockId, PsockIo, SocketConfig};
+use ukcm_nic::{ByteRing, PinnedBudget, RingError, RingView};
+use ukcm_parsers::parser_from_spec;
+
+use crate::capture;
+use crate::flows::{self, FlowStreams};
+use crate::manifest::{Dir, FlowSpec, Manifest};
+use crate::reassembly::{Issue, Stream};
+
+/// Bytes of each psock's rx ring (holds the largest fixture message with room to spare).
+pub const RING_BYTES: usize = 256 * 1024;
+
+/// A reassembled byte stream as a psock's transport: each `fill` moves the next piece of
+/// the stream, as it arrived in one segment, into the pinned rx ring; then end of stream.
+/// What the mux writes back is accepted and counted.
+#[derive(Debug)]
+pub struct StreamPsock {
+    data: Vec<u8>,
+    /// Sizes of the pieces, in order (segment payloads as they extended the stream).
+    pieces: Vec<usize>,
+    next_piece: usize,
+    /// Bytes of the current piece already moved.
+    piece_done: usize,
+    pos: usize,
+    ring: ByteRing,
+    written: u64,
+    label: String,
+}
+
+impl StreamPsock {
+    /// A transport over `stream` (its bytes and arrival pieces).
+    pub fn new(stream: &Stream, label: String, budget: &Arc<PinnedBudget>) -> io::Result<Self> {
+        let mut pieces: Vec<usize> = stream.chunks.iter().map(|c| c.2).collect();
+        if pieces.is_empty() && !stream.data.is_empty() {
+            pieces.push(stream.data.len());
+        }
+        let ring = ByteRing::new(RING_BYTES, 1024, budget).map_err(io::Error::other)?;
+        Ok(StreamPsock {
+            data: stream.data.clone(),
+            pieces,
+            next_piece: 0,
+            piece_done: 0,
+            pos: 0,
+            ring,
+            written: 0,
+            label,
+        })
+    }
+
+    /// Bytes the mux wrote to this transport.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+impl PsockIo for StreamPsock {
+    type Ctx = ();
+
+    fn fill(&mut self, _: &mut ()) -> io::Result<Fill> {
+        let mut fill = Fill::default();
+        if self.pos == self.data.len() {
+            fill.eof = true;
+            return Ok(fill);
+        }
+        let piece = self.pieces.get(self.next_piece).copied().unwrap_or(self.data.len() - self.pos);
+        let want = piece - self.piece_done;
+        let space = self.ring.free_space();
+        if space.is_empty() {
+            fill.ring_full = true;
+            return Ok(fill);
+        }
+        let n = want.min(space.len());
+        space[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.ring.commit(n);
+        self.pos += n;
+        self.piece_done += n;
+        if self.piece_done == piece {
+            self.next_piece += 1;
+            self.piece_done = 0;
+        }
+        fill.new_bytes = n;
+        Ok(fill)
+    }
+
+    fn unparsed(&self) -> &[u8] {
+        self.ring.unparsed()
+    }
+
+    fn take_view(&mut self, len: usize) -> Result<RingView, RingError> {
+        self.ring.take_view(len)
+    }
+
+    fn reclaim(&mut self) -> usize {
+        self.ring.reclaim()
+    }
+
+    fn discard(&mut self, len: usize) -> Result<(), RingError> {
+        self.ring.discard(len)
+    }
+
+    fn write(&mut self, _: &mut (), bytes: &[u8]) -> io::Result<usize> {
+        self.written += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+
+    fn acked_total(&mut self, _: &mut ()) -> io::Result<u64> {
+        Ok(self.written)
+    }
+
+    fn rx_capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    fn close(&mut self, _: &mut ()) {
+        self.pos = self.data.len();
+    }
+
+    fn rx_contains(&self, p: *const u8, len: usize) -> bool {
+        self.ring.contains(p, len)
+    }
+}
+
+/// A delivered message: length and FNV-1a 64.
+pub type Got = (usize, u64);
+
+/// What the mux delivered for one direction of one flow.
+#[derive(Debug, Clone, Default)]
+pub struct DirOutcome {
+    /// Messages in delivery order.
+    pub msgs: Vec<Got>,
+    /// The error the psock stopped with, if it did not end cleanly.
+    pub error: Option<PsockError>,
+    /// The psock ended (closed or failed) before the replay stopped.
+    pub ended: bool,
+    /// Every delivered message was a view into the psock's rx ring (no copy).
+    pub in_place: bool,
+}
+
+/// Feeds `streams` (label, stream) through one mux with the parser `spec`, one psock
+/// each; returns what each delivered.
+pub fn run_mux(spec: &str, streams: &[(String, &Stream)]) -> Result<Vec<DirOutcome>, String> {
+    let budget = PinnedBudget::unlimited();
+    let cfg = MuxConfig {
+        socket: SocketConfig { rx_queue: 4096, tx_queue: 64, max_in_flight: 64, tx_ring: 64 * 1024 },
+        ..MuxConfig::default()
+    };
+    let (mut mux, sock) = Mux::<StreamPsock>::new(cfg, &budget).map_err(|e| format!("mux: {e}"))?;
+    let mut ids: Vec<PsockId> = Vec::new();
+    for (label, s) in streams {
+        let parser = parser_from_spec(spec).map_err(|e| format!("parser {spec:?}: {e}"))?;
+        let io = StreamPsock::new(s, label.clone(), &budget).map_err(|e| format!("psock: {e}"))?;
+        ids.push(mux.attach(io, parser));
+    }
+    let mut out: Vec<DirOutcome> = vec![DirOutcome { in_place: true, ..DirOutcome::default() }; ids.len()];
+    let slot = |id: PsockId| ids.iter().position(|&i| i == id);
+    let mut idle = 0;
+    while out.iter().any(|o| !o.ended) && idle < 1000 {
+        let work = mux.poll(Instant::now());
+        let mut got_any = false;
+        while let Some(m) = sock.try_recv() {
+            got_any = true;
+            if let Some(i) = slot(m.origin()) {
+                out[i].in_place &= mux.msg_in_ring(&m);
+                out[i].msgs.push((m.bytes().len(), crate::fnv1a64(m.bytes())));
+            }
+        }
+        while let Some(ev) = sock.next_event() {
+            match ev {
+                MuxEvent::PsockClosed(id) => {
+                    if let Some(i) = slot(id) {
+                        out[i].ended = true;
+                    }
+                }
+                MuxEvent::PsockError(id, e) => {
+                    if let Some(i) = slot(id) {
+                        out[i].ended = true;
+                        out[i].error = Some(e);
+                    }
+                }
+            }
+        }
+        idle = if work || got_any { 0 } else { idle + 1 };
+    }
+    Ok(out)
+}
+
+/// Why a replay did not give the manifest's messages: one line per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayError {
+    /// The capture file.
+    pub capture: String,
+    /// The problems, each naming flow, direction and message.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} problem(s)", self.capture, self.problems.len())?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ReplayError {}
+
+/// Counts of a successful replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplaySummary {
+    /// Flows replayed.
+    pub flows: usize,
+    /// Messages delivered (and matched).
+    pub messages: usize,
+    /// Stream bytes delivered.
+    pub bytes: u64,
+}
+
+/// Replays the fixture `name` (from the committed fixtures directory).
+pub fn replay_fixture(name: &str) -> Result<ReplaySummary, ReplayError> {
+    let dir = crate::fixtures_dir();
+    let manifest = Manifest::load(&dir.join(format!("{name}.manifest")))
+        .map_err(|e| ReplayError { capture: name.into(), problems: vec![e] })?;
+    replay_file(&dir.join(format!("{name}.pcap")), &manifest)
+}
+
+/// Replays `path` and compares with `manifest`.
+pub fn replay_file(path: &Path, manifest: &Manifest) -> Result<ReplaySummary, ReplayError> {
+    let (cap, damage) = capture::read_partial(path);
+    let mut problems = Vec::new();
+    if let Some(d) = &damage {
+        problems.push(format!("capture damaged: {d}"));
+    }
+    let found = flows::flows(&cap);
+    // Match the manifest's flows to the capture's by endpoints.
+    let mut streams: Vec<(usize, FlowStreams)> = Vec::new();
+    for (fi, spec) in manifest.flows.iter().enumerate() {
+        match found.iter().find(|f| f.client == spec.client && f.server == spec.server) {
+            Some(f) => streams.push((fi, flows::reassemble(&cap, f))),
+            None => problems
+                .push(format!("flow {fi} ({} → {}): message 0: not in the capture at all", spec.client, spec.server)),
+        }
+    }
+    let mut inputs: Vec<(String, &Stream)> = Vec::new();
+    let mut keys: Vec<(usize, Dir, &FlowStreams)> = Vec::new();
+    for (fi, fs) in &streams {
+        for d in Dir::BOTH {
+            inputs.push((format!("flow {fi} {d}"), fs.dir(d)));
+            keys.push((*fi, d, fs));
+        }
+    }
+    let outcomes = run_mux(&manifest.parser, &inputs)
+        .map_err(|e| ReplayError { capture: path.display().to_string(), problems: vec![e] })?;
+    let mut summary = ReplaySummary { flows: streams.len(), ..ReplaySummary::default() };
+    for ((fi, d, fs), out) in keys.iter().zip(&outcomes) {
+        let spec = &manifest.flows[*fi];
+        match compare(spec, *d, fs, out, damage.is_some()) {
+            Ok(()) => {
+                summary.messages += out.msgs.len();
+                summary.bytes += out.msgs.iter().map(|m| m.0 as u64).sum::<u64>();
+            }
+            Err(p) => problems.push(format!("flow {fi} {d} ({}): {p}", spec.describe(*d))),
+        }
+    }
+    if problems.is_empty() {
+        Ok(summary)
+    } else {
+        Err(ReplayError { capture: path.display().to_string(), problems })
+    }
+}
+
+/// Compares one direction's delivered messages with the manifest; the text names the
+/// first message that broke and why.
+fn compare(spec: &FlowSpec, d: Dir, fs: &FlowStreams, out: &DirOutcome, damaged: bool) -> Result<(), String> {
+    let want = spec.msgs(d);
+    let stream = fs.dir(d);
+    let mut start = 0u64;
+    for (i, w) in want.iter().enumerate() {
+        let range = format!("message {i} (stream bytes {start}..{})", start + w.len as u64);
+        match out.msgs.get(i) {
+            Some(&(len, fnv)) if len == w.len && fnv == w.fnv => {}
+            Some(&(len, fnv)) => {
+                let mut why = format!(
+                    "{range}: delivered {len} bytes fnv {fnv:016x}, expected {} bytes fnv {:016x}",
+                    w.len, w.fnv
+                );
+                if let Some(c) = conflict_in(stream, start, w.len) {
+                    why.push_str(&format!(" ({c})"));
+                }
+                if let Some(&(_, rec)) = fs.bad_checksums.iter().find(|b| b.0 == d) {
+                    why.push_str(&format!(" (record {rec} had a bad checksum)"));
+                }
+                return Err(why);
+            }
+            None => return Err(format!("{range}: not delivered: {}", missing_cause(spec, d, fs, out, damaged))),
+        }
+        start += w.len as u64;
+    }
+    if out.msgs.len() > want.len() {
+        return Err(format!(
+            "message {}: delivered but not in the manifest ({} bytes)",
+            want.len(),
+            out.msgs[want.len()].0
+        ));
+    }
+    if !out.in_place {
+        return Err("a delivered message was not a view into the psock's rx ring".into());
+    }
+    if let Some(e) = out.error {
+        return Err(format!("psock failed after the last message: {e}"));
+    }
+    Ok(())
+}
+
+fn conflict_in(stream: &Stream, start: u64, len: usize) -> Option<String> {
+    stream.issues.iter().find_map(|i| match i {
+        Issue::Conflict { offset, .. } if (start..start + len as u64).contains(offset) => Some(i.to_string()),
+        _ => None,
+    })
+}
+
+/// Why a message was not delivered, as a receiver sees it.
+fn missing_cause(spec: &FlowSpec, d: Dir, fs: &FlowStreams, out: &DirOutcome, damaged: bool) -> String {
+    let stream = fs.dir(d);
+    let mut why = Vec::new();
+    let bad: Vec<String> = fs.bad_checksums.iter().filter(|b| b.0 == d).map(|b| b.1.to_string()).collect();
+    if !bad.is_empty() {
+        why.push(format!("record(s) {} dropped for a bad checksum", bad.join(", ")));
+    }
+    for i in &stream.issues {
+        if matches!(i, Issue::Gap { .. } | Issue::OutOfOrderOverflow { .. }) {
+            let at = match i {
+                Issue::Gap { offset, .. } => spec.msg_at(d, *offset).map(|(k, _)| format!(" (inside message {k})")),
+                _ => None,
+            };
+            why.push(format!("{i}{}", at.unwrap_or_default()));
+        }
+    }
+    if stream.first_gap().is_none() && (stream.data.len() as u64) < spec.msgs(d).iter().map(|m| m.len as u64).sum() {
+        why.push(format!("the stream ends after {} bytes", stream.data.len()));
+    }
+    if damaged {
+        why.push("the capture is damaged (see above)".into());
+    }
+    if let Some(e) = out.error {
+        why.push(format!("the mux reported {e}"));
+    } else if !out.ended {
+        why.push("the psock never finished".into());
+    }
+    why.join("; ")
+}

@@ -1,0 +1,160 @@
+//! Damaged captures, built here from a good fixture, give a report naming the flow, the
+//! direction and the message that broke, and why; a capture with reordered and duplicated
+//! segments (what a receiver must cope with) still gives exactly the manifest.
+//!
+//! The target is memcached_binary's flow 0 client→server message 1: the `set` of a 3000-byte
+//! value, which spans three segments.
+
+use std::path::PathBuf;
+
+use ukcm_pcap_tests::capture;
+use ukcm_pcap_tests::flows;
+use ukcm_pcap_tests::manifest::{Dir, Manifest};
+use ukcm_pcap_tests::pcapedit::{fix_checksums, Records};
+use ukcm_pcap_tests::stream_replay::replay_file;
+
+const FIXTURE: &str = "memcached_binary";
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ukcm-pcap-corrupt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+struct Target {
+    manifest: Manifest,
+    records: Records,
+    /// Record (from 1) of a segment carrying bytes of flow 0 c2s message 1, not its first.
+    record: u64,
+    /// Where its payload starts in the frame.
+    payload_at: usize,
+}
+
+fn target() -> Target {
+    let dir = ukcm_pcap_tests::fixtures_dir();
+    let manifest = Manifest::load(&dir.join(format!("{FIXTURE}.manifest"))).unwrap();
+    let path = dir.join(format!("{FIXTURE}.pcap"));
+    let cap = capture::read(&path).unwrap();
+    let fl = flows::flows(&cap);
+    let spec = &manifest.flows[0];
+    let f = fl.iter().find(|f| f.client == spec.client && f.server == spec.server).unwrap();
+    let stream = flows::reassemble(&cap, f);
+    let (_, start) = spec.msg_at(Dir::C2s, 100).unwrap();
+    assert_eq!(spec.msg_at(Dir::C2s, 100).unwrap().0, 1);
+    let end = start + spec.c2s[1].len as u64;
+    // a piece that starts inside message 1 and ends before its end
+    let &(record, _, _) = stream
+        .c2s
+        .chunks
+        .iter()
+        .find(|&&(_, off, len)| off > start && off + (len as u64) < end)
+        .expect("message 1 spans more than two segments");
+    let seg = cap.segments.iter().find(|s| s.record == record).unwrap();
+    Target { manifest, records: Records::read(&path).unwrap(), record, payload_at: seg.payload_at }
+}
+
+fn replay(records: &Records, name: &str, manifest: &Manifest) -> String {
+    let path = tmp(name);
+    records.write(&path).unwrap();
+    let err = replay_file(&path, manifest).expect_err("a damaged capture must not replay cleanly");
+    let _ = std::fs::remove_file(&path);
+    err.to_string()
+}
+
+#[test]
+fn truncated_capture_names_the_record_flow_and_message() {
+    let t = target();
+    let path = tmp("truncated.pcap");
+    t.records.write(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    // cut the file 40 bytes into the target record's data
+    let cut = t.records.file_offset(t.record) as usize + 16 + 40;
+    std::fs::write(&path, &bytes[..cut]).unwrap();
+    let msg = replay_file(&path, &t.manifest).unwrap_err().to_string();
+    eprintln!("{msg}");
+    assert!(msg.contains(&format!("capture damaged: record {}: truncated", t.record)), "{msg}");
+    assert!(msg.contains("flow 0 c2s (10.219.0.2:"), "{msg}");
+    assert!(msg.contains("message 1 (stream bytes 58..3100): not delivered"), "{msg}");
+    // the flows after the damage are reported missing, by index
+    assert!(msg.contains("flow 4 (") && msg.contains("not in the capture at all"), "{msg}");
+}
+
+#[test]
+fn bad_checksum_drops_the_segment_and_names_it() {
+    let t = target();
+    let mut r = t.records.clone();
+    r.records[(t.record - 1) as usize].1[t.payload_at + 10] ^= 0x20;
+    let msg = replay(&r, "badsum.pcap", &t.manifest);
+    eprintln!("{msg}");
+    assert!(msg.contains("flow 0 c2s"), "{msg}");
+    assert!(msg.contains("message 1 (stream bytes 58..3100): not delivered"), "{msg}");
+    assert!(msg.contains(&format!("record(s) {} dropped for a bad checksum", t.record)), "{msg}");
+    assert!(msg.contains("missing segment: stream bytes"), "{msg}");
+    // every other flow and direction is fine
+    assert_eq!(msg.matches("\n  ").count(), 1, "{msg}");
+}
+
+#[test]
+fn flipped_byte_with_a_fixed_checksum_is_caught_by_the_hash() {
+    let t = target();
+    let mut r = t.records.clone();
+    let frame = &mut r.records[(t.record - 1) as usize].1;
+    frame[t.payload_at + 10] ^= 0x20;
+    fix_checksums(frame);
+    let msg = replay(&r, "flipped.pcap", &t.manifest);
+    eprintln!("{msg}");
+    let want = t.manifest.flows[0].c2s[1];
+    assert!(msg.contains(&format!("flow 0 c2s (10.219.0.2:{}", t.manifest.flows[0].client.port())), "{msg}");
+    assert!(msg.contains("message 1 (stream bytes 58..3100): delivered 3042 bytes fnv"), "{msg}");
+    assert!(msg.contains(&format!("expected {} bytes fnv {:016x}", want.len, want.fnv)), "{msg}");
+    assert_eq!(msg.matches("\n  ").count(), 1, "{msg}");
+}
+
+#[test]
+fn missing_segment_is_a_gap_inside_the_named_message() {
+    let t = target();
+    let mut r = t.records.clone();
+    r.records.remove((t.record - 1) as usize);
+    let msg = replay(&r, "missing.pcap", &t.manifest);
+    eprintln!("{msg}");
+    assert!(msg.contains("flow 0 c2s"), "{msg}");
+    assert!(msg.contains("message 1 (stream bytes 58..3100): not delivered"), "{msg}");
+    assert!(msg.contains("missing segment: stream bytes") && msg.contains("never arrived (inside message 1)"), "{msg}");
+    assert_eq!(msg.matches("\n  ").count(), 1, "{msg}");
+}
+
+#[test]
+fn conflicting_retransmission_keeps_the_first_copy_and_is_reported() {
+    let t = target();
+    let mut r = t.records.clone();
+    let i = (t.record - 1) as usize;
+    let mut copy = r.records[i].clone();
+    copy.1[t.payload_at + 10] ^= 0x20;
+    fix_checksums(&mut copy.1);
+    r.records.insert(i + 1, copy); // a retransmission with other bytes
+    let path = tmp("conflict.pcap");
+    r.write(&path).unwrap();
+    let cap = capture::read(&path).unwrap();
+    let fl = flows::flows(&cap);
+    let s = flows::reassemble(&cap, &fl[0]);
+    let conflict = s.c2s.issues.iter().map(|i| i.to_string()).find(|i| i.contains("disagrees"));
+    assert!(conflict.as_deref().is_some_and(|c| c.contains("first copy kept")), "{:?}", s.c2s.issues);
+    // the first copy was the right one: every message still matches
+    replay_file(&path, &t.manifest).unwrap();
+}
+
+#[test]
+fn reordered_and_duplicated_segments_still_give_the_manifest() {
+    let t = target();
+    let mut r = t.records.clone();
+    let i = (t.record - 1) as usize;
+    // the target segment after its successor, and two duplicates of it
+    r.records.swap(i, i + 1);
+    let dup = r.records[i + 1].clone();
+    r.records.insert(i + 2, dup.clone());
+    r.records.insert(i + 5, dup);
+    let path = tmp("reordered.pcap");
+    r.write(&path).unwrap();
+    let s = replay_file(&path, &t.manifest).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.messages, t.manifest.flows.iter().map(|f| f.c2s.len() + f.s2c.len()).sum::<usize>());
+}
