@@ -1,7 +1,7 @@
 //! ukcm against the Linux kernel on one veth pair (root; skips otherwise).
 //!
 //! ```sh
-//! sudo CARGO_TARGET_DIR=/work/target-stack2 cargo bench -p ukcm-stack --bench vs_kernel
+//! sudo cargo bench -p ukcm-stack --bench vs_kernel
 //! ```
 //!
 //! Topology: one `TestNet` veth pair. The kernel peer always lives in the TestNet namespace
@@ -696,96 +696,66 @@ impl KernelSide<'_> {
         in_ns(&self.hns.ns, self.x.host_cpu, move || f(&dev))
     }
 
-    /// A → B stream (the kernel counterpart of kernel→ukcm).
-    fn a_to_b(&self, port: u16) -> Res<Stream> {
-        let x = self.x;
-        let (addr, to) = (x.host_addr(port), x.host_addr(port));
+    /// Runs `f` on the host side (`true`) or in the peer namespace, with that side's device.
+    fn side<R: Send>(&self, on_host: bool, f: impl FnOnce(&str) -> Res<R> + Send) -> Res<R> {
+        if on_host {
+            self.host(f)
+        } else {
+            self.x.peer(f)
+        }
+    }
+
+    /// A kernel server on one side and a kernel client on the other, listening at `addr`;
+    /// the client connects once the server listens. Returns (server's, client's) results.
+    fn pair<S: Send, C: Send>(
+        &self,
+        server_on_host: bool,
+        addr: SocketAddr,
+        nodelay: bool,
+        server: impl FnOnce(TcpStream) -> Res<S> + Send,
+        client: impl FnOnce(TcpStream) -> Res<C> + Send,
+    ) -> Res<(S, C)> {
         let (tx, rx) = crossbeam::channel::bounded(1);
         std::thread::scope(|s| {
-            let sink = s.spawn(|| {
-                self.host(|dev| {
+            let srv = s.spawn(|| {
+                self.side(server_on_host, |dev| {
                     let l = kernel_listener(dev, addr)?;
                     let _ = tx.send(());
-                    kernel_sink(accept(&l, false)?)
+                    server(accept(&l, nodelay)?)
                 })
             });
-            let src = s.spawn(|| {
+            let cli = s.spawn(|| {
                 rx.recv_timeout(GRACE).map_err(|_| "listener never came up")?;
-                x.peer(|dev| kernel_source(kernel_connect(dev, to, false)?, x.dur))
+                self.side(!server_on_host, |dev| client(kernel_connect(dev, addr, nodelay)?))
             });
-            let r = join(sink);
-            join(src)?;
-            r
+            let c = join(cli);
+            let s = join(srv);
+            Ok((s?, c?))
         })
+    }
+
+    /// A → B stream (the kernel counterpart of kernel→ukcm).
+    fn a_to_b(&self, port: u16) -> Res<Stream> {
+        let dur = self.x.dur;
+        Ok(self.pair(true, self.x.host_addr(port), false, kernel_sink, |c| kernel_source(c, dur))?.0)
     }
 
     /// B → A stream (the kernel counterpart of ukcm→kernel).
     fn b_to_a(&self, port: u16) -> Res<Stream> {
-        let x = self.x;
-        let addr = x.peer_addr(port);
-        let (tx, rx) = crossbeam::channel::bounded(1);
-        std::thread::scope(|s| {
-            let sink = s.spawn(|| {
-                x.peer(|dev| {
-                    let l = kernel_listener(dev, addr)?;
-                    let _ = tx.send(());
-                    kernel_sink(accept(&l, false)?)
-                })
-            });
-            let src = s.spawn(|| {
-                rx.recv_timeout(GRACE).map_err(|_| "listener never came up")?;
-                self.host(|dev| kernel_source(kernel_connect(dev, addr, false)?, x.dur))
-            });
-            let r = join(sink);
-            join(src)?;
-            r
-        })
+        let dur = self.x.dur;
+        Ok(self.pair(false, self.x.peer_addr(port), false, kernel_sink, |c| kernel_source(c, dur))?.0)
     }
 
     /// B client ↔ A server (counterpart of ukcm client ↔ kernel server).
     fn rr_b_to_a(&self, port: u16) -> Res<Rr> {
-        let x = self.x;
-        let addr = x.peer_addr(port);
-        let (tx, rx) = crossbeam::channel::bounded(1);
-        std::thread::scope(|s| {
-            let server = s.spawn(|| {
-                x.peer(|dev| {
-                    let l = kernel_listener(dev, addr)?;
-                    let _ = tx.send(());
-                    kernel_rr_server(accept(&l, true)?)
-                })
-            });
-            let client = s.spawn(|| {
-                rx.recv_timeout(GRACE).map_err(|_| "listener never came up")?;
-                self.host(|dev| kernel_rr_client(kernel_connect(dev, addr, true)?, x.dur))
-            });
-            let r = join(client);
-            join(server)?;
-            r
-        })
+        let dur = self.x.dur;
+        Ok(self.pair(false, self.x.peer_addr(port), true, kernel_rr_server, |c| kernel_rr_client(c, dur))?.1)
     }
 
     /// A client ↔ B server (counterpart of kernel client ↔ ukcm server).
     fn rr_a_to_b(&self, port: u16) -> Res<Rr> {
-        let x = self.x;
-        let addr = x.host_addr(port);
-        let (tx, rx) = crossbeam::channel::bounded(1);
-        std::thread::scope(|s| {
-            let server = s.spawn(|| {
-                self.host(|dev| {
-                    let l = kernel_listener(dev, addr)?;
-                    let _ = tx.send(());
-                    kernel_rr_server(accept(&l, true)?)
-                })
-            });
-            let client = s.spawn(|| {
-                rx.recv_timeout(GRACE).map_err(|_| "listener never came up")?;
-                x.peer(|dev| kernel_rr_client(kernel_connect(dev, addr, true)?, x.dur))
-            });
-            let r = join(client);
-            join(server)?;
-            r
-        })
+        let dur = self.x.dur;
+        Ok(self.pair(true, self.x.host_addr(port), true, kernel_rr_server, |c| kernel_rr_client(c, dur))?.1)
     }
 }
 
