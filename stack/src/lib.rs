@@ -17,6 +17,7 @@
 pub mod classify;
 pub mod clock;
 pub mod config;
+pub mod echo;
 pub mod engine;
 pub mod rings;
 pub mod thread;
@@ -24,6 +25,7 @@ pub mod thread;
 pub use classify::FourTuple;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
+pub use echo::echo_in_place;
 pub use engine::{consume_rx, ConnId, ConnInfo, Engine, EngineStats, Event, RefuseReason, StackError};
 pub use rings::{pool_stats, RingPoolStats, SizeClass};
 pub use smoltcp;

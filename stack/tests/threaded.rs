@@ -110,24 +110,8 @@ fn run_to_completion_server_handles_data_inline() {
         }
         e.drain_ready(&mut ready);
         for c in ready.drain(..) {
-            let _ = e.with_tcp(c, |s| {
-                // inline, on the engine thread: rx ring -> tx ring as room allows
-                let mut buf = [0u8; 4096];
-                loop {
-                    let room = (s.send_capacity() - s.send_queue()).min(buf.len());
-                    let n = match s.peek_slice(&mut buf[..room]) {
-                        Ok(n) if n > 0 => s.send_slice(&buf[..n]).unwrap_or(0),
-                        _ => 0,
-                    };
-                    if n == 0 {
-                        break;
-                    }
-                    assert_eq!(ukcm_stack::consume_rx(s, n), n);
-                }
-                if !s.may_recv() && s.recv_queue() == 0 && s.may_send() {
-                    s.close();
-                }
-            });
+            // inline, on the engine thread: rx ring -> tx ring as room allows
+            let _ = e.with_tcp(c, ukcm_stack::echo_in_place);
         }
         // data left in the ring for lack of tx room: look again next poll
         closed

@@ -23,7 +23,7 @@ use ukcm_nic::tap::{TapConfig, TapPort};
 use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig};
 use ukcm_stack::smoltcp::socket::tcp;
 use ukcm_stack::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
-use ukcm_stack::{consume_rx, ConnId, Engine, EngineConfig, Event, IdleStrategy, TcpOptions};
+use ukcm_stack::{echo_in_place, ConnId, Engine, EngineConfig, Event, IdleStrategy, TcpOptions};
 
 #[derive(Debug)]
 struct Args {
@@ -188,23 +188,7 @@ fn main() -> ExitCode {
 
 /// TCP echo, straight from the rx ring into the tx ring as room allows.
 fn echo(e: &mut Engine<TapPort>, c: ConnId) {
-    let _ = e.with_tcp(c, |s| {
-        let mut buf = [0u8; 4096];
-        loop {
-            let room = (s.send_capacity() - s.send_queue()).min(buf.len());
-            let n = match s.peek_slice(&mut buf[..room]) {
-                Ok(n) if n > 0 => s.send_slice(&buf[..n]).unwrap_or(0),
-                _ => 0,
-            };
-            if n == 0 {
-                break;
-            }
-            consume_rx(s, n);
-        }
-        if !s.may_recv() && s.recv_queue() == 0 && s.may_send() {
-            s.close();
-        }
-    });
+    let _ = e.with_tcp(c, echo_in_place);
 }
 
 fn serve_http(e: &mut Engine<TapPort>, c: ConnId, h: &mut Http) {

@@ -13,7 +13,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Cidr};
 use ukcm_nic::testnet::TestNet;
 use ukcm_nic::Port;
-use ukcm_stack::{consume_rx, ConnId, Engine, EngineConfig, IdleStrategy, TcpOptions};
+use ukcm_stack::{echo_in_place, ConnId, Engine, EngineConfig, IdleStrategy, TcpOptions};
 
 pub const BYTES: usize = 1 << 20;
 
@@ -54,23 +54,7 @@ fn kernel_client_exchange(mut s: TcpStream, seed: u64) {
 fn echo_ready<P: Port>(e: &mut Engine<P>, ready: &mut Vec<ConnId>) {
     e.drain_ready(ready);
     for c in ready.drain(..) {
-        let _ = e.with_tcp(c, |s| {
-            let mut buf = [0u8; 8192];
-            loop {
-                let room = (s.send_capacity() - s.send_queue()).min(buf.len());
-                let n = match s.peek_slice(&mut buf[..room]) {
-                    Ok(n) if n > 0 => s.send_slice(&buf[..n]).unwrap_or(0),
-                    _ => 0,
-                };
-                if n == 0 {
-                    break;
-                }
-                consume_rx(s, n);
-            }
-            if !s.may_recv() && s.recv_queue() == 0 && s.may_send() {
-                s.close();
-            }
-        });
+        let _ = e.with_tcp(c, echo_in_place);
     }
 }
 
