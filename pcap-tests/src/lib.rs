@@ -9,11 +9,14 @@
 //! - [`flows`]: a capture's segments grouped into flows and reassembled both ways.
 //! - [`stream_replay`]: each reassembled direction fed through the mux with the fixture's
 //!   parser, the delivered messages compared with the manifest.
+//! - [`live`]: a port that plays a flow's client into a ukcm engine, rewriting the
+//!   acknowledgement numbers to the engine's sequence space (tcpliveplay's way).
 //! - [`pcapedit`]: record-level edits of capture files (damaged captures for tests).
 #![forbid(unsafe_code)]
 
 pub mod capture;
 pub mod flows;
+pub mod live;
 pub mod manifest;
 pub mod pcapedit;
 pub mod reassembly;
