@@ -12,6 +12,8 @@
 //! - [`live`]: a port that plays a flow's client into a ukcm engine, rewriting the
 //!   acknowledgement numbers to the engine's sequence space (tcpliveplay's way).
 //! - [`pcapedit`]: record-level edits of capture files (damaged captures for tests).
+//! - [`tshark`]: tshark's verdict on a capture (malformed frames, bad checksums, dissected
+//!   fields): the independent check of the traffic ukcm itself sends.
 #![forbid(unsafe_code)]
 
 pub mod capture;
@@ -21,6 +23,7 @@ pub mod manifest;
 pub mod pcapedit;
 pub mod reassembly;
 pub mod stream_replay;
+pub mod tshark;
 
 /// FNV-1a 64 of `bytes` (the manifest's message hash).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
