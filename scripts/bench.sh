@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # ukcm system benchmark: builds the apps in release and runs ukcm-bench, which measures in
-# ONE run, on one veth/namespace topology (TestNet) with one load generator (ukcm-load,
-# kernel sockets, inside the namespace):
+# ONE run, on one veth/namespace topology (TestNet) with one load generator (ukcm-load
+# inside the namespace):
 #   ukcm-echo on AF_XDP (worker thread, run-to-completion), ukcm-echo --nic kernel (the mux
-#   over kernel TCP), epoll-echo (plain epoll) and tokio-echo (tokio + LengthDelimitedCodec),
+#   over kernel TCP), epoll-echo (plain epoll) and tokio-echo (tokio + LengthDelimitedCodec)
+#   under a kernel-socket load; and both ends on ukcm (ukcm-load on its own engine on
+#   AF_XDP against ukcm-echo on AF_XDP) against kernel <-> kernel (the epoll row);
 #   at 64 B / 1 KiB / 64 KiB, depth 1 and 64, 4 connections; servers on cpu 1, load on cpu 0.
-# Writes bench/results/latest.md and latest.json. Needs root for AF_XDP and the namespace;
+# Writes bench/results/latest.md, latest.json (with the machine and its load average) and
+# latency-cdf.svg (depth 1, one curve per system). Needs root for AF_XDP and the namespace;
 # without root it runs the kernel-TCP rows over loopback and says so.
-#   sudo scripts/bench.sh            # full run (~5 min)
+#   sudo scripts/bench.sh            # full run (~6 min)
 #   sudo scripts/bench.sh --quick    # 1 KiB, depth 64, 3 s per server
+#   sudo scripts/bench.sh --sizes 64 --depths 1 --systems ukcm_afxdp_workers,epoll --out /tmp/b
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then

@@ -49,6 +49,37 @@ impl Percentiles {
     }
 }
 
+/// Quantiles at which [`cdf_points`] samples a histogram: every percent, then the tail.
+const CDF_QUANTILES_TAIL: [f64; 6] = [0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0];
+
+/// The latency distribution as (cumulative fraction, microseconds) points: every percent
+/// from 0 to 99, then 99.5, 99.9, 99.95, 99.99, 99.999 and 100 — enough to draw the CDF
+/// and its tail (empty for an empty histogram).
+pub fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    (0..100)
+        .map(|i| f64::from(i) / 100.0)
+        .chain(CDF_QUANTILES_TAIL)
+        .map(|q| (q, h.value_at_quantile(q) as f64 / 1000.0))
+        .collect()
+}
+
+/// Reads `"key":[[a,b],[a,b],…]` (as [`JsonObject::pairs`] writes it) out of JSON text.
+pub fn parse_pairs(json: &str, key: &str) -> Option<Vec<(f64, f64)>> {
+    let pat = format!("\"{key}\":[");
+    let at = json.find(&pat)? + pat.len();
+    let body = &json[at..at + json[at..].find("]]").map_or(0, |e| e + 1)];
+    let mut out = Vec::new();
+    for part in body.split('[').map(str::trim).filter(|p| !p.is_empty()) {
+        let inner = part.trim_end_matches([']', ',']);
+        let (a, b) = inner.split_once(',')?;
+        out.push((a.trim().parse().ok()?, b.trim().parse().ok()?));
+    }
+    Some(out)
+}
+
 /// What machine a result came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
@@ -151,6 +182,21 @@ impl JsonObject {
         self
     }
 
+    /// `"k": [[a, b], …]` (non-finite numbers become null).
+    pub fn pairs(&mut self, k: &str, v: &[(f64, f64)]) -> &mut Self {
+        self.key(k);
+        self.buf.push('[');
+        for (i, (a, b)) in v.iter().enumerate() {
+            if i > 0 {
+                self.buf.push(',');
+            }
+            let n = |x: f64| if x.is_finite() { format!("{x}") } else { "null".into() };
+            let _ = write!(self.buf, "[{},{}]", n(*a), n(*b));
+        }
+        self.buf.push(']');
+        self
+    }
+
     /// The text.
     pub fn finish(self) -> String {
         if self.buf.is_empty() {
@@ -229,6 +275,25 @@ mod tests {
             .strs("l", &["x".into()]);
         assert_eq!(o.finish(), r#"{"s":"q\"\\\n\u0001","x":1.500,"nan":null,"ok":true,"in":{"a":1},"l":["x"]}"#);
         assert_eq!(JsonObject::new().finish(), "{}");
+    }
+
+    #[test]
+    fn cdf_points_round_trip_through_json() {
+        let mut h = new_histogram();
+        for v in 1..=1000u64 {
+            h.record(v * 1000).unwrap();
+        }
+        let pts = cdf_points(&h);
+        assert_eq!(pts.len(), 106);
+        assert!(pts.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "monotone: {pts:?}");
+        assert!((pts[50].1 - 500.0).abs() < 2.0 && (pts[105].1 - 1000.0).abs() < 2.0, "{pts:?}");
+        let mut o = JsonObject::new();
+        o.int("n", 1).pairs("cdf", &pts).bool("ok", true);
+        let text = o.finish();
+        assert_eq!(parse_pairs(&text, "cdf").unwrap(), pts);
+        assert_eq!(parse_pairs(r#"{"cdf":[]}"#, "cdf").unwrap(), vec![]);
+        assert!(parse_pairs(&text, "nope").is_none());
+        assert!(cdf_points(&new_histogram()).is_empty());
     }
 
     #[test]

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use ukcm_nic::Port;
 use ukcm_parsers::{parser_from_spec, Parse, Parser};
 use ukcm_stack::smoltcp::socket::tcp::State;
-use ukcm_stack::smoltcp::wire::IpEndpoint;
-use ukcm_stack::{ConnId, Engine};
+use ukcm_stack::smoltcp::wire::{IpEndpoint, Ipv4Address, Ipv4Cidr};
+use ukcm_stack::{ConnId, Engine, EngineConfig};
 
 use crate::cli::SizeRange;
 use crate::load::LoadReport;
 use crate::report::new_histogram;
+use crate::transport::server_tcp_options;
 use crate::wire::{verify, Framing, Generator};
 
 /// Settings of a stack load run (closed loop).
@@ -39,6 +40,20 @@ pub struct StackLoadConfig {
     pub drain: Duration,
     /// A progress line per second on stderr.
     pub progress: bool,
+}
+
+/// The load generator's own engine on `port`: address `addr` (no gateway: it talks to
+/// on-link servers), `mac` or the port's own, the echo server's TCP options (Nagle off,
+/// 512 KiB rings).
+pub fn client_engine<P: Port>(port: P, mac: Option<[u8; 6]>, addr: Ipv4Cidr) -> io::Result<Engine<P>> {
+    let cfg = EngineConfig {
+        mac,
+        ipv4: Some(addr),
+        gateway_v4: None::<Ipv4Address>,
+        default_tcp: server_tcp_options(),
+        ..EngineConfig::default()
+    };
+    Engine::new(port, cfg).map_err(|e| io::Error::other(format!("client engine: {e}")))
 }
 
 struct Conn {

@@ -51,7 +51,7 @@ fn echo_refuses_bad_flags() {
 }
 
 #[test]
-fn dpdk_and_mem_are_refused_and_the_load_generator_is_kernel_only() {
+fn dpdk_and_mem_are_refused() {
     let (code, out, err) = run(ECHO, &echo_args(&[("--nic", "dpdk:-l0")]));
     assert_eq!(code, Some(2), "{err}");
     assert!(out.is_empty());
@@ -60,11 +60,41 @@ fn dpdk_and_mem_are_refused_and_the_load_generator_is_kernel_only() {
         "ukcm-echo: --nic dpdk:-l0: not available yet: DPDK is not built into this build (see the DPDK issue)"
     );
     refused(ECHO, &echo_args(&[("--nic", "mem")]), "--nic mem: the in-memory pair has no peer outside this process");
+    refused(LOAD, &["--nic", "mem", "--connect", "127.0.0.1:1"], "--nic mem: the in-memory pair has no peer");
+    refused(LOAD, &["--nic", "dpdk:-l0", "--connect", "127.0.0.1:1"], "DPDK is not built into this build");
+}
+
+/// The load on its own ukcm engine: flags that do not fit it, and the network-safety
+/// refusals (the default route's interface, a server off its subnet), all before any port
+/// is opened.
+#[test]
+fn load_on_the_stack_refuses_bad_flags_and_unsafe_paths() {
+    let base = ["--nic", "afxdp:lo", "--connect", "10.213.0.1:7000", "--duration", "1"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> { [&base[..], extra].concat() };
+    refused(LOAD, &base, "--nic afxdp:lo:0: needs --addr IP/PREFIX");
     refused(
         LOAD,
-        &["--nic", "afxdp:eth0", "--connect", "127.0.0.1:1", "--duration", "1"],
-        "--nic afxdp:eth0:0: ukcm-load speaks over kernel sockets only (--nic kernel)",
+        &with(&["--addr", "10.213.0.3/24", "--rate", "1000"]),
+        "--rate (open loop) runs over kernel sockets only",
     );
+    refused(LOAD, &with(&["--addr", "10.213.0.3/24", "--threads", "2"]), "runs on one engine thread");
+    refused(LOAD, &with(&["--addr", "fd00::3/64"]), "IPv4 --addr");
+    refused(LOAD, &with(&["--addr", "10.99.0.3/24"]), "is not on the subnet of --addr 10.99.0.3/24");
+    refused(
+        LOAD,
+        &["--nic", "kernel", "--connect", "127.0.0.1:1", "--addr", "10.0.0.3/24"],
+        "--addr is the load's own address on --nic afxdp/tap",
+    );
+    // The interface of this namespace's default route, if there is one, is refused.
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    if let Some(dev) = ukcm_apps::route::default_route_devices(&routes).first() {
+        let nic = format!("afxdp:{dev}");
+        refused(
+            LOAD,
+            &["--nic", &nic, "--addr", "10.213.0.3/24", "--connect", "10.213.0.1:7000"],
+            "carries this namespace's default route",
+        );
+    }
 }
 
 #[test]

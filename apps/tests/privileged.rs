@@ -2,7 +2,9 @@
 //! a failure without it under UKCM_PRIVILEGED=1). Traffic stays inside topologies made
 //! here: the AF_XDP test serves on the host end of a `TestNet` veth and runs `ukcm-load`
 //! inside its namespace (whose only route is the veth's subnet); the TAP test runs both
-//! the server and the load inside a fresh namespace holding nothing but the TAP.
+//! the server and the load inside a fresh namespace holding nothing but the TAP. Both
+//! ends on ukcm: `ukcm-load --nic afxdp` on the namespace's veth end. `ukcm-demo` as root
+//! (its default: AF_XDP) and with `--nic tap` makes its own TestNet.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +14,7 @@ use ukcm_nic::testnet::{privileged_or_skip, run, TestNet, TestNetOptions};
 
 const ECHO: &str = env!("CARGO_BIN_EXE_ukcm-echo");
 const LOAD: &str = env!("CARGO_BIN_EXE_ukcm-load");
+const DEMO: &str = env!("CARGO_BIN_EXE_ukcm-demo");
 
 struct Reap(Option<Child>);
 
@@ -163,4 +166,78 @@ fn echo_on_tap_loses_nothing() {
         .unwrap();
     load_clean(out);
     stop_echo(reap, rest);
+}
+
+/// Both ends on ukcm: the load on its own engine on AF_XDP on the namespace's veth end (at
+/// the subnet's .3), the echo on AF_XDP on the host end.
+#[test]
+fn load_on_afxdp_against_echo_on_afxdp_loses_nothing() {
+    if !privileged_or_skip("load_on_afxdp_against_echo_on_afxdp_loses_nothing") {
+        return;
+    }
+    let net = TestNet::new("apps2", &TestNetOptions::default()).unwrap();
+    let mut cmd = Command::new(ECHO);
+    cmd.args(["--nic", &format!("afxdp:{}:0", net.host_if), "--addr", &format!("{}/{}", net.ukcm_ip, net.prefix)])
+        .args(["--listen", "7000", "--parser", "thrift", "--rtc"]);
+    let (reap, _first, rest) = start_echo(cmd);
+    let o = net.peer_ip.octets();
+    let me = format!("{}.{}.{}.3/{}", o[0], o[1], o[2], net.prefix);
+    let out = net
+        .peer_command(LOAD)
+        .args(["--nic", &format!("afxdp:{}:0", net.peer_if), "--addr", &me])
+        .args(["--connect", &format!("{}:7000", net.ukcm_ip), "--conns", "4", "--depth", "16"])
+        .args(["--size", "36-20000", "--duration", "3", "--json"])
+        .output()
+        .expect("run ukcm-load in the namespace");
+    let json = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(json.contains(&format!("\"nic\":\"afxdp:{}:0\"", net.peer_if)), "{json}");
+    assert!(json.contains("\"latency_cdf_us\":[[0,"), "{json}");
+    let received = load_clean(out);
+    let text = stop_echo(reap, rest);
+    let mux_line = text.lines().find(|l| l.starts_with("mux ")).expect("mux line");
+    let rx_msgs: u64 = mux_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(rx_msgs >= received, "mux rx_msgs {rx_msgs} < verified {received}");
+}
+
+/// `ukcm-demo --short` as root: AF_XDP on its own veth by default, load from the kernel
+/// side, nothing lost or corrupt; and the same with `--nic tap`.
+fn demo_as_root(extra: &[&str], says: &str, transport: &str) {
+    let out = Command::new(DEMO).arg("--short").args(extra).output().expect("run ukcm-demo");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ukcm-demo failed: {err}\n{text}");
+    assert!(text.contains(says), "{text}");
+    let line = text.lines().find(|l| l.starts_with("transport ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains(transport) && line.contains("↔ kernel TCP in namespace ukcm-demo-"), "{line}");
+    let field = |name: &str| -> u64 {
+        let l = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} line in {text}"));
+        l[name.len()..].trim().parse().unwrap_or_else(|_| panic!("{l}"))
+    };
+    assert_eq!(field("corrupt"), 0, "{text}");
+    assert_eq!(field("lost"), 0, "{text}");
+    let sent: Vec<u64> = text
+        .lines()
+        .find(|l| l.starts_with("messages sent/received"))
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    assert!(sent.len() == 2 && sent[0] > 0 && sent[0] == sent[1], "{text}");
+    assert!(text.contains("OK: every message came back whole and verified"), "{text}");
+}
+
+#[test]
+fn demo_as_root_serves_on_afxdp_and_loses_nothing() {
+    if !privileged_or_skip("demo_as_root_serves_on_afxdp_and_loses_nothing") {
+        return;
+    }
+    demo_as_root(&[], "running as root: AF_XDP on a throwaway veth", "ukcm stack on afxdp:");
+}
+
+#[test]
+fn demo_on_tap_in_a_namespace_loses_nothing() {
+    if !privileged_or_skip("demo_on_tap_in_a_namespace_loses_nothing") {
+        return;
+    }
+    demo_as_root(&["--nic", "tap"], "transport: ukcm stack on tap:", "ukcm stack on tap:");
 }

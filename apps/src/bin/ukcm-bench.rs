@@ -1,16 +1,20 @@
-//! `ukcm-bench`: the system benchmark. One run, one topology, one load generator, every
-//! server; writes `latest.md` and `latest.json` (with the machine) to `--out`.
+//! `ukcm-bench`: the system benchmark. One run, one topology, the same load generator and
+//! the same CPU pinning for every system; writes `latest.md`, `latest.json` (with the
+//! machine) and `latency-cdf.svg` to `--out`.
 //!
 //! Topology (root): a `TestNet` — a fresh namespace holding the kernel peer end of a veth,
-//! whose only route is the veth's /24. `ukcm-load` (kernel sockets) always runs inside that
-//! namespace (`ip netns exec NS`), so it can reach nothing but the veth. The servers:
+//! whose only route is the veth's /24. `ukcm-load` always runs inside that namespace
+//! (`ip netns exec NS`), so it can reach nothing but the veth. The systems:
 //!
 //! 1. `ukcm-echo --nic afxdp:HOST:0` on the host end (no kernel address on it), worker
-//!    thread mode and run-to-completion mode;
-//! 2. then the host end gets the ukcm address as a kernel address, and the kernel-TCP
+//!    thread mode and run-to-completion mode, load over kernel sockets;
+//! 2. both ends on ukcm: `ukcm-load --nic afxdp:PEER:0` (its own engine on the namespace's
+//!    veth end, at the subnet's .3) against `ukcm-echo` on AF_XDP, run-to-completion;
+//! 3. then the host end gets the ukcm address as a kernel address, and the kernel-TCP
 //!    servers listen on it, so their traffic crosses the same veth: `ukcm-echo --nic
-//!    kernel` (the mux over kernel TCP, run-to-completion), `epoll-echo` (plain epoll),
-//!    `tokio-echo` (tokio + `LengthDelimitedCodec`).
+//!    kernel` (the mux over kernel TCP, run-to-completion), `epoll-echo` (plain epoll: with
+//!    the kernel-socket load, the kernel ↔ kernel row), `tokio-echo` (tokio +
+//!    `LengthDelimitedCodec`).
 //!
 //! Without root there is no namespace: the kernel-TCP rows run over loopback (127.0.0.1)
 //! and the AF_XDP rows are skipped, which the output says.
@@ -19,15 +23,15 @@
 //! every system). Ratios are msgs/s against `epoll-echo` at the same size and depth.
 //! ukcm-echo runs with `--busy-poll` (spin, then yield; never sleeps) in every mode.
 
-use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use ukcm_apps::bench::{markdown, plot, to_json, BenchRun, Row, System};
 use ukcm_apps::cli;
-use ukcm_apps::report::{machine_json, JsonObject, Machine};
+use ukcm_apps::report::{parse_pairs, Machine};
 use ukcm_nic::testnet::{is_root, run, TestNet, TestNetOptions};
 
 const PROG: &str = "ukcm-bench";
@@ -53,53 +57,23 @@ struct Args {
     /// Connections
     #[arg(long, default_value_t = 4, value_parser = cli::positive)]
     conns: usize,
+    /// Only these sizes, comma-separated (default 64,1024,65536)
+    #[arg(long, value_delimiter = ',', value_parser = cli::positive)]
+    sizes: Vec<usize>,
+    /// Only these depths, comma-separated (default 1,64)
+    #[arg(long, value_delimiter = ',', value_parser = cli::positive)]
+    depths: Vec<usize>,
+    /// Only these systems, comma-separated: ukcm_afxdp_workers, ukcm_afxdp_rtc,
+    /// ukcm_both_ends, mux_kernel_rtc, epoll, tokio (default all)
+    #[arg(long, value_delimiter = ',', value_parser = system_key)]
+    systems: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum System {
-    UkcmXdpWorkers,
-    UkcmXdpRtc,
-    MuxKernelRtc,
-    Epoll,
-    Tokio,
-}
-
-impl System {
-    fn name(self) -> &'static str {
-        match self {
-            System::UkcmXdpWorkers => "ukcm-echo afxdp, 1 worker thread",
-            System::UkcmXdpRtc => "ukcm-echo afxdp, run-to-completion",
-            System::MuxKernelRtc => "ukcm-echo kernel (mux over kernel TCP), rtc",
-            System::Epoll => "epoll-echo (kernel, baseline)",
-            System::Tokio => "tokio-echo (LengthDelimitedCodec)",
-        }
-    }
-    fn key(self) -> &'static str {
-        match self {
-            System::UkcmXdpWorkers => "ukcm_afxdp_workers",
-            System::UkcmXdpRtc => "ukcm_afxdp_rtc",
-            System::MuxKernelRtc => "mux_kernel_rtc",
-            System::Epoll => "epoll",
-            System::Tokio => "tokio",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Row {
-    system: System,
-    size: usize,
-    depth: usize,
-    msgs_per_s: f64,
-    bytes_per_s: f64,
-    p50: f64,
-    p99: f64,
-    p999: f64,
-    corrupt: u64,
-    lost: u64,
-    ok: bool,
-    copies: Option<f64>,
-    note: String,
+fn system_key(s: &str) -> Result<String, String> {
+    System::from_key(s).map(|_| s.to_owned()).ok_or_else(|| {
+        let all: Vec<&str> = System::ALL.iter().map(|s| s.key()).collect();
+        format!("unknown system {s:?}; expected one of {}", all.join(", "))
+    })
 }
 
 struct Server {
@@ -170,10 +144,20 @@ fn json_num(json: &str, key: &str) -> Option<f64> {
     json[at..].split([',', '}']).next()?.trim().parse().ok()
 }
 
-/// Runs the load against `connect` (inside the namespace when there is one).
+/// The load generator's own address when it runs on ukcm: the subnet's .3 (the kernel peer
+/// is .2, the server .1).
+fn ukcm_load_addr(n: &TestNet) -> String {
+    let o = n.peer_ip.octets();
+    format!("{}.{}.{}.3/{}", o[0], o[1], o[2], n.prefix)
+}
+
+/// Runs the load against `connect` (inside the namespace when there is one); with
+/// `on_ukcm`, on its own ukcm engine on the namespace's veth end.
+#[allow(clippy::too_many_arguments)]
 fn load(
     bins: &Path,
     net: Option<&TestNet>,
+    on_ukcm: bool,
     connect: &str,
     conns: usize,
     size: usize,
@@ -191,7 +175,16 @@ fn load(
         None => Command::new("taskset"),
     };
     cmd.args(["-c", LOAD_CPU]).arg(&load);
-    cmd.args(["--nic", "kernel", "--connect", connect, "--parser", "thrift", "--threads", "1", "--json"])
+    match (on_ukcm, net) {
+        (true, Some(n)) => {
+            cmd.args(["--nic", &format!("afxdp:{}:0", n.peer_if), "--addr", &ukcm_load_addr(n)]);
+        }
+        (true, None) => return Err("the load on ukcm needs the namespace (root)".into()),
+        (false, _) => {
+            cmd.args(["--nic", "kernel", "--threads", "1"]);
+        }
+    }
+    cmd.args(["--connect", connect, "--parser", "thrift", "--json"])
         .args(["--conns", &conns.to_string(), "--depth", &depth.to_string(), "--size", &size.to_string()])
         .args(["--duration", &secs.to_string()]);
     let out = cmd.output().map_err(|e| format!("run {}: {e}", load.display()))?;
@@ -200,6 +193,12 @@ fn load(
         return Err(format!("ukcm-load: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(json)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn main() {
@@ -216,8 +215,17 @@ fn main() {
         }
     }
     let secs = a.duration.unwrap_or(if a.quick { 3.0 } else { 5.0 });
-    let sizes: Vec<usize> = if a.quick { vec![1024] } else { vec![64, 1024, 65536] };
-    let depths: Vec<usize> = if a.quick { vec![64] } else { vec![1, 64] };
+    let sizes: Vec<usize> = match (&a.sizes[..], a.quick) {
+        ([], true) => vec![1024],
+        ([], false) => vec![64, 1024, 65536],
+        (v, _) => v.to_vec(),
+    };
+    let depths: Vec<usize> = match (&a.depths[..], a.quick) {
+        ([], true) => vec![64],
+        ([], false) => vec![1, 64],
+        (v, _) => v.to_vec(),
+    };
+    let wanted = |s: System| a.systems.is_empty() || a.systems.iter().any(|k| k == s.key());
     let machine = Machine::detect();
     let root = is_root();
     let mut notes: Vec<String> = Vec::new();
@@ -225,9 +233,10 @@ fn main() {
         "cores pinned with taskset: every server on cpu {SERVER_CPU}, the load generator on cpu {LOAD_CPU}"
     ));
     notes.push(format!(
-        "load: ukcm-load (kernel sockets, 1 thread), {} connections, closed loop, thrift framing, {secs} s per run, every echo verified",
+        "load: ukcm-load (kernel sockets, 1 thread; for the both-ends rows its own ukcm engine on AF_XDP, 1 thread), {} connections, closed loop, thrift framing, {secs} s per run, every echo verified",
         a.conns
     ));
+    let load_start = loadavg();
     let net = if root {
         match TestNet::new("bench", &TestNetOptions::default()) {
             Ok(n) => Some(n),
@@ -253,20 +262,19 @@ fn main() {
     eprintln!("{PROG}: {}", notes.join(&format!("\n{PROG}: ")));
     let server_ip = net.as_ref().map_or("127.0.0.1".to_owned(), |n| n.ukcm_ip.to_string());
     let mut plan: Vec<System> = Vec::new();
-    if net.is_some() {
-        plan.extend([System::UkcmXdpWorkers, System::UkcmXdpRtc]);
-    } else {
-        notes.push("skipped: ukcm-echo on AF_XDP (needs root)".into());
+    for sys in System::ALL.into_iter().filter(|&s| wanted(s)) {
+        if sys.on_afxdp() && net.is_none() {
+            notes.push(format!("skipped: {} (needs root and the namespace)", sys.name()));
+        } else {
+            plan.push(sys);
+        }
     }
-    plan.extend([System::MuxKernelRtc, System::Epoll, System::Tokio]);
-    notes.push("not measured yet: both ends on ukcm vs both ends on kernel (item (e) of the plan)".into());
     let mut rows: Vec<Row> = Vec::new();
     let mut addr_added = false;
     let t0 = Instant::now();
     for (k, sys) in plan.iter().copied().enumerate() {
         let port = 7100 + k as u16;
-        let is_xdp = matches!(sys, System::UkcmXdpWorkers | System::UkcmXdpRtc);
-        if !is_xdp && !addr_added {
+        if !sys.on_afxdp() && !addr_added {
             if let Some(n) = &net {
                 let cidr = format!("{}/{}", n.ukcm_ip, n.prefix);
                 if let Err(e) = run(Command::new("ip").args(["addr", "add", &cidr, "dev", &n.host_if])) {
@@ -278,8 +286,9 @@ fn main() {
         for &size in &sizes {
             for &depth in &depths {
                 let args: Vec<String> = match (sys, &net) {
-                    (System::UkcmXdpWorkers | System::UkcmXdpRtc, Some(n)) => {
-                        let mode: &[&str] = if sys == System::UkcmXdpRtc { &["--rtc"] } else { &["--workers", "1"] };
+                    (System::UkcmXdpWorkers | System::UkcmXdpRtc | System::UkcmBothEnds, Some(n)) => {
+                        let mode: &[&str] =
+                            if sys == System::UkcmXdpWorkers { &["--workers", "1"] } else { &["--rtc"] };
                         let mut v = vec![
                             "--nic".into(),
                             format!("afxdp:{}:0", n.host_if),
@@ -321,25 +330,12 @@ fn main() {
                     t0.elapsed().as_secs_f64(),
                     sys.name()
                 );
-                let mut row = Row {
-                    system: sys,
-                    size,
-                    depth,
-                    msgs_per_s: 0.0,
-                    bytes_per_s: 0.0,
-                    p50: 0.0,
-                    p99: 0.0,
-                    p999: 0.0,
-                    corrupt: 0,
-                    lost: 0,
-                    ok: false,
-                    copies: None,
-                    note: String::new(),
-                };
+                let mut row = Row::new(sys, size, depth);
                 match Server::start(&bin, &args) {
                     Err(e) => row.note = e,
                     Ok(server) => {
-                        let r = load(&bins, net.as_ref(), &format!("{server_ip}:{port}"), a.conns, size, depth, secs);
+                        let connect = format!("{server_ip}:{port}");
+                        let r = load(&bins, net.as_ref(), sys.load_on_ukcm(), &connect, a.conns, size, depth, secs);
                         let rest = server.stop();
                         if let Some(l) = rest.lines().find(|l| l.contains("mux copies/payload byte")) {
                             row.copies = l
@@ -357,6 +353,7 @@ fn main() {
                                 row.corrupt = json_num(&json, "corrupt").unwrap_or(0.0) as u64;
                                 row.lost = json_num(&json, "lost").unwrap_or(0.0) as u64;
                                 row.ok = json.contains("\"ok\":true");
+                                row.cdf = parse_pairs(&json, "latency_cdf_us").unwrap_or_default();
                             }
                             Err(e) => row.note = e,
                         }
@@ -380,119 +377,46 @@ fn main() {
     }
     drop(net);
     let total = t0.elapsed().as_secs_f64();
-    let md = markdown(&rows, &machine, &notes, &sizes, &depths, total, a.quick);
-    let json = to_json(&rows, &machine, &notes, secs, a.conns, total, a.quick);
+    let load_end = loadavg();
+    notes.push(format!(
+        "machine load average (1, 5, 15 min) at the start: {load_start}; at the end: {load_end} (the harness itself keeps about 2 busy)"
+    ));
+    let b = BenchRun {
+        rows: &rows,
+        machine: &machine,
+        notes: &notes,
+        sizes: &sizes,
+        depths: &depths,
+        secs,
+        conns: a.conns,
+        total_s: total,
+        quick: a.quick,
+        cpus: (SERVER_CPU, LOAD_CPU),
+    };
+    let md = markdown(&b);
+    let json = to_json(&b);
+    let subtitle = format!(
+        "{} cores, {}, kernel {}; {} connections, closed loop; servers on cpu {SERVER_CPU}, load on cpu {LOAD_CPU}",
+        machine.cores, machine.cpu, machine.kernel, a.conns
+    );
+    let svg = depths.contains(&1).then(|| plot(&rows, &sizes, 1, &subtitle));
     if let Err(e) = std::fs::create_dir_all(&a.out) {
         cli::fail(PROG, &format!("cannot create {}: {e}", a.out.display()));
     }
-    for (name, text) in [("latest.md", &md), ("latest.json", &json)] {
+    let mut files = vec![("latest.md", md.clone()), ("latest.json", json)];
+    if let Some(svg) = svg {
+        files.push(("latency-cdf.svg", svg));
+    }
+    for (name, text) in &files {
         let p = a.out.join(name);
         if let Err(e) = std::fs::write(&p, text) {
             cli::fail(PROG, &format!("cannot write {}: {e}", p.display()));
         }
     }
     print!("{md}");
-    eprintln!("{PROG}: wrote {} and {}", a.out.join("latest.md").display(), a.out.join("latest.json").display());
+    let names: Vec<String> = files.iter().map(|(n, _)| a.out.join(n).display().to_string()).collect();
+    eprintln!("{PROG}: wrote {}", names.join(", "));
     if rows.iter().any(|r| !r.ok) {
         std::process::exit(1);
     }
-}
-
-fn baseline(rows: &[Row], size: usize, depth: usize) -> Option<f64> {
-    rows.iter().find(|r| r.system == System::Epoll && r.size == size && r.depth == depth && r.ok).map(|r| r.msgs_per_s)
-}
-
-fn markdown(
-    rows: &[Row],
-    m: &Machine,
-    notes: &[String],
-    sizes: &[usize],
-    depths: &[usize],
-    total: f64,
-    quick: bool,
-) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# ukcm system benchmark{}\n", if quick { " (--quick)" } else { "" });
-    let _ = writeln!(s, "Machine: {} cores, {}, kernel {}. Total run time {total:.0} s.\n", m.cores, m.cpu, m.kernel);
-    for n in notes {
-        let _ = writeln!(s, "- {n}");
-    }
-    let _ = writeln!(s, "\nRatio = msgs/s against `epoll-echo` at the same size and depth. Latency in microseconds, measured by the load generator (send to verified echo).\n");
-    let _ = writeln!(
-        s,
-        "| size | depth | server | msgs/s | MB/s | p50 us | p99 us | p99.9 us | vs epoll | mux copies/B | ok |"
-    );
-    let _ = writeln!(s, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
-    for &size in sizes {
-        for &depth in depths {
-            let base = baseline(rows, size, depth);
-            for r in rows.iter().filter(|r| r.size == size && r.depth == depth) {
-                let ratio = match base {
-                    Some(b) if b > 0.0 && r.ok => format!("{:.2}x", r.msgs_per_s / b),
-                    _ => "—".into(),
-                };
-                let copies = r.copies.map_or("—".into(), |c| format!("{c:.2}"));
-                let ok = if r.ok {
-                    "yes".to_owned()
-                } else {
-                    format!("NO: {} lost, {} corrupt {}", r.lost, r.corrupt, r.note.replace('|', "/"))
-                };
-                let _ = writeln!(
-                    s,
-                    "| {size} | {depth} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {ratio} | {copies} | {ok} |",
-                    r.system.name(),
-                    r.msgs_per_s,
-                    r.bytes_per_s / 1e6,
-                    r.p50,
-                    r.p99,
-                    r.p999
-                );
-            }
-        }
-    }
-    s
-}
-
-fn to_json(rows: &[Row], m: &Machine, notes: &[String], secs: f64, conns: usize, total: f64, quick: bool) -> String {
-    let mut runs = String::from("[");
-    for (i, r) in rows.iter().enumerate() {
-        if i > 0 {
-            runs.push(',');
-        }
-        let mut o = JsonObject::new();
-        o.str("system", r.system.key())
-            .str("description", r.system.name())
-            .int("size", r.size as u64)
-            .int("depth", r.depth as u64)
-            .num("msgs_per_s", r.msgs_per_s)
-            .num("bytes_per_s", r.bytes_per_s)
-            .num("p50_us", r.p50)
-            .num("p99_us", r.p99)
-            .num("p99_9_us", r.p999)
-            .int("corrupt", r.corrupt)
-            .int("lost", r.lost)
-            .bool("ok", r.ok)
-            .num("vs_epoll", baseline(rows, r.size, r.depth).map_or(f64::NAN, |b| r.msgs_per_s / b))
-            .num("mux_copies_per_byte", r.copies.unwrap_or(f64::NAN))
-            .str("note", &r.note);
-        runs.push_str(&o.finish());
-    }
-    runs.push(']');
-    let mut o = JsonObject::new();
-    o.str("tool", PROG)
-        .bool("quick", quick)
-        .num("duration_per_run_s", secs)
-        .int("conns", conns as u64)
-        .num("total_s", total)
-        .str("server_cpu", SERVER_CPU)
-        .str("load_cpu", LOAD_CPU)
-        .strs("notes", notes)
-        .obj("machine", machine_json(m));
-    // JsonObject has no raw-array member: splice the runs in before the closing brace.
-    let mut text = o.finish();
-    text.pop();
-    text.push_str(",\"runs\":");
-    text.push_str(&runs);
-    text.push_str("}\n");
-    text
 }

@@ -1,21 +1,26 @@
 //! `ukcm-demo`: the echo server on the mux and a verified load generator, for a few
 //! seconds; then a result table. Exit code 1 if any message was lost or corrupt.
 //!
-//! * `--nic mem` (default, no privileges): two userspace stacks in ONE process over the
-//!   in-memory port pair — a server engine with the mux echo, and a client engine whose load
+//! * default (`--nic auto`): as root, `afxdp` (falling back to `tap` when AF_XDP cannot be
+//!   set up); otherwise `mem`. The first lines say which it chose and why.
+//! * `--nic mem` (no privileges): two userspace stacks in ONE process over the in-memory
+//!   port pair — a server engine with the mux echo, and a client engine whose load
 //!   generator speaks over the stack (`Engine::connect` / `send` / `recv`).
 //! * `--nic kernel`: the mux over kernel TCP on 127.0.0.1, load over kernel sockets.
 //! * `--nic afxdp` (root): a throwaway namespace + veth (`TestNet`); the echo serves on
 //!   AF_XDP on the host end, `ukcm-load` runs inside the namespace (whose only route is the
-//!   veth's subnet) and connects to the ukcm address.
+//!   veth's subnet) and connects to the ukcm address over kernel TCP.
+//! * `--nic tap` (root): the same namespace, but the echo serves on a TAP device created
+//!   inside it (its own /24 there, the kernel side of the TAP addressed in the namespace);
+//!   `ukcm-load` runs in the namespace.
 //!
 //! ```text
-//! ukcm-demo               # 3 s over the in-memory pair
+//! ukcm-demo               # 3 s: as root over AF_XDP on a veth, else the in-memory pair
 //! ukcm-demo --short       # 1 s (tests)
 //! ukcm-demo --nic kernel --duration 10 --conns 8 --depth 32 --size 64-4096 --workers 2
 //! ```
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,14 +31,14 @@ use ukcm_apps::echo::{EchoConfig, EchoServer, Mode};
 use ukcm_apps::load::{self, Live, LoadConfig, LoadReport};
 use ukcm_apps::report::{new_histogram, si, Machine, Percentiles};
 use ukcm_apps::stack_load::{self, StackLoadConfig};
-use ukcm_apps::transport::{server_tcp_options, StackTransport};
+use ukcm_apps::transport::{local_mac, StackTransport};
 use ukcm_apps::wire::Framing;
 use ukcm_mux::StatsTable;
 use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort};
+use ukcm_nic::tap::{TapConfig, TapPort};
 use ukcm_nic::testnet::{is_root, TestNet, TestNetOptions};
 use ukcm_nic::{mem_pair, HugePolicy, MemPairConfig, PinnedBudget, PoolConfig};
 use ukcm_stack::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
-use ukcm_stack::{Engine, EngineConfig};
 
 const PROG: &str = "ukcm-demo";
 const MEM_SERVER: Ipv4Address = Ipv4Address::new(10, 77, 0, 1);
@@ -42,20 +47,25 @@ const PORT: u16 = 7000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum DemoNic {
+    /// As root: afxdp (tap if AF_XDP cannot be set up); otherwise mem.
+    Auto,
     /// Two ukcm stacks over the in-memory pair, one process, no privileges.
     Mem,
     /// The mux over kernel TCP on loopback.
     Kernel,
     /// AF_XDP on a throwaway veth, load from the kernel in its namespace (root).
     Afxdp,
+    /// A TAP device in a throwaway namespace, load from the kernel there (root).
+    Tap,
 }
 
 /// ukcm demo: echo server on the mux + verified load, in one run.
 #[derive(Debug, Parser)]
 #[command(name = "ukcm-demo", version)]
 struct Args {
-    /// Transport: mem (two ukcm stacks, in-memory pair) | kernel (loopback) | afxdp (root, veth)
-    #[arg(long, value_enum, default_value = "mem")]
+    /// Transport: auto (root: afxdp, else mem) | mem (two ukcm stacks, in-memory pair) |
+    /// kernel (loopback) | afxdp (root, veth) | tap (root, TAP in a namespace)
+    #[arg(long, value_enum, default_value = "auto")]
     nic: DemoNic,
     /// Seconds of load
     #[arg(long, value_name = "SECS", default_value = "3", value_parser = cli::seconds)]
@@ -110,10 +120,23 @@ fn main() {
         busy_poll: false,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let (transport, rep, table, pct) = match a.nic {
+    let nic = match a.nic {
+        DemoNic::Auto if is_root() => {
+            println!("{PROG}: running as root: AF_XDP on a throwaway veth, load from the kernel side (TAP if AF_XDP cannot be set up; --nic mem for the in-memory pair)");
+            DemoNic::Auto
+        }
+        DemoNic::Auto => {
+            println!("{PROG}: not root: two ukcm stacks over the in-memory pair (as root the demo runs on AF_XDP)");
+            DemoNic::Mem
+        }
+        n => n,
+    };
+    let (transport, rep, table, pct) = match nic {
         DemoNic::Mem => run_mem(&a, framing, echo_cfg, duration, &stop),
         DemoNic::Kernel => run_kernel(&a, framing, echo_cfg, duration, &machine, &stop),
-        DemoNic::Afxdp => run_afxdp(&a, echo_cfg, duration),
+        DemoNic::Afxdp => run_in_namespace(&a, echo_cfg, duration, Want::Afxdp),
+        DemoNic::Tap => run_in_namespace(&a, echo_cfg, duration, Want::Tap),
+        DemoNic::Auto => run_in_namespace(&a, echo_cfg, duration, Want::AfxdpOrTap),
     };
     let p = pct.unwrap_or_else(|| rep.percentiles());
     let t = &table.total;
@@ -178,12 +201,8 @@ fn run_mem(a: &Args, framing: Framing, cfg: EchoConfig, duration: f64, stop: &Ar
     .unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
     let transport = "ukcm stack ↔ ukcm stack over the in-memory pair".to_owned();
     print_plan(&transport, &server.local_addr().to_string(), a, mode, duration);
-    let ccfg = EngineConfig {
-        ipv4: Some(Ipv4Cidr::new(MEM_CLIENT, 24)),
-        default_tcp: server_tcp_options(),
-        ..EngineConfig::default()
-    };
-    let mut client = Engine::new(pcl, ccfg).unwrap_or_else(|e| die(&format!("client engine: {e}")));
+    let mut client =
+        stack_load::client_engine(pcl, None, Ipv4Cidr::new(MEM_CLIENT, 24)).unwrap_or_else(|e| die(&e.to_string()));
     let lcfg = StackLoadConfig {
         server: IpEndpoint::new(IpAddress::Ipv4(MEM_SERVER), PORT),
         conns: a.conns,
@@ -239,14 +258,18 @@ fn run_kernel(
     (transport, rep, table, None)
 }
 
-/// AF_XDP on the host end of a throwaway veth; `ukcm-load` in the namespace.
-fn run_afxdp(a: &Args, cfg: EchoConfig, duration: f64) -> Outcome {
-    if !is_root() {
-        die("--nic afxdp needs root (namespaces, XDP); --nic mem runs without privileges");
-    }
-    let net = TestNet::new("demo", &TestNetOptions::default()).unwrap_or_else(|e| die(&format!("test network: {e}")));
+/// What `run_in_namespace` serves on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Afxdp,
+    Tap,
+    /// AF_XDP, and TAP if AF_XDP cannot be set up.
+    AfxdpOrTap,
+}
+
+/// The echo on AF_XDP on the host end of the veth, at the TestNet's ukcm address.
+fn start_afxdp(net: &TestNet, cfg: EchoConfig) -> std::io::Result<(EchoServer, Ipv4Addr)> {
     let (ifname, ip, prefix) = (net.host_if.clone(), net.ukcm_ip, net.prefix);
-    let mode = cfg.mode;
     let server = EchoServer::start_with(
         move || {
             let xcfg = AfXdpConfig {
@@ -258,15 +281,72 @@ fn run_afxdp(a: &Args, cfg: EchoConfig, duration: f64) -> Outcome {
             StackTransport::new(port, None, Ipv4Cidr::new(Ipv4Address::from(ip.octets()), prefix), None, PORT, 1024)
         },
         cfg,
-    )
-    .unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
-    let transport = format!("{} ↔ kernel TCP in namespace {} over a veth", server.describe(), net.ns);
+    )?;
+    Ok((server, ip))
+}
+
+/// The echo on a TAP device created inside the TestNet's namespace, on a /24 of its own
+/// there (10.214.N.0/24, N from the TestNet's subnet): ukcm at .1, the TAP's kernel side
+/// at .2. The namespace's only routes are its veth's and this TAP's subnets.
+fn start_tap(net: &TestNet, cfg: EchoConfig) -> std::io::Result<(EchoServer, Ipv4Addr)> {
+    let n = net.ukcm_ip.octets()[2];
+    let (ukcm, kernel) = (Ipv4Addr::new(10, 214, n, 1), Ipv4Addr::new(10, 214, n, 2));
+    // The veth names are unique per TestNet: the TAP takes the same stem.
+    let name = format!("{}t", net.host_if.trim_end_matches('a'));
+    let tcfg = TapConfig {
+        name: name.clone(),
+        pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 4096 },
+        ..TapConfig::default()
+    };
+    // Created from a thread inside the namespace, so the device lives there.
+    let port = net
+        .in_peer(move || TapPort::open(&tcfg, &PinnedBudget::unlimited(), HugePolicy::Prefer))?
+        .map_err(|e| std::io::Error::other(format!("TAP {name} in {}: {e}", net.ns)))?;
+    net.peer_ip_cmd(&["addr", "add", &format!("{kernel}/24"), "dev", &name])?;
+    net.peer_ip_cmd(&["link", "set", &name, "up"])?;
+    let server = EchoServer::start_with(
+        move || {
+            StackTransport::new(
+                port,
+                Some(local_mac(1)),
+                Ipv4Cidr::new(Ipv4Address::from(ukcm.octets()), 24),
+                None,
+                PORT,
+                1024,
+            )
+        },
+        cfg,
+    )?;
+    Ok((server, ukcm))
+}
+
+/// A throwaway namespace (TestNet); the echo on AF_XDP (its veth) or TAP (inside it);
+/// `ukcm-load` over kernel sockets inside the namespace.
+fn run_in_namespace(a: &Args, cfg: EchoConfig, duration: f64, want: Want) -> Outcome {
+    if !is_root() {
+        die("--nic afxdp and --nic tap need root (namespaces, XDP, TAP); --nic mem runs without privileges");
+    }
+    let net = TestNet::new("demo", &TestNetOptions::default()).unwrap_or_else(|e| die(&format!("test network: {e}")));
+    let mode = cfg.mode;
+    let started = match want {
+        Want::Afxdp | Want::AfxdpOrTap => match start_afxdp(&net, cfg.clone()) {
+            Ok(x) => Ok(x),
+            Err(e) if want == Want::AfxdpOrTap => {
+                println!("{PROG}: AF_XDP could not be set up ({e}); falling back to TAP");
+                start_tap(&net, cfg)
+            }
+            Err(e) => Err(e),
+        },
+        Want::Tap => start_tap(&net, cfg),
+    };
+    let (server, ip) = started.unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
+    let transport = format!("{} ↔ kernel TCP in namespace {}", server.describe(), net.ns);
     let addr = SocketAddr::new(IpAddr::V4(ip), PORT);
     print_plan(&transport, &addr.to_string(), a, mode, duration);
     let load_bin = std::env::current_exe()
         .map(|p| p.with_file_name("ukcm-load"))
         .unwrap_or_else(|e| die(&format!("cannot find ukcm-load: {e}")));
-    // The namespace has no route but the veth's subnet; the load can reach nothing else.
+    // The namespace has no route but its own subnets; the load can reach nothing else.
     let out = net
         .peer_command(&load_bin.to_string_lossy())
         .args(["--nic", "kernel", "--connect", &addr.to_string(), "--parser", &a.parser])

@@ -3,22 +3,34 @@
 //! ```text
 //! ukcm-load --nic kernel --connect 127.0.0.1:7000 --conns 8 --depth 16 --size 64-1024 --duration 10
 //! ukcm-load --nic kernel --connect 127.0.0.1:7000 --conns 8 --depth 64 --size 256 --duration 10 --rate 100000 --json
+//! ukcm-load --nic afxdp:veth1:0 --addr 10.0.0.3/24 --connect 10.0.0.1:7000 --conns 4 --depth 64 --size 64
 //! ```
 //!
 //! Closed loop by default (`--depth` outstanding per connection); `--rate` makes it open
 //! loop with latency measured from each message's intended send time. Every echoed byte
 //! is verified; the exit code is 1 when a message was lost or corrupt.
+//!
+//! `--nic kernel` uses kernel sockets (`--threads` of them). `--nic afxdp:IF[:Q]` or
+//! `tap:NAME` runs the load on its own ukcm engine over that port (`--addr` is its
+//! address; one thread, busy-polling; closed loop): both ends on ukcm. It sends only on
+//! links without the default route, to servers on its own subnet (no gateway).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use ukcm_apps::cli::{self, NicSpec, SizeRange};
 use ukcm_apps::load::{self, Live, LoadConfig, LoadReport};
-use ukcm_apps::report::{machine_json, percentiles_json, si, JsonObject, Machine};
+use ukcm_apps::report::{cdf_points, machine_json, percentiles_json, si, JsonObject, Machine};
+use ukcm_apps::route::check_load_path;
 use ukcm_apps::signals;
+use ukcm_apps::stack_load::{self, StackLoadConfig};
+use ukcm_apps::transport::{local_mac, open_port, stack_cidr};
 use ukcm_apps::wire::Framing;
+use ukcm_nic::PinnedBudget;
+use ukcm_stack::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 
 const PROG: &str = "ukcm-load";
 
@@ -26,9 +38,12 @@ const PROG: &str = "ukcm-load";
 #[derive(Debug, Parser)]
 #[command(name = "ukcm-load", version)]
 struct Args {
-    /// Transport: kernel (the load side uses plain kernel sockets)
+    /// Transport: kernel (kernel sockets) | afxdp:IF[:QUEUE] | tap:NAME (its own ukcm engine)
     #[arg(long, value_name = "SPEC")]
     nic: NicSpec,
+    /// The load's own address on --nic afxdp/tap, IPv4/PREFIX (default /24); not for kernel
+    #[arg(long, value_name = "IP[/PREFIX]", value_parser = cli::addr_arg)]
+    addr: Option<(IpAddr, Option<u8>)>,
     /// Server address
     #[arg(long, value_name = "IP:PORT")]
     connect: SocketAddr,
@@ -60,8 +75,25 @@ struct Args {
 
 fn main() {
     let a: Args = cli::parse_or_exit(PROG);
-    if let Err(e) = a.nic.require_kernel() {
+    if let Err(e) = a.nic.require_load() {
         cli::fail(PROG, &e);
+    }
+    let on_stack = a.nic != NicSpec::Kernel;
+    if on_stack {
+        if a.addr.is_none() {
+            cli::fail(PROG, &format!("--nic {}: needs --addr IP/PREFIX (the load generator's own address)", a.nic));
+        }
+        if a.rate.is_some() {
+            cli::fail(PROG, &format!("--nic {}: --rate (open loop) runs over kernel sockets only; the load on the ukcm stack is closed loop", a.nic));
+        }
+        if a.threads.is_some_and(|t| t > 1) {
+            cli::fail(
+                PROG,
+                &format!("--nic {}: the load on the ukcm stack runs on one engine thread (--threads 1)", a.nic),
+            );
+        }
+    } else if a.addr.is_some() {
+        cli::fail(PROG, "--addr is the load's own address on --nic afxdp/tap; kernel sockets use the kernel's");
     }
     let framing = Framing::from_spec(&a.parser).unwrap_or_else(|e| cli::fail(PROG, &e));
     if let Err(e) = framing.check_sizes(a.size) {
@@ -82,8 +114,13 @@ fn main() {
         drain: Duration::from_secs(2),
         progress: true,
     };
-    let live = Arc::new(Live::default());
-    let rep = match load::run(&cfg, &stop, &live) {
+    let result = if on_stack {
+        let addr = a.addr.unwrap_or_else(|| unreachable!("checked above"));
+        run_on_stack(&a.nic, addr, &cfg, &stop)
+    } else {
+        load::run(&cfg, &stop, &Arc::new(Live::default()))
+    };
+    let rep = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{PROG}: {e}");
@@ -108,6 +145,45 @@ fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// The load on its own ukcm engine over `nic` (AF_XDP or TAP), on this thread.
+fn run_on_stack(
+    nic: &NicSpec,
+    addr: (IpAddr, Option<u8>),
+    cfg: &LoadConfig,
+    stop: &AtomicBool,
+) -> std::io::Result<LoadReport> {
+    let cidr = stack_cidr(addr).unwrap_or_else(|e| cli::fail(PROG, &e));
+    let server = match cfg.connect.ip() {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(_) => cli::fail(PROG, "--connect: the load on the ukcm stack takes an IPv4 server in this build"),
+    };
+    let ifname = match nic {
+        NicSpec::Afxdp { ifname, .. } => ifname.as_str(),
+        NicSpec::Tap { name } => name.as_str(),
+        _ => unreachable!("require_load and on_stack leave AF_XDP and TAP"),
+    };
+    let me = std::net::Ipv4Addr::from(cidr.address().octets());
+    if let Err(e) = check_load_path(ifname, me, cidr.prefix_len(), server) {
+        cli::fail(PROG, &format!("--nic {nic}: {e}"));
+    }
+    let budget = PinnedBudget::unlimited();
+    let (port, mac) = open_port(nic, &budget).map_err(std::io::Error::other)?;
+    // TAP ports get a made-up MAC: not the one ukcm-echo's TAP uses.
+    let mac = mac.map(|_| local_mac(2));
+    let mut engine = stack_load::client_engine(port, mac, cidr)?;
+    let scfg = StackLoadConfig {
+        server: IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::from(server.octets())), cfg.connect.port()),
+        conns: cfg.conns,
+        depth: cfg.depth,
+        sizes: cfg.sizes,
+        duration: cfg.duration,
+        framing: cfg.framing.clone(),
+        drain: cfg.drain,
+        progress: cfg.progress,
+    };
+    stack_load::run(&mut engine, &scfg, stop)
 }
 
 fn table(cfg: &LoadConfig, r: &LoadReport) -> String {
@@ -170,6 +246,7 @@ fn json(a: &Args, cfg: &LoadConfig, r: &LoadReport, m: &Machine) -> String {
         .int("duplicate", r.duplicate)
         .int("out_of_order", r.out_of_order)
         .obj("latency_us", percentiles_json(&r.percentiles()))
+        .pairs("latency_cdf_us", &cdf_points(&r.latency))
         .strs("errors", &r.errors)
         .obj("machine", machine_json(m))
         .bool("ok", r.clean());
