@@ -257,7 +257,8 @@ pub fn stack_cidr(addr: (IpAddr, Option<u8>)) -> Result<Ipv4Cidr, String> {
 }
 
 /// Opens the port a `--nic` names (AF_XDP or TAP), charged to `budget`. Errors are one line
-/// naming the spec.
+/// naming the spec. With `UKCM_PCAP_DIR` set, the port's frames (both ways) are recorded to
+/// `$UKCM_PCAP_DIR/<nic>.pcap` (e.g. `afxdp-veth0-0.pcap`); unset, nothing is wrapped.
 pub fn open_port(nic: &NicSpec, budget: &Arc<PinnedBudget>) -> Result<(AnyPort, Option<[u8; 6]>), String> {
     let fail = |e: &dyn std::fmt::Display| format!("--nic {nic}: cannot open: {e}");
     match nic {
@@ -268,7 +269,7 @@ pub fn open_port(nic: &NicSpec, budget: &Arc<PinnedBudget>) -> Result<(AnyPort, 
                 ..AfXdpConfig::new(ifname, *queue)
             };
             let p = AfXdpPort::open(&cfg, budget, HugePolicy::Prefer).map_err(|e| fail(&e))?;
-            Ok((Box::new(p), None))
+            Ok((recorded(p, &format!("afxdp-{ifname}-{queue}")).map_err(|e| fail(&e))?, None))
         }
         NicSpec::Tap { name } => {
             let cfg = TapConfig {
@@ -277,8 +278,16 @@ pub fn open_port(nic: &NicSpec, budget: &Arc<PinnedBudget>) -> Result<(AnyPort, 
                 ..TapConfig::default()
             };
             let p = TapPort::open(&cfg, budget, HugePolicy::Prefer).map_err(|e| fail(&e))?;
-            Ok((Box::new(p), Some(local_mac(1))))
+            Ok((recorded(p, &format!("tap-{name}")).map_err(|e| fail(&e))?, Some(local_mac(1))))
         }
         other => Err(format!("--nic {other}: not a NIC port")),
+    }
+}
+
+/// `p`, wrapped in a pcap recorder when `UKCM_PCAP_DIR` is set (see `ukcm_nic::pcap`).
+fn recorded<P: Port + Send + 'static>(p: P, name: &str) -> Result<AnyPort, ukcm_nic::PortError> {
+    match std::env::var_os(ukcm_nic::pcap::PCAP_DIR_ENV) {
+        Some(d) if !d.is_empty() => Ok(Box::new(ukcm_nic::pcap::PcapRecorder::from_env(p, name)?)),
+        _ => Ok(Box::new(p)),
     }
 }
