@@ -1,6 +1,7 @@
 //! Damaged captures, built here from a good fixture, give a report naming the flow, the
 //! direction and the message that broke, and why; a capture with reordered and duplicated
-//! segments (what a receiver must cope with) still gives exactly the manifest.
+//! segments, or whose client sequence numbers wrap past 2^32 (what a receiver must cope
+//! with), still gives exactly the manifest.
 //!
 //! The target is memcached_binary's flow 0 client→server message 1: the `set` of a 3000-byte
 //! value, which spans three segments.
@@ -157,4 +158,59 @@ fn reordered_and_duplicated_segments_still_give_the_manifest() {
     r.write(&path).unwrap();
     let s = replay_file(&path, &t.manifest).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.messages, t.manifest.flows.iter().map(|f| f.c2s.len() + f.s2c.len()).sum::<usize>());
+}
+
+/// Shifts the client's sequence space of flow 0 so that it wraps past 2^32 in the middle of
+/// the client's stream (its seqs, and the server's acks of them); checksums recomputed.
+fn wrapped_capture() -> (Records, Manifest) {
+    let t = target();
+    let spec = t.manifest.flows[0].clone();
+    let path = ukcm_pcap_tests::fixtures_dir().join(format!("{FIXTURE}.pcap"));
+    let cap = capture::read(&path).unwrap();
+    let syn = cap.segments.iter().find(|s| s.src == spec.client && s.flags.syn).unwrap();
+    // client ISN + 1 + 5000 lands on 2^32: the wrap falls inside message 1's bytes
+    let delta = (u32::MAX - 5000).wrapping_sub(syn.seq);
+    let mut r = t.records.clone();
+    for s in &cap.segments {
+        let frame = &mut r.records[(s.record - 1) as usize].1;
+        let tcp_at = 14 + ((frame[14] & 0x0f) as usize) * 4;
+        if s.src == spec.client && s.dst == spec.server {
+            frame[tcp_at + 4..tcp_at + 8].copy_from_slice(&s.seq.wrapping_add(delta).to_be_bytes());
+        } else if s.src == spec.server && s.dst == spec.client && s.flags.ack {
+            frame[tcp_at + 8..tcp_at + 12].copy_from_slice(&s.ack.wrapping_add(delta).to_be_bytes());
+        } else {
+            continue;
+        }
+        fix_checksums(frame);
+    }
+    (r, Manifest { parser: t.manifest.parser.clone(), flows: vec![spec] })
+}
+
+#[test]
+fn a_client_stream_that_wraps_past_2_pow_32_replays_as_a_stream_and_live() {
+    let (r, manifest) = wrapped_capture();
+    let path = tmp("wrapped.pcap");
+    r.write(&path).unwrap();
+    let cap = capture::read(&path).unwrap();
+    let spec = &manifest.flows[0];
+    let syn = cap.segments.iter().find(|s| s.src == spec.client && s.flags.syn).unwrap();
+    assert!(syn.seq > u32::MAX - 6000, "the capture's client ISN is near the wrap");
+    let s = replay_file(&path, &manifest).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.messages, spec.c2s.len() + spec.s2c.len());
+    let fl = flows::flows(&cap);
+    let flow = fl.iter().find(|f| f.client == spec.client).unwrap();
+    let streams = flows::reassemble(&cap, flow);
+    let out = ukcm_pcap_tests::live::replay_flow(
+        &cap,
+        flow,
+        spec,
+        &manifest.parser,
+        &streams.s2c.data,
+        &tmp("wrapped-live.pcap"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let want: Vec<(usize, u64)> = spec.c2s.iter().map(|m| (m.len, m.fnv)).collect();
+    assert_eq!(out.delivered, want);
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(tmp("wrapped-live.pcap"));
 }
