@@ -173,7 +173,10 @@ impl Reassembler {
             }
             return;
         }
-        // Ahead: compare with any buffered copy at the same offset, keep the longer.
+        // Ahead: compare with any buffered copy at the same offset; keep its bytes and take
+        // only what the new copy adds past its end. (Copies at different offsets are
+        // compared when they reach the stream.)
+        let mut bytes = payload.to_vec();
         if let Some((old, _)) = self.ahead.get(&start) {
             let n = old.len().min(payload.len());
             if old[..n] != payload[..n] {
@@ -183,13 +186,14 @@ impl Reassembler {
             if payload.len() <= old.len() {
                 return;
             }
+            bytes[..n].copy_from_slice(&old[..n]);
         }
         if self.ahead_bytes + payload.len() > self.max_ahead {
             self.issues.push(Issue::OutOfOrderOverflow { record, offset: start });
             return;
         }
-        self.ahead_bytes += payload.len();
-        if let Some((old, _)) = self.ahead.insert(start, (payload.to_vec(), record)) {
+        self.ahead_bytes += bytes.len();
+        if let Some((old, _)) = self.ahead.insert(start, (bytes, record)) {
             self.ahead_bytes -= old.len();
         }
     }
@@ -261,6 +265,10 @@ mod tests {
         // the same ahead of the stream
         let s = stream(7, &[(4, b"efgh"), (4, b"eXgh"), (0, b"abcd")]);
         assert_eq!(s.data, b"abcdefgh");
+        assert_eq!(s.issues, vec![Issue::Conflict { offset: 5, record: 3 }]);
+        // ahead, a longer second copy adds its tail but not its different bytes
+        let s = stream(7, &[(4, b"efgh"), (4, b"eXghij"), (0, b"abcd")]);
+        assert_eq!(s.data, b"abcdefghij");
         assert_eq!(s.issues, vec![Issue::Conflict { offset: 5, record: 3 }]);
     }
 

@@ -259,6 +259,11 @@ pub fn replay_file(path: &Path, manifest: &Manifest) -> Result<ReplaySummary, Re
                 .push(format!("flow {fi} ({} → {}): message 0: not in the capture at all", spec.client, spec.server)),
         }
     }
+    for f in &found {
+        if !manifest.flows.iter().any(|m| m.client == f.client && m.server == f.server) {
+            problems.push(format!("flow {} → {}: in the capture but not in the manifest", f.client, f.server));
+        }
+    }
     let mut inputs: Vec<(String, &Stream)> = Vec::new();
     let mut keys: Vec<(usize, Dir, &FlowStreams)> = Vec::new();
     for (fi, fs) in &streams {
