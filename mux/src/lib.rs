@@ -16,6 +16,7 @@
 
 pub mod assembler;
 pub mod completion;
+mod doorbell;
 pub mod error;
 pub mod ids;
 pub mod kernel;
@@ -35,7 +36,7 @@ pub use ids::{PsockId, SockId};
 pub use msg::Msg;
 pub use mux::{Mux, MuxConfig};
 pub use release::{ReleaseError, ReleaseTracker};
-pub use socket::{MsgSocket, MuxEvent, RecvError, SendError, SocketConfig};
+pub use socket::{MsgSocket, MuxEvent, RecvError, RecvWait, SendError, SocketConfig};
 pub use stats::{MuxStats, PsockStats, SockStats, StatsRow, StatsTable};
 pub use steer::{KeyFn, SockLoad, SteerPolicy, Steering};
 pub use transport::{Fill, PsockIo};

@@ -19,6 +19,7 @@ use ukcm_parsers::Parser;
 
 use crate::assembler::{Assembler, Step};
 use crate::completion::{Completion, CompletionStatus, CompletionTracker};
+use crate::doorbell::Doorbell;
 use crate::error::{PsockError, PsockErrorKind};
 use crate::ids::{PsockId, SockId};
 use crate::msg::Msg;
@@ -122,6 +123,8 @@ pub struct Mux<T> {
     /// Psock slot by the transport's ready key.
     by_key: Vec<Option<PsockId>>,
     pub(crate) ready_scratch: Vec<ukcm_stack::ConnId>,
+    /// Messages were queued to sockets this round: wake their sleeping receivers.
+    delivered: bool,
 }
 
 impl<T> std::fmt::Debug for Mux<T> {
@@ -165,6 +168,7 @@ impl<T: PsockIo> Mux<T> {
             always: Vec::new(),
             by_key: Vec::new(),
             ready_scratch: Vec::new(),
+            delivered: false,
         };
         Ok((mux, first))
     }
@@ -346,6 +350,7 @@ impl<T: PsockIo> Mux<T> {
     /// Marks the mux closed: sockets' blocking calls return `Closed` once drained.
     pub fn shutdown(&mut self) {
         self.shared.shut.store(true, Ordering::Release);
+        self.wake_receivers(true);
     }
 
     /// One round of work; returns whether anything happened. Psocks whose transport has a
@@ -412,7 +417,21 @@ impl<T: PsockIo> Mux<T> {
         if self.active.is_empty() {
             self.active = visit; // keep the allocation
         }
+        if std::mem::take(&mut self.delivered) {
+            self.wake_receivers(false);
+        }
         work
+    }
+
+    /// Unparks receivers sleeping in `recv` that have messages queued (or all, on shutdown).
+    /// One fence per round that delivered anything; a system call only for a sleeping thread.
+    fn wake_receivers(&self, all: bool) {
+        Doorbell::fence();
+        for s in &self.socks {
+            if s.bell.sleeping() && (all || !s.rx.is_empty()) {
+                s.bell.ring();
+            }
+        }
     }
 
     fn sync_sockets(&mut self) {
@@ -475,6 +494,7 @@ impl<T: PsockIo> Mux<T> {
                             break;
                         }
                         moved = true;
+                        self.delivered = true;
                         self.refresh_loads();
                     }
                     None => {
@@ -644,6 +664,7 @@ impl<T: PsockIo> Mux<T> {
             delivered += 1;
             work = true;
         }
+        self.delivered |= delivered > 0;
         if fill.eof {
             work |= self.peer_closed(ctx, p);
         }
@@ -834,5 +855,9 @@ impl<T: PsockIo<Ctx = ()>> Mux<T> {
 impl<T> Drop for Mux<T> {
     fn drop(&mut self) {
         self.shared.shut.store(true, Ordering::Release);
+        Doorbell::fence();
+        for s in self.shared.socks.lock().iter() {
+            s.bell.ring();
+        }
     }
 }

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use ukcm_nic::{ByteRing, PinnedBudget, RingView};
 
 use crate::completion::Completion;
+use crate::doorbell::Doorbell;
 use crate::error::PsockError;
 use crate::ids::{PsockId, SockId};
 use crate::msg::Msg;
@@ -122,6 +123,8 @@ pub(crate) struct SockShared {
     pub(crate) closed: AtomicBool,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) stats: AtomicSockStats,
+    /// Where a thread blocked in `recv` sleeps until the engine queues it a message.
+    pub(crate) bell: Doorbell,
 }
 
 impl SockShared {
@@ -171,13 +174,32 @@ impl MuxShared {
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             stats: AtomicSockStats::default(),
+            bell: Doorbell::default(),
         });
         let tx_ring = ByteRing::new(cfg.tx_ring, cfg.tx_queue.max(1) + 1, &self.budget)?;
         self.socks.lock().push(Arc::clone(&shared));
         self.socks_gen.fetch_add(1, Ordering::Release);
-        Ok(MsgSocket { shared, mux: Arc::clone(self), tx_ring })
+        Ok(MsgSocket { shared, mux: Arc::clone(self), tx_ring, wait: RecvWait::default() })
     }
 }
+
+/// How a receiving thread waits for a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecvWait {
+    /// Spin briefly, then park until the engine queues a message (the engine unparks
+    /// the thread; it pays a wake-up only when the thread really sleeps).
+    #[default]
+    Block,
+    /// Never sleep: spin, yielding now and then (lowest latency when the thread has a
+    /// core of its own; on a shared core the engine loses that time).
+    Spin,
+}
+
+/// Spins before a blocking receive parks (each a queue check): a fraction of a microsecond, which
+/// catches a message that is already on its way without a wake-up.
+const SPINS_BEFORE_PARK: u32 = 16;
+/// Longest single park (a guard; wake-ups come from the engine).
+const MAX_PARK: Duration = Duration::from_millis(10);
 
 /// A KCM message socket: receive whole messages, send whole messages.
 #[derive(Debug)]
@@ -185,6 +207,7 @@ pub struct MsgSocket {
     shared: Arc<SockShared>,
     mux: Arc<MuxShared>,
     tx_ring: ByteRing,
+    wait: RecvWait,
 }
 
 impl MsgSocket {
@@ -210,10 +233,15 @@ impl MsgSocket {
         self.shared.rx.len()
     }
 
-    /// Waits for a message: spins briefly, then yields, then parks in short sleeps.
+    /// How [`MsgSocket::recv`] and [`MsgSocket::recv_timeout`] wait (default: block).
+    pub fn set_recv_wait(&mut self, wait: RecvWait) {
+        self.wait = wait;
+    }
+
+    /// Waits for a message, as set by [`MsgSocket::set_recv_wait`].
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Msg, RecvError> {
         let deadline = Instant::now() + timeout;
-        let mut idle = 0u32;
+        let mut spins = 0u32;
         loop {
             if let Some(m) = self.try_recv() {
                 return Ok(m);
@@ -221,10 +249,22 @@ impl MsgSocket {
             if self.mux.shut.load(Ordering::Acquire) {
                 return self.try_recv().ok_or(RecvError::Closed);
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(RecvError::TimedOut);
             }
-            idle_step(&mut idle);
+            spins = spins.wrapping_add(1);
+            match self.wait {
+                RecvWait::Spin if spins % 64 == 0 => std::thread::yield_now(),
+                RecvWait::Spin => std::hint::spin_loop(),
+                RecvWait::Block if spins < SPINS_BEFORE_PARK => std::hint::spin_loop(),
+                RecvWait::Block => {
+                    let (rx, shut) = (&self.shared.rx, &self.mux.shut);
+                    self.shared
+                        .bell
+                        .wait((deadline - now).min(MAX_PARK), || !rx.is_empty() || shut.load(Ordering::Acquire));
+                }
+            }
         }
     }
 
