@@ -28,3 +28,13 @@ else
 fi
 
 cargo test --workspace "$@"
+
+# DPDK (feature `dpdk`, root only, full runs only): the system DPDK is installed by
+# scripts/install-dpdk.sh; each DPDK scenario runs in a process of its own (one EAL each).
+if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
+  if scripts/install-dpdk.sh; then
+    cargo test -p ukcm-nic --features dpdk --test dpdk_port
+  else
+    echo "test: DPDK could not be installed: DPDK tests skipped"
+  fi
+fi

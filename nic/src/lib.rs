@@ -11,6 +11,8 @@
 //! All of ukcm's `unsafe` lives in this crate; each block says why it is sound.
 
 pub mod afxdp;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod kernel_sock;
 pub mod mem_pair;
 pub mod msg_ring;

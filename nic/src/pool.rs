@@ -532,6 +532,30 @@ impl Frame {
     }
 }
 
+impl Frame {
+    /// Gives up a frame of the external allocator `release` without releasing it: returns
+    /// its id, data offset and length, and the caller now owns the buffer (e.g. hands a DPDK
+    /// mbuf to the NIC, which frees it). Frames of a pool or of another allocator come back
+    /// unchanged in `Err`.
+    pub fn into_external(self, release: &Arc<dyn FrameRelease>) -> Result<(u64, u32, u32), Frame> {
+        let Home::External(own) = &self.home else { return Err(self) };
+        if Arc::as_ptr(own).cast::<()>() != Arc::as_ptr(release).cast::<()>() {
+            return Err(self);
+        }
+        let out = (self.id, self.off, self.len);
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used again and never dropped, so reading `home` out of
+        // it drops the Arc exactly once and skips the release.
+        drop(unsafe { std::ptr::read(&this.home) });
+        Ok(out)
+    }
+
+    /// Whether this frame was made by [`Frame::external`] with `release`.
+    pub fn is_external_of(&self, release: &Arc<dyn FrameRelease>) -> bool {
+        matches!(&self.home, Home::External(own) if Arc::as_ptr(own).cast::<()>() == Arc::as_ptr(release).cast::<()>())
+    }
+}
+
 impl Drop for Frame {
     #[inline]
     fn drop(&mut self) {
