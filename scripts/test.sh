@@ -34,6 +34,7 @@ cargo test --workspace "$@"
 if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
   if scripts/install-dpdk.sh; then
     cargo test -p ukcm-nic --features dpdk --test dpdk_port
+    cargo test -p ukcm-stack --features dpdk --test kernel_interop_dpdk
   else
     echo "test: DPDK could not be installed: DPDK tests skipped"
   fi

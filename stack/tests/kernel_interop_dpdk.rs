@@ -1,0 +1,138 @@
+//! ukcm against the Linux TCP stack through DPDK (feature `dpdk`, root): the engine runs over
+//! a [`DpdkPort`] on `net_af_packet` and `net_af_xdp` vdevs over the host end of a veth, and
+//! on a `net_tap` vdev whose kernel side is moved into the peer namespace. The checks are
+//! the ones every backend runs (`kernel_peer/mod.rs`): the kernel pings the engine, kernel
+//! clients use it as an echo server, ukcm clients use a kernel echo server (1 MiB each way
+//! per connection, byte-exact).
+//!
+//! DPDK allows one EAL per process: each scenario runs in a child process (this test binary
+//! re-run with `--exact child_<scenario> --ignored` and `UKCM_DPDK_CHILD=1`). The `child_*`
+//! tests do nothing without that variable.
+
+mod kernel_peer;
+
+use std::process::Command;
+
+use kernel_peer::{engine_config, kernel_clients_to_ukcm_echo, ukcm_clients_to_kernel_echo};
+use ukcm_nic::dpdk::{DpdkConfig, DpdkPort, Eal};
+use ukcm_nic::testnet::{privileged_or_skip, TestNet, TestNetOptions};
+use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig};
+use ukcm_stack::Engine;
+
+fn in_own_process(child: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args(["--exact", child, "--ignored", "--nocapture", "--test-threads=1"])
+        .env("UKCM_DPDK_CHILD", "1")
+        .output()
+        .unwrap();
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{child} failed ({}):\n{text}", out.status);
+    assert!(text.contains("1 passed"), "{child} did not run:\n{text}");
+}
+
+fn is_child() -> bool {
+    std::env::var_os("UKCM_DPDK_CHILD").is_some()
+}
+
+/// EAL arguments for a test process: no hugepages, no shared files, no PCI scan, one lcore.
+fn eal_args(vdev: &str) -> Vec<String> {
+    let mut a: Vec<String> = ["--no-pci", "--no-huge", "-m", "512", "--no-shconf", "--no-telemetry", "-l", "0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.push(format!("--file-prefix=ukcm{}", std::process::id()));
+    a.push(format!("--vdev={vdev}"));
+    a
+}
+
+fn dpdk_config(device: &str) -> DpdkConfig {
+    DpdkConfig {
+        device: Some(device.into()),
+        tx_pool: PoolConfig { frame_size: 2048, headroom: 128, frames: 8192 },
+        huge: HugePolicy::Never,
+        ..DpdkConfig::default()
+    }
+}
+
+/// A veth topology with the DPDK vdev `kind` (`net_af_packet` or `net_af_xdp`) on its host end.
+fn veth_engine(kind: &str) -> (Engine<DpdkPort>, TestNet, Eal) {
+    let net = TestNet::new("dpd", &TestNetOptions::default()).unwrap();
+    let name = format!("{kind}0");
+    let extra = if kind == "net_af_xdp" { ",start_queue=0,queue_count=1" } else { "" };
+    let eal = Eal::init(&eal_args(&format!("{name},iface={}{extra}", net.host_if))).expect("EAL init");
+    let port = DpdkPort::open(&eal, &dpdk_config(&name), &PinnedBudget::unlimited()).expect("DPDK port");
+    (Engine::new(port, engine_config(&net)).expect("engine"), net, eal)
+}
+
+/// A `net_tap` vdev; its kernel side becomes the peer in a fresh namespace.
+fn tap_engine() -> (Engine<DpdkPort>, TestNet, Eal) {
+    let mut eal = None;
+    let (port, net) = TestNet::with_tap("dpt", |tap, _ip| {
+        let e = Eal::init(&eal_args(&format!("net_tap0,iface={tap}"))).map_err(std::io::Error::other)?;
+        let p = DpdkPort::open(&e, &dpdk_config("net_tap0"), &PinnedBudget::unlimited()).map_err(std::io::Error::other);
+        eal = Some(e);
+        p
+    })
+    .expect("TAP topology");
+    (Engine::new(port, engine_config(&net)).expect("engine"), net, eal.unwrap())
+}
+
+macro_rules! scenario {
+    ($(#[$attr:meta])* $outer:ident, $child:ident, $setup:expr, $check:ident, $conns:expr) => {
+        #[test]
+        $(#[$attr])*
+        fn $outer() {
+            if privileged_or_skip(stringify!($outer)) {
+                in_own_process(stringify!($child));
+            }
+        }
+
+        #[test]
+        #[ignore = "runs in its own process (one EAL per process), started by the test without child_"]
+        fn $child() {
+            if !is_child() {
+                return;
+            }
+            let (e, net, eal) = $setup;
+            $check(&net, e, $conns);
+            drop(eal);
+        }
+    };
+}
+
+scenario!(
+    af_packet_kernel_clients_to_ukcm_echo,
+    child_af_packet_kernel_clients,
+    veth_engine("net_af_packet"),
+    kernel_clients_to_ukcm_echo,
+    8
+);
+scenario!(
+    af_packet_ukcm_clients_to_kernel_echo,
+    child_af_packet_ukcm_clients,
+    veth_engine("net_af_packet"),
+    ukcm_clients_to_kernel_echo,
+    8
+);
+// Known bug, not in CI: with the af_xdp vdev, bulk TCP from the kernel to ukcm stalls after
+// the ping answers (raw frames of every size pass both ways: nic/tests/dpdk_port.rs; ukcm
+// clients to a kernel server pass). By hand:
+// cargo test -p ukcm-stack --features dpdk --test kernel_interop_dpdk -- --ignored --exact af_xdp_kernel_clients_to_ukcm_echo
+scenario!(
+    #[ignore = "known bug: af_xdp vdev stalls on bulk kernel->ukcm TCP"]
+    af_xdp_kernel_clients_to_ukcm_echo,
+    child_af_xdp_kernel_clients,
+    veth_engine("net_af_xdp"),
+    kernel_clients_to_ukcm_echo,
+    8
+);
+scenario!(
+    af_xdp_ukcm_clients_to_kernel_echo,
+    child_af_xdp_ukcm_clients,
+    veth_engine("net_af_xdp"),
+    ukcm_clients_to_kernel_echo,
+    8
+);
+scenario!(tap_kernel_clients_to_ukcm_echo, child_tap_kernel_clients, tap_engine(), kernel_clients_to_ukcm_echo, 8);
+scenario!(tap_ukcm_clients_to_kernel_echo, child_tap_ukcm_clients, tap_engine(), ukcm_clients_to_kernel_echo, 8);
