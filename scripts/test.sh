@@ -35,6 +35,7 @@ if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
   if scripts/install-dpdk.sh; then
     cargo test -p ukcm-nic --features dpdk --test dpdk_port
     cargo test -p ukcm-stack --features dpdk --test kernel_interop_dpdk
+    cargo test -p ukcm-apps --features dpdk --test dpdk_echo
   else
     echo "test: DPDK could not be installed: DPDK tests skipped"
   fi

@@ -104,9 +104,10 @@ impl NicSpec {
             NicSpec::Mem => {
                 Err("--nic mem: the in-memory pair has no peer outside this process; run ukcm-demo --nic mem".into())
             }
-            NicSpec::Dpdk { .. } => {
-                Err(format!("--nic {self}: not available yet: DPDK is not built into this build (see the DPDK issue)"))
-            }
+            NicSpec::Dpdk { .. } if cfg!(feature = "dpdk") => Ok(()),
+            NicSpec::Dpdk { .. } => Err(format!(
+                "--nic {self}: DPDK is not built into this binary (build with --features dpdk, after scripts/install-dpdk.sh)"
+            )),
         }
     }
 }
@@ -322,8 +323,13 @@ mod tests {
         for ok in ["kernel", "afxdp:eth0", "tap:t0"] {
             assert!(ok.parse::<NicSpec>().unwrap().require_server().is_ok(), "{ok}");
         }
-        let e = "dpdk:-l0".parse::<NicSpec>().unwrap().require_server().unwrap_err();
-        assert!(e.contains("not available yet: DPDK is not built into this build"), "{e}");
+        let dpdk = "dpdk:-l0".parse::<NicSpec>().unwrap().require_server();
+        if cfg!(feature = "dpdk") {
+            assert!(dpdk.is_ok(), "{dpdk:?}");
+        } else {
+            let e = dpdk.unwrap_err();
+            assert!(e.contains("DPDK is not built into this binary (build with --features dpdk"), "{e}");
+        }
         assert!(NicSpec::Mem.require_server().unwrap_err().contains("run ukcm-demo --nic mem"));
     }
 

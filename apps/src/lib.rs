@@ -19,6 +19,8 @@
 
 pub mod bench;
 pub mod cli;
+#[cfg(feature = "dpdk")]
+pub mod dpdk_nic;
 pub mod echo;
 pub mod load;
 pub mod report;

@@ -280,6 +280,8 @@ pub fn open_port(nic: &NicSpec, budget: &Arc<PinnedBudget>) -> Result<(AnyPort, 
             let p = TapPort::open(&cfg, budget, HugePolicy::Prefer).map_err(|e| fail(&e))?;
             Ok((recorded(p, &format!("tap-{name}")).map_err(|e| fail(&e))?, Some(local_mac(1))))
         }
+        #[cfg(feature = "dpdk")]
+        NicSpec::Dpdk { args } => crate::dpdk_nic::open(args, budget).map_err(|e| fail(&e)),
         other => Err(format!("--nic {other}: not a NIC port")),
     }
 }

@@ -36,7 +36,7 @@ const PROG: &str = "ukcm-echo";
 #[derive(Debug, Parser)]
 #[command(name = "ukcm-echo", version)]
 struct Args {
-    /// Transport: kernel | afxdp:IF[:QUEUE] | tap:NAME (dpdk:ARGS is not built in)
+    /// Transport: kernel | afxdp:IF[:QUEUE] | tap:NAME | dpdk:ARGS (EAL arguments, with --features dpdk)
     #[arg(long, value_name = "SPEC")]
     nic: NicSpec,
     /// Address, IP[/PREFIX]: the stack's own address for afxdp/tap (IPv4, default /24); the

@@ -1,0 +1,156 @@
+//! `ukcm-echo --nic dpdk:ARGS` (feature `dpdk`, root) against the Linux TCP stack: the echo
+//! serves through a DPDK vdev (`net_af_packet`, `net_af_xdp`) on the host end of a `TestNet`
+//! veth, and `ukcm-load` with kernel sockets runs inside the namespace (every message
+//! verified: none lost, corrupted or duplicated). Each echo is a process of its own, so each
+//! has its own EAL. Bad EAL arguments and a missing interface make ukcm-echo exit with an
+//! error line, not an abort.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ukcm_nic::testnet::{privileged_or_skip, TestNet, TestNetOptions};
+
+const ECHO: &str = env!("CARGO_BIN_EXE_ukcm-echo");
+const LOAD: &str = env!("CARGO_BIN_EXE_ukcm-load");
+
+/// EAL arguments for one echo process: no hugepages, no shared files, no PCI scan.
+fn eal(vdev: &str) -> String {
+    format!(
+        "dpdk:--no-pci --no-huge -m 512 --no-shconf --no-telemetry -l 0 --file-prefix=ukcmecho{} --vdev={vdev}",
+        std::process::id()
+    )
+}
+
+struct Reap(Option<Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn json_int(json: &str, key: &str) -> u64 {
+    let pat = format!("\"{key}\":");
+    let at = json.find(&pat).unwrap_or_else(|| panic!("{key} missing in {json}")) + pat.len();
+    json[at..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
+}
+
+/// Starts the echo (a `Command` already carrying its program), waits for its first line.
+fn start_echo(mut cmd: Command) -> (Reap, String, std::thread::JoinHandle<String>) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start ukcm-echo");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut err = child.stderr.take().unwrap();
+    let reap = Reap(Some(child));
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    if first.is_empty() {
+        let mut e = String::new();
+        let _ = err.read_to_string(&mut e);
+        panic!("ukcm-echo did not start: {e}");
+    }
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = out.read_to_string(&mut rest);
+        let mut e = String::new();
+        let _ = err.read_to_string(&mut e);
+        rest + &e
+    });
+    (reap, first, rest)
+}
+
+fn load_clean(out: std::process::Output) -> u64 {
+    let json = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ukcm-load failed: {err}\n{json}");
+    assert_eq!(json_int(&json, "corrupt"), 0, "{json}");
+    assert_eq!(json_int(&json, "lost"), 0, "{json}");
+    assert_eq!(json_int(&json, "duplicate"), 0, "{json}");
+    let received = json_int(&json, "received");
+    assert!(received > 0 && received == json_int(&json, "sent"), "{json}");
+    received
+}
+
+fn stop_echo(mut reap: Reap, rest: std::thread::JoinHandle<String>) -> String {
+    let mut child = reap.0.take().unwrap();
+    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let end = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "ukcm-echo did not exit on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = rest.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("final stats"), "{text}");
+    text
+}
+
+fn dpdk_echo_and_load(vdev: &str, mode: &[&str]) {
+    let net = TestNet::new("dpe", &TestNetOptions::default()).unwrap();
+    let addr = format!("{}/{}", net.ukcm_ip, net.prefix);
+    let mut cmd = Command::new(ECHO);
+    cmd.args(["--nic", &eal(&format!("{vdev},iface={}", net.host_if)), "--addr", &addr, "--listen", "7000"])
+        .args(["--parser", "thrift"])
+        .args(mode);
+    let (reap, first, rest) = start_echo(cmd);
+    let kind = vdev.split(',').next().unwrap();
+    assert!(first.contains(&format!("transport: ukcm stack on dpdk:{kind}:0")), "{first}");
+    let connect = format!("{}:7000", net.ukcm_ip);
+    let out = net
+        .peer_command(LOAD)
+        .args(["--nic", "kernel", "--connect", &connect, "--conns", "4", "--depth", "16"])
+        .args(["--size", "36-20000", "--duration", "5", "--json"])
+        .output()
+        .expect("run ukcm-load in the namespace");
+    let received = load_clean(out);
+    let text = stop_echo(reap, rest);
+    let mux_line = text.lines().find(|l| l.starts_with("mux ")).expect("mux line");
+    let rx_msgs: u64 = mux_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(rx_msgs >= received, "mux rx_msgs {rx_msgs} < verified {received}");
+}
+
+#[test]
+fn echo_on_dpdk_af_packet_run_to_completion_loses_nothing() {
+    if privileged_or_skip("echo_on_dpdk_af_packet_run_to_completion_loses_nothing") {
+        dpdk_echo_and_load("net_af_packet0", &["--rtc"]);
+    }
+}
+
+#[test]
+fn echo_on_dpdk_af_packet_with_workers_loses_nothing() {
+    if privileged_or_skip("echo_on_dpdk_af_packet_with_workers_loses_nothing") {
+        dpdk_echo_and_load("net_af_packet0", &["--workers", "2", "--steer", "hash"]);
+    }
+}
+
+/// ukcm-echo's exit code and stderr for a `--nic` it cannot open.
+fn echo_fails(nic: &str) -> (Option<i32>, String) {
+    let out = Command::new(ECHO)
+        .args(["--nic", nic, "--addr", "10.213.250.1/24", "--listen", "7000", "--parser", "thrift"])
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bad_eal_arguments_and_missing_interfaces_are_errors() {
+    if !privileged_or_skip("bad_eal_arguments_and_missing_interfaces_are_errors") {
+        return;
+    }
+    let (code, err) = echo_fails("dpdk:--no-huge --no-such-eal-option");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot open: rte_eal_init(--no-huge --no-such-eal-option) failed"), "{err}");
+    let (code, err) = echo_fails(&eal("net_af_packet0,iface=ukcm-nosuch0"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no interface named \"ukcm-nosuch0\""), "{err}");
+    let (code, err) = echo_fails("dpdk:--help");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the EAL would print and exit the process"), "{err}");
+}
