@@ -4,7 +4,8 @@
 //! `send_to` its origin) or by doing its own framing over raw smoltcp (read into a buffer,
 //! find lengths, copy each message out and back) — the same stack, with and without the mux.
 //!
-//! `cargo bench -p ukcm-mux --bench inproc` (UKCM_BENCH_SECS to change the 2 s per case).
+//! `cargo bench -p ukcm-mux --bench inproc` (UKCM_BENCH_SECS to change the 2 s per case;
+//! UKCM_BENCH_ONLY=mux64|rtc64|raw64 runs one server at 64 B, e.g. under a profiler).
 
 use std::time::{Duration, Instant};
 
@@ -222,10 +223,13 @@ fn main() {
         return;
     }
     let secs: f64 = std::env::var("UKCM_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
-    if std::env::var("UKCM_BENCH_ONLY").is_ok_and(|v| v == "mux64") {
-        // for profiling: just the mux at 64 B
-        println!("mux 64 B: {:.0} msgs/s", run(Server::Mux, 64, 64, secs, 0));
-        return;
+    // For profiling one server at 64 B x depth 64: UKCM_BENCH_ONLY=mux64 | rtc64 | raw64.
+    let only = std::env::var("UKCM_BENCH_ONLY").unwrap_or_default();
+    for (name, server) in [("mux64", Server::Mux), ("rtc64", Server::MuxRtc), ("raw64", Server::Raw)] {
+        if only == name {
+            println!("{name}: {:.0} msgs/s", run(server, 64, 64, secs, 0));
+            return;
+        }
     }
     println!("in-process echo, {CONNS} connections, both engines and the server on one thread, {secs} s per case");
     println!("| size | depth | raw smoltcp + own framing (msgs/s) | mux, message socket (msgs/s) | ratio | mux, run-to-completion (msgs/s) | ratio |");

@@ -98,6 +98,23 @@ impl PsockIo for KernelPsock {
         }
     }
 
+    fn write_vectored(&mut self, _: &mut (), bufs: &[&[u8]]) -> io::Result<usize> {
+        // One writev for several queued messages (one system call, not one per message).
+        let mut slices = [io::IoSlice::new(&[]); 32];
+        let n = bufs.len().min(slices.len());
+        for (s, b) in slices.iter_mut().zip(bufs) {
+            *s = io::IoSlice::new(b);
+        }
+        match self.stream.write_vectored(&slices[..n]) {
+            Ok(n) => {
+                self.written += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     fn acked_total(&mut self, _: &mut ()) -> io::Result<u64> {
         let unacked = kernel_sock::unacked_bytes(self.stream.as_fd())? as u64;
         Ok(self.written.saturating_sub(unacked))

@@ -28,6 +28,9 @@ use crate::stats::{MuxStats, PsockStats, StatsRow, StatsTable};
 use crate::steer::{SockLoad, SteerPolicy, Steering};
 use crate::transport::PsockIo;
 
+/// Queued messages of one psock written in one transport call.
+const TX_GATHER: usize = 32;
+
 /// Reply bytes gathered per psock before they are written (bounds one round's batch).
 const RTC_OUT_MAX: usize = 256 * 1024;
 
@@ -467,6 +470,11 @@ impl<T: PsockIo> Mux<T> {
         }
     }
 
+    /// Position of a socket in `socks` (and in `loads`).
+    fn sock_index(&self, id: SockId) -> Option<usize> {
+        self.socks.binary_search_by_key(&id, |s| s.id).ok()
+    }
+
     fn sock(&self, id: SockId) -> Option<&Arc<SockShared>> {
         self.socks.binary_search_by_key(&id, |s| s.id).ok().map(|i| &self.socks[i])
     }
@@ -592,23 +600,44 @@ impl<T: PsockIo> Mux<T> {
                     None => break,
                 }
             }
-            let (req, done) = p.cur.as_mut().expect("set above");
-            match p.io.write(ctx, &req.data[*done..]) {
+            // The rest of the current message and whole queued ones after it, in one write.
+            let (req, done) = p.cur.as_ref().expect("set above");
+            let mut bufs: [&[u8]; TX_GATHER] = [&[]; TX_GATHER];
+            bufs[0] = &req.data[*done..];
+            let mut nb = 1;
+            for r in p.queue.iter().take(TX_GATHER - 1) {
+                bufs[nb] = &r.data;
+                nb += 1;
+            }
+            let mut n = match p.io.write_vectored(ctx, &bufs[..nb]) {
                 Ok(0) => break,
-                Ok(n) => {
-                    work = true;
-                    *done += n;
-                    if *done == req.data.len() {
-                        let (req, _) = p.cur.take().expect("set");
-                        p.stats.tx_msgs += 1;
-                        p.stats.tx_bytes += req.data.len() as u64;
-                        p.completions.written(req.data.len(), req.cookie, req.sock);
-                    }
-                }
+                Ok(n) => n,
                 Err(_) => {
                     self.fail_psock(ctx, p, PsockError::new(PsockErrorKind::Pipe));
                     work = true;
+                    break;
                 }
+            };
+            work = true;
+            // Account the bytes message by message: each whole one is sent and tracked.
+            while let Some((req, done)) = p.cur.as_mut() {
+                let k = n.min(req.data.len() - *done);
+                *done += k;
+                n -= k;
+                if *done < req.data.len() {
+                    break;
+                }
+                let (req, _) = p.cur.take().expect("set");
+                p.stats.tx_msgs += 1;
+                p.stats.tx_bytes += req.data.len() as u64;
+                p.completions.written(req.data.len(), req.cookie, req.sock);
+                if n == 0 {
+                    break;
+                }
+                p.cur = p.queue.pop_front().map(|r| (r, 0));
+            }
+            if p.cur.is_some() {
+                break; // the transport took only part: it is full
             }
         }
         work
@@ -619,7 +648,8 @@ impl<T: PsockIo> Mux<T> {
     fn rx_psock(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>, now: Instant) -> bool {
         let mut work = false;
         let Some(fill) = self.fill_psock(ctx, p, &mut work) else { return work };
-        let mut target: Option<SockId> = None;
+        // The socket (index into `socks`, and `loads`, which follows it) this poll's batch goes to.
+        let mut target: Option<usize> = None;
         let per_msg = self.steering.policy().per_message();
         let mut delivered = 0;
         while delivered < self.cfg.rx_batch {
@@ -635,11 +665,11 @@ impl<T: PsockIo> Mux<T> {
                 },
             };
             let pick = if per_msg {
-                self.steering.pick_for_msg(&p.io.unparsed()[..len], &self.loads)
+                self.steering.pick_for_msg(&p.io.unparsed()[..len], &self.loads).and_then(|id| self.sock_index(id))
             } else {
                 match target {
-                    Some(t) if self.loads.iter().any(|l| l.id == t && l.queued < l.capacity && l.receiving) => Some(t),
-                    _ => self.steering.pick_batch(p.id, &self.loads),
+                    Some(t) if self.loads[t].receiving && self.loads[t].queued < self.loads[t].capacity => Some(t),
+                    _ => self.steering.pick_batch(p.id, &self.loads).and_then(|id| self.sock_index(id)),
                 }
             };
             // Nobody can take it, or too many of this psock's messages are still held by
@@ -653,14 +683,11 @@ impl<T: PsockIo> Mux<T> {
                 break;
             };
             target = Some(t);
-            let sock = Arc::clone(self.sock(t).expect("load list matches sockets"));
-            if sock.rx.push(Msg::new(view, p.id)).is_err() {
+            if self.socks[t].rx.push(Msg::new(view, p.id)).is_err() {
                 // Unreachable: the engine is the only producer and room was checked.
                 self.stats.rx_ready_drops += 1;
             }
-            if let Some(l) = self.loads.iter_mut().find(|l| l.id == t) {
-                l.queued += 1;
-            }
+            self.loads[t].queued += 1;
             delivered += 1;
             work = true;
         }

@@ -162,6 +162,12 @@ impl<P: Port> PsockIo for StackPsock<P> {
         Ok(n)
     }
 
+    fn write_vectored(&mut self, engine: &mut Engine<P>, bufs: &[&[u8]]) -> io::Result<usize> {
+        let n = engine.send_vectored(self.conn, bufs).map_err(stack_err)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
     fn acked_total(&mut self, engine: &mut Engine<P>) -> io::Result<u64> {
         let info = engine.info(self.conn).map_err(stack_err)?;
         Ok(self.written.saturating_sub(info.send_queue as u64))

@@ -51,6 +51,21 @@ pub trait PsockIo: Send {
     /// Writes as much of `bytes` as the transport takes now (0 when full).
     fn write(&mut self, ctx: &mut Self::Ctx, bytes: &[u8]) -> io::Result<usize>;
 
+    /// Writes as much of the concatenation of `bufs` as the transport takes now (0 when
+    /// full): several queued messages of one psock in one call. By default one `write`
+    /// per buffer, stopping at the first short one.
+    fn write_vectored(&mut self, ctx: &mut Self::Ctx, bufs: &[&[u8]]) -> io::Result<usize> {
+        let mut total = 0;
+        for b in bufs {
+            let n = self.write(ctx, b)?;
+            total += n;
+            if n < b.len() {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
     /// Total stream bytes the peer has acknowledged.
     fn acked_total(&mut self, ctx: &mut Self::Ctx) -> io::Result<u64>;
 

@@ -309,10 +309,17 @@ impl ByteRing {
     /// Takes in the releases of dropped views and frees the released prefix of the ring;
     /// returns the bytes freed.
     pub fn reclaim(&mut self) -> usize {
+        // Views are mostly released in order: try the span after the last one first.
+        let mut hint = 0;
         while let Some(start) = self.shared.releases.pop() {
-            if let Ok(i) = self.spans.binary_search_by_key(&start, |s| s.start) {
+            let i = match self.spans.get(hint) {
+                Some(s) if s.start == start => Ok(hint),
+                _ => self.spans.binary_search_by_key(&start, |s| s.start),
+            };
+            if let Ok(i) = i {
                 self.spans[i].released = true;
                 self.live -= 1;
+                hint = i + 1;
             } else {
                 debug_assert!(false, "release of unknown view {start}");
             }

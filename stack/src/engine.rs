@@ -677,6 +677,42 @@ impl<P: Port> Engine<P> {
         self.with_socket(conn, |s| s.send_slice(data))?.map_err(|_| StackError::InvalidState)
     }
 
+    /// Copies as much of the concatenation of `bufs` into the tx ring as fits, in one visit
+    /// of the connection (one lookup, one egress mark, at most two ring regions); returns
+    /// the bytes taken. For a caller with many small messages for one connection.
+    pub fn send_vectored(&mut self, conn: ConnId, bufs: &[&[u8]]) -> Result<usize, StackError> {
+        self.with_socket(conn, |s| {
+            let (mut i, mut off, mut total) = (0usize, 0usize, 0usize);
+            // The free space can wrap the ring's end: at most two contiguous regions.
+            for _ in 0..2 {
+                if i == bufs.len() {
+                    break;
+                }
+                let n = s.send(|space| {
+                    let mut n = 0;
+                    while n < space.len() && i < bufs.len() {
+                        let src = &bufs[i][off..];
+                        let k = src.len().min(space.len() - n);
+                        space[n..n + k].copy_from_slice(&src[..k]);
+                        n += k;
+                        off += k;
+                        if off == bufs[i].len() {
+                            i += 1;
+                            off = 0;
+                        }
+                    }
+                    (n, n)
+                })?;
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+            Ok(total)
+        })?
+        .map_err(|_: smoltcp::socket::tcp::SendError| StackError::InvalidState)
+    }
+
     /// Starts lending the connection's received bytes in place (zero-copy receive): the
     /// connection must have been opened with `TcpOptions::inplace_rx`. Afterwards `recv`
     /// and `with_tcp` are refused for it, and [`Engine::inplace_sync`] is the only way its

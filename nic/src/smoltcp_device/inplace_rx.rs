@@ -165,12 +165,19 @@ impl InPlaceRx {
     /// Takes in released views, dequeues the released prefix from `sock`, and records what
     /// has arrived since the last call.
     pub fn sync(&mut self, sock: &mut tcp::Socket<'_>) -> Result<SyncResult, InPlaceError> {
+        // Views are mostly released in order: try the span after the last one first.
+        let mut hint = 0;
         while let Some(start) = self.shared.pop_release() {
-            if let Ok(i) = self.spans.binary_search_by_key(&start, |s| s.start) {
+            let i = match self.spans.get(hint) {
+                Some(s) if s.start == start => Ok(hint),
+                _ => self.spans.binary_search_by_key(&start, |s| s.start),
+            };
+            if let Ok(i) = i {
                 if !self.spans[i].released {
                     self.spans[i].released = true;
                     self.live -= 1;
                 }
+                hint = i + 1;
             }
         }
         let mut n = 0usize;
