@@ -125,7 +125,7 @@ fn echo_on_afxdp_with_workers_loses_nothing_for_10s() {
     if !privileged_or_skip("echo_on_afxdp_with_workers_loses_nothing_for_10s") {
         return;
     }
-    afxdp_echo_and_load(&["--workers", "2", "--steer", "hash"]);
+    afxdp_echo_and_load(&["--workers", "2", "--steer", "hash", "--busy-poll"]);
 }
 
 /// A namespace removed on drop.
