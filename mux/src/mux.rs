@@ -619,6 +619,9 @@ impl<T: PsockIo> Mux<T> {
                 }
             };
             work = true;
+            if p.io.write_copies() {
+                p.stats.tx_copied_bytes += n as u64;
+            }
             // Account the bytes message by message: each whole one is sent and tracked.
             while let Some((req, done)) = p.cur.as_mut() {
                 let k = n.min(req.data.len() - *done);
@@ -750,6 +753,9 @@ impl<T: PsockIo> Mux<T> {
                 Ok(0) => break,
                 Ok(n) => {
                     p.rtc_done += n;
+                    if p.io.write_copies() {
+                        p.stats.tx_copied_bytes += n as u64;
+                    }
                     work = true;
                 }
                 Err(_) => {

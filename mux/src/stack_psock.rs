@@ -8,6 +8,12 @@
 //! in place ([`ukcm_nic::InPlaceRx`]); the only copy is smoltcp's, frame to ring. Other
 //! connections fall back to moving bytes from smoltcp's ring into a psock ring of their
 //! own — one copy more, counted in `rx_copied_bytes` so it shows in every stats table.
+//!
+//! Transmit has one copy more than the design allows, in both threading models: the bytes
+//! of a message (built in the socket's pinned tx ring, or a run-to-completion reply) are
+//! copied into smoltcp's tx ring, and smoltcp copies them into frames. It is counted in
+//! `tx_copied_bytes`. Removing it needs messages built in smoltcp's own tx ring, which a
+//! socket on another thread cannot reach.
 
 use std::io;
 use std::marker::PhantomData;
@@ -166,6 +172,10 @@ impl<P: Port> PsockIo for StackPsock<P> {
         let n = engine.send_vectored(self.conn, bufs).map_err(stack_err)?;
         self.written += n as u64;
         Ok(n)
+    }
+
+    fn write_copies(&self) -> bool {
+        true
     }
 
     fn acked_total(&mut self, engine: &mut Engine<P>) -> io::Result<u64> {

@@ -31,6 +31,11 @@ pub struct PsockStats {
     pub tx_aborts: u64,
     /// Bytes the mux copied while receiving (zero unless a message wrapped an unmirrored ring).
     pub rx_copied_bytes: u64,
+    /// Bytes the mux copied while sending beyond the transport's one allowed copy: over the
+    /// userspace stack, every sent byte is copied from the socket's tx ring (or the
+    /// run-to-completion reply buffer) into smoltcp's tx ring, which smoltcp copies into
+    /// frames again. Zero over kernel sockets (the write system call is their one copy).
+    pub tx_copied_bytes: u64,
 }
 
 impl PsockStats {
@@ -47,6 +52,7 @@ impl PsockStats {
         self.rx_bad_hdr_len += o.rx_bad_hdr_len;
         self.tx_aborts += o.tx_aborts;
         self.rx_copied_bytes += o.rx_copied_bytes;
+        self.tx_copied_bytes += o.tx_copied_bytes;
     }
 }
 
@@ -131,7 +137,7 @@ impl fmt::Display for StatsTable {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<28} {:>10} {:>12} {:>10} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+            "{:<28} {:>10} {:>12} {:>10} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10}",
             "PSOCK",
             "RX-Msgs",
             "RX-Bytes",
@@ -143,13 +149,14 @@ impl fmt::Display for StatsTable {
             "Timeout",
             "BadHdr",
             "TxAbrt",
-            "Copied"
+            "Copied",
+            "TxCopied"
         )?;
         for r in &self.psocks {
             let s = &r.stats;
             writeln!(
                 f,
-                "{:<28} {:>10} {:>12} {:>10} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+                "{:<28} {:>10} {:>12} {:>10} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10}",
                 r.label,
                 s.rx_msgs,
                 s.rx_bytes,
@@ -161,7 +168,8 @@ impl fmt::Display for StatsTable {
                 s.rx_msg_timeouts,
                 s.rx_bad_hdr_len,
                 s.tx_aborts,
-                s.rx_copied_bytes
+                s.rx_copied_bytes,
+                s.tx_copied_bytes
             )?;
         }
         if !self.socks.is_empty() {
@@ -203,11 +211,13 @@ mod tests {
             rx_bad_hdr_len: 9,
             tx_aborts: 10,
             rx_copied_bytes: 11,
+            tx_copied_bytes: 12,
         };
         let mut t = one;
         t.fold(&one);
         assert_eq!(t.rx_msgs, 2);
         assert_eq!(t.rx_copied_bytes, 22);
+        assert_eq!(t.tx_copied_bytes, 24);
         assert_eq!(t.tx_aborts, 20);
         assert_eq!(t.rx_bad_hdr_len, 18);
     }
@@ -221,7 +231,7 @@ mod tests {
             socks: vec![("sock 0".into(), SockStats { rx_msgs: 7, ..Default::default() })],
         };
         let s = t.to_string();
-        assert!(s.contains("RX-Msgs") && s.contains("NeedHdr") && s.contains("psock 0"));
+        assert!(s.contains("RX-Msgs") && s.contains("NeedHdr") && s.contains("TxCopied") && s.contains("psock 0"));
         let mux_line = s.lines().nth(1).unwrap();
         assert!(mux_line.split_whitespace().any(|w| w == "7"));
     }

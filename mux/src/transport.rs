@@ -66,6 +66,14 @@ pub trait PsockIo: Send {
         Ok(total)
     }
 
+    /// Whether bytes given to [`PsockIo::write`] are copied once more than the design allows
+    /// (counted in `tx_copied_bytes`): true over the userspace stack, where they land in
+    /// smoltcp's tx ring and smoltcp copies them into frames again; false over kernel
+    /// sockets, whose write is their one copy.
+    fn write_copies(&self) -> bool {
+        false
+    }
+
     /// Total stream bytes the peer has acknowledged.
     fn acked_total(&mut self, ctx: &mut Self::Ctx) -> io::Result<u64>;
 

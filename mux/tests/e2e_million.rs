@@ -301,6 +301,8 @@ fn run(n: u32, faults: FaultConfig) -> Report {
     assert_eq!((ct.total.tx_msgs, ct.total.rx_msgs), (n as u64, n as u64));
     assert_eq!((st.total.tx_msgs, st.total.rx_msgs), (n as u64, n as u64));
     assert_eq!((ct.total.rx_copied_bytes, st.total.rx_copied_bytes), (0, 0), "receive is zero-copy");
+    // Transmit's one extra copy (socket tx ring -> smoltcp's ring) is counted, byte for byte.
+    assert_eq!((ct.total.tx_copied_bytes, st.total.tx_copied_bytes), (bytes, bytes));
     assert_eq!(ct.total.rx_bytes, bytes);
     // Connected mode spread the sends over every psock.
     let client_psock_msgs: Vec<u64> = cpsocks.iter().map(|&p| cmux.psock_stats(p).unwrap().tx_msgs).collect();

@@ -106,6 +106,8 @@ fn messages_arrive_whole_and_replies_go_to_their_origin() {
     let t = mux.stats_table();
     assert_eq!(t.total.rx_msgs, 3);
     assert_eq!(t.total.tx_msgs, 3);
+    assert!(t.total.tx_bytes > 0);
+    assert_eq!(t.total.tx_copied_bytes, 0, "over kernel sockets the write is the one copy");
     assert_eq!(mux.psock_stats(p2).unwrap().rx_msgs, 2);
 }
 
