@@ -13,6 +13,7 @@
 #   sudo scripts/bench.sh            # full run (~6 min)
 #   sudo scripts/bench.sh --quick    # 1 KiB, depth 64, 3 s per server
 #   sudo scripts/bench.sh --sizes 64 --depths 1 --systems ukcm_afxdp_workers,epoll --out /tmp/b
+#   sudo scripts/bench.sh --rt 20    # every server and load under SCHED_FIFO 20 (a shared machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then

@@ -31,7 +31,7 @@ pub struct Panel {
 const PLOT_W: f64 = 330.0;
 const PLOT_H: f64 = 210.0;
 const LEFT: f64 = 62.0;
-const GAP_X: f64 = 40.0;
+const GAP_X: f64 = 72.0;
 const TOP: f64 = 74.0;
 const GAP_Y: f64 = 62.0;
 /// Room for the title and a one-column legend.

@@ -26,6 +26,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -57,6 +58,11 @@ struct Args {
     /// Connections
     #[arg(long, default_value_t = 4, value_parser = cli::positive)]
     conns: usize,
+    /// Run every server and load under SCHED_FIFO at this priority (chrt -f), the same for
+    /// all: other work on a shared machine then cannot preempt them (RT throttling still
+    /// leaves the rest of the machine 5% of each core)
+    #[arg(long, value_name = "PRIO", value_parser = clap::value_parser!(u8).range(1..=99))]
+    rt: Option<u8>,
     /// Only these sizes, comma-separated (default 64,1024,65536)
     #[arg(long, value_delimiter = ',', value_parser = cli::positive)]
     sizes: Vec<usize>,
@@ -83,8 +89,7 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path, args: &[String]) -> Result<Server, String> {
-        let mut child = Command::new("taskset")
-            .args(["-c", SERVER_CPU])
+        let mut child = pinned(None, SERVER_CPU)
             .arg(bin)
             .args(args)
             .stdout(Stdio::piped())
@@ -144,6 +149,24 @@ fn json_num(json: &str, key: &str) -> Option<f64> {
     json[at..].split([',', '}']).next()?.trim().parse().ok()
 }
 
+/// `--rt`: the SCHED_FIFO priority every server and load runs at (set once in main).
+static RT_PRIO: OnceLock<Option<u8>> = OnceLock::new();
+
+/// `[ip netns exec NS] [chrt -f PRIO] taskset -c CPU`, ready for the program and its args.
+fn pinned(net: Option<&TestNet>, cpu: &str) -> Command {
+    let mut words: Vec<String> = Vec::new();
+    if let Some(n) = net {
+        words.extend(["ip".into(), "netns".into(), "exec".into(), n.ns.clone()]);
+    }
+    if let Some(p) = RT_PRIO.get().copied().flatten() {
+        words.extend(["chrt".into(), "-f".into(), p.to_string()]);
+    }
+    words.extend(["taskset".into(), "-c".into(), cpu.into()]);
+    let mut c = Command::new(&words[0]);
+    c.args(&words[1..]);
+    c
+}
+
 /// The load generator's own address when it runs on ukcm: the subnet's .3 (the kernel peer
 /// is .2, the server .1).
 fn ukcm_load_addr(n: &TestNet) -> String {
@@ -165,16 +188,8 @@ fn load(
     secs: f64,
 ) -> Result<String, String> {
     let load = bins.join("ukcm-load");
-    let mut cmd = match net {
-        Some(n) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &n.ns]);
-            c.arg("taskset");
-            c
-        }
-        None => Command::new("taskset"),
-    };
-    cmd.args(["-c", LOAD_CPU]).arg(&load);
+    let mut cmd = pinned(net, LOAD_CPU);
+    cmd.arg(&load);
     match (on_ukcm, net) {
         (true, Some(n)) => {
             cmd.args(["--nic", &format!("afxdp:{}:0", n.peer_if), "--addr", &ukcm_load_addr(n)]);
@@ -214,6 +229,7 @@ fn main() {
             );
         }
     }
+    let _ = RT_PRIO.set(a.rt);
     let secs = a.duration.unwrap_or(if a.quick { 3.0 } else { 5.0 });
     let sizes: Vec<usize> = match (&a.sizes[..], a.quick) {
         ([], true) => vec![1024],
@@ -230,7 +246,11 @@ fn main() {
     let root = is_root();
     let mut notes: Vec<String> = Vec::new();
     notes.push(format!(
-        "cores pinned with taskset: every server on cpu {SERVER_CPU}, the load generator on cpu {LOAD_CPU}"
+        "cores pinned with taskset: every server on cpu {SERVER_CPU}, the load generator on cpu {LOAD_CPU}{}",
+        match a.rt {
+            Some(p) => format!("; every server and load under SCHED_FIFO priority {p} (chrt -f {p}), so other processes on the machine cannot preempt them"),
+            None => String::new(),
+        }
     ));
     notes.push(format!(
         "load: ukcm-load (kernel sockets, 1 thread; for the both-ends rows its own ukcm engine on AF_XDP, 1 thread), {} connections, closed loop, thrift framing, {secs} s per run, every echo verified",
