@@ -18,6 +18,8 @@ pub fn open(args: &str, budget: &Arc<PinnedBudget>) -> Result<(AnyPort, Option<[
     }
     let eal = Eal::init(&args).map_err(|e| e.to_string())?;
     let cfg = DpdkConfig {
+        // 32767: the af_xdp vdev stalled under bulk receive with 8191 (see kernel_interop_dpdk.rs).
+        mbufs: 32767,
         tx_pool: PoolConfig { frame_size: 2048, headroom: 128, frames: 8192 },
         huge: HugePolicy::Prefer,
         ..DpdkConfig::default()
