@@ -7,6 +7,7 @@
 # ((rx + tx frames) / load duration), per row.
 #
 #   sudo scripts/bench-dpdk.sh [SECONDS] [SIZE] [DEPTH]      (defaults: 5 64 16)
+#   ECHO_EXTRA=--busy-poll sudo -E scripts/bench-dpdk.sh ...   (extra ukcm-echo flags)
 #
 # Traffic stays in the namespace made here (10.215.x.0/24, scripts/netns.sh), removed at exit.
 set -euo pipefail
@@ -27,7 +28,7 @@ eal="--no-pci --no-huge -m 512 --no-shconf --no-telemetry -l 1 --file-prefix=ukc
 row() { # name nic
   local name=$1 nic=$2 log json
   log=$(mktemp)
-  taskset -c 1 "$bin/ukcm-echo" --nic "$nic" --addr "$ukcm_ip/24" --listen 7000 --parser thrift --rtc >"$log" 2>&1 &
+  taskset -c 1 "$bin/ukcm-echo" --nic "$nic" --addr "$ukcm_ip/24" --listen 7000 --parser thrift --rtc ${ECHO_EXTRA:-} >"$log" 2>&1 &
   local pid=$!
   sleep 2
   json=$(ip netns exec $ns taskset -c 0 "$bin/ukcm-load" --nic kernel --connect "$ukcm_ip:7000" --conns 4 \
