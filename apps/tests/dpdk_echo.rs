@@ -92,7 +92,13 @@ fn stop_echo(mut reap: Reap, rest: std::thread::JoinHandle<String>) -> String {
     text
 }
 
+/// DPDK 22.11's af_packet PMD joins a PACKET_FANOUT group numbered `(pid ^ ifindex) & 0xffff`
+/// (not configurable before 23.x): two processes probing at once can pick the same number
+/// and the second fails with EINVAL. The af_packet echoes therefore run one at a time.
+static AF_PACKET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn dpdk_echo_and_load(vdev: &str, mode: &[&str]) {
+    let _one_at_a_time = vdev.starts_with("net_af_packet").then(|| AF_PACKET.lock().unwrap_or_else(|e| e.into_inner()));
     let net = TestNet::new("dpe", &TestNetOptions::default()).unwrap();
     let addr = format!("{}/{}", net.ukcm_ip, net.prefix);
     let mut cmd = Command::new(ECHO);

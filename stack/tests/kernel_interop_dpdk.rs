@@ -19,7 +19,13 @@ use ukcm_nic::testnet::{privileged_or_skip, TestNet, TestNetOptions};
 use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig};
 use ukcm_stack::Engine;
 
+/// DPDK 22.11's af_packet PMD joins a PACKET_FANOUT group numbered `(pid ^ ifindex) & 0xffff`
+/// (not configurable before 23.x): two processes probing at once can pick the same number
+/// and the second fails with EINVAL. The af_packet scenarios therefore run one at a time.
+static AF_PACKET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn in_own_process(child: &str) {
+    let _one_at_a_time = child.contains("af_packet").then(|| AF_PACKET.lock().unwrap_or_else(|e| e.into_inner()));
     let exe = std::env::current_exe().unwrap();
     let out = Command::new(exe)
         .args(["--exact", child, "--ignored", "--nocapture", "--test-threads=1"])
