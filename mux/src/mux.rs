@@ -406,7 +406,7 @@ impl<T: PsockIo> Mux<T> {
             let pending = p.failed.is_none()
                 && (p.held.is_some()
                     || !p.tx_idle()
-                    || p.completions.pending() > 0
+                    || p.completions.unacked_bytes() > 0
                     || p.io.views_outstanding() > 0
                     || p.asm.deadline().is_some()
                     || p.ring_full);
@@ -813,8 +813,11 @@ impl<T: PsockIo> Mux<T> {
         work
     }
 
+    /// Reports the cookies the peer's acknowledgements completed. Without cookies pending the
+    /// transport is asked only once the psock has nothing queued and bytes are still
+    /// unacknowledged, so `psock_tx_idle` turns true for cookie-less traffic too.
     fn complete_psock(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>) -> bool {
-        if p.completions.pending() == 0 {
+        if p.completions.pending() == 0 && (p.completions.unacked_bytes() == 0 || !p.tx_idle()) {
             return false;
         }
         let acked = match p.io.acked_total(ctx) {

@@ -427,6 +427,24 @@ fn concurrent_senders_never_interleave_messages() {
 }
 
 #[test]
+fn a_psock_becomes_tx_idle_once_the_peer_acked_messages_sent_without_cookies() {
+    let (mut mux, mut sock, b) = mux_with(small_cfg());
+    let (s, mut c) = pair();
+    let id = attach(&mut mux, s, &b);
+    for i in 0..10u8 {
+        sock.send_to(id, &frame(&[i; 100]), None).unwrap();
+    }
+    let mut got = vec![0u8; 10 * 104];
+    let reader = std::thread::spawn(move || {
+        c.read_exact(&mut got).unwrap();
+        (c, got)
+    });
+    assert!(pump(&mut mux, 5, |m| m.psock_tx_idle(id) == Some(true)), "never tx-idle: {:?}", mux.psock_stats(id));
+    let (_c, got) = reader.join().unwrap();
+    assert_eq!(got[104..108], [0, 0, 0, 100]);
+}
+
+#[test]
 fn a_stale_psock_id_never_reaches_the_connection_that_reuses_its_slot() {
     let (mut mux, mut sock, b) = mux_with(small_cfg());
     let (s1, _c1) = pair();
