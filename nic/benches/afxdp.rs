@@ -90,25 +90,6 @@ fn set_rcvbuf(sock: &UdpSocket, bytes: i32) {
     };
 }
 
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
-fn static_neighbour(net: &TestNet) {
-    net.peer_ip_cmd(&[
-        "neigh",
-        "replace",
-        &net.ukcm_ip.to_string(),
-        "lladdr",
-        &mac_str(net.host_mac),
-        "dev",
-        &net.peer_if,
-        "nud",
-        "permanent",
-    ])
-    .expect("neighbour entry");
-}
-
 /// The peer veth's rx packet counter.
 fn peer_rx_packets(net: &TestNet) -> u64 {
     let out = net.peer_ip_cmd(&["-s", "link", "show", "dev", &net.peer_if]).expect("ip -s link");
@@ -196,7 +177,7 @@ fn main() {
     // rx, AF_XDP
     {
         let net = TestNet::new("xbr", &TestNetOptions::default()).expect("testnet");
-        static_neighbour(&net);
+        net.static_neighbour().expect("neighbour entry");
         let port = std::sync::Mutex::new(open_port(&net));
         let name = port.lock().unwrap().caps().name;
         let (sent, got) = peer_flood(&net, dur, |stop| {
@@ -232,7 +213,7 @@ fn main() {
             &net.host_if,
         ]))
         .expect("ip addr add");
-        static_neighbour(&net);
+        net.static_neighbour().expect("neighbour entry");
         let rx = UdpSocket::bind((net.ukcm_ip, DST_PORT)).expect("bind");
         bind_to_device(rx.as_raw_fd(), &net.host_if).expect("bind to device");
         set_rcvbuf(&rx, 16 << 20);

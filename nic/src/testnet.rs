@@ -214,6 +214,15 @@ impl TestNet {
         })?
     }
 
+    /// A permanent neighbour entry in the peer for ukcm's address and `host_mac`: the kernel
+    /// sends to ukcm without asking ARP, so no ARP responder is needed.
+    pub fn static_neighbour(&self) -> io::Result<()> {
+        let mac = self.host_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        let ip = self.ukcm_ip.to_string();
+        self.peer_ip_cmd(&["neigh", "replace", &ip, "lladdr", &mac, "dev", &self.peer_if, "nud", "permanent"])?;
+        Ok(())
+    }
+
     /// Runs `ip -n NS ARGS`.
     pub fn peer_ip_cmd(&self, args: &[&str]) -> io::Result<String> {
         let mut full = vec!["-n", self.ns.as_str()];

@@ -40,27 +40,6 @@ fn has_xdp(details: &str) -> bool {
     details.contains("prog/xdp") || details.split_whitespace().any(|w| w.starts_with("xdp"))
 }
 
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
-/// A permanent neighbour entry in the peer for ukcm's address: the kernel sends without
-/// asking ARP, so no responder is needed.
-fn static_neighbour(net: &TestNet) {
-    net.peer_ip_cmd(&[
-        "neigh",
-        "replace",
-        &net.ukcm_ip.to_string(),
-        "lladdr",
-        &mac_str(net.host_mac),
-        "dev",
-        &net.peer_if,
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
-}
-
 const MAGIC: &[u8; 4] = b"ukcm";
 
 /// The sequence number of one of our datagrams to `port`, if `f` is one.
@@ -159,7 +138,7 @@ fn hundred_thousand_udp_datagrams_arrive_exactly() {
     let net = TestNet::new("xdp", &TestNetOptions::default()).unwrap();
     let mut port = open(&config(&net, 0, 2048));
     let pool = port.tx_pool().clone();
-    static_neighbour(&net);
+    net.static_neighbour().expect("neighbour entry");
     let sock = net.peer_udp_socket().unwrap();
     let received = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
@@ -354,7 +333,7 @@ fn two_queues_of_one_veth_get_two_ports() {
 
     // Many flows (source ports) so the peer's tx hash spreads them over both queues; each
     // datagram must arrive on exactly one port.
-    static_neighbour(&net);
+    net.static_neighbour().expect("neighbour entry");
     let socks: Vec<UdpSocket> = (0..FLOWS).map(|_| net.peer_udp_socket().unwrap()).collect();
     let mut payload = [0u8; 64];
     payload[..4].copy_from_slice(MAGIC);
@@ -428,7 +407,7 @@ fn program_detaches_on_drop_and_errors_name_the_problem() {
     assert!(AfXdpPort::open(&zc, &PinnedBudget::unlimited(), HugePolicy::Never).is_err());
     // A failed open leaves the existing attachment alone, and the live port still receives.
     assert!(link_details(&net.host_if).contains("prog/xdp"));
-    static_neighbour(&net);
+    net.static_neighbour().expect("neighbour entry");
     let sock = net.peer_udp_socket().unwrap();
     let mut payload = [0u8; 64];
     payload[..4].copy_from_slice(MAGIC);
@@ -469,7 +448,7 @@ fn busy_poll_without_need_wakeup_moves_traffic_and_copies_foreign_frames() {
     let pool = port.tx_pool().clone();
 
     // rx: N datagrams from the peer.
-    static_neighbour(&net);
+    net.static_neighbour().expect("neighbour entry");
     let sock = net.peer_udp_socket().unwrap();
     let mut payload = [0u8; 64];
     payload[..4].copy_from_slice(MAGIC);

@@ -8,40 +8,12 @@
 //! variable (so `cargo test -- --ignored` does not run them outside their own process).
 #![cfg(feature = "dpdk")]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ukcm_nic::dpdk::testing::{in_own_process, is_child, test_eal_args};
 use ukcm_nic::dpdk::{DpdkConfig, DpdkError, DpdkPort, Eal};
 use ukcm_nic::testnet::{privileged_or_skip, TestNet, TestNetOptions};
 use ukcm_nic::{Frame, PinnedBudget, Port};
-
-/// Runs `child` (a test of this binary) in a process of its own; panics if it failed.
-fn in_own_process(child: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args(["--exact", child, "--ignored", "--nocapture", "--test-threads=1"])
-        .env("UKCM_DPDK_CHILD", "1")
-        .output()
-        .unwrap();
-    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{child} failed ({}):\n{text}", out.status);
-    assert!(text.contains("1 passed"), "{child} did not run:\n{text}");
-}
-
-fn is_child() -> bool {
-    std::env::var_os("UKCM_DPDK_CHILD").is_some()
-}
-
-/// EAL arguments for a test process: no hugepages, no shared files, no PCI scan.
-fn eal_args(vdev: &str) -> Vec<String> {
-    let mut a: Vec<String> = ["--no-pci", "--no-huge", "-m", "256", "--no-shconf", "--no-telemetry", "-l", "0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    a.push(format!("--file-prefix=ukcm{}", std::process::id()));
-    a.push(format!("--vdev={vdev}"));
-    a
-}
 
 fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(42 + payload.len());
@@ -106,9 +78,9 @@ fn child_af_xdp_frames_both_ways() {
 /// Datagrams of up to a full MTU both ways between the kernel and a DPDK vdev on a veth.
 fn frames_both_ways(vdev: &str, extra: &str) {
     let net = TestNet::new("dpk", &TestNetOptions::default()).unwrap();
-    let eal = Eal::init(&eal_args(&format!("{vdev},iface={}{extra}", net.host_if))).expect("EAL init");
+    let eal = Eal::init(&test_eal_args(&format!("{vdev},iface={}{extra}", net.host_if), 256)).expect("EAL init");
     assert_eq!(eal.port_count(), 1);
-    let again = Eal::init(&eal_args("net_null0")).unwrap_err();
+    let again = Eal::init(&test_eal_args("net_null0", 256)).unwrap_err();
     assert!(matches!(again, DpdkError::EalAlreadyUsed(_)), "{again}");
 
     let cfg = DpdkConfig { device: Some(vdev.into()), mbufs: 4095, ..DpdkConfig::default() };
@@ -120,16 +92,7 @@ fn frames_both_ways(vdev: &str, extra: &str) {
     let (free0, pool_size) = port.mbufs_free();
 
     // kernel -> ukcm: the peer knows our MAC (static neighbour), so its datagrams come straight.
-    net.peer_ip_cmd(&[
-        "neigh",
-        "replace",
-        &net.ukcm_ip.to_string(),
-        "lladdr",
-        &mac_str(net.host_mac),
-        "dev",
-        &net.peer_if,
-    ])
-    .unwrap();
+    net.static_neighbour().expect("neighbour entry");
     let sock = net.peer_udp_socket().unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // sizes from 4 bytes to a full 1500-byte IP packet
@@ -211,7 +174,7 @@ fn frames_both_ways(vdev: &str, extra: &str) {
 
     drop(port);
     drop(eal); // rte_eal_cleanup
-    let after = Eal::init(&eal_args("net_null0")).unwrap_err();
+    let after = Eal::init(&test_eal_args("net_null0", 256)).unwrap_err();
     assert!(matches!(after, DpdkError::EalAlreadyUsed(_)), "{after}");
 }
 
@@ -222,10 +185,6 @@ fn send_all(port: &mut DpdkPort, frames: &mut Vec<Frame>) -> usize {
         sent += port.tx_burst(frames).unwrap();
     }
     sent
-}
-
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 #[test]
@@ -243,16 +202,16 @@ fn child_bad_eal_arguments() {
     }
     // Refused in Rust: the EAL would exit the process, or the interface is missing.
     assert!(matches!(Eal::init(&["--help"]), Err(DpdkError::BadArgs(_))));
-    let e = Eal::init(&eal_args("net_af_packet0,iface=ukcm-missing0")).unwrap_err();
+    let e = Eal::init(&test_eal_args("net_af_packet0,iface=ukcm-missing0", 256)).unwrap_err();
     assert!(matches!(&e, DpdkError::NoSuchInterface(i) if i == "ukcm-missing0"), "{e}");
     // Refused by DPDK: an option it does not know. An error, not an abort.
-    let mut args = eal_args("net_null0");
+    let mut args = test_eal_args("net_null0", 256);
     args.push("--no-such-eal-option".into());
     let e = Eal::init(&args).unwrap_err();
     assert!(matches!(e, DpdkError::EalInit { .. }), "{e}");
     assert!(e.to_string().contains("rte_eal_init"), "{e}");
     // DPDK allows no second try in this process: said clearly.
-    let e = Eal::init(&eal_args("net_null0")).unwrap_err();
+    let e = Eal::init(&test_eal_args("net_null0", 256)).unwrap_err();
     assert!(matches!(e, DpdkError::EalAlreadyUsed(_)), "{e}");
 }
 
@@ -270,7 +229,7 @@ fn child_unknown_vdev() {
     if !is_child() {
         return;
     }
-    let e = Eal::init(&eal_args("net_nosuchdriver0")).unwrap_err();
+    let e = Eal::init(&test_eal_args("net_nosuchdriver0", 256)).unwrap_err();
     assert!(matches!(e, DpdkError::EalInit { .. }), "{e}");
 }
 
@@ -280,7 +239,7 @@ fn child_missing_port() {
     if !is_child() {
         return;
     }
-    let eal = Eal::init(&eal_args("net_null0")).unwrap();
+    let eal = Eal::init(&test_eal_args("net_null0", 256)).unwrap();
     let cfg = DpdkConfig { device: Some("net_af_packet7".into()), ..DpdkConfig::default() };
     let e = DpdkPort::open(&eal, &cfg, &PinnedBudget::unlimited()).unwrap_err();
     assert!(matches!(&e, DpdkError::NoSuchPort(m) if m.contains("net_null0")), "{e}");

@@ -11,46 +11,12 @@
 
 mod kernel_peer;
 
-use std::process::Command;
-
 use kernel_peer::{engine_config, kernel_clients_to_ukcm_echo, ukcm_clients_to_kernel_echo};
+use ukcm_nic::dpdk::testing::{in_own_process, is_child, test_eal_args};
 use ukcm_nic::dpdk::{DpdkConfig, DpdkPort, Eal};
 use ukcm_nic::testnet::{privileged_or_skip, TestNet, TestNetOptions};
 use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig};
 use ukcm_stack::Engine;
-
-/// DPDK 22.11's af_packet PMD joins a PACKET_FANOUT group numbered `(pid ^ ifindex) & 0xffff`
-/// (not configurable before 23.x): two processes probing at once can pick the same number
-/// and the second fails with EINVAL. The af_packet scenarios therefore run one at a time.
-static AF_PACKET: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn in_own_process(child: &str) {
-    let _one_at_a_time = child.contains("af_packet").then(|| AF_PACKET.lock().unwrap_or_else(|e| e.into_inner()));
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args(["--exact", child, "--ignored", "--nocapture", "--test-threads=1"])
-        .env("UKCM_DPDK_CHILD", "1")
-        .output()
-        .unwrap();
-    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{child} failed ({}):\n{text}", out.status);
-    assert!(text.contains("1 passed"), "{child} did not run:\n{text}");
-}
-
-fn is_child() -> bool {
-    std::env::var_os("UKCM_DPDK_CHILD").is_some()
-}
-
-/// EAL arguments for a test process: no hugepages, no shared files, no PCI scan, one lcore.
-fn eal_args(vdev: &str) -> Vec<String> {
-    let mut a: Vec<String> = ["--no-pci", "--no-huge", "-m", "512", "--no-shconf", "--no-telemetry", "-l", "0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    a.push(format!("--file-prefix=ukcm{}", std::process::id()));
-    a.push(format!("--vdev={vdev}"));
-    a
-}
 
 fn dpdk_config(device: &str) -> DpdkConfig {
     DpdkConfig {
@@ -66,7 +32,7 @@ fn veth_engine(kind: &str) -> (Engine<DpdkPort>, TestNet, Eal) {
     let net = TestNet::new("dpd", &TestNetOptions::default()).unwrap();
     let name = format!("{kind}0");
     let extra = if kind == "net_af_xdp" { ",start_queue=0,queue_count=1" } else { "" };
-    let eal = Eal::init(&eal_args(&format!("{name},iface={}{extra}", net.host_if))).expect("EAL init");
+    let eal = Eal::init(&test_eal_args(&format!("{name},iface={}{extra}", net.host_if), 512)).expect("EAL init");
     // af_xdp: with an 8191-mbuf pool, bulk TCP from the kernel stalls (the vdev stops
     // receiving: the kernel retransmits with backoff and nothing comes back; cause not found
     // yet, likely mbufs held by the PMD); 32767 mbufs pass.
@@ -80,7 +46,7 @@ fn veth_engine(kind: &str) -> (Engine<DpdkPort>, TestNet, Eal) {
 fn tap_engine() -> (Engine<DpdkPort>, TestNet, Eal) {
     let mut eal = None;
     let (port, net) = TestNet::with_tap("dpt", |tap, _ip| {
-        let e = Eal::init(&eal_args(&format!("net_tap0,iface={tap}"))).map_err(std::io::Error::other)?;
+        let e = Eal::init(&test_eal_args(&format!("net_tap0,iface={tap}"), 512)).map_err(std::io::Error::other)?;
         let p = DpdkPort::open(&e, &dpdk_config("net_tap0"), &PinnedBudget::unlimited()).map_err(std::io::Error::other);
         eal = Some(e);
         p

@@ -21,6 +21,7 @@
 mod eal;
 mod mbuf;
 mod port;
+pub mod testing;
 
 use std::fmt;
 
