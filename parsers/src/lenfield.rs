@@ -5,7 +5,7 @@
 //! Length rule (as in netty's `LengthFieldBasedFrameDecoder`): with the header
 //! being the bytes up to the end of the field (`offset + width`),
 //! `total = value + adjust`, plus the header length unless the field already
-//! counts it (`includes_header`). The common shapes (unsigned fields of up to 4
+//! counts it (`includes_header`). The common shapes (fields of up to 4
 //! bytes) take a precomputed `i64` fast path; everything else, and every error,
 //! is decided in `i128`, so no field value or adjustment can overflow.
 
@@ -33,9 +33,11 @@ pub struct LengthField {
     fast: FastShape,
     /// `adjust`, plus the header length unless the field counts it: `total = value + base`.
     base: i64,
+    /// For signed fields, the shift that sign-extends the value from its width (0 if unsigned).
+    sign_shift: u32,
 }
 
-/// The shapes parsed without `i128`: unsigned fields of 1 to 4 bytes with an adjustment
+/// The shapes parsed without `i128`: fields of 1 to 4 bytes (sign-extended when signed) with an adjustment
 /// far from `i64`'s limits, where `value + base` is exact in `i64`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FastShape {
@@ -88,6 +90,7 @@ impl LengthField {
             name: "lenfield",
             fast: FastShape::Wide,
             base: 0,
+            sign_shift: 0,
         }
         .refresh())
     }
@@ -98,7 +101,7 @@ impl LengthField {
         let base = self.adjust.checked_add(if self.includes_header { 0 } else { header });
         const LIMIT: i64 = 1 << 61; // |base| + u32::MAX stays far inside i64
         self.fast = match (base, self.signed, self.width, self.endian) {
-            (Some(b), false, w, e) if b.unsigned_abs() < LIMIT as u64 => match (w, e) {
+            (Some(b), _, w, e) if b.unsigned_abs() < LIMIT as u64 => match (w, e) {
                 (1, _) => FastShape::U8,
                 (2, Endian::Big) => FastShape::U16Be,
                 (2, Endian::Little) => FastShape::U16Le,
@@ -111,6 +114,7 @@ impl LengthField {
             _ => FastShape::Wide,
         };
         self.base = base.unwrap_or(0);
+        self.sign_shift = if self.signed { 64 - 8 * self.width as u32 } else { 0 };
         self
     }
 
@@ -239,7 +243,7 @@ impl LengthField {
 }
 
 impl Parser for LengthField {
-    /// Fast path for the common shapes (unsigned fields up to 4 bytes: Thrift, DNS, gRPC,
+    /// Fast path for the common shapes (fields up to 4 bytes: Thrift, DNS, gRPC, Kafka,
     /// most custom framings): one bounds check, one load, a precomputed base; everything
     /// else, and every error, is decided by the exact `i128` rule in `parse_wide`.
     #[inline]
@@ -258,8 +262,10 @@ impl Parser for LengthField {
             (FastShape::U32Le, &[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
             _ => return self.parse_wide(buf, header),
         };
-        let total = value as i64 + self.base;
-        if total < header as i64 {
+        // Sign-extended from the field's width when signed; a negative value is an error.
+        let value = ((value as i64) << self.sign_shift) >> self.sign_shift;
+        let total = value + self.base;
+        if value < 0 || total < header as i64 {
             return self.parse_wide(buf, header);
         }
         checked_len(total as u64, self.max)
