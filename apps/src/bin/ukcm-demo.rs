@@ -156,8 +156,13 @@ fn main() {
         p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us
     );
     println!(
-        "mux copies/payload byte  {:.3} (measured: rx_copied_bytes {} / rx_bytes {}; the only copy per direction is the TCP stack's own: smoltcp frame→ring, or the kernel's recv into the pinned ring)",
+        "mux copies/payload byte  {:.3} (measured: rx_copied_bytes {} / rx_bytes {}; on receive the only copy is the TCP stack's own: smoltcp frame→ring, or the kernel's recv into the pinned ring)",
         copies, t.rx_copied_bytes, t.rx_bytes
+    );
+    let tx_copies = if t.tx_bytes > 0 { t.tx_copied_bytes as f64 / t.tx_bytes as f64 } else { f64::NAN };
+    println!(
+        "mux tx copies/byte       {tx_copies:.3} (measured: tx_copied_bytes {} / tx_bytes {}; over the userspace stack the socket's tx ring or a reply is copied into smoltcp's tx ring, one copy more than the design allows)",
+        t.tx_copied_bytes, t.tx_bytes
     );
     println!();
     print!("{table}");
