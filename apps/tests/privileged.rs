@@ -6,85 +6,16 @@
 //! ends on ukcm: `ukcm-load --nic afxdp` on the namespace's veth end. `ukcm-demo` as root
 //! (its default: AF_XDP) and with `--nic tap` makes its own TestNet.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod echo_process;
 
+use std::process::Command;
+
+use echo_process::{load_clean, start_echo, stop_echo};
 use ukcm_nic::testnet::{privileged_or_skip, run, TestNet, TestNetOptions};
 
 const ECHO: &str = env!("CARGO_BIN_EXE_ukcm-echo");
 const LOAD: &str = env!("CARGO_BIN_EXE_ukcm-load");
 const DEMO: &str = env!("CARGO_BIN_EXE_ukcm-demo");
-
-struct Reap(Option<Child>);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn json_int(json: &str, key: &str) -> u64 {
-    let pat = format!("\"{key}\":");
-    let at = json.find(&pat).unwrap_or_else(|| panic!("{key} missing in {json}")) + pat.len();
-    json[at..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
-}
-
-/// Starts the echo (a `Command` already carrying its program), waits for its first line.
-fn start_echo(mut cmd: Command) -> (Reap, String, std::thread::JoinHandle<String>) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start ukcm-echo");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut err = child.stderr.take().unwrap();
-    let reap = Reap(Some(child));
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    if first.is_empty() {
-        let mut e = String::new();
-        let _ = err.read_to_string(&mut e);
-        panic!("ukcm-echo did not start: {e}");
-    }
-    let rest = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = out.read_to_string(&mut rest);
-        let mut e = String::new();
-        let _ = err.read_to_string(&mut e);
-        rest + &e
-    });
-    (reap, first, rest)
-}
-
-fn load_clean(out: std::process::Output) -> u64 {
-    let json = String::from_utf8_lossy(&out.stdout).into_owned();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ukcm-load failed: {err}\n{json}");
-    assert_eq!(json_int(&json, "corrupt"), 0, "{json}");
-    assert_eq!(json_int(&json, "lost"), 0, "{json}");
-    assert_eq!(json_int(&json, "duplicate"), 0, "{json}");
-    let received = json_int(&json, "received");
-    assert!(received > 0 && received == json_int(&json, "sent"), "{json}");
-    received
-}
-
-fn stop_echo(mut reap: Reap, rest: std::thread::JoinHandle<String>) -> String {
-    let mut child = reap.0.take().unwrap();
-    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(st.success());
-    let end = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < end, "ukcm-echo did not exit on SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let text = rest.join().unwrap();
-    assert_eq!(status.code(), Some(0), "{text}");
-    assert!(text.contains("final stats"), "{text}");
-    text
-}
 
 fn afxdp_echo_and_load(mode: &[&str]) {
     let net = TestNet::new("apps", &TestNetOptions::default()).unwrap();

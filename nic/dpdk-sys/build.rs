@@ -24,7 +24,9 @@ fn main() {
         Err(_) => {
             // Built as a workspace member without ukcm-nic's `dpdk` feature (nothing links
             // it): an empty crate, so `cargo build --workspace` works without libdpdk.
-            println!("cargo:warning=libdpdk not found: ukcm-dpdk-sys built empty (ukcm-nic's `dpdk` feature requires it)");
+            println!(
+                "cargo:warning=libdpdk not found: ukcm-dpdk-sys built empty (ukcm-nic's `dpdk` feature requires it)"
+            );
             let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
             std::fs::write(out.join("bindings.rs"), "").expect("writing an empty bindings.rs");
             return;
