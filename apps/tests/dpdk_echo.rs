@@ -8,7 +8,6 @@
 mod echo_process;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use echo_process::{load_clean, start_echo, stop_echo};
 use ukcm_nic::testnet::{privileged_or_skip, TestNet, TestNetOptions};
