@@ -49,7 +49,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Cidr};
 use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort};
 use ukcm_nic::testnet::{bind_to_device, is_root, run, TestNet, TestNetOptions};
 use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig};
-use ukcm_stack::{ConnId, Engine, EngineConfig, IdleStrategy, TcpOptions};
+use ukcm_stack::{echo_in_place, ConnId, Engine, EngineConfig, IdleStrategy, TcpOptions};
 
 const BUF: usize = 256 << 10;
 const MSG: usize = 64;
@@ -494,7 +494,6 @@ fn ukcm_rr_client(e: &mut Eng, remote: IpEndpoint, dur: Duration) -> Res<Rr> {
 /// Accepts one connection on `port` and echoes it until the peer's FIN.
 fn ukcm_rr_server(e: &mut Eng, port: u16, limit: Duration) -> Res<()> {
     let deadline = Instant::now() + limit;
-    let mut buf = [0u8; 4096];
     let (mut conn, mut ready, mut polls, mut failed) = (None::<ConnId>, Vec::new(), 0u32, None);
     e.run_until(|e| {
         polls = polls.wrapping_add(1);
@@ -513,19 +512,8 @@ fn ukcm_rr_server(e: &mut Eng, port: u16, limit: Duration) -> Res<()> {
         }
         ready.clear();
         let r = e.with_tcp(c, |s| {
-            loop {
-                let room = (s.send_capacity() - s.send_queue()).min(buf.len());
-                let n = match s.recv_slice(&mut buf[..room]) {
-                    Ok(n) if n > 0 => n,
-                    _ => break,
-                };
-                let _ = s.send_slice(&buf[..n]);
-            }
-            if !s.may_recv() && s.recv_queue() == 0 {
-                s.close();
-                return true;
-            }
-            false
+            echo_in_place(s);
+            !s.may_recv() && s.recv_queue() == 0
         });
         match r {
             Ok(done) => done,
