@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::pool::{FramePool, PoolConfig};
-use crate::port::{CopyMode, Port, PortCaps, PortError, PortStats};
+use crate::port::{Port, PortCaps, PortError, PortStats};
 use crate::region::{HugePolicy, PinnedBudget};
 use crate::Frame;
 
@@ -293,17 +293,7 @@ impl Port for MemPort {
     }
 
     fn caps(&self) -> PortCaps {
-        PortCaps {
-            name: format!("mem:{}", self.side),
-            mtu: self.mtu,
-            max_burst: 64,
-            queues: 1,
-            queue_id: 0,
-            copy_mode: CopyMode::InProcess,
-            rx_checksum_offload: false,
-            tx_checksum_offload: false,
-            mac: Some(self.mac),
-        }
+        PortCaps::in_process(format!("mem:{}", self.side), self.mtu, Some(self.mac))
     }
 
     fn stats(&self) -> PortStats {

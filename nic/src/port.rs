@@ -42,6 +42,24 @@ pub struct PortCaps {
     pub mac: Option<[u8; 6]>,
 }
 
+impl PortCaps {
+    /// A port that moves frames within the process (in-memory pair, pcap replay, test
+    /// ports): one queue, bursts of 64, no offloads.
+    pub fn in_process(name: String, mtu: usize, mac: Option<[u8; 6]>) -> Self {
+        PortCaps {
+            name,
+            mtu,
+            max_burst: 64,
+            queues: 1,
+            queue_id: 0,
+            copy_mode: CopyMode::InProcess,
+            rx_checksum_offload: false,
+            tx_checksum_offload: false,
+            mac,
+        }
+    }
+}
+
 /// Counters every port keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PortStats {

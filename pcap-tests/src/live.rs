@@ -27,9 +27,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use smoltcp::wire::{ArpOperation, ArpPacket, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
-use ukcm_nic::{
-    CopyMode, Frame, FramePool, HugePolicy, PinnedBudget, PoolConfig, Port, PortCaps, PortError, PortStats,
-};
+use ukcm_nic::{Frame, FramePool, HugePolicy, PinnedBudget, PoolConfig, Port, PortCaps, PortError, PortStats};
 
 use crate::capture::{Capture, Segment};
 use crate::flows::Flow;
@@ -441,17 +439,7 @@ impl Port for LiveClientPort {
     }
 
     fn caps(&self) -> PortCaps {
-        PortCaps {
-            name: format!("live-replay:{}→{}", self.client, self.server),
-            mtu: 1500,
-            max_burst: 64,
-            queues: 1,
-            queue_id: 0,
-            copy_mode: CopyMode::InProcess,
-            rx_checksum_offload: false,
-            tx_checksum_offload: false,
-            mac: None,
-        }
+        PortCaps::in_process(format!("live-replay:{}→{}", self.client, self.server), 1500, None)
     }
 
     fn stats(&self) -> PortStats {

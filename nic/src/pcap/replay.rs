@@ -12,7 +12,7 @@ use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, PcapError, TsResolution};
 
 use crate::pool::{FramePool, PoolConfig};
-use crate::port::{CopyMode, Port, PortCaps, PortError, PortStats};
+use crate::port::{Port, PortCaps, PortError, PortStats};
 use crate::region::{HugePolicy, PinnedBudget};
 use crate::Frame;
 
@@ -394,17 +394,7 @@ impl Port for PcapReplayPort {
     }
 
     fn caps(&self) -> PortCaps {
-        PortCaps {
-            name: format!("pcap:{}", self.path.display()),
-            mtu: self.mtu,
-            max_burst: 64,
-            queues: 1,
-            queue_id: 0,
-            copy_mode: CopyMode::InProcess,
-            rx_checksum_offload: false,
-            tx_checksum_offload: false,
-            mac: None,
-        }
+        PortCaps::in_process(format!("pcap:{}", self.path.display()), self.mtu, None)
     }
 
     fn stats(&self) -> PortStats {
