@@ -23,7 +23,8 @@ use crate::doorbell::Doorbell;
 use crate::error::{PsockError, PsockErrorKind};
 use crate::ids::{PsockId, SockId};
 use crate::msg::Msg;
-use crate::socket::{MsgSocket, MuxEvent, MuxShared, SockShared, SocketConfig, TxReq};
+use crate::order::{Answer, Outcome, ReplyOrder, ReplySlot, SlotReleases};
+use crate::socket::{MsgSocket, MuxEvent, MuxShared, SockShared, SocketConfig, TxData, TxReq};
 use crate::stats::{MuxStats, PsockStats, StatsRow, StatsTable};
 use crate::steer::{SockLoad, SteerPolicy, Steering};
 use crate::transport::PsockIo;
@@ -34,8 +35,49 @@ const TX_GATHER: usize = 32;
 /// Reply bytes gathered per psock before they are written (bounds one round's batch).
 const RTC_OUT_MAX: usize = 256 * 1024;
 
-/// A run-to-completion message handler: origin, message bytes in place, reply buffer.
-type RtcHandler<'h> = dyn FnMut(PsockId, &[u8], &mut Vec<u8>) + 'h;
+/// A run-to-completion message handler.
+type RtcHandler<'h> = dyn FnMut(&mut Request<'_>) + 'h;
+
+/// A message handed to a run-to-completion handler on the engine thread, in place in its
+/// psock's ring: read it, append the reply to [`Request::reply_buf`], or (ordered replies)
+/// [`Request::defer`] the answer and give it later with [`Mux::reply`].
+#[derive(Debug)]
+pub struct Request<'a> {
+    origin: PsockId,
+    bytes: &'a [u8],
+    out: &'a mut Vec<u8>,
+    /// The message's reply position (ordered replies only).
+    seq: Option<u64>,
+    releases: &'a Arc<SlotReleases>,
+    deferred: bool,
+}
+
+impl<'a> Request<'a> {
+    /// The psock the message came from.
+    pub fn origin(&self) -> PsockId {
+        self.origin
+    }
+
+    /// The message, header included.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Where the reply goes: bytes appended here are the reply (nothing appended: no reply).
+    pub fn reply_buf(&mut self) -> &mut Vec<u8> {
+        self.out
+    }
+
+    /// Answers later: the returned slot holds the request's place in the connection's reply
+    /// order until [`Mux::reply`] answers it or it is dropped. `None` unless the mux orders
+    /// replies (`MuxConfig::ordered`), or if already deferred. Bytes appended to the reply
+    /// buffer before or after deferring are not sent.
+    pub fn defer(&mut self) -> Option<ReplySlot> {
+        let seq = self.seq.filter(|_| !self.deferred)?;
+        self.deferred = true;
+        Some(ReplySlot::new(self.origin, seq, Arc::clone(self.releases)))
+    }
+}
 
 /// Configuration of a mux.
 #[derive(Debug, Clone)]
@@ -54,6 +96,12 @@ pub struct MuxConfig {
     pub rx_batch: usize,
     /// Mux events kept for the application.
     pub events: usize,
+    /// Replies leave each connection in request order: every delivered message carries a
+    /// [`ReplySlot`] (see [`crate::order`]). Off: KCM's semantics, replies leave as sent.
+    pub ordered: bool,
+    /// With `ordered`, requests of one psock delivered and not yet answered at most; at the
+    /// limit the psock stops being delineated (backpressure, `rx_unanswered_stalls`).
+    pub max_unanswered: usize,
 }
 
 impl Default for MuxConfig {
@@ -66,6 +114,8 @@ impl Default for MuxConfig {
             pending_tx: 1024,
             rx_batch: 64,
             events: 1024,
+            ordered: false,
+            max_unanswered: 1024,
         }
     }
 }
@@ -90,6 +140,10 @@ struct Psock<T> {
     /// call's worth: the psock handles no more messages until it is written).
     rtc_out: Vec<u8>,
     rtc_done: usize,
+    /// Reply order (used when the mux orders replies).
+    order: ReplyOrder<TxReq>,
+    /// Delineation is paused at the unanswered limit (counted once per pause).
+    order_stalled: bool,
     label: String,
 }
 
@@ -151,6 +205,7 @@ impl<T: PsockIo> Mux<T> {
             shut: Default::default(),
             budget: Arc::clone(budget),
             sock_cfg: cfg.socket,
+            releases: Arc::new(SlotReleases::default()),
         });
         let first = shared.new_socket()?;
         let mux = Mux {
@@ -221,6 +276,8 @@ impl<T: PsockIo> Mux<T> {
             ring_full: false,
             rtc_out: Vec::new(),
             rtc_done: 0,
+            order: ReplyOrder::default(),
+            order_stalled: false,
             label,
         });
         self.stats.psock_attach += 1;
@@ -307,6 +364,89 @@ impl<T: PsockIo> Mux<T> {
         Some(p.tx_idle() && p.completions.unacked_bytes() == 0)
     }
 
+    /// Requests of a psock delivered and not yet answered or released (ordered replies;
+    /// always 0 otherwise). `None` if the id is not attached.
+    pub fn psock_unanswered(&self, id: PsockId) -> Option<u64> {
+        Some(self.psock(id)?.order.unanswered())
+    }
+
+    /// Replies of a psock waiting for an earlier request's answer.
+    pub fn psock_replies_held(&self, id: PsockId) -> Option<usize> {
+        Some(self.psock(id)?.order.held())
+    }
+
+    /// Answers a request on the engine thread (a slot from [`Request::defer`], or one a
+    /// worker handed back): the reply leaves once every earlier request of its connection
+    /// is answered. A slot whose psock is gone fails (`EPIPE`), and so does an empty reply
+    /// (drop the slot instead to give up its place).
+    pub fn reply(&mut self, slot: ReplySlot, bytes: &[u8]) -> Result<(), PsockErrorKind> {
+        if bytes.is_empty() {
+            return Err(PsockErrorKind::MsgSize);
+        }
+        let (dest, seq) = slot.answer();
+        let req = TxReq { data: TxData::Owned(bytes.to_vec()), cookie: None, dest: Some(dest), slot: Some(seq), sock: SockId(u32::MAX) };
+        match self.psocks.get_mut(dest.index()).and_then(|p| p.take()) {
+            Some(mut p) if p.id == dest && p.usable() => {
+                self.answer_slot(&mut p, seq, Answer::Reply(req));
+                self.psocks[dest.index()] = Some(p);
+                self.activate(dest.index() as u32);
+                Ok(())
+            }
+            Some(p) => {
+                self.psocks[dest.index()] = Some(p);
+                Err(PsockErrorKind::Pipe)
+            }
+            None => Err(PsockErrorKind::Pipe),
+        }
+    }
+
+    /// Records the answer for position `seq` of psock `p` and queues, in order, every reply
+    /// whose turn has come.
+    fn answer_slot(&mut self, p: &mut Psock<T>, seq: u64, a: Answer<TxReq>) {
+        let is_reply = matches!(a, Answer::Reply(_));
+        let mut a = Some(a);
+        match p.order.answer(seq, &mut a) {
+            Ok(Outcome::Head) => {
+                match a {
+                    Some(Answer::Reply(r)) => p.queue.push_back(r),
+                    _ => p.stats.tx_slots_released += 1,
+                }
+                while let Some(next) = p.order.pop_ready() {
+                    match next {
+                        Answer::Reply(r) => p.queue.push_back(r),
+                        Answer::Released => p.stats.tx_slots_released += 1,
+                    }
+                }
+            }
+            Ok(Outcome::Parked) => {
+                if is_reply {
+                    p.stats.tx_replies_held += 1;
+                }
+            }
+            Err(_) => {
+                // A position never handed out or answered twice: a reply from a stale slot.
+                if let Some(Answer::Reply(r)) = a {
+                    self.complete_failed(r, PsockErrorKind::Pipe);
+                }
+            }
+        }
+    }
+
+    /// Takes in the slots dropped unanswered since the last round.
+    fn take_releases(&mut self) -> bool {
+        let mut work = false;
+        while let Some((id, seq)) = self.shared.releases.queue.pop() {
+            work = true;
+            let Some(mut p) = self.psocks.get_mut(id.index()).and_then(|p| p.take()) else { continue };
+            if p.id == id {
+                self.answer_slot(&mut p, seq, Answer::Released);
+                self.activate(id.index() as u32);
+            }
+            self.psocks[id.index()] = Some(p);
+        }
+        work
+    }
+
     /// The next mux event (psock errors and closes), for the thread that owns the mux.
     /// Events are shared: a socket's `next_event` takes from the same queue.
     pub fn next_event(&self) -> Option<MuxEvent> {
@@ -374,6 +514,12 @@ impl<T: PsockIo> Mux<T> {
         now: Instant,
         mut handler: impl FnMut(PsockId, &[u8], &mut Vec<u8>),
     ) -> bool {
+        self.poll_inner(ctx, now, Some(&mut |r: &mut Request<'_>| handler(r.origin, r.bytes, &mut *r.out)))
+    }
+
+    /// [`Mux::poll_rtc`] with the whole [`Request`]: the handler may also defer its answer
+    /// (ordered replies) and give it later with [`Mux::reply`].
+    pub fn poll_requests(&mut self, ctx: &mut T::Ctx, now: Instant, mut handler: impl FnMut(&mut Request<'_>)) -> bool {
         self.poll_inner(ctx, now, Some(&mut handler))
     }
 
@@ -382,6 +528,9 @@ impl<T: PsockIo> Mux<T> {
         self.sync_sockets();
         work |= self.resteer_disabled();
         work |= self.collect_tx();
+        if self.cfg.ordered {
+            work |= self.take_releases();
+        }
         // Socket loads once per round; deliveries below keep them current.
         self.refresh_loads();
         // Visit the psocks with news or pending work, and those without a readiness source.
@@ -531,16 +680,21 @@ impl<T: PsockIo> Mux<T> {
                 let Some(r) = self.socks[si].tx.pop() else { break };
                 work = true;
                 match r.dest {
-                    Some(d) => match self.psocks.get_mut(d.index()).and_then(|p| p.as_mut()) {
-                        Some(p) if p.id == d && p.usable() => {
-                            p.queue.push_back(r);
-                            let i = d.index() as u32;
-                            if !self.is_active[i as usize] {
-                                self.is_active[i as usize] = true;
-                                self.active.push(i);
+                    Some(d) => match self.psocks.get_mut(d.index()).and_then(|p| p.take()) {
+                        Some(mut p) if p.id == d && p.usable() => {
+                            match r.slot {
+                                None => p.queue.push_back(r),
+                                Some(seq) => self.answer_slot(&mut p, seq, Answer::Reply(r)),
                             }
+                            self.psocks[d.index()] = Some(p);
+                            self.activate(d.index() as u32);
                         }
-                        _ => self.complete_failed(r, PsockErrorKind::Pipe),
+                        other => {
+                            if let Some(p) = other {
+                                self.psocks[d.index()] = Some(p);
+                            }
+                            self.complete_failed(r, PsockErrorKind::Pipe);
+                        }
                     },
                     None => self.pending.push_back(r),
                 }
@@ -667,6 +821,16 @@ impl<T: PsockIo> Mux<T> {
                     }
                 },
             };
+            if self.cfg.ordered && p.order.unanswered() >= self.cfg.max_unanswered as u64 {
+                // Too many requests unanswered: stop here until replies catch up.
+                p.held = Some(len);
+                if !p.order_stalled {
+                    p.order_stalled = true;
+                    p.stats.rx_unanswered_stalls += 1;
+                }
+                break;
+            }
+            p.order_stalled = false;
             let pick = if per_msg {
                 self.steering.pick_for_msg(&p.io.unparsed()[..len], &self.loads).and_then(|id| self.sock_index(id))
             } else {
@@ -686,7 +850,8 @@ impl<T: PsockIo> Mux<T> {
                 break;
             };
             target = Some(t);
-            if self.socks[t].rx.push(Msg::new(view, p.id)).is_err() {
+            let slot = self.cfg.ordered.then(|| ReplySlot::new(p.id, p.order.assign(), Arc::clone(&self.shared.releases)));
+            if self.socks[t].rx.push(Msg::new(view, p.id, slot)).is_err() {
                 // Unreachable: the engine is the only producer and room was checked.
                 self.stats.rx_ready_drops += 1;
             }
@@ -781,7 +946,16 @@ impl<T: PsockIo> Mux<T> {
         // Replies of one round are gathered and written together (one write per psock per
         // round, not per message); a queued socket message mid-write, or replies the
         // transport has only partly taken, must finish before more replies are made.
+        let ordered = self.cfg.ordered;
         while handled < self.cfg.rx_batch && p.cur.is_none() && p.rtc_done == 0 && p.rtc_out.len() < RTC_OUT_MAX {
+            if ordered && p.order.unanswered() >= self.cfg.max_unanswered as u64 {
+                if !p.order_stalled {
+                    p.order_stalled = true;
+                    p.stats.rx_unanswered_stalls += 1;
+                }
+                break;
+            }
+            p.order_stalled = false;
             let len = match p.held.take() {
                 Some(len) => len,
                 None => match p.asm.step(p.io.unparsed(), now, &mut p.stats) {
@@ -794,9 +968,48 @@ impl<T: PsockIo> Mux<T> {
                 },
             };
             let before = p.rtc_out.len();
-            handler(p.id, &p.io.unparsed()[..len], &mut p.rtc_out);
+            // The fast path: in order and nothing queued ahead, the reply stays in `rtc_out`.
+            let seq = ordered.then(|| p.order.assign());
+            let mut req = Request {
+                origin: p.id,
+                bytes: &p.io.unparsed()[..len],
+                out: &mut p.rtc_out,
+                seq,
+                releases: &self.shared.releases,
+                deferred: false,
+            };
+            handler(&mut req);
+            let deferred = req.deferred;
             // Cannot fail: `len` bytes are unparsed (the assembler just saw them).
             let _ = p.io.discard(len);
+            if let Some(seq) = seq {
+                if deferred {
+                    p.rtc_out.truncate(before);
+                } else if p.order.unanswered() == 1 && p.queue.is_empty() {
+                    // Only this request is outstanding: its reply is next on the wire.
+                    let mut none = None;
+                    let _ = p.order.answer(seq, &mut none);
+                    if p.rtc_out.len() == before {
+                        p.stats.tx_slots_released += 1;
+                    }
+                } else {
+                    // Behind a deferred answer: the reply waits its turn (one copy, counted).
+                    let a = if p.rtc_out.len() > before {
+                        let bytes = p.rtc_out.split_off(before);
+                        p.stats.tx_copied_bytes += bytes.len() as u64;
+                        Answer::Reply(TxReq {
+                            data: TxData::Owned(bytes),
+                            cookie: None,
+                            dest: Some(p.id),
+                            slot: Some(seq),
+                            sock: SockId(u32::MAX),
+                        })
+                    } else {
+                        Answer::Released
+                    };
+                    self.answer_slot(p, seq, a);
+                }
+            }
             if p.rtc_out.len() > before {
                 p.stats.tx_msgs += 1;
                 p.stats.tx_bytes += (p.rtc_out.len() - before) as u64;
@@ -865,6 +1078,10 @@ impl<T: PsockIo> Mux<T> {
             } else {
                 self.complete_failed(r, why);
             }
+        }
+        let parked: Vec<TxReq> = p.order.drain_parked().collect();
+        for r in parked {
+            self.complete_failed(r, why);
         }
         let socks = &self.socks;
         p.completions.fail_all(why, |sid, c| {

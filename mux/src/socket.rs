@@ -22,6 +22,7 @@ use crate::doorbell::Doorbell;
 use crate::error::PsockError;
 use crate::ids::{PsockId, SockId};
 use crate::msg::Msg;
+use crate::order::{ReplySlot, SlotReleases};
 use crate::stats::SockStats;
 
 /// Sizes of a socket's queues and tx ring.
@@ -66,6 +67,24 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// A reply that was not queued: why, and the slot back, so the reply can be retried
+/// (dropping the slot releases its place in the connection's reply order).
+#[derive(Debug)]
+pub struct ReplyError {
+    /// Why.
+    pub error: SendError,
+    /// The unanswered slot.
+    pub slot: ReplySlot,
+}
+
+impl fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reply to {} position {}: {}", self.slot.origin(), self.slot.position(), self.error)
+    }
+}
+
+impl std::error::Error for ReplyError {}
+
 /// Why a receive returned nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecvError {
@@ -95,12 +114,32 @@ pub enum MuxEvent {
     PsockClosed(PsockId),
 }
 
+/// The bytes of a send request: built in a socket's pinned tx ring, or (replies made on the
+/// engine thread that had to wait their turn) owned.
+#[derive(Debug)]
+pub(crate) enum TxData {
+    Ring(RingView),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for TxData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            TxData::Ring(v) => v,
+            TxData::Owned(v) => v,
+        }
+    }
+}
+
 /// A send request on its way to the engine.
 #[derive(Debug)]
 pub(crate) struct TxReq {
-    pub(crate) data: RingView,
+    pub(crate) data: TxData,
     pub(crate) cookie: Option<u32>,
     pub(crate) dest: Option<PsockId>,
+    /// The reply slot position this answers (ordered replies; `dest` is its origin).
+    pub(crate) slot: Option<u64>,
     pub(crate) sock: SockId,
 }
 
@@ -162,6 +201,8 @@ pub(crate) struct MuxShared {
     pub(crate) shut: AtomicBool,
     pub(crate) budget: Arc<PinnedBudget>,
     pub(crate) sock_cfg: SocketConfig,
+    /// Reply slots dropped unanswered, for the engine.
+    pub(crate) releases: Arc<SlotReleases>,
 }
 
 impl MuxShared {
@@ -310,12 +351,12 @@ impl MsgSocket {
 
     /// Sends one message on any psock with room (connected mode, KCM's load balancing).
     pub fn send(&mut self, msg: &[u8], cookie: Option<u32>) -> Result<(), SendError> {
-        self.enqueue(msg.len(), cookie, None, |b| b.copy_from_slice(msg))
+        self.enqueue(msg.len(), cookie, None, None, |b| b.copy_from_slice(msg))
     }
 
     /// Sends one message on a named psock (addressed mode: the reply path of a server).
     pub fn send_to(&mut self, dest: PsockId, msg: &[u8], cookie: Option<u32>) -> Result<(), SendError> {
-        self.enqueue(msg.len(), cookie, Some(dest), |b| b.copy_from_slice(msg))
+        self.enqueue(msg.len(), cookie, Some(dest), None, |b| b.copy_from_slice(msg))
     }
 
     /// Builds a `len`-byte message in place in pinned memory and sends it.
@@ -326,7 +367,31 @@ impl MsgSocket {
         dest: Option<PsockId>,
         build: impl FnOnce(&mut [u8]),
     ) -> Result<(), SendError> {
-        self.enqueue(len, cookie, dest, build)
+        self.enqueue(len, cookie, dest, None, build)
+    }
+
+    /// Answers a request through its reply slot ([`Msg::take_slot`]): sent to the request's
+    /// connection once every earlier request of that connection has been answered or
+    /// released. On error nothing was queued and the slot comes back.
+    pub fn reply(&mut self, slot: ReplySlot, msg: &[u8], cookie: Option<u32>) -> Result<(), ReplyError> {
+        self.reply_with(slot, msg.len(), cookie, |b| b.copy_from_slice(msg))
+    }
+
+    /// [`MsgSocket::reply`] with the reply built in place in pinned memory.
+    pub fn reply_with(
+        &mut self,
+        slot: ReplySlot,
+        len: usize,
+        cookie: Option<u32>,
+        build: impl FnOnce(&mut [u8]),
+    ) -> Result<(), ReplyError> {
+        match self.enqueue(len, cookie, Some(slot.origin()), Some(slot.position()), build) {
+            Ok(()) => {
+                slot.answer();
+                Ok(())
+            }
+            Err(error) => Err(ReplyError { error, slot }),
+        }
     }
 
     /// Queues many messages at once (sendmmsg / MSG_BATCH); returns how many were queued —
@@ -339,7 +404,7 @@ impl MsgSocket {
     ) -> Result<usize, SendError> {
         for (i, m) in msgs.iter().enumerate() {
             let cookie = cookies.and_then(|c| c.get(i).copied());
-            match self.enqueue(m.len(), cookie, dest, |b| b.copy_from_slice(m)) {
+            match self.enqueue(m.len(), cookie, dest, None, |b| b.copy_from_slice(m)) {
                 Ok(()) => {}
                 Err(SendError::WouldBlock) => return Ok(i),
                 Err(e) if i == 0 => return Err(e),
@@ -360,7 +425,7 @@ impl MsgSocket {
         let deadline = Instant::now() + timeout;
         let mut idle = 0;
         loop {
-            match self.enqueue(msg.len(), cookie, dest, |b| b.copy_from_slice(msg)) {
+            match self.enqueue(msg.len(), cookie, dest, None, |b| b.copy_from_slice(msg)) {
                 Err(SendError::WouldBlock) if Instant::now() < deadline => idle_step(&mut idle),
                 r => return r,
             }
@@ -372,6 +437,7 @@ impl MsgSocket {
         len: usize,
         cookie: Option<u32>,
         dest: Option<PsockId>,
+        slot: Option<u64>,
         build: impl FnOnce(&mut [u8]),
     ) -> Result<(), SendError> {
         if self.mux.shut.load(Ordering::Acquire) {
@@ -403,7 +469,7 @@ impl MsgSocket {
         if cookie.is_some() {
             self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         }
-        let req = TxReq { data, cookie, dest, sock: self.shared.id };
+        let req = TxReq { data: TxData::Ring(data), cookie, dest, slot, sock: self.shared.id };
         // Cannot fail: only this socket pushes, and is_full was false above.
         if self.shared.tx.push(req).is_err() {
             return Err(SendError::WouldBlock);

@@ -246,4 +246,16 @@ impl<P: Port> Mux<StackPsock<P>> {
         self.take_engine_ready(engine);
         self.poll_rtc(engine, now, handler)
     }
+
+    /// [`Mux::poll_engine`] handing whole [`crate::Request`]s to `handler` (see
+    /// [`Mux::poll_requests`]).
+    pub fn poll_engine_requests(
+        &mut self,
+        engine: &mut Engine<P>,
+        now: std::time::Instant,
+        handler: impl FnMut(&mut crate::Request<'_>),
+    ) -> bool {
+        self.take_engine_ready(engine);
+        self.poll_requests(engine, now, handler)
+    }
 }

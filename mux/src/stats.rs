@@ -36,6 +36,13 @@ pub struct PsockStats {
     /// run-to-completion reply buffer) into smoltcp's tx ring, which smoltcp copies into
     /// frames again. Zero over kernel sockets (the write system call is their one copy).
     pub tx_copied_bytes: u64,
+    /// Replies that arrived before an earlier request of their connection was answered and
+    /// waited their turn (ordered replies).
+    pub tx_replies_held: u64,
+    /// Reply slots given up without a reply (dropped, or no reply from a handler).
+    pub tx_slots_released: u64,
+    /// Times delineation paused because the unanswered-request limit was reached.
+    pub rx_unanswered_stalls: u64,
 }
 
 impl PsockStats {
@@ -53,6 +60,9 @@ impl PsockStats {
         self.tx_aborts += o.tx_aborts;
         self.rx_copied_bytes += o.rx_copied_bytes;
         self.tx_copied_bytes += o.tx_copied_bytes;
+        self.tx_replies_held += o.tx_replies_held;
+        self.tx_slots_released += o.tx_slots_released;
+        self.rx_unanswered_stalls += o.rx_unanswered_stalls;
     }
 }
 
@@ -137,7 +147,7 @@ impl fmt::Display for StatsTable {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<28} {:>10} {:>12} {:>10} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10}",
+            "{:<28} {:>10} {:>12} {:>10} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>7} {:>7} {:>7}",
             "PSOCK",
             "RX-Msgs",
             "RX-Bytes",
@@ -150,13 +160,16 @@ impl fmt::Display for StatsTable {
             "BadHdr",
             "TxAbrt",
             "Copied",
-            "TxCopied"
+            "TxCopied",
+            "Held",
+            "NoRply",
+            "OrdStl"
         )?;
         for r in &self.psocks {
             let s = &r.stats;
             writeln!(
                 f,
-                "{:<28} {:>10} {:>12} {:>10} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10}",
+                "{:<28} {:>10} {:>12} {:>10} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>7} {:>7} {:>7}",
                 r.label,
                 s.rx_msgs,
                 s.rx_bytes,
@@ -169,7 +182,10 @@ impl fmt::Display for StatsTable {
                 s.rx_bad_hdr_len,
                 s.tx_aborts,
                 s.rx_copied_bytes,
-                s.tx_copied_bytes
+                s.tx_copied_bytes,
+                s.tx_replies_held,
+                s.tx_slots_released,
+                s.rx_unanswered_stalls
             )?;
         }
         if !self.socks.is_empty() {
@@ -212,6 +228,9 @@ mod tests {
             tx_aborts: 10,
             rx_copied_bytes: 11,
             tx_copied_bytes: 12,
+            tx_replies_held: 13,
+            tx_slots_released: 14,
+            rx_unanswered_stalls: 15,
         };
         let mut t = one;
         t.fold(&one);
@@ -220,6 +239,9 @@ mod tests {
         assert_eq!(t.tx_copied_bytes, 24);
         assert_eq!(t.tx_aborts, 20);
         assert_eq!(t.rx_bad_hdr_len, 18);
+        assert_eq!(t.tx_replies_held, 26);
+        assert_eq!(t.tx_slots_released, 28);
+        assert_eq!(t.rx_unanswered_stalls, 30);
     }
 
     #[test]
