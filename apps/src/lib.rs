@@ -4,29 +4,22 @@
 //!   the "one clear line on stderr, non-zero exit" error style.
 //! * [`wire`]: the load generator's self-checking messages (sequence, send time,
 //!   FNV-1a 64 checksum), framed for the server's parser.
-//! * [`echo`]: the echo server on the mux over any [`transport`] (worker threads or
-//!   run-to-completion).
-//! * [`transport`]: where the echo's connections come from: kernel TCP, or a
-//!   `ukcm_stack::Engine` over an AF_XDP, TAP or in-memory port.
+//! * [`echo`]: the echo service on `ukcm::Server` (any transport, worker threads or
+//!   run-to-completion, replies in request order).
 //! * [`load`]: the load generator over kernel sockets (closed and open loop, HdrHistogram
 //!   latencies); [`stack_load`]: the same load on its own ukcm engine (closed loop).
 //! * [`route`]: the stack load generator's network-safety checks.
 //! * [`report`]: percentiles, latency CDF points, machine description, JSON, number
 //!   formatting; [`svg`]: the latency CDF plot.
 //! * [`bench`]: `ukcm-bench`'s systems, rows, tables, goals, JSON and plot.
-//! * [`signals`]: SIGINT/SIGTERM to a flag.
 #![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod cli;
-#[cfg(feature = "dpdk")]
-pub mod dpdk_nic;
 pub mod echo;
 pub mod load;
 pub mod report;
 pub mod route;
-pub mod signals;
 pub mod stack_load;
 pub mod svg;
-pub mod transport;
 pub mod wire;

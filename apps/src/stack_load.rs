@@ -18,8 +18,8 @@ use ukcm_stack::{ConnId, Engine, EngineConfig};
 use crate::cli::SizeRange;
 use crate::load::LoadReport;
 use crate::report::new_histogram;
-use crate::transport::server_tcp_options;
 use crate::wire::{verify, Framing, Generator};
+use ukcm::transport::server_tcp_options;
 
 /// Settings of a stack load run (closed loop).
 #[derive(Debug, Clone)]

@@ -18,7 +18,8 @@
 //! Every framing is checked against the real parser (`parser_from_spec`) at the smallest
 //! and largest size before a run, so a message we generate is one the server delineates.
 
-use ukcm_parsers::{parser_from_spec, Parse};
+use ukcm_parsers::spec::length_field_from_spec;
+use ukcm_parsers::{parser_from_spec, Endian, Parse};
 
 use crate::cli::SizeRange;
 
@@ -27,18 +28,7 @@ pub const BODY_MIN: usize = 32;
 const MAGIC: [u8; 4] = *b"UKCM";
 const SUM_AT: usize = 24;
 
-/// FNV-1a, 64 bits.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    fnv1a64_from(0xcbf2_9ce4_8422_2325, bytes)
-}
-
-fn fnv1a64_from(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+pub use ukcm_parsers::fnv::{fnv1a64, fnv1a64_from};
 
 /// How to write the length header for a parser spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +47,6 @@ impl Framing {
     /// for it.
     pub fn from_spec(spec: &str) -> Result<Framing, String> {
         parser_from_spec(spec).map_err(|e| format!("bad parser spec {spec:?}: {e}"))?;
-        let (name, rest) = spec.trim().split_once(':').unwrap_or((spec.trim(), ""));
         let mut f = Framing {
             spec: spec.to_owned(),
             offset: 0,
@@ -67,32 +56,22 @@ impl Framing {
             includes_header: false,
             signed: false,
         };
-        match name.trim() {
-            "thrift" => {}
-            "kafka" => f.signed = true,
-            "dns" => f.width = 2,
-            "grpc" => f.offset = 1, // flag byte 0 (not compressed), u32 BE length
-            "lenfield" => {
-                for item in rest.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    // parser_from_spec accepted the spec, so every item is key=value.
-                    let (k, v) = item.split_once('=').unwrap_or((item, ""));
-                    let (k, v) = (k.trim(), v.trim());
-                    let bad = || format!("bad parser spec {spec:?}: {k}={v}");
-                    match k {
-                        "offset" => f.offset = v.parse().map_err(|_| bad())?,
-                        "width" => f.width = v.parse().map_err(|_| bad())?,
-                        "endian" => f.big = matches!(v, "big" | "be"),
-                        "adjust" => f.adjust = v.parse().map_err(|_| bad())?,
-                        "includes_header" => f.includes_header = v.parse().map_err(|_| bad())?,
-                        "signed" => f.signed = v.parse().map_err(|_| bad())?,
-                        _ => {} // max: checked by the parser itself below
-                    }
-                }
+        match length_field_from_spec(spec).map_err(|e| format!("bad parser spec {spec:?}: {e}"))? {
+            Some(lf) => {
+                let l = lf.layout();
+                f.offset = l.offset;
+                f.width = l.width;
+                f.big = l.endian == Endian::Big;
+                f.adjust = l.adjust;
+                f.includes_header = l.includes_header;
+                f.signed = l.signed;
             }
-            other => {
+            None if spec.trim() == "grpc" => f.offset = 1, // flag byte 0 (not compressed), u32 BE length
+            None => {
+                let name = spec.trim().split(':').next().unwrap_or("");
                 return Err(format!(
-                    "cannot generate messages for parser {other:?}: the load generator frames thrift, kafka, dns, grpc and lenfield:… only"
-                ))
+                    "cannot generate messages for parser {name:?}: the load generator frames thrift, kafka, dns, grpc and lenfield:… only"
+                ));
             }
         }
         Ok(f)

@@ -384,7 +384,13 @@ impl<T: PsockIo> Mux<T> {
             return Err(PsockErrorKind::MsgSize);
         }
         let (dest, seq) = slot.answer();
-        let req = TxReq { data: TxData::Owned(bytes.to_vec()), cookie: None, dest: Some(dest), slot: Some(seq), sock: SockId(u32::MAX) };
+        let req = TxReq {
+            data: TxData::Owned(bytes.to_vec()),
+            cookie: None,
+            dest: Some(dest),
+            slot: Some(seq),
+            sock: SockId(u32::MAX),
+        };
         match self.psocks.get_mut(dest.index()).and_then(|p| p.take()) {
             Some(mut p) if p.id == dest && p.usable() => {
                 self.answer_slot(&mut p, seq, Answer::Reply(req));
@@ -850,7 +856,8 @@ impl<T: PsockIo> Mux<T> {
                 break;
             };
             target = Some(t);
-            let slot = self.cfg.ordered.then(|| ReplySlot::new(p.id, p.order.assign(), Arc::clone(&self.shared.releases)));
+            let slot =
+                self.cfg.ordered.then(|| ReplySlot::new(p.id, p.order.assign(), Arc::clone(&self.shared.releases)));
             if self.socks[t].rx.push(Msg::new(view, p.id, slot)).is_err() {
                 // Unreachable: the engine is the only producer and room was checked.
                 self.stats.rx_ready_drops += 1;

@@ -177,7 +177,10 @@ fn workers_answering_in_any_order_reply_in_request_order_under_every_policy() {
                 assert_eq!(mux.psock_replies_held(id), Some(0));
             }
             if workers == 4 && !matches!(policy, SteerPolicy::Sticky) {
-                assert!(t.total.tx_replies_held > 0, "{policy:?} x{workers}: no reply ever waited, the test proves nothing");
+                assert!(
+                    t.total.tx_replies_held > 0,
+                    "{policy:?} x{workers}: no reply ever waited, the test proves nothing"
+                );
             }
         }
     }

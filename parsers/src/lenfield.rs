@@ -18,6 +18,23 @@ pub enum Endian {
     Little,
 }
 
+/// The shape of a length field, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LengthLayout {
+    /// Byte offset of the field.
+    pub offset: usize,
+    /// Field width in bytes.
+    pub width: usize,
+    /// Byte order.
+    pub endian: Endian,
+    /// Added to the field's value to get the message length.
+    pub adjust: i64,
+    /// Whether the value counts the header too.
+    pub includes_header: bool,
+    /// Whether the field is signed (negative: framing error).
+    pub signed: bool,
+}
+
 /// A generic length-field parser (also the presets' implementation).
 #[derive(Debug, Clone)]
 pub struct LengthField {
@@ -173,6 +190,18 @@ impl LengthField {
     /// Bytes up to the end of the length field.
     pub fn header_len(&self) -> usize {
         self.offset + self.width
+    }
+
+    /// Where the field is and what it counts (for tools that write this framing).
+    pub fn layout(&self) -> LengthLayout {
+        LengthLayout {
+            offset: self.offset,
+            width: self.width,
+            endian: self.endian,
+            adjust: self.adjust,
+            includes_header: self.includes_header,
+            signed: self.signed,
+        }
     }
 
     /// Read the raw field, sign-extended if signed, from a buffer holding at

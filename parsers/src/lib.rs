@@ -9,6 +9,7 @@
 
 pub mod bpf;
 pub mod contract;
+pub mod fnv;
 pub mod http1;
 pub mod http2;
 pub mod lenfield;
@@ -23,7 +24,7 @@ pub use bpf::{BpfLoadError, BpfParser, BpfProgram, Exec};
 pub use contract::{BpfFault, Parse, ParseError, Parser, DEFAULT_MAX};
 pub use http1::Http1;
 pub use http2::Http2;
-pub use lenfield::{Endian, Grpc, LengthField};
+pub use lenfield::{Endian, Grpc, LengthField, LengthLayout};
 pub use memcached::Memcached;
 pub use mqtt::Mqtt;
 pub use resp::Resp;

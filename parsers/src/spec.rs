@@ -135,34 +135,29 @@ impl<'a> Options<'a> {
     }
 }
 
-/// Build a parser from a CLI spec (see the module docs for the grammar).
-pub fn parser_from_spec(spec: &str) -> Result<Box<dyn Parser>, SpecError> {
+/// The length-field parser a spec names (`thrift`, `dns`, `kafka`, `lenfield:…`), or `None`
+/// for other parsers: for tools that must write the same framing (load generators) or key
+/// on the bytes after the header (steering), so the options are parsed in one place.
+pub fn length_field_from_spec(spec: &str) -> Result<Option<LengthField>, SpecError> {
+    parser_from_spec(spec)?; // every error, in the same words
     let spec = spec.trim();
     let (name, rest) = spec.split_once(':').unwrap_or((spec, ""));
     let name = name.trim();
-    if name == "bpf" || name == "bpf-interp" {
-        if rest.is_empty() {
-            return Err(SpecError::MissingOption { parser: "bpf", key: "FILE (bpf:FILE)" });
-        }
-        let exec = if name == "bpf" { Exec::best() } else { Exec::Interpreter };
-        let prog = BpfProgram::from_file(std::path::Path::new(rest), exec).map_err(SpecError::Bpf)?;
-        return Ok(Box::new(BpfParser::new(Arc::new(prog))));
+    if !matches!(name, "thrift" | "dns" | "kafka" | "lenfield") {
+        return Ok(None);
     }
-    let canonical =
-        NAMES.iter().copied().find(|n| *n == name).ok_or_else(|| SpecError::UnknownParser(name.to_owned()))?;
+    let canonical = NAMES.iter().copied().find(|n| *n == name).expect("checked above");
     let mut o = Options::parse(canonical, rest)?;
     let max = o.max()?;
-    let parser: Box<dyn Parser> = match canonical {
-        "thrift" | "dns" | "kafka" => {
-            let p = match canonical {
-                "thrift" => LengthField::thrift(),
-                "dns" => LengthField::dns(),
-                _ => LengthField::kafka(),
-            };
-            Box::new(if let Some(m) = max { p.max(m) } else { p })
-        }
-        "grpc" => Box::new(max.map_or_else(Grpc::new, |m| Grpc::new().max(m))),
-        "lenfield" => {
+    length_field(canonical, &mut o, max).map(Some)
+}
+
+fn length_field(canonical: &'static str, o: &mut Options<'_>, max: Option<usize>) -> Result<LengthField, SpecError> {
+    let p = match canonical {
+        "thrift" => LengthField::thrift(),
+        "dns" => LengthField::dns(),
+        "kafka" => LengthField::kafka(),
+        _ => {
             let offset = o
                 .num::<usize>("offset", "a byte offset")?
                 .ok_or(SpecError::MissingOption { parser: "lenfield", key: "offset" })?;
@@ -192,9 +187,32 @@ pub fn parser_from_spec(spec: &str) -> Result<Box<dyn Parser>, SpecError> {
                     crate::lenfield::LengthFieldConfigError::Offset => "a smaller offset",
                 },
             })?;
-            let p = p.adjust(adjust).includes_header(incl).signed(signed);
-            Box::new(if let Some(m) = max { p.max(m) } else { p })
+            p.adjust(adjust).includes_header(incl).signed(signed)
         }
+    };
+    Ok(if let Some(m) = max { p.max(m) } else { p })
+}
+
+/// Build a parser from a CLI spec (see the module docs for the grammar).
+pub fn parser_from_spec(spec: &str) -> Result<Box<dyn Parser>, SpecError> {
+    let spec = spec.trim();
+    let (name, rest) = spec.split_once(':').unwrap_or((spec, ""));
+    let name = name.trim();
+    if name == "bpf" || name == "bpf-interp" {
+        if rest.is_empty() {
+            return Err(SpecError::MissingOption { parser: "bpf", key: "FILE (bpf:FILE)" });
+        }
+        let exec = if name == "bpf" { Exec::best() } else { Exec::Interpreter };
+        let prog = BpfProgram::from_file(std::path::Path::new(rest), exec).map_err(SpecError::Bpf)?;
+        return Ok(Box::new(BpfParser::new(Arc::new(prog))));
+    }
+    let canonical =
+        NAMES.iter().copied().find(|n| *n == name).ok_or_else(|| SpecError::UnknownParser(name.to_owned()))?;
+    let mut o = Options::parse(canonical, rest)?;
+    let max = o.max()?;
+    let parser: Box<dyn Parser> = match canonical {
+        "thrift" | "dns" | "kafka" | "lenfield" => Box::new(length_field(canonical, &mut o, max)?),
+        "grpc" => Box::new(max.map_or_else(Grpc::new, |m| Grpc::new().max(m))),
         "memcached" => Box::new(max.map_or_else(Memcached::new, |m| Memcached::new().max(m))),
         "http2" => {
             let frame = o.num::<usize>("max_frame", "a frame payload size")?;

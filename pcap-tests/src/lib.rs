@@ -26,9 +26,7 @@ pub mod stream_replay;
 pub mod tshark;
 
 /// FNV-1a 64 of `bytes` (the manifest's message hash).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
-}
+pub use ukcm_parsers::fnv::fnv1a64;
 
 /// The directory of the committed fixtures.
 pub fn fixtures_dir() -> std::path::PathBuf {

@@ -18,7 +18,8 @@ use std::time::Duration;
 use clap::Parser;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use ukcm_apps::{cli, signals};
+use ukcm::signals;
+use ukcm_apps::cli;
 
 const PROG: &str = "epoll-echo";
 const LISTENER: Token = Token(usize::MAX);

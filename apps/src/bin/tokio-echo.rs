@@ -17,7 +17,8 @@ use clap::Parser;
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
-use ukcm_apps::{cli, signals};
+use ukcm::signals;
+use ukcm_apps::cli;
 
 const PROG: &str = "tokio-echo";
 

@@ -26,12 +26,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use ukcm::ports::local_mac;
+use ukcm::StackTransport;
+use ukcm::{Model, Server, ServerConfig};
 use ukcm_apps::cli::{self, SizeRange, SteerKind};
-use ukcm_apps::echo::{EchoConfig, EchoServer, Mode};
+use ukcm_apps::echo;
 use ukcm_apps::load::{self, Live, LoadConfig, LoadReport};
 use ukcm_apps::report::{new_histogram, si, Machine, Percentiles};
 use ukcm_apps::stack_load::{self, StackLoadConfig};
-use ukcm_apps::transport::{local_mac, StackTransport};
 use ukcm_apps::wire::Framing;
 use ukcm_mux::StatsTable;
 use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort};
@@ -109,15 +111,16 @@ fn main() {
     let duration = if a.short { 1.0 } else { a.duration };
     let machine = Machine::detect();
     let ring = (4 * a.size.max).next_multiple_of(4096).max(64 * 1024);
-    let mode = a.workers.map_or(Mode::RunToCompletion, Mode::Workers);
-    let echo_cfg = EchoConfig {
+    let mode = a.workers.map_or(Model::RunToCompletion, Model::Workers);
+    let echo_cfg = ServerConfig {
         parser: a.parser.clone(),
-        mode,
+        model: mode,
         steer: a.steer,
         hash_header: framing.header_len(),
         rx_ring: ring,
         tx_ring: (4 * ring).max(1 << 20),
         busy_poll: false,
+        ..ServerConfig::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
     let nic = match a.nic {
@@ -182,7 +185,7 @@ fn main() {
     println!("{PROG}: OK: every message came back whole and verified");
 }
 
-fn print_plan(transport: &str, server: &str, a: &Args, mode: Mode, duration: f64) {
+fn print_plan(transport: &str, server: &str, a: &Args, mode: Model, duration: f64) {
     println!("{PROG}: transport: {transport}");
     println!("{PROG}: echo server on {server}: mux, parser {}, {mode}, steer {}", a.parser, a.steer);
     println!("{PROG}: load: {} conns, closed loop depth {}, size {}, {duration:.1}s", a.conns, a.depth, a.size);
@@ -190,7 +193,7 @@ fn print_plan(transport: &str, server: &str, a: &Args, mode: Mode, duration: f64
 
 /// Two engines over the in-memory pair: the server (mux echo) on its own thread, the client
 /// (stack load generator) on this one.
-fn run_mem(a: &Args, framing: Framing, cfg: EchoConfig, duration: f64, stop: &Arc<AtomicBool>) -> Outcome {
+fn run_mem(a: &Args, framing: Framing, cfg: ServerConfig, duration: f64, stop: &Arc<AtomicBool>) -> Outcome {
     let pc = MemPairConfig {
         pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 8192 },
         link_capacity: 2048,
@@ -198,12 +201,10 @@ fn run_mem(a: &Args, framing: Framing, cfg: EchoConfig, duration: f64, stop: &Ar
         ..MemPairConfig::default()
     };
     let (ps, pcl) = mem_pair(&pc, &PinnedBudget::unlimited()).unwrap_or_else(|e| die(&format!("in-memory pair: {e}")));
-    let mode = cfg.mode;
-    let server = EchoServer::start_with(
-        move || StackTransport::new(ps, None, Ipv4Cidr::new(MEM_SERVER, 24), None, PORT, 1024),
-        cfg,
-    )
-    .unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
+    let mode = cfg.model;
+    let server =
+        echo::start_with(move || StackTransport::new(ps, None, Ipv4Cidr::new(MEM_SERVER, 24), None, PORT, 1024), cfg)
+            .unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
     let transport = "ukcm stack ↔ ukcm stack over the in-memory pair".to_owned();
     print_plan(&transport, &server.local_addr().to_string(), a, mode, duration);
     let mut client =
@@ -229,16 +230,15 @@ fn run_mem(a: &Args, framing: Framing, cfg: EchoConfig, duration: f64, stop: &Ar
 fn run_kernel(
     a: &Args,
     framing: Framing,
-    cfg: EchoConfig,
+    cfg: ServerConfig,
     duration: f64,
     machine: &Machine,
     stop: &Arc<AtomicBool>,
 ) -> Outcome {
     let listener =
         TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| die(&format!("cannot listen on 127.0.0.1: {e}")));
-    let mode = cfg.mode;
-    let server =
-        EchoServer::start(listener, cfg).unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
+    let mode = cfg.model;
+    let server = echo::start(listener, cfg).unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
     let addr = server.local_addr();
     let transport = "mux over kernel TCP ↔ kernel TCP, loopback".to_owned();
     print_plan(&transport, &addr.to_string(), a, mode, duration);
@@ -273,9 +273,9 @@ enum Want {
 }
 
 /// The echo on AF_XDP on the host end of the veth, at the TestNet's ukcm address.
-fn start_afxdp(net: &TestNet, cfg: EchoConfig) -> std::io::Result<(EchoServer, Ipv4Addr)> {
+fn start_afxdp(net: &TestNet, cfg: ServerConfig) -> std::io::Result<(Server, Ipv4Addr)> {
     let (ifname, ip, prefix) = (net.host_if.clone(), net.ukcm_ip, net.prefix);
-    let server = EchoServer::start_with(
+    let server = echo::start_with(
         move || {
             let xcfg = AfXdpConfig {
                 pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 8192 },
@@ -293,7 +293,7 @@ fn start_afxdp(net: &TestNet, cfg: EchoConfig) -> std::io::Result<(EchoServer, I
 /// The echo on a TAP device created inside the TestNet's namespace, on a /24 of its own
 /// there (10.214.N.0/24, N from the TestNet's subnet): ukcm at .1, the TAP's kernel side
 /// at .2. The namespace's only routes are its veth's and this TAP's subnets.
-fn start_tap(net: &TestNet, cfg: EchoConfig) -> std::io::Result<(EchoServer, Ipv4Addr)> {
+fn start_tap(net: &TestNet, cfg: ServerConfig) -> std::io::Result<(Server, Ipv4Addr)> {
     let n = net.ukcm_ip.octets()[2];
     let (ukcm, kernel) = (Ipv4Addr::new(10, 214, n, 1), Ipv4Addr::new(10, 214, n, 2));
     // The veth names are unique per TestNet: the TAP takes the same stem.
@@ -309,7 +309,7 @@ fn start_tap(net: &TestNet, cfg: EchoConfig) -> std::io::Result<(EchoServer, Ipv
         .map_err(|e| std::io::Error::other(format!("TAP {name} in {}: {e}", net.ns)))?;
     net.peer_ip_cmd(&["addr", "add", &format!("{kernel}/24"), "dev", &name])?;
     net.peer_ip_cmd(&["link", "set", &name, "up"])?;
-    let server = EchoServer::start_with(
+    let server = echo::start_with(
         move || {
             StackTransport::new(
                 port,
@@ -327,12 +327,12 @@ fn start_tap(net: &TestNet, cfg: EchoConfig) -> std::io::Result<(EchoServer, Ipv
 
 /// A throwaway namespace (TestNet); the echo on AF_XDP (its veth) or TAP (inside it);
 /// `ukcm-load` over kernel sockets inside the namespace.
-fn run_in_namespace(a: &Args, cfg: EchoConfig, duration: f64, want: Want) -> Outcome {
+fn run_in_namespace(a: &Args, cfg: ServerConfig, duration: f64, want: Want) -> Outcome {
     if !is_root() {
         die("--nic afxdp and --nic tap need root (namespaces, XDP, TAP); --nic mem runs without privileges");
     }
     let net = TestNet::new("demo", &TestNetOptions::default()).unwrap_or_else(|e| die(&format!("test network: {e}")));
-    let mode = cfg.mode;
+    let mode = cfg.model;
     let started = match want {
         Want::Afxdp | Want::AfxdpOrTap => match start_afxdp(&net, cfg.clone()) {
             Ok(x) => Ok(x),

@@ -23,10 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ukcm_apps::cli::{self, NicSpec, SteerKind};
-use ukcm_apps::echo::{header_len_of, EchoConfig, EchoServer, Mode};
-use ukcm_apps::signals;
-use ukcm_apps::transport::{open_port, stack_cidr, StackTransport};
+use ukcm::ports::{open_port, stack_cidr};
+use ukcm::server::header_len_of;
+use ukcm::signals;
+use ukcm::StackTransport;
+use ukcm::{Model, ServerConfig};
+use ukcm_apps::cli::{self, SteerKind, TransportSpec};
+use ukcm_apps::echo;
 use ukcm_nic::PinnedBudget;
 use ukcm_stack::smoltcp::wire::Ipv4Address;
 
@@ -38,7 +41,7 @@ const PROG: &str = "ukcm-echo";
 struct Args {
     /// Transport: kernel | afxdp:IF[:QUEUE] | tap:NAME | dpdk:ARGS (EAL arguments, with --features dpdk)
     #[arg(long, value_name = "SPEC")]
-    nic: NicSpec,
+    nic: TransportSpec,
     /// Address, IP[/PREFIX]: the stack's own address for afxdp/tap (IPv4, default /24); the
     /// address to bind for kernel (the prefix is ignored there)
     #[arg(long, value_name = "IP[/PREFIX]", value_parser = cli::addr_arg)]
@@ -77,26 +80,26 @@ fn main() {
     if let Err(e) = a.nic.require_server() {
         cli::fail(PROG, &e);
     }
-    let mode = if a.rtc { Mode::RunToCompletion } else { Mode::Workers(a.workers.unwrap_or(1)) };
-    let cfg = EchoConfig {
+    let mode = if a.rtc { Model::RunToCompletion } else { Model::Workers(a.workers.unwrap_or(1)) };
+    let cfg = ServerConfig {
         parser: a.parser.clone(),
-        mode,
+        model: mode,
         steer: a.steer,
         hash_header: header_len_of(&a.parser),
         rx_ring: (a.ring_kib * 1024).next_multiple_of(4096),
         busy_poll: a.busy_poll,
-        ..EchoConfig::default()
+        ..ServerConfig::default()
     };
     let stop =
         signals::stop_flag().unwrap_or_else(|e| cli::fail(PROG, &format!("cannot install signal handlers: {e}")));
     let started = match &a.nic {
-        NicSpec::Kernel => {
+        TransportSpec::Kernel => {
             let addr = SocketAddr::new(a.addr.0, a.listen);
             let listener = TcpListener::bind(addr).unwrap_or_else(|e| {
                 eprintln!("{PROG}: cannot listen on {addr}: {e}");
                 std::process::exit(1)
             });
-            EchoServer::start(listener, cfg)
+            echo::start(listener, cfg)
         }
         nic => {
             let cidr = stack_cidr(a.addr).unwrap_or_else(|e| cli::fail(PROG, &e));
@@ -114,7 +117,7 @@ fn main() {
                 );
             }
             let (nic, listen) = (nic.clone(), a.listen);
-            EchoServer::start_with(
+            echo::start_with(
                 move || {
                     let budget: Arc<PinnedBudget> = PinnedBudget::unlimited();
                     let (port, mac) = open_port(&nic, &budget).map_err(std::io::Error::other)?;

@@ -21,13 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use ukcm_apps::cli::{self, NicSpec, SizeRange};
+use ukcm::ports::{local_mac, open_port, stack_cidr};
+use ukcm::signals;
+use ukcm_apps::cli::{self, SizeRange, TransportSpec};
 use ukcm_apps::load::{self, Live, LoadConfig, LoadReport};
 use ukcm_apps::report::{cdf_points, machine_json, percentiles_json, si, JsonObject, Machine};
 use ukcm_apps::route::check_load_path;
-use ukcm_apps::signals;
 use ukcm_apps::stack_load::{self, StackLoadConfig};
-use ukcm_apps::transport::{local_mac, open_port, stack_cidr};
 use ukcm_apps::wire::Framing;
 use ukcm_nic::PinnedBudget;
 use ukcm_stack::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
@@ -40,7 +40,7 @@ const PROG: &str = "ukcm-load";
 struct Args {
     /// Transport: kernel (kernel sockets) | afxdp:IF[:QUEUE] | tap:NAME (its own ukcm engine)
     #[arg(long, value_name = "SPEC")]
-    nic: NicSpec,
+    nic: TransportSpec,
     /// The load's own address on --nic afxdp/tap, IPv4/PREFIX (default /24); not for kernel
     #[arg(long, value_name = "IP[/PREFIX]", value_parser = cli::addr_arg)]
     addr: Option<(IpAddr, Option<u8>)>,
@@ -78,7 +78,7 @@ fn main() {
     if let Err(e) = a.nic.require_load() {
         cli::fail(PROG, &e);
     }
-    let on_stack = a.nic != NicSpec::Kernel;
+    let on_stack = a.nic != TransportSpec::Kernel;
     if on_stack {
         if a.addr.is_none() {
             cli::fail(PROG, &format!("--nic {}: needs --addr IP/PREFIX (the load generator's own address)", a.nic));
@@ -149,7 +149,7 @@ fn main() {
 
 /// The load on its own ukcm engine over `nic` (AF_XDP or TAP), on this thread.
 fn run_on_stack(
-    nic: &NicSpec,
+    nic: &TransportSpec,
     addr: (IpAddr, Option<u8>),
     cfg: &LoadConfig,
     stop: &AtomicBool,
@@ -160,8 +160,8 @@ fn run_on_stack(
         IpAddr::V6(_) => cli::fail(PROG, "--connect: the load on the ukcm stack takes an IPv4 server in this build"),
     };
     let ifname = match nic {
-        NicSpec::Afxdp { ifname, .. } => ifname.as_str(),
-        NicSpec::Tap { name } => name.as_str(),
+        TransportSpec::Afxdp { ifname, .. } => ifname.as_str(),
+        TransportSpec::Tap { name } => name.as_str(),
         _ => unreachable!("require_load and on_stack leave AF_XDP and TAP"),
     };
     let me = std::net::Ipv4Addr::from(cidr.address().octets());

@@ -1,4 +1,4 @@
-//! `--nic dpdk:ARGS` (feature `dpdk`): ARGS are EAL arguments separated by spaces, e.g.
+//! `dpdk:ARGS` transports (feature `dpdk`): ARGS are EAL arguments separated by spaces, e.g.
 //! `dpdk:--no-pci --no-huge -m 512 --no-shconf --vdev=net_af_packet0,iface=veth0`. The EAL
 //! starts once per process (on the engine thread that opens the port); the first ethdev it
 //! probed becomes the port. The EAL is cleaned up when the port is dropped.
@@ -8,10 +8,11 @@ use std::sync::Arc;
 use ukcm_nic::dpdk::{DpdkConfig, DpdkPort, Eal};
 use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig};
 
-use crate::transport::AnyPort;
-
 /// Starts the EAL with `args` and opens queue 0 of its first port; errors are one line.
-pub fn open(args: &str, budget: &Arc<PinnedBudget>) -> Result<(AnyPort, Option<[u8; 6]>), String> {
+pub fn open(
+    args: &str,
+    budget: &Arc<PinnedBudget>,
+) -> Result<(Box<dyn ukcm_nic::Port + Send>, Option<[u8; 6]>), String> {
     let args: Vec<&str> = args.split_whitespace().collect();
     if args.is_empty() {
         return Err("no EAL arguments (e.g. dpdk:--no-pci --no-huge -m 512 --vdev=net_af_packet0,iface=veth0)".into());

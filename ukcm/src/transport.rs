@@ -1,7 +1,7 @@
-//! Where the echo server's connections come from: kernel TCP (a `TcpListener`) or the
-//! userspace stack (a `ukcm_stack::Engine` over an AF_XDP, TAP or in-memory port).
+//! Where a server's connections come from: kernel TCP (a `TcpListener`) or the userspace
+//! stack (a `ukcm_stack::Engine` over an AF_XDP, TAP, DPDK or in-memory port).
 //!
-//! The echo engine loop is generic over [`Transport`]: it steps the transport (for the
+//! The server's engine loop is generic over [`Transport`]: it steps the transport (for the
 //! stack: one `Engine::poll` — rx burst, smoltcp, timers, tx burst), attaches what
 //! [`Transport::accept`] returns to the mux, and runs `Mux::poll_with(transport.ctx(), …)`
 //! (the engine itself is the psocks' context, so mux and engine share one thread and no
@@ -14,17 +14,13 @@ use std::time::Instant;
 
 use ukcm_mux::kernel::KernelPsock;
 use ukcm_mux::stack_psock::StackPsock;
-use ukcm_mux::{Mux, PsockId, PsockIo};
-use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort};
-use ukcm_nic::tap::{TapConfig, TapPort};
-use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig, Port, PortStats};
+use ukcm_mux::{Mux, PsockIo, Request};
+use ukcm_nic::{PinnedBudget, Port, PortStats};
 use ukcm_stack::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use ukcm_stack::{ConnId, Engine, EngineConfig, EngineStats, Event, TcpOptions};
 
-use crate::cli::NicSpec;
-
-/// A run-to-completion handler: (origin, message in place, reply buffer).
-pub type RtcFn<'a> = dyn FnMut(PsockId, &[u8], &mut Vec<u8>) + 'a;
+/// A run-to-completion handler: each message in place, with its reply buffer.
+pub type RtcFn<'a> = dyn FnMut(&mut Request<'_>) + 'a;
 
 /// A source of connections for the echo engine loop.
 pub trait Transport {
@@ -41,8 +37,8 @@ pub trait Transport {
     fn ctx(&mut self) -> &mut <Self::Io as PsockIo>::Ctx;
 
     /// One mux round over this transport's connections; with `rtc`, every complete message
-    /// goes to that handler on this thread, in place (`Mux::poll_rtc`), and its reply is
-    /// written straight to the connection.
+    /// goes to that handler on this thread, in place (`Mux::poll_requests`), and its reply
+    /// is written straight to the connection.
     fn poll_mux(&mut self, mux: &mut Mux<Self::Io>, now: Instant, rtc: Option<&mut RtcFn<'_>>) -> bool;
 
     /// The address clients connect to.
@@ -98,7 +94,7 @@ impl Transport for KernelTransport {
 
     fn poll_mux(&mut self, mux: &mut Mux<KernelPsock>, now: Instant, rtc: Option<&mut RtcFn<'_>>) -> bool {
         match rtc {
-            Some(h) => mux.poll_rtc(&mut (), now, h),
+            Some(h) => mux.poll_requests(&mut (), now, h),
             None => mux.poll_with(&mut (), now),
         }
     }
@@ -111,9 +107,6 @@ impl Transport for KernelTransport {
         "kernel TCP".into()
     }
 }
-
-/// Any port, boxed, so one engine loop serves every backend.
-pub type AnyPort = Box<dyn Port + Send>;
 
 /// The userspace stack: an engine over a port, listening on one TCP port; connections
 /// become [`StackPsock`]s.
@@ -212,7 +205,7 @@ impl<P: Port> Transport for StackTransport<P> {
 
     fn poll_mux(&mut self, mux: &mut Mux<StackPsock<P>>, now: Instant, rtc: Option<&mut RtcFn<'_>>) -> bool {
         match rtc {
-            Some(h) => mux.poll_engine_rtc(&mut self.engine, now, h),
+            Some(h) => mux.poll_engine_requests(&mut self.engine, now, h),
             None => mux.poll_engine(&mut self.engine, now),
         }
     }
@@ -239,57 +232,5 @@ impl<P: Port> Transport for StackTransport<P> {
             p.tx_full,
             p.wakeups
         )
-    }
-}
-
-/// A locally administered MAC for ports without one of their own (TAP): 02:75:6b:63:6d:NN.
-pub fn local_mac(last: u8) -> [u8; 6] {
-    [0x02, 0x75, 0x6b, 0x63, 0x6d, last]
-}
-
-/// `--addr` as an IPv4 CIDR for the userspace stack (IPv6 is not wired into the apps yet;
-/// a missing prefix means /24).
-pub fn stack_cidr(addr: (IpAddr, Option<u8>)) -> Result<Ipv4Cidr, String> {
-    match addr.0 {
-        IpAddr::V4(v4) => Ok(Ipv4Cidr::new(Ipv4Address::from(v4.octets()), addr.1.unwrap_or(24))),
-        IpAddr::V6(_) => Err("the userspace stack transports take an IPv4 --addr in this build".into()),
-    }
-}
-
-/// Opens the port a `--nic` names (AF_XDP or TAP), charged to `budget`. Errors are one line
-/// naming the spec. With `UKCM_PCAP_DIR` set, the port's frames (both ways) are recorded to
-/// `$UKCM_PCAP_DIR/<nic>.pcap` (e.g. `afxdp-veth0-0.pcap`); unset, nothing is wrapped.
-pub fn open_port(nic: &NicSpec, budget: &Arc<PinnedBudget>) -> Result<(AnyPort, Option<[u8; 6]>), String> {
-    let fail = |e: &dyn std::fmt::Display| format!("--nic {nic}: cannot open: {e}");
-    match nic {
-        NicSpec::Afxdp { ifname, queue } => {
-            let cfg = AfXdpConfig {
-                pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 8192 },
-                ring_size: 2048,
-                ..AfXdpConfig::new(ifname, *queue)
-            };
-            let p = AfXdpPort::open(&cfg, budget, HugePolicy::Prefer).map_err(|e| fail(&e))?;
-            Ok((recorded(p, &format!("afxdp-{ifname}-{queue}")).map_err(|e| fail(&e))?, None))
-        }
-        NicSpec::Tap { name } => {
-            let cfg = TapConfig {
-                name: name.clone(),
-                pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 4096 },
-                ..TapConfig::default()
-            };
-            let p = TapPort::open(&cfg, budget, HugePolicy::Prefer).map_err(|e| fail(&e))?;
-            Ok((recorded(p, &format!("tap-{name}")).map_err(|e| fail(&e))?, Some(local_mac(1))))
-        }
-        #[cfg(feature = "dpdk")]
-        NicSpec::Dpdk { args } => crate::dpdk_nic::open(args, budget).map_err(|e| fail(&e)),
-        other => Err(format!("--nic {other}: not a NIC port")),
-    }
-}
-
-/// `p`, wrapped in a pcap recorder when `UKCM_PCAP_DIR` is set (see `ukcm_nic::pcap`).
-fn recorded<P: Port + Send + 'static>(p: P, name: &str) -> Result<AnyPort, ukcm_nic::PortError> {
-    match std::env::var_os(ukcm_nic::pcap::PCAP_DIR_ENV) {
-        Some(d) if !d.is_empty() => Ok(Box::new(ukcm_nic::pcap::PcapRecorder::from_env(p, name)?)),
-        _ => Ok(Box::new(p)),
     }
 }

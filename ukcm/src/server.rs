@@ -1,0 +1,811 @@
+//! A message server: the library owns accept, attach, polling, events, lingering replies,
+//! draining and shutdown; the appliance supplies a parser spec and a [`Handler`].
+//!
+//! One engine thread steps the [`Transport`], accepts connections and attaches each to the
+//! mux with its own parser. Two threading models, one handler type ([`Model`]):
+//! * **run-to-completion**: the handler runs on the engine thread, in place in the
+//!   connection's ring, and its reply is written straight to the connection (DPDK's model);
+//! * **workers**: N threads, each with its own message socket and its own clone of the
+//!   handler, receive messages over the mux's queues and reply through the message's slot,
+//!   built in the socket's pinned tx ring (KCM's model).
+//!
+//! Replies are in request order per connection by default (`ServerConfig::ordered`, see
+//! `ukcm_mux::order`), whatever worker answered first. A connection whose peer closed is
+//! unattached once every request it sent is answered and the answers are acknowledged, or
+//! after [`ServerConfig::linger`]; a failed one at once.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use ukcm_mux::{
+    Msg, MsgSocket, Mux, MuxConfig, MuxEvent, PsockId, PsockIo, RecvError, ReplySlot, Request, SendError, SocketConfig,
+    StatsTable,
+};
+use ukcm_nic::PinnedBudget;
+use ukcm_parsers::parser_from_spec;
+use ukcm_stack::smoltcp::wire::Ipv4Address;
+
+use crate::ports::{open_port, stack_cidr};
+use crate::spec::{SteerKind, TransportSpec};
+use crate::transport::{KernelTransport, StackTransport, Transport};
+
+/// Threading model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// N worker threads, one message socket and one handler clone each.
+    Workers(usize),
+    /// The handler runs on the engine thread between polls.
+    RunToCompletion,
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Model::Workers(1) => f.write_str("1 worker thread"),
+            Model::Workers(n) => write!(f, "{n} worker threads"),
+            Model::RunToCompletion => f.write_str("run-to-completion on the engine thread"),
+        }
+    }
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Parser spec for every connection (e.g. `thrift`, `resp`, `lenfield:…`).
+    pub parser: String,
+    /// Threading model.
+    pub model: Model,
+    /// How messages are spread over the workers.
+    pub steer: SteerKind,
+    /// Bytes before the 16 the `hash` steering key covers (the message header).
+    pub hash_header: usize,
+    /// Replies leave each connection in request order (off: KCM's semantics).
+    pub ordered: bool,
+    /// Requests of one connection unanswered at most before it is held back.
+    pub max_unanswered: usize,
+    /// Each connection's pinned rx ring (a multiple of 4096; bounds one message).
+    pub rx_ring: usize,
+    /// Each message socket's pinned tx ring (a multiple of 4096; bounds one reply).
+    pub tx_ring: usize,
+    /// When idle, spin then yield, never sleep (lowest latency; the core stays busy).
+    pub busy_poll: bool,
+    /// How long a connection whose peer closed may wait for its last replies.
+    pub linger: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            parser: "thrift".into(),
+            model: Model::Workers(1),
+            steer: SteerKind::Batch,
+            hash_header: 4,
+            ordered: true,
+            max_unanswered: 1024,
+            rx_ring: 256 * 1024,
+            tx_ring: 1 << 20,
+            busy_poll: false,
+            linger: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a reply was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyFailed {
+    /// This request was already answered (or deferred): one reply per request.
+    AlreadyAnswered,
+    /// Larger than a reply can be (the socket's tx ring).
+    TooBig { len: usize, max: usize },
+    /// The server is stopping.
+    Closed,
+}
+
+impl fmt::Display for ReplyFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplyFailed::AlreadyAnswered => f.write_str("the request was already answered"),
+            ReplyFailed::TooBig { len, max } => write!(f, "a reply of {len} bytes exceeds the {max}-byte tx ring"),
+            ReplyFailed::Closed => f.write_str("the server is stopping"),
+        }
+    }
+}
+
+impl std::error::Error for ReplyFailed {}
+
+/// Where a handler's reply goes (engine or worker side).
+trait ReplySink {
+    fn origin(&self) -> PsockId;
+    fn send(&mut self, len: usize, build: &mut dyn FnMut(&mut [u8])) -> Result<(), ReplyFailed>;
+    fn defer(&mut self) -> Option<ReplySlot>;
+}
+
+/// The answer to one request. Send at most one reply; send none and the request's place in
+/// the connection's reply order is released (a request the protocol does not answer).
+pub struct Reply<'a> {
+    sink: &'a mut (dyn ReplySink + 'a),
+}
+
+impl fmt::Debug for Reply<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply").field("origin", &self.sink.origin()).finish()
+    }
+}
+
+impl Reply<'_> {
+    /// The connection the request came from.
+    pub fn origin(&self) -> PsockId {
+        self.sink.origin()
+    }
+
+    /// Sends `bytes` as the reply.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), ReplyFailed> {
+        self.sink.send(bytes.len(), &mut |b| b.copy_from_slice(bytes))
+    }
+
+    /// Sends a `len`-byte reply built in place (in pinned memory, or the engine's reply
+    /// buffer): no copy of its own.
+    pub fn send_with(&mut self, len: usize, build: impl FnOnce(&mut [u8])) -> Result<(), ReplyFailed> {
+        let mut build = Some(build);
+        self.sink.send(len, &mut |b| (build.take().expect("built once"))(b))
+    }
+
+    /// Keeps the request's place and answers later: run-to-completion handlers give the
+    /// slot to [`ukcm_mux::Mux::reply`] (the upstream pool does this for forwarded
+    /// requests). `None` in worker mode or without ordered replies.
+    pub fn defer(&mut self) -> Option<ReplySlot> {
+        self.sink.defer()
+    }
+}
+
+/// What a server does with each request.
+pub trait Handler: Send + 'static {
+    /// Called once per request, with the message (header included) and its reply.
+    fn request(&mut self, req: &[u8], reply: &mut Reply<'_>);
+}
+
+impl<F: FnMut(&[u8], &mut Reply<'_>) + Send + 'static> Handler for F {
+    fn request(&mut self, req: &[u8], reply: &mut Reply<'_>) {
+        self(req, reply)
+    }
+}
+
+/// Engine side: the reply is appended to the connection's reply buffer.
+struct EngineSink<'r, 's> {
+    req: &'r mut Request<'s>,
+    answered: bool,
+}
+
+impl ReplySink for EngineSink<'_, '_> {
+    fn origin(&self) -> PsockId {
+        self.req.origin()
+    }
+    fn send(&mut self, len: usize, build: &mut dyn FnMut(&mut [u8])) -> Result<(), ReplyFailed> {
+        if self.answered {
+            return Err(ReplyFailed::AlreadyAnswered);
+        }
+        self.answered = true;
+        let out = self.req.reply_buf();
+        let at = out.len();
+        out.resize(at + len, 0);
+        build(&mut out[at..]);
+        Ok(())
+    }
+    fn defer(&mut self) -> Option<ReplySlot> {
+        if self.answered {
+            return None;
+        }
+        let s = self.req.defer();
+        self.answered = s.is_some();
+        s
+    }
+}
+
+/// Worker side: the reply goes through the message's slot on the worker's socket.
+struct WorkerSink<'a> {
+    sock: &'a mut MsgSocket,
+    origin: PsockId,
+    slot: Option<ReplySlot>,
+    answered: bool,
+    stop: &'a AtomicBool,
+    busy: bool,
+}
+
+impl ReplySink for WorkerSink<'_> {
+    fn origin(&self) -> PsockId {
+        self.origin
+    }
+    fn send(&mut self, len: usize, build: &mut dyn FnMut(&mut [u8])) -> Result<(), ReplyFailed> {
+        if self.answered {
+            return Err(ReplyFailed::AlreadyAnswered);
+        }
+        self.answered = true;
+        let mut idle = 0u32;
+        loop {
+            let r = match self.slot.take() {
+                Some(slot) => self.sock.reply_with(slot, len, None, &mut *build).map_err(|e| {
+                    self.slot = Some(e.slot);
+                    e.error
+                }),
+                // Unordered mux: reply to the origin without a place in any order.
+                None => self.sock.send_with(len, None, Some(self.origin), &mut *build),
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(SendError::WouldBlock) if !self.stop.load(Ordering::Relaxed) => backoff(&mut idle, self.busy),
+                Err(SendError::WouldBlock) | Err(SendError::Closed) => return Err(ReplyFailed::Closed),
+                Err(SendError::TooBig { len, max }) => return Err(ReplyFailed::TooBig { len, max }),
+            }
+        }
+    }
+    fn defer(&mut self) -> Option<ReplySlot> {
+        None
+    }
+}
+
+/// Counters the engine keeps beside the mux's.
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Connections unattached after their peer closed.
+    pub closed: AtomicU64,
+    /// Connections that failed (error event).
+    pub failed: AtomicU64,
+    /// Connections unattached after the linger time with replies still unanswered or
+    /// unacknowledged.
+    pub lingered: AtomicU64,
+    /// Replies that could not be sent (too big, or the server was stopping).
+    pub reply_failed: AtomicU64,
+    /// Connections that could not be attached (e.g. out of pinned memory).
+    pub attach_failed: AtomicU64,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    engine: Option<JoinHandle<io::Result<StatsTable>>>,
+    workers: Vec<JoinHandle<()>>,
+    snapshot: Arc<Mutex<(StatsTable, String)>>,
+    counters: Arc<ServerCounters>,
+    local: SocketAddr,
+    describe: String,
+}
+
+/// How often the engine publishes a stats snapshot.
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(200);
+
+impl Server {
+    /// A builder: transport, address, parser, model, then [`ServerBuilder::serve`].
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Serves on a bound kernel TCP listener.
+    pub fn kernel<H: Handler + Clone>(listener: TcpListener, cfg: ServerConfig, handler: H) -> io::Result<Server> {
+        let t = KernelTransport::new(listener)?;
+        Self::start(move || Ok(t), cfg, handler)
+    }
+
+    /// Serves on the transport `make` builds on the engine thread (ports that must stay on
+    /// one thread are opened there). Returns once the transport is up, or with its error.
+    pub fn start<T, F, H>(make: F, cfg: ServerConfig, handler: H) -> io::Result<Server>
+    where
+        T: Transport + 'static,
+        F: FnOnce() -> io::Result<T> + Send + 'static,
+        H: Handler + Clone,
+    {
+        parser_from_spec(&cfg.parser)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad parser spec: {e}")))?;
+        if let Model::Workers(0) = cfg.model {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a worker model needs at least one worker"));
+        }
+        let budget = PinnedBudget::unlimited();
+        let busy = cfg.busy_poll;
+        let sock_cfg = SocketConfig { rx_queue: 1024, tx_queue: 1024, max_in_flight: 1024, tx_ring: cfg.tx_ring };
+        let mux_cfg = MuxConfig {
+            steer: cfg.steer.policy(cfg.hash_header),
+            socket: sock_cfg,
+            max_message: cfg.rx_ring,
+            ordered: cfg.ordered,
+            max_unanswered: cfg.max_unanswered.max(1),
+            ..MuxConfig::default()
+        };
+        let (mux, first) = Mux::<T::Io>::new(mux_cfg, &budget).map_err(io::Error::other)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(ServerCounters::default());
+        let snapshot = Arc::new(Mutex::new((mux.stats_table(), String::new())));
+        type Ready = io::Result<(SocketAddr, String)>;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
+        // In worker mode the workers own every socket; run to completion, the engine does.
+        let (engine_part, worker_socks) = match cfg.model {
+            Model::RunToCompletion => (Some((first, handler.clone())), Vec::new()),
+            Model::Workers(n) => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 1..n {
+                    v.push(first.try_clone().map_err(io::Error::other)?);
+                }
+                v.insert(0, first);
+                (None, v)
+            }
+        };
+        let engine = {
+            let (stop, counters, snapshot) = (Arc::clone(&stop), Arc::clone(&counters), Arc::clone(&snapshot));
+            let cfg = cfg.clone();
+            std::thread::Builder::new().name("ukcm-engine".into()).spawn(move || {
+                let mut t = match make() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let _ = ready_tx.send(Err(e));
+                        return Err(io::Error::other(msg));
+                    }
+                };
+                let _ = ready_tx.send(Ok((t.local_addr(), t.describe())));
+                let ctx =
+                    EngineCtx { cfg: &cfg, budget: &budget, stop: &stop, counters: &counters, snapshot: &snapshot };
+                run_engine(&mut t, mux, engine_part, &ctx)
+            })?
+        };
+        let (local, describe) = match ready_rx.recv() {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                let _ = engine.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let r = engine.join();
+                return Err(match r {
+                    Ok(Err(e)) => e,
+                    _ => io::Error::other("the engine thread ended before its transport was up"),
+                });
+            }
+        };
+        let mut workers = Vec::new();
+        for (i, sock) in worker_socks.into_iter().enumerate() {
+            let (stop, counters, h) = (Arc::clone(&stop), Arc::clone(&counters), handler.clone());
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("ukcm-worker-{i}"))
+                    .spawn(move || worker(sock, h, &stop, &counters, busy))?,
+            );
+        }
+        Ok(Server { stop, engine: Some(engine), workers, snapshot, counters, local, describe })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// What carries the bytes (`kernel TCP`, `ukcm stack on afxdp:…`).
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// The latest stats snapshot (refreshed by the engine every 200 ms).
+    pub fn snapshot(&self) -> StatsTable {
+        self.snapshot.lock().0.clone()
+    }
+
+    /// The latest transport counters line (empty for kernel TCP).
+    pub fn transport_status(&self) -> String {
+        self.snapshot.lock().1.clone()
+    }
+
+    /// The engine's own counters.
+    pub fn counters(&self) -> &ServerCounters {
+        &self.counters
+    }
+
+    /// Whether the engine thread has ended (it ends only on stop or on an error).
+    pub fn engine_finished(&self) -> bool {
+        self.engine.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Runs until SIGINT or SIGTERM (or until the engine fails), then stops and returns
+    /// the final stats table.
+    pub fn run_until_signal(self) -> io::Result<StatsTable> {
+        let flag = crate::signals::stop_flag()?;
+        while !flag.load(Ordering::Acquire) && !self.engine_finished() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop()
+    }
+
+    /// Stops the workers and the engine (which writes out queued replies first, then closes
+    /// every connection and drops its transport) and returns the final stats table.
+    pub fn stop(mut self) -> io::Result<StatsTable> {
+        self.stop.store(true, Ordering::Release);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        match self.engine.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the engine thread panicked")),
+            None => Err(io::Error::other("engine already stopped")),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// A server described by strings, as an operator writes them.
+#[derive(Debug, Clone)]
+pub struct ServerBuilder {
+    transport: String,
+    addr: String,
+    gateway: Option<String>,
+    listen: u16,
+    cfg: ServerConfig,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            transport: "kernel".into(),
+            addr: "127.0.0.1".into(),
+            gateway: None,
+            listen: 0,
+            cfg: ServerConfig::default(),
+        }
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+impl ServerBuilder {
+    /// `kernel` (default), `afxdp:IF[:Q]`, `tap:NAME` or `dpdk:ARGS` (feature `dpdk`).
+    pub fn transport(mut self, spec: &str) -> Self {
+        self.transport = spec.into();
+        self
+    }
+    /// `IP[/PREFIX]`: the address to bind (kernel) or the stack's own address.
+    pub fn addr(mut self, addr: &str) -> Self {
+        self.addr = addr.into();
+        self
+    }
+    /// The userspace stack's default gateway.
+    pub fn gateway(mut self, ip: &str) -> Self {
+        self.gateway = Some(ip.into());
+        self
+    }
+    /// TCP port (0: ephemeral, kernel only).
+    pub fn listen(mut self, port: u16) -> Self {
+        self.listen = port;
+        self
+    }
+    /// Parser spec (e.g. `thrift`, `resp`, `memcached`, `lenfield:offset=0,width=2`).
+    pub fn parser(mut self, spec: &str) -> Self {
+        self.cfg.hash_header = header_len_of(spec);
+        self.cfg.parser = spec.into();
+        self
+    }
+    /// N worker threads.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.cfg.model = Model::Workers(n);
+        self
+    }
+    /// The handler on the engine thread.
+    pub fn run_to_completion(mut self) -> Self {
+        self.cfg.model = Model::RunToCompletion;
+        self
+    }
+    /// Steering over the workers.
+    pub fn steer(mut self, s: SteerKind) -> Self {
+        self.cfg.steer = s;
+        self
+    }
+    /// Every other setting.
+    pub fn config(mut self, f: impl FnOnce(&mut ServerConfig)) -> Self {
+        f(&mut self.cfg);
+        self
+    }
+
+    /// Opens the transport and starts serving with `handler`.
+    pub fn serve<H: Handler + Clone>(self, handler: H) -> io::Result<Server> {
+        let spec: TransportSpec = self.transport.parse().map_err(invalid)?;
+        spec.require_server().map_err(invalid)?;
+        let addr = crate::spec::parse_addr(&self.addr).map_err(invalid)?;
+        let gateway = match self.gateway.as_deref().map(str::parse::<IpAddr>) {
+            None => None,
+            Some(Ok(IpAddr::V4(g))) => Some(Ipv4Address::from(g.octets())),
+            Some(Ok(IpAddr::V6(_))) => return Err(invalid("the userspace stack takes an IPv4 gateway".into())),
+            Some(Err(_)) => return Err(invalid(format!("gateway {:?} is not an IP address", self.gateway))),
+        };
+        serve_spec(&spec, addr, gateway, self.listen, self.cfg, handler)
+    }
+}
+
+/// Opens the transport `spec` names on `addr`/`listen` and serves `handler` on it.
+pub fn serve_spec<H: Handler + Clone>(
+    spec: &TransportSpec,
+    addr: (IpAddr, Option<u8>),
+    gateway: Option<Ipv4Address>,
+    listen: u16,
+    cfg: ServerConfig,
+    handler: H,
+) -> io::Result<Server> {
+    match spec {
+        TransportSpec::Kernel => {
+            let at = SocketAddr::new(addr.0, listen);
+            let l =
+                TcpListener::bind(at).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {at}: {e}")))?;
+            Server::kernel(l, cfg, handler)
+        }
+        other => {
+            let cidr = stack_cidr(addr).map_err(invalid)?;
+            if listen == 0 {
+                return Err(invalid(format!(
+                    "{other}: the userspace stack needs a fixed listening port (ephemeral ports are a kernel feature)"
+                )));
+            }
+            let nic = other.clone();
+            Server::start(
+                move || {
+                    let budget = PinnedBudget::unlimited();
+                    let (port, mac) = open_port(&nic, &budget).map_err(io::Error::other)?;
+                    StackTransport::new(port, mac, cidr, gateway, listen, 1024)
+                },
+                cfg,
+                handler,
+            )
+        }
+    }
+}
+
+/// Header length of the length-field parsers (for the `hash` steering key); 0 for others.
+pub fn header_len_of(spec: &str) -> usize {
+    match ukcm_parsers::spec::length_field_from_spec(spec) {
+        Ok(Some(f)) => f.header_len(),
+        _ if spec.trim() == "grpc" => 5,
+        _ => 0,
+    }
+}
+
+/// spin → yield → (unless `busy`) short sleep, for idle loops.
+fn backoff(idle: &mut u32, busy: bool) {
+    *idle += 1;
+    if *idle < 32 {
+        std::hint::spin_loop();
+    } else if *idle < 96 || busy {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// Waits for the next message: with `busy`, spin then yield and never sleep.
+fn next_msg(sock: &MsgSocket, stop: &AtomicBool, busy: bool) -> Result<Msg, RecvError> {
+    if !busy {
+        return sock.recv_timeout(Duration::from_millis(20));
+    }
+    let mut idle = 0u32;
+    loop {
+        if let Some(m) = sock.try_recv() {
+            return Ok(m);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err(RecvError::TimedOut);
+        }
+        if idle > 4096 {
+            // Now and then ask the mux whether it closed (recv_timeout checks that).
+            return sock.recv_timeout(Duration::ZERO);
+        }
+        backoff(&mut idle, true);
+    }
+}
+
+fn worker<H: Handler>(mut sock: MsgSocket, mut handler: H, stop: &AtomicBool, counters: &ServerCounters, busy: bool) {
+    let mut batch = Vec::with_capacity(64);
+    while !stop.load(Ordering::Acquire) {
+        match next_msg(&sock, stop, busy) {
+            Ok(m) => batch.push(m),
+            Err(RecvError::TimedOut) => continue,
+            Err(RecvError::Closed) => break,
+        }
+        sock.recv_batch(&mut batch, 63);
+        for mut m in batch.drain(..) {
+            let slot = m.take_slot();
+            let mut sink = WorkerSink { sock: &mut sock, origin: m.origin(), slot, answered: false, stop, busy };
+            handler.request(&m, &mut Reply { sink: &mut sink });
+            if sink.answered && sink.slot.is_some() {
+                // A reply that failed: its slot is released when dropped here.
+                counters.reply_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Whether a closed psock can go: every request answered and the answers acknowledged.
+fn drained<T: PsockIo>(mux: &Mux<T>, id: PsockId, ordered: bool) -> bool {
+    match (mux.psock_tx_idle(id), mux.psock_stats(id), mux.psock_unanswered(id)) {
+        (Some(idle), Some(s), Some(open)) => idle && if ordered { open == 0 } else { s.tx_msgs >= s.rx_msgs },
+        _ => true,
+    }
+}
+
+fn unattach_and_close<T: Transport>(t: &mut T, mux: &mut Mux<T::Io>, id: PsockId) {
+    if let Some(mut io) = mux.unattach_with(t.ctx(), id) {
+        io.close(t.ctx());
+    }
+}
+
+/// What the engine loop shares with the server handle.
+struct EngineCtx<'a> {
+    cfg: &'a ServerConfig,
+    budget: &'a Arc<PinnedBudget>,
+    stop: &'a AtomicBool,
+    counters: &'a ServerCounters,
+    snapshot: &'a Mutex<(StatsTable, String)>,
+}
+
+/// Connection-level events that are counted and summarised instead of logged one by one.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    logged: u64,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    /// Logs the first few, then counts (10,000 clients closing mid-message are a summary,
+    /// not 10,000 lines).
+    fn note(&mut self, what: impl FnOnce() -> String) {
+        if self.logged < 5 {
+            self.logged += 1;
+            eprintln!("ukcm server: {}", what());
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
+
+fn run_engine<T: Transport, H: Handler>(
+    t: &mut T,
+    mut mux: Mux<T::Io>,
+    mut own: Option<(MsgSocket, H)>,
+    cx: &EngineCtx<'_>,
+) -> io::Result<StatsTable> {
+    let cfg = cx.cfg;
+    let rtc = own.is_some();
+    let mut leaving: Vec<(PsockId, Instant)> = Vec::new();
+    let mut last_snapshot = Instant::now();
+    let mut idle = 0u32;
+    let mut errors = ErrorLog::default();
+    let result = loop {
+        if cx.stop.load(Ordering::Acquire) {
+            break Ok(());
+        }
+        let mut work = match t.step() {
+            Ok(w) => w,
+            Err(e) => break Err(e),
+        };
+        loop {
+            match t.accept(cfg.rx_ring, cx.budget) {
+                Ok(Some(io)) => {
+                    // Cannot fail: the spec was checked when the server started.
+                    let parser = parser_from_spec(&cfg.parser).map_err(|e| invalid(e.to_string()))?;
+                    mux.attach(io, parser);
+                    cx.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    work = true;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    cx.counters.attach_failed.fetch_add(1, Ordering::Relaxed);
+                    errors.note(|| format!("cannot attach a connection: {e}"));
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        match own.as_mut() {
+            Some((_, h)) => {
+                let mut replied = false;
+                let mut handle = |r: &mut Request<'_>| {
+                    let bytes = r.bytes();
+                    let mut sink = EngineSink { req: r, answered: false };
+                    h.request(bytes, &mut Reply { sink: &mut sink });
+                    replied |= sink.answered;
+                };
+                work |= t.poll_mux(&mut mux, now, Some(&mut handle));
+                if replied {
+                    // Let the stack send the replies now rather than next round.
+                    if let Err(e) = t.step() {
+                        break Err(e);
+                    }
+                }
+            }
+            None => work |= t.poll_mux(&mut mux, now, None),
+        }
+        while let Some(ev) = mux.next_event() {
+            work = true;
+            match ev {
+                MuxEvent::PsockClosed(id) => {
+                    cx.counters.closed.fetch_add(1, Ordering::Relaxed);
+                    leaving.push((id, now + cfg.linger));
+                }
+                MuxEvent::PsockError(id, e) => {
+                    cx.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    errors.note(|| format!("{id}: {e}; unattaching it"));
+                    unattach_and_close(t, &mut mux, id);
+                }
+            }
+        }
+        if !leaving.is_empty() {
+            let mut i = 0;
+            while i < leaving.len() {
+                let (id, until) = leaving[i];
+                let done = drained(&mux, id, cfg.ordered);
+                if done || until <= now {
+                    if !done {
+                        cx.counters.lingered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    unattach_and_close(t, &mut mux, id);
+                    leaving.swap_remove(i);
+                    work = true;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        if now.duration_since(last_snapshot) >= SNAPSHOT_EVERY {
+            *cx.snapshot.lock() = (mux.stats_table(), t.status());
+            last_snapshot = now;
+        }
+        if work {
+            idle = 0;
+        } else if cfg.busy_poll && !rtc {
+            // Worker mode: a worker may share this core; yield at once rather than spin
+            // while the worker holds a message or its reply waits.
+            std::thread::yield_now();
+        } else {
+            backoff(&mut idle, cfg.busy_poll);
+        }
+    };
+    // Stopping: write out replies already queued (bounded), then close every connection.
+    let end = Instant::now() + Duration::from_millis(300);
+    while result.is_ok() && Instant::now() < end {
+        let mut work = t.step().unwrap_or(false);
+        match own.as_mut() {
+            Some((_, h)) => {
+                let mut handle = |r: &mut Request<'_>| {
+                    let bytes = r.bytes();
+                    let mut sink = EngineSink { req: r, answered: false };
+                    h.request(bytes, &mut Reply { sink: &mut sink });
+                };
+                work |= t.poll_mux(&mut mux, Instant::now(), Some(&mut handle));
+            }
+            None => work |= t.poll_mux(&mut mux, Instant::now(), None),
+        }
+        if !work && mux.psock_ids().into_iter().all(|id| mux.psock_tx_idle(id) != Some(false)) {
+            break;
+        }
+    }
+    if errors.suppressed > 0 {
+        eprintln!("ukcm server: {} more connection errors not logged (see the stats table)", errors.suppressed);
+    }
+    let table = mux.stats_table();
+    *cx.snapshot.lock() = (table.clone(), t.status());
+    for id in mux.psock_ids() {
+        unattach_and_close(t, &mut mux, id);
+    }
+    // Let the stack send the FINs (bounded).
+    let end = Instant::now() + Duration::from_millis(100);
+    while result.is_ok() && Instant::now() < end && t.step().unwrap_or(false) {}
+    mux.shutdown();
+    drop(own);
+    result.map(|()| table)
+}
