@@ -4,13 +4,14 @@
 //! [`assembler`] (strparser's delineation state machine, with size limit and assembly
 //! timeout), [`release`] (out-of-order release of in-place messages, advancing the ring
 //! over the released prefix), [`completion`] (per-message cookies completed on the peer's
-//! ACK), [`steer`] (batch round-robin, least-loaded, sticky, key-hash), [`stats`] (KCM's
+//! ACK), [`order`] (replies in request order per connection), [`steer`] (batch
+//! round-robin, least-loaded, sticky, key-hash), [`stats`] (KCM's
 //! counters and table) and [`error`] (per-psock errors with KCM's errnos).
 //!
 //! On top: [`Mux`] (engine side: psocks, steering, atomic transmit, completions) and
 //! [`MsgSocket`] (application side, `Send`, bounded lock-free queues), generic over a
 //! [`PsockIo`] transport: [`stack_psock::StackPsock`] (connections of the userspace stack's
-//! engine; for now with one counted copy on receive, see that module) and
+//! engine; received messages are views into smoltcp's mirror-mapped rx ring, no copy) and
 //! [`kernel::KernelPsock`] (kernel TCP sockets, the fallback and baseline).
 #![forbid(unsafe_code)]
 

@@ -77,6 +77,17 @@ impl<'a> Request<'a> {
         self.deferred = true;
         Some(ReplySlot::new(self.origin, seq, Arc::clone(self.releases)))
     }
+
+    /// Takes back this request's deferred slot (e.g. the request could not be sent on):
+    /// the reply buffer answers it again. The slot comes back if it is not this request's.
+    pub fn undefer(&mut self, slot: ReplySlot) -> Result<(), ReplySlot> {
+        if !self.deferred || self.seq != Some(slot.position()) || slot.origin() != self.origin {
+            return Err(slot);
+        }
+        slot.answer();
+        self.deferred = false;
+        Ok(())
+    }
 }
 
 /// Configuration of a mux.
@@ -393,6 +404,8 @@ impl<T: PsockIo> Mux<T> {
         };
         match self.psocks.get_mut(dest.index()).and_then(|p| p.take()) {
             Some(mut p) if p.id == dest && p.usable() => {
+                // The reply was copied out of the caller's buffer: counted like every copy.
+                p.stats.tx_copied_bytes += bytes.len() as u64;
                 self.answer_slot(&mut p, seq, Answer::Reply(req));
                 self.psocks[dest.index()] = Some(p);
                 self.activate(dest.index() as u32);
@@ -454,7 +467,8 @@ impl<T: PsockIo> Mux<T> {
     }
 
     /// The next mux event (psock errors and closes), for the thread that owns the mux.
-    /// Events are shared: a socket's `next_event` takes from the same queue.
+    /// Sockets have their own copies ([`MsgSocket::next_event`]): they cannot take the
+    /// engine's (a `PsockClosed` read by a worker would leave the psock attached forever).
     pub fn next_event(&self) -> Option<MuxEvent> {
         self.shared.events.pop()
     }

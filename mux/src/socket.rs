@@ -174,6 +174,9 @@ pub(crate) struct SockShared {
     pub(crate) stats: AtomicSockStats,
     /// Where a thread blocked in `recv` sleeps until the engine queues it a message.
     pub(crate) bell: Doorbell,
+    /// This socket's copy of the mux's events (each socket and the engine get their own,
+    /// so no reader takes an event another one needs).
+    pub(crate) events: ArrayQueue<MuxEvent>,
 }
 
 impl SockShared {
@@ -206,10 +209,16 @@ pub(crate) struct MuxShared {
 }
 
 impl MuxShared {
+    /// Posts an event to the engine's queue and to every socket's own queue. Bounded: a
+    /// reader that never reads loses the newest news, counted in `events_dropped`.
     pub(crate) fn post(&self, ev: MuxEvent) {
         if self.events.push(ev).is_err() {
-            // Bounded: an application that never reads events loses the oldest news, counted.
             self.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        for s in self.socks.lock().iter() {
+            if s.events.push(ev).is_err() {
+                self.events_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -226,6 +235,7 @@ impl MuxShared {
             in_flight: AtomicUsize::new(0),
             stats: AtomicSockStats::default(),
             bell: Doorbell::default(),
+            events: ArrayQueue::new(SOCKET_EVENTS),
         });
         let tx_ring = ByteRing::new(cfg.tx_ring, cfg.tx_queue.max(1) + 1, &self.budget)?;
         self.socks.lock().push(Arc::clone(&shared));
@@ -233,6 +243,9 @@ impl MuxShared {
         Ok(MsgSocket { shared, mux: Arc::clone(self), tx_ring, wait: RecvWait::default(), _not_sync: PhantomData })
     }
 }
+
+/// Events kept per socket for its reader.
+const SOCKET_EVENTS: usize = 256;
 
 /// How a receiving thread waits for a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -491,9 +504,11 @@ impl MsgSocket {
         n
     }
 
-    /// The next mux event (psock errors), if any. Events are shared by all sockets of a mux.
+    /// The next mux event (psock errors and closes) this socket has not read. Every socket
+    /// sees every event, and so does the engine ([`crate::Mux::next_event`]): reading here
+    /// takes nothing from anyone else.
     pub fn next_event(&self) -> Option<MuxEvent> {
-        self.mux.events.pop()
+        self.shared.events.pop()
     }
 
     /// This socket's counters.

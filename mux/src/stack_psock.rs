@@ -3,11 +3,12 @@
 //! The engine passes itself as the transport context ([`crate::Mux::poll_with`]), so the
 //! mux and the engine share one thread and no locks.
 //!
-//! Receive is zero-copy when the connection was opened with `TcpOptions::inplace_rx`:
-//! smoltcp's rx ring is then mirror-mapped pinned memory and messages are lent out of it
-//! in place ([`ukcm_nic::InPlaceRx`]); the only copy is smoltcp's, frame to ring. Other
-//! connections fall back to moving bytes from smoltcp's ring into a psock ring of their
-//! own — one copy more, counted in `rx_copied_bytes` so it shows in every stats table.
+//! Receive is zero-copy when the connection was opened with `TcpOptions::inplace_rx` (the
+//! server and upstream pool of the `ukcm` crate always do): smoltcp's rx ring is then
+//! mirror-mapped pinned memory and messages are lent out of it in place
+//! ([`ukcm_nic::InPlaceRx`]); the only copy is smoltcp's, frame to ring. Other connections
+//! fall back to moving bytes from smoltcp's ring into a psock ring of their own — one copy
+//! more, counted in `rx_copied_bytes` so it shows in every stats table, and logged once.
 //!
 //! Transmit has one copy more than the design allows, in both threading models: the bytes
 //! of a message (built in the socket's pinned tx ring, or a run-to-completion reply) are
@@ -27,6 +28,9 @@ use crate::mux::Mux;
 
 use crate::transport::{Fill, PsockIo};
 
+/// The copy fallback has been logged (once per process).
+static COPY_FALLBACK_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Where a psock's received bytes are delineated.
 #[derive(Debug)]
 enum Rx {
@@ -43,6 +47,8 @@ pub struct StackPsock<P> {
     ring: Rx,
     written: u64,
     label: String,
+    /// Reports the engine's readiness key (off: visited every mux round).
+    keyed: bool,
     _port: PhantomData<fn() -> P>,
 }
 
@@ -62,9 +68,25 @@ impl<P: Port> StackPsock<P> {
         let label = info.remote.map(|r| r.to_string()).unwrap_or_else(|| conn.to_string());
         let ring = match engine.take_inplace_rx(conn, max_views) {
             Ok(rx) => Rx::InPlace(rx),
-            Err(_) => Rx::Copy(ByteRing::new(ring_bytes, max_views, budget).map_err(io::Error::other)?),
+            Err(e) => {
+                // Visible, not silent: the copy is counted in rx_copied_bytes, and said once here.
+                if !COPY_FALLBACK_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        "connection {conn} has no in-place rx ring ({e}): its messages are copied once more (rx_copied_bytes); open connections with TcpOptions::inplace_rx for zero-copy receive"
+                    );
+                }
+                Rx::Copy(ByteRing::new(ring_bytes, max_views, budget).map_err(io::Error::other)?)
+            }
         };
-        Ok(StackPsock { conn, ring, written: 0, label, _port: PhantomData })
+        Ok(StackPsock { conn, ring, written: 0, label, keyed: true, _port: PhantomData })
+    }
+
+    /// Leaves the engine's readiness list to another mux: this psock is visited on every
+    /// round of its own mux (for a handful of connections in a second mux on the same
+    /// engine, such as an upstream pool's).
+    pub fn poll_always(mut self) -> Self {
+        self.keyed = false;
+        self
     }
 
     /// Whether received messages are lent in place (zero-copy) rather than copied.
@@ -206,7 +228,7 @@ impl<P: Port> PsockIo for StackPsock<P> {
     }
 
     fn ready_key(&self) -> Option<usize> {
-        Some(self.conn.index())
+        self.keyed.then(|| self.conn.index())
     }
 
     fn views_outstanding(&self) -> usize {

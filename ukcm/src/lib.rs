@@ -33,16 +33,20 @@
 
 #[cfg(feature = "dpdk")]
 pub mod dpdk_port;
+pub mod forward;
 pub mod ports;
 pub mod server;
 pub mod signals;
 pub mod spec;
 pub mod transport;
+pub mod upstream;
 
+pub use forward::{Clients, Forward, Relay, Upstream};
 pub use server::{serve_spec, Handler, Model, Reply, ReplyFailed, Server, ServerBuilder, ServerConfig, ServerCounters};
 pub use spec::{SteerKind, TransportSpec};
 pub use transport::{KernelTransport, StackTransport, Transport};
 pub use ukcm_mux::{Msg, MsgSocket, PsockId, ReplySlot, StatsTable};
+pub use upstream::{Pool, PoolConfig, UpstreamError};
 
 /// The message multiplexor (KCM semantics, ordered replies).
 pub use ukcm_mux as mux;

@@ -31,9 +31,11 @@ use ukcm_nic::PinnedBudget;
 use ukcm_parsers::parser_from_spec;
 use ukcm_stack::smoltcp::wire::Ipv4Address;
 
+use crate::forward::{Forward, ForwardApp};
 use crate::ports::{open_port, stack_cidr};
 use crate::spec::{SteerKind, TransportSpec};
 use crate::transport::{KernelTransport, StackTransport, Transport};
+use crate::upstream::{Pool, PoolConfig};
 
 /// Threading model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,16 +122,17 @@ impl fmt::Display for ReplyFailed {
 impl std::error::Error for ReplyFailed {}
 
 /// Where a handler's reply goes (engine or worker side).
-trait ReplySink {
+pub(crate) trait ReplySink {
     fn origin(&self) -> PsockId;
     fn send(&mut self, len: usize, build: &mut dyn FnMut(&mut [u8])) -> Result<(), ReplyFailed>;
     fn defer(&mut self) -> Option<ReplySlot>;
+    fn undefer(&mut self, slot: ReplySlot) -> Result<(), ReplySlot>;
 }
 
 /// The answer to one request. Send at most one reply; send none and the request's place in
 /// the connection's reply order is released (a request the protocol does not answer).
 pub struct Reply<'a> {
-    sink: &'a mut (dyn ReplySink + 'a),
+    pub(crate) sink: &'a mut (dyn ReplySink + 'a),
 }
 
 impl fmt::Debug for Reply<'_> {
@@ -162,6 +165,12 @@ impl Reply<'_> {
     pub fn defer(&mut self) -> Option<ReplySlot> {
         self.sink.defer()
     }
+
+    /// Takes a slot from [`Reply::defer`] back (say, the request could not be forwarded), so
+    /// that [`Reply::send`] answers the request now. The slot comes back if it is another's.
+    pub fn undefer(&mut self, slot: ReplySlot) -> Result<(), ReplySlot> {
+        self.sink.undefer(slot)
+    }
 }
 
 /// What a server does with each request.
@@ -177,9 +186,9 @@ impl<F: FnMut(&[u8], &mut Reply<'_>) + Send + 'static> Handler for F {
 }
 
 /// Engine side: the reply is appended to the connection's reply buffer.
-struct EngineSink<'r, 's> {
-    req: &'r mut Request<'s>,
-    answered: bool,
+pub(crate) struct EngineSink<'r, 's> {
+    pub(crate) req: &'r mut Request<'s>,
+    pub(crate) answered: bool,
 }
 
 impl ReplySink for EngineSink<'_, '_> {
@@ -204,6 +213,11 @@ impl ReplySink for EngineSink<'_, '_> {
         let s = self.req.defer();
         self.answered = s.is_some();
         s
+    }
+    fn undefer(&mut self, slot: ReplySlot) -> Result<(), ReplySlot> {
+        self.req.undefer(slot)?;
+        self.answered = false;
+        Ok(())
     }
 }
 
@@ -246,6 +260,9 @@ impl ReplySink for WorkerSink<'_> {
     }
     fn defer(&mut self) -> Option<ReplySlot> {
         None
+    }
+    fn undefer(&mut self, slot: ReplySlot) -> Result<(), ReplySlot> {
+        Err(slot)
     }
 }
 
@@ -302,82 +319,29 @@ impl Server {
         F: FnOnce() -> io::Result<T> + Send + 'static,
         H: Handler + Clone,
     {
-        parser_from_spec(&cfg.parser)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad parser spec: {e}")))?;
-        if let Model::Workers(0) = cfg.model {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a worker model needs at least one worker"));
+        match cfg.model {
+            Model::RunToCompletion => {
+                launch(make, cfg, None::<H>, move |_t: &mut T, first, _| Ok(RtcApp { handler, _sock: first }))
+            }
+            Model::Workers(_) => launch(make, cfg, Some(handler), |_t: &mut T, _, _| Ok(NoApp)),
         }
-        let budget = PinnedBudget::unlimited();
-        let busy = cfg.busy_poll;
-        let sock_cfg = SocketConfig { rx_queue: 1024, tx_queue: 1024, max_in_flight: 1024, tx_ring: cfg.tx_ring };
-        let mux_cfg = MuxConfig {
-            steer: cfg.steer.policy(cfg.hash_header),
-            socket: sock_cfg,
-            max_message: cfg.rx_ring,
-            ordered: cfg.ordered,
-            max_unanswered: cfg.max_unanswered.max(1),
-            ..MuxConfig::default()
-        };
-        let (mux, first) = Mux::<T::Io>::new(mux_cfg, &budget).map_err(io::Error::other)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let counters = Arc::new(ServerCounters::default());
-        let snapshot = Arc::new(Mutex::new((mux.stats_table(), String::new())));
-        type Ready = io::Result<(SocketAddr, String)>;
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
-        // In worker mode the workers own every socket; run to completion, the engine does.
-        let (engine_part, worker_socks) = match cfg.model {
-            Model::RunToCompletion => (Some((first, handler.clone())), Vec::new()),
-            Model::Workers(n) => {
-                let mut v = Vec::with_capacity(n);
-                for _ in 1..n {
-                    v.push(first.try_clone().map_err(io::Error::other)?);
-                }
-                v.insert(0, first);
-                (None, v)
-            }
-        };
-        let engine = {
-            let (stop, counters, snapshot) = (Arc::clone(&stop), Arc::clone(&counters), Arc::clone(&snapshot));
-            let cfg = cfg.clone();
-            std::thread::Builder::new().name("ukcm-engine".into()).spawn(move || {
-                let mut t = match make() {
-                    Ok(t) => t,
-                    Err(e) => {
-                        let msg = e.to_string();
-                        let _ = ready_tx.send(Err(e));
-                        return Err(io::Error::other(msg));
-                    }
-                };
-                let _ = ready_tx.send(Ok((t.local_addr(), t.describe())));
-                let ctx =
-                    EngineCtx { cfg: &cfg, budget: &budget, stop: &stop, counters: &counters, snapshot: &snapshot };
-                run_engine(&mut t, mux, engine_part, &ctx)
-            })?
-        };
-        let (local, describe) = match ready_rx.recv() {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
-                let _ = engine.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let r = engine.join();
-                return Err(match r {
-                    Ok(Err(e)) => e,
-                    _ => io::Error::other("the engine thread ended before its transport was up"),
-                });
-            }
-        };
-        let mut workers = Vec::new();
-        for (i, sock) in worker_socks.into_iter().enumerate() {
-            let (stop, counters, h) = (Arc::clone(&stop), Arc::clone(&counters), handler.clone());
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("ukcm-worker-{i}"))
-                    .spawn(move || worker(sock, h, &stop, &counters, busy))?,
-            );
+    }
+
+    /// A forwarding appliance: requests are handled on the engine thread (the model must be
+    /// run-to-completion) by `fwd`, which answers them or sends them on to the backends of
+    /// an upstream pool opened from the same engine; backend replies come back to `fwd`.
+    pub fn forward<T, F, W>(make: F, cfg: ServerConfig, pool: PoolConfig, fwd: W) -> io::Result<Server>
+    where
+        T: Transport + 'static,
+        F: FnOnce() -> io::Result<T> + Send + 'static,
+        W: Forward,
+    {
+        if cfg.model != Model::RunToCompletion {
+            return Err(invalid("a forwarding server runs to completion on its engine thread (shared-nothing; scale with engines, not workers)".into()));
         }
-        Ok(Server { stop, engine: Some(engine), workers, snapshot, counters, local, describe })
+        launch(make, cfg, None::<NoHandler>, move |_t: &mut T, _first, budget: &Arc<PinnedBudget>| {
+            Ok(ForwardApp::new(Pool::new(pool, budget)?, fwd))
+        })
     }
 
     /// The address clients connect to.
@@ -439,6 +403,109 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
     }
+}
+
+/// A handler type for servers without one (forwarders, whose requests go to [`Forward`]).
+#[derive(Debug, Clone)]
+struct NoHandler;
+
+impl Handler for NoHandler {
+    fn request(&mut self, _req: &[u8], _reply: &mut Reply<'_>) {}
+}
+
+/// Starts the engine thread (transport from `make`, engine-side app from `make_app`) and,
+/// with a handler, the workers.
+fn launch<T, F, H, A, M>(make: F, cfg: ServerConfig, workers_handler: Option<H>, make_app: M) -> io::Result<Server>
+where
+    T: Transport + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    H: Handler + Clone,
+    A: EngineApp<T>,
+    M: FnOnce(&mut T, Option<MsgSocket>, &Arc<PinnedBudget>) -> io::Result<A> + Send + 'static,
+{
+    parser_from_spec(&cfg.parser)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad parser spec: {e}")))?;
+    let n_workers = match cfg.model {
+        Model::Workers(0) => return Err(invalid("a worker model needs at least one worker".into())),
+        Model::Workers(n) => n,
+        Model::RunToCompletion => 0,
+    };
+    let budget = PinnedBudget::unlimited();
+    let busy = cfg.busy_poll;
+    let sock_cfg = SocketConfig { rx_queue: 1024, tx_queue: 1024, max_in_flight: 1024, tx_ring: cfg.tx_ring };
+    let mux_cfg = MuxConfig {
+        steer: cfg.steer.policy(cfg.hash_header),
+        socket: sock_cfg,
+        max_message: cfg.rx_ring,
+        ordered: cfg.ordered,
+        max_unanswered: cfg.max_unanswered.max(1),
+        ..MuxConfig::default()
+    };
+    let (mux, first) = Mux::<T::Io>::new(mux_cfg, &budget).map_err(io::Error::other)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(ServerCounters::default());
+    let snapshot = Arc::new(Mutex::new((mux.stats_table(), String::new())));
+    type Ready = io::Result<(SocketAddr, String)>;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
+    // In worker mode the workers own every socket; run to completion, the engine does.
+    let (engine_sock, worker_socks) = if n_workers == 0 {
+        (Some(first), Vec::new())
+    } else {
+        let mut v = Vec::with_capacity(n_workers);
+        for _ in 1..n_workers {
+            v.push(first.try_clone().map_err(io::Error::other)?);
+        }
+        v.insert(0, first);
+        (None, v)
+    };
+    let engine = {
+        let (stop, counters, snapshot) = (Arc::clone(&stop), Arc::clone(&counters), Arc::clone(&snapshot));
+        let cfg = cfg.clone();
+        std::thread::Builder::new().name("ukcm-engine".into()).spawn(move || {
+            let fail = |e: io::Error, tx: &std::sync::mpsc::Sender<Ready>| {
+                let msg = e.to_string();
+                let _ = tx.send(Err(e));
+                Err(io::Error::other(msg))
+            };
+            let mut t = match make() {
+                Ok(t) => t,
+                Err(e) => return fail(e, &ready_tx),
+            };
+            let app = match make_app(&mut t, engine_sock, &budget) {
+                Ok(a) => a,
+                Err(e) => return fail(e, &ready_tx),
+            };
+            let _ = ready_tx.send(Ok((t.local_addr(), t.describe())));
+            let ctx = EngineCtx { cfg: &cfg, budget: &budget, stop: &stop, counters: &counters, snapshot: &snapshot };
+            run_engine(&mut t, mux, app, &ctx)
+        })?
+    };
+    let (local, describe) = match ready_rx.recv() {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            let _ = engine.join();
+            return Err(e);
+        }
+        Err(_) => {
+            let r = engine.join();
+            return Err(match r {
+                Ok(Err(e)) => e,
+                _ => io::Error::other("the engine thread ended before its transport was up"),
+            });
+        }
+    };
+    let mut workers = Vec::new();
+    if let Some(handler) = workers_handler {
+        for (i, sock) in worker_socks.into_iter().enumerate() {
+            let (stop, counters, h) = (Arc::clone(&stop), Arc::clone(&counters), handler.clone());
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("ukcm-worker-{i}"))
+                    .spawn(move || worker(sock, h, &stop, &counters, busy))?,
+            );
+        }
+    }
+    Ok(Server { stop, engine: Some(engine), workers, snapshot, counters, local, describe })
 }
 
 /// A server described by strings, as an operator writes them.
@@ -673,14 +740,63 @@ impl ErrorLog {
     }
 }
 
-fn run_engine<T: Transport, H: Handler>(
+/// What runs on the engine thread besides accepting and the mux: the request handler (run to
+/// completion) and anything else the appliance drives there (an upstream pool).
+pub(crate) trait EngineApp<T: Transport> {
+    /// Whether requests are handled on this thread (otherwise workers take them).
+    fn handles_requests(&self) -> bool;
+    /// One request, in place.
+    fn handle(&mut self, r: &mut Request<'_>) -> bool;
+    /// Work of its own each round (upstream I/O, answers); whether anything happened.
+    fn round(&mut self, _t: &mut T, _mux: &mut Mux<T::Io>, _now: Instant) -> bool {
+        false
+    }
+    /// The server is stopping.
+    fn close(&mut self, _t: &mut T, _mux: &mut Mux<T::Io>) {}
+}
+
+/// Worker mode: the engine handles nothing itself.
+struct NoApp;
+
+impl<T: Transport> EngineApp<T> for NoApp {
+    fn handles_requests(&self) -> bool {
+        false
+    }
+    fn handle(&mut self, _r: &mut Request<'_>) -> bool {
+        false
+    }
+}
+
+/// Run to completion: a [`Handler`] on the engine thread (and the socket the mux made).
+struct RtcApp<H> {
+    handler: H,
+    _sock: Option<MsgSocket>,
+}
+
+fn handle_on_engine<H: Handler>(h: &mut H, r: &mut Request<'_>) -> bool {
+    let bytes = r.bytes();
+    let mut sink = EngineSink { req: r, answered: false };
+    h.request(bytes, &mut Reply { sink: &mut sink });
+    sink.answered
+}
+
+impl<T: Transport, H: Handler> EngineApp<T> for RtcApp<H> {
+    fn handles_requests(&self) -> bool {
+        true
+    }
+    fn handle(&mut self, r: &mut Request<'_>) -> bool {
+        handle_on_engine(&mut self.handler, r)
+    }
+}
+
+fn run_engine<T: Transport, A: EngineApp<T>>(
     t: &mut T,
     mut mux: Mux<T::Io>,
-    mut own: Option<(MsgSocket, H)>,
+    mut app: A,
     cx: &EngineCtx<'_>,
 ) -> io::Result<StatsTable> {
     let cfg = cx.cfg;
-    let rtc = own.is_some();
+    let rtc = app.handles_requests();
     let mut leaving: Vec<(PsockId, Instant)> = Vec::new();
     let mut last_snapshot = Instant::now();
     let mut idle = 0u32;
@@ -711,24 +827,21 @@ fn run_engine<T: Transport, H: Handler>(
             }
         }
         let now = Instant::now();
-        match own.as_mut() {
-            Some((_, h)) => {
-                let mut replied = false;
-                let mut handle = |r: &mut Request<'_>| {
-                    let bytes = r.bytes();
-                    let mut sink = EngineSink { req: r, answered: false };
-                    h.request(bytes, &mut Reply { sink: &mut sink });
-                    replied |= sink.answered;
-                };
-                work |= t.poll_mux(&mut mux, now, Some(&mut handle));
-                if replied {
-                    // Let the stack send the replies now rather than next round.
-                    if let Err(e) = t.step() {
-                        break Err(e);
-                    }
+        if rtc {
+            let mut replied = false;
+            let mut handle = |r: &mut Request<'_>| replied |= app.handle(r);
+            work |= t.poll_mux(&mut mux, now, Some(&mut handle));
+            replied |= app.round(t, &mut mux, now);
+            if replied {
+                // Let the stack send the replies (and upstream requests) now, not next round.
+                if let Err(e) = t.step() {
+                    break Err(e);
                 }
+                work = true;
             }
-            None => work |= t.poll_mux(&mut mux, now, None),
+        } else {
+            work |= t.poll_mux(&mut mux, now, None);
+            work |= app.round(t, &mut mux, now);
         }
         while let Some(ev) = mux.next_event() {
             work = true;
@@ -779,17 +892,15 @@ fn run_engine<T: Transport, H: Handler>(
     let end = Instant::now() + Duration::from_millis(300);
     while result.is_ok() && Instant::now() < end {
         let mut work = t.step().unwrap_or(false);
-        match own.as_mut() {
-            Some((_, h)) => {
-                let mut handle = |r: &mut Request<'_>| {
-                    let bytes = r.bytes();
-                    let mut sink = EngineSink { req: r, answered: false };
-                    h.request(bytes, &mut Reply { sink: &mut sink });
-                };
-                work |= t.poll_mux(&mut mux, Instant::now(), Some(&mut handle));
-            }
-            None => work |= t.poll_mux(&mut mux, Instant::now(), None),
+        if rtc {
+            let mut handle = |r: &mut Request<'_>| {
+                app.handle(r);
+            };
+            work |= t.poll_mux(&mut mux, Instant::now(), Some(&mut handle));
+        } else {
+            work |= t.poll_mux(&mut mux, Instant::now(), None);
         }
+        work |= app.round(t, &mut mux, Instant::now());
         if !work && mux.psock_ids().into_iter().all(|id| mux.psock_tx_idle(id) != Some(false)) {
             break;
         }
@@ -805,7 +916,8 @@ fn run_engine<T: Transport, H: Handler>(
     // Let the stack send the FINs (bounded).
     let end = Instant::now() + Duration::from_millis(100);
     while result.is_ok() && Instant::now() < end && t.step().unwrap_or(false) {}
+    app.close(t, &mut mux);
     mux.shutdown();
-    drop(own);
+    drop(app);
     result.map(|()| table)
 }

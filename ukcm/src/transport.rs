@@ -16,7 +16,8 @@ use ukcm_mux::kernel::KernelPsock;
 use ukcm_mux::stack_psock::StackPsock;
 use ukcm_mux::{Mux, PsockIo, Request};
 use ukcm_nic::{PinnedBudget, Port, PortStats};
-use ukcm_stack::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use ukcm_stack::smoltcp::socket::tcp::State;
+use ukcm_stack::smoltcp::wire::{IpEndpoint, Ipv4Address, Ipv4Cidr};
 use ukcm_stack::{ConnId, Engine, EngineConfig, EngineStats, Event, TcpOptions};
 
 /// A run-to-completion handler: each message in place, with its reply buffer.
@@ -26,12 +27,30 @@ pub type RtcFn<'a> = dyn FnMut(&mut Request<'_>) + 'a;
 pub trait Transport {
     /// The psock type its connections become.
     type Io: PsockIo;
+    /// An outgoing connection being set up.
+    type Connecting: std::fmt::Debug;
 
     /// One step of the transport's own work (the stack's poll); whether anything happened.
     fn step(&mut self) -> io::Result<bool>;
 
     /// The next accepted connection, wrapped as a psock with an rx ring of `rx_ring` bytes.
     fn accept(&mut self, rx_ring: usize, budget: &Arc<PinnedBudget>) -> io::Result<Option<Self::Io>>;
+
+    /// Starts connecting to `to` (non-blocking).
+    fn connect(&mut self, to: SocketAddr) -> io::Result<Self::Connecting>;
+
+    /// The connection once it is up, wrapped as a psock with an rx ring of `rx_ring` bytes
+    /// that its own mux visits every round; `Ok(None)` while the handshake is under way; an
+    /// error if it was refused or reset.
+    fn poll_connect(
+        &mut self,
+        c: &mut Self::Connecting,
+        rx_ring: usize,
+        budget: &Arc<PinnedBudget>,
+    ) -> io::Result<Option<Self::Io>>;
+
+    /// Gives up a connection attempt (timed out).
+    fn cancel_connect(&mut self, c: Self::Connecting);
 
     /// The context the mux passes to the psocks (the engine, or `()`).
     fn ctx(&mut self) -> &mut <Self::Io as PsockIo>::Ctx;
@@ -72,6 +91,40 @@ impl KernelTransport {
 
 impl Transport for KernelTransport {
     type Io = KernelPsock;
+    type Connecting = socket2::Socket;
+
+    fn connect(&mut self, to: SocketAddr) -> io::Result<socket2::Socket> {
+        let s = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None)?;
+        s.set_nonblocking(true)?;
+        match s.connect(&to.into()) {
+            Ok(()) => Ok(s),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(s),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn poll_connect(
+        &mut self,
+        c: &mut socket2::Socket,
+        rx_ring: usize,
+        budget: &Arc<PinnedBudget>,
+    ) -> io::Result<Option<KernelPsock>> {
+        if let Some(e) = c.take_error()? {
+            return Err(e);
+        }
+        match c.peer_addr() {
+            Ok(_) => {
+                let s = c.try_clone()?;
+                KernelPsock::new(s.into(), rx_ring, 1024, budget).map(Some)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn cancel_connect(&mut self, c: socket2::Socket) {
+        drop(c);
+    }
 
     fn step(&mut self) -> io::Result<bool> {
         Ok(false)
@@ -176,6 +229,39 @@ impl<P: Port> StackTransport<P> {
 
 impl<P: Port> Transport for StackTransport<P> {
     type Io = StackPsock<P>;
+    type Connecting = ConnId;
+
+    fn connect(&mut self, to: SocketAddr) -> io::Result<ConnId> {
+        self.engine
+            .connect_with(IpEndpoint::from(to), server_tcp_options())
+            .map_err(|e| io::Error::other(format!("connect to {to}: {e}")))
+    }
+
+    fn poll_connect(
+        &mut self,
+        c: &mut ConnId,
+        rx_ring: usize,
+        budget: &Arc<PinnedBudget>,
+    ) -> io::Result<Option<StackPsock<P>>> {
+        let info = match self.engine.info(*c) {
+            Ok(i) => i,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "refused or reset")),
+        };
+        match info.state {
+            State::SynSent | State::SynReceived => Ok(None),
+            State::Established => {
+                StackPsock::new(&mut self.engine, *c, rx_ring, 1024, budget).map(|p| Some(p.poll_always()))
+            }
+            other => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("connection went to {other} before it was up"),
+            )),
+        }
+    }
+
+    fn cancel_connect(&mut self, c: ConnId) {
+        let _ = self.engine.abort(c);
+    }
 
     fn step(&mut self) -> io::Result<bool> {
         let work = self.engine.poll().map_err(|e| io::Error::other(format!("engine poll: {e}")))?;

@@ -1,0 +1,487 @@
+//! An upstream pool: K connections from this engine to each of a list of backends, each a
+//! psock with the backend protocol's parser, and the request → reply routing over them.
+//!
+//! Backends answer in order on a connection (Redis, memcached, HTTP/1.1), so each connection
+//! keeps a FIFO of the requests written to it; a reply delineated on that connection belongs
+//! to the oldest one. Everything runs on the engine thread that owns the transport (the pool
+//! has its own mux on it, so its events and psocks are its own).
+//!
+//! Failure, as an operator expects it: connects time out; a connection that fails or closes
+//! fails every request still on it with [`UpstreamError::ConnectionLost`] and is reconnected
+//! with exponential backoff; after `failure_limit` consecutive failures the backend is marked
+//! down (requests to it fail at once with [`UpstreamError::BackendDown`]) and retried after
+//! `retry_after`. A request that outlives `request_timeout` fails with
+//! [`UpstreamError::Timeout`]; its connection stays in sync (the late reply is matched to it
+//! and discarded). Every request sent gets exactly one answer: a reply or an error.
+//! Bounded: `max_pending` requests per connection; past that `send` says [`UpstreamError::Busy`].
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ukcm_mux::{MsgSocket, Mux, MuxConfig, MuxEvent, PsockId, PsockIo, SendError, SocketConfig, StatsTable};
+use ukcm_nic::PinnedBudget;
+use ukcm_parsers::parser_from_spec;
+
+use crate::transport::Transport;
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Backend addresses.
+    pub backends: Vec<SocketAddr>,
+    /// Connections per backend (twemproxy's `server_connections`).
+    pub conns_per_backend: usize,
+    /// Parser spec of the backends' replies (e.g. `resp`, `memcached`).
+    pub parser: String,
+    /// A connect that takes longer fails.
+    pub connect_timeout: Duration,
+    /// A request unanswered for longer fails (`None`: wait as long as the connection lives).
+    pub request_timeout: Option<Duration>,
+    /// First reconnect delay after a failure (doubles up to `max_backoff`).
+    pub backoff: Duration,
+    /// Longest reconnect delay.
+    pub max_backoff: Duration,
+    /// Consecutive failures that mark a backend down (twemproxy's `server_failure_limit`).
+    pub failure_limit: u32,
+    /// How long a backend stays down before it is tried again (`server_retry_timeout`).
+    pub retry_after: Duration,
+    /// Requests in flight per connection at most.
+    pub max_pending: usize,
+    /// Each connection's rx ring (bounds one reply).
+    pub rx_ring: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            backends: Vec::new(),
+            conns_per_backend: 1,
+            parser: "resp".into(),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Some(Duration::from_secs(2)),
+            backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            failure_limit: 3,
+            retry_after: Duration::from_secs(2),
+            max_pending: 4096,
+            rx_ring: 256 * 1024,
+        }
+    }
+}
+
+/// Why a request got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// No such backend index.
+    NoSuchBackend,
+    /// The backend is marked down (or has no connection up yet).
+    BackendDown,
+    /// Every connection of the backend has `max_pending` requests in flight.
+    Busy,
+    /// The connection failed or closed with the request on it.
+    ConnectionLost,
+    /// No reply within `request_timeout`.
+    Timeout,
+    /// Larger than the pool's send ring.
+    TooBig,
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UpstreamError::NoSuchBackend => "no such backend",
+            UpstreamError::BackendDown => "backend down",
+            UpstreamError::Busy => "backend busy (too many requests in flight)",
+            UpstreamError::ConnectionLost => "backend connection lost",
+            UpstreamError::Timeout => "backend timed out",
+            UpstreamError::TooBig => "request too big",
+        })
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+/// Counters of a pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Requests sent to a backend.
+    pub requests: u64,
+    /// Replies routed back.
+    pub replies: u64,
+    /// Requests refused or failed, by cause.
+    pub refused_down: u64,
+    pub refused_busy: u64,
+    pub lost: u64,
+    pub timeouts: u64,
+    /// Late replies to timed-out requests, discarded.
+    pub late_replies: u64,
+    /// Connections established / failed (connect refused, reset, closed, timed out).
+    pub connects: u64,
+    pub conn_failures: u64,
+    /// Times a backend was marked down.
+    pub ejections: u64,
+}
+
+/// A request on a connection, oldest first.
+#[derive(Debug)]
+struct InFlight<C> {
+    /// `None` once it timed out: its reply is still expected, and discarded.
+    tag: Option<C>,
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug)]
+enum ConnState<K> {
+    Idle { retry_at: Instant },
+    Connecting { c: K, since: Instant },
+    Up { psock: PsockId },
+}
+
+#[derive(Debug)]
+struct Conn<K, C> {
+    state: ConnState<K>,
+    inflight: VecDeque<InFlight<C>>,
+    backoff: Duration,
+}
+
+#[derive(Debug)]
+struct Backend<K, C> {
+    addr: SocketAddr,
+    conns: Vec<Conn<K, C>>,
+    failures: u32,
+    down_until: Option<Instant>,
+    next: usize,
+}
+
+/// What a pool answers: the caller's tag and the backend's reply (in place) or an error.
+pub type Answer<'a, C> = (C, Result<&'a [u8], UpstreamError>);
+
+/// The pool, for connections of transport `T`, carrying caller tags `C` with each request.
+pub struct Pool<T: Transport, C> {
+    cfg: PoolConfig,
+    mux: Mux<T::Io>,
+    sock: MsgSocket,
+    budget: Arc<PinnedBudget>,
+    backends: Vec<Backend<T::Connecting, C>>,
+    by_psock: HashMap<PsockId, (usize, usize)>,
+    stats: PoolStats,
+    /// Errors decided outside `poll` (at send time they are returned; these are from
+    /// connection loss and timeouts found between polls), delivered by the next poll.
+    errors: VecDeque<(C, UpstreamError)>,
+}
+
+impl<T: Transport, C> fmt::Debug for Pool<T, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool").field("backends", &self.backends.len()).field("stats", &self.stats).finish()
+    }
+}
+
+impl<T: Transport, C> Pool<T, C> {
+    /// A pool; connections are opened by the first [`Pool::poll`].
+    pub fn new(cfg: PoolConfig, budget: &Arc<PinnedBudget>) -> io::Result<Self> {
+        parser_from_spec(&cfg.parser)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad backend parser spec: {e}")))?;
+        if cfg.backends.is_empty() || cfg.conns_per_backend == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a pool needs backends and connections"));
+        }
+        let mux_cfg = MuxConfig {
+            socket: SocketConfig { rx_queue: 16, tx_queue: 4096, max_in_flight: 16, tx_ring: 4 << 20 },
+            max_message: cfg.rx_ring,
+            ..MuxConfig::default()
+        };
+        let (mux, sock) = Mux::new(mux_cfg, budget).map_err(io::Error::other)?;
+        let now = Instant::now();
+        let backends = cfg
+            .backends
+            .iter()
+            .map(|&addr| Backend {
+                addr,
+                conns: (0..cfg.conns_per_backend)
+                    .map(|_| Conn {
+                        state: ConnState::Idle { retry_at: now },
+                        inflight: VecDeque::new(),
+                        backoff: cfg.backoff,
+                    })
+                    .collect(),
+                failures: 0,
+                down_until: None,
+                next: 0,
+            })
+            .collect();
+        Ok(Pool {
+            cfg,
+            mux,
+            sock,
+            budget: Arc::clone(budget),
+            backends,
+            by_psock: HashMap::new(),
+            stats: PoolStats::default(),
+            errors: VecDeque::new(),
+        })
+    }
+
+    /// The backends, in configuration order (their index is what [`Pool::send`] takes).
+    pub fn backends(&self) -> Vec<SocketAddr> {
+        self.backends.iter().map(|b| b.addr).collect()
+    }
+
+    /// Whether backend `i` is taking requests (not marked down, a connection up).
+    pub fn is_up(&self, i: usize) -> bool {
+        self.backends
+            .get(i)
+            .is_some_and(|b| b.down_until.is_none() && b.conns.iter().any(|c| matches!(c.state, ConnState::Up { .. })))
+    }
+
+    /// A backend for a key hash: `hash % backends`, moving on to the next backend that is up
+    /// when that one is not (callers with their own distribution, e.g. ketama, pick the
+    /// index themselves).
+    pub fn pick(&self, hash: u64) -> usize {
+        let n = self.backends.len();
+        let first = (hash % n as u64) as usize;
+        (0..n).map(|k| (first + k) % n).find(|&i| self.is_up(i)).unwrap_or(first)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> PoolStats {
+        self.stats
+    }
+
+    /// The pool's mux stats table (one psock per backend connection).
+    pub fn stats_table(&self) -> StatsTable {
+        self.mux.stats_table()
+    }
+
+    /// Sends `req` (one whole request) to backend `i`, on its connection with the fewest
+    /// requests in flight; `tag` comes back with the reply. On error nothing was sent and
+    /// the tag comes back.
+    pub fn send(&mut self, i: usize, req: &[u8], tag: C) -> Result<(), (UpstreamError, C)> {
+        let Some(b) = self.backends.get_mut(i) else { return Err((UpstreamError::NoSuchBackend, tag)) };
+        if b.down_until.is_some() {
+            self.stats.refused_down += 1;
+            return Err((UpstreamError::BackendDown, tag));
+        }
+        let n = b.conns.len();
+        let mut best: Option<(usize, PsockId)> = None;
+        for k in 0..n {
+            let ci = (b.next + k) % n;
+            let c = &b.conns[ci];
+            if let ConnState::Up { psock } = c.state {
+                if c.inflight.len() < self.cfg.max_pending
+                    && best.is_none_or(|(bi, _)| c.inflight.len() < b.conns[bi].inflight.len())
+                {
+                    best = Some((ci, psock));
+                }
+            }
+        }
+        let Some((ci, psock)) = best else {
+            let any_up = b.conns.iter().any(|c| matches!(c.state, ConnState::Up { .. }));
+            if any_up {
+                self.stats.refused_busy += 1;
+                return Err((UpstreamError::Busy, tag));
+            }
+            self.stats.refused_down += 1;
+            return Err((UpstreamError::BackendDown, tag));
+        };
+        match self.sock.send_to(psock, req, None) {
+            Ok(()) => {}
+            Err(SendError::TooBig { .. }) => return Err((UpstreamError::TooBig, tag)),
+            Err(_) => {
+                self.stats.refused_busy += 1;
+                return Err((UpstreamError::Busy, tag));
+            }
+        }
+        b.next = (ci + 1) % n;
+        let deadline = self.cfg.request_timeout.map(|t| Instant::now() + t);
+        b.conns[ci].inflight.push_back(InFlight { tag: Some(tag), deadline });
+        self.stats.requests += 1;
+        Ok(())
+    }
+
+    /// One round: connects, writes requests, reads replies, times out. Every reply and every
+    /// error goes to `answer` with its tag; returns whether anything happened.
+    pub fn poll(&mut self, t: &mut T, now: Instant, mut answer: impl FnMut(Answer<'_, C>)) -> bool {
+        let mut work = self.drive_connections(t, now);
+        while let Some((tag, e)) = self.errors.pop_front() {
+            answer((tag, Err(e)));
+            work = true;
+        }
+        // Replies: the oldest request of the connection they came on.
+        let (by_psock, backends, stats) = (&self.by_psock, &mut self.backends, &mut self.stats);
+        work |= poll_upstream_mux(t, &mut self.mux, now, &mut |psock: PsockId, reply: &[u8]| {
+            let Some(&(bi, ci)) = by_psock.get(&psock) else { return };
+            match backends[bi].conns[ci].inflight.pop_front() {
+                Some(InFlight { tag: Some(tag), .. }) => {
+                    stats.replies += 1;
+                    backends[bi].failures = 0;
+                    answer((tag, Ok(reply)));
+                }
+                Some(InFlight { tag: None, .. }) => stats.late_replies += 1,
+                None => {} // a reply nobody asked for: the connection is failed below
+            }
+        });
+        while let Some(ev) = self.mux.next_event() {
+            work = true;
+            let (MuxEvent::PsockError(id, _) | MuxEvent::PsockClosed(id)) = ev;
+            if let Some((bi, ci)) = self.by_psock.remove(&id) {
+                if let Some(mut io) = self.mux.unattach_with(t.ctx(), id) {
+                    io.close(t.ctx());
+                }
+                self.conn_failed(bi, ci, now);
+            }
+        }
+        // Timeouts: only the oldest requests can be overdue first.
+        for b in &mut self.backends {
+            let mut failed = false;
+            for c in &mut b.conns {
+                for f in c.inflight.iter_mut() {
+                    match f.deadline {
+                        Some(d) if d <= now => {
+                            if let Some(tag) = f.tag.take() {
+                                self.stats.timeouts += 1;
+                                answer((tag, Err(UpstreamError::Timeout)));
+                                failed = true;
+                                work = true;
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            if failed {
+                b.failures += 1;
+                if b.failures >= self.cfg.failure_limit && b.down_until.is_none() {
+                    b.down_until = Some(now + self.cfg.retry_after);
+                    self.stats.ejections += 1;
+                }
+            }
+        }
+        while let Some((tag, e)) = self.errors.pop_front() {
+            answer((tag, Err(e)));
+        }
+        work
+    }
+
+    /// Opens, completes and times out connections; brings marked-down backends back.
+    fn drive_connections(&mut self, t: &mut T, now: Instant) -> bool {
+        let mut work = false;
+        for bi in 0..self.backends.len() {
+            if let Some(until) = self.backends[bi].down_until {
+                if until > now {
+                    continue;
+                }
+                // Retry: the next connection result decides.
+                self.backends[bi].down_until = None;
+                self.backends[bi].failures = self.cfg.failure_limit.saturating_sub(1);
+            }
+            for ci in 0..self.backends[bi].conns.len() {
+                let addr = self.backends[bi].addr;
+                let state =
+                    std::mem::replace(&mut self.backends[bi].conns[ci].state, ConnState::Idle { retry_at: now });
+                let next = match state {
+                    ConnState::Idle { retry_at } if retry_at <= now => match t.connect(addr) {
+                        Ok(c) => {
+                            work = true;
+                            ConnState::Connecting { c, since: now }
+                        }
+                        Err(_) => {
+                            self.backends[bi].conns[ci].state = ConnState::Idle { retry_at: now };
+                            self.conn_failed(bi, ci, now);
+                            continue;
+                        }
+                    },
+                    ConnState::Connecting { mut c, since } => {
+                        match t.poll_connect(&mut c, self.cfg.rx_ring, &self.budget) {
+                            Ok(Some(io)) => {
+                                let parser = parser_from_spec(&self.cfg.parser).expect("checked in new");
+                                let psock = self.mux.attach(io, parser);
+                                self.by_psock.insert(psock, (bi, ci));
+                                self.stats.connects += 1;
+                                let b = &mut self.backends[bi];
+                                b.conns[ci].backoff = self.cfg.backoff;
+                                work = true;
+                                ConnState::Up { psock }
+                            }
+                            Ok(None) if now.duration_since(since) < self.cfg.connect_timeout => {
+                                ConnState::Connecting { c, since }
+                            }
+                            Ok(None) | Err(_) => {
+                                t.cancel_connect(c);
+                                self.conn_failed(bi, ci, now);
+                                work = true;
+                                continue;
+                            }
+                        }
+                    }
+                    other => other,
+                };
+                self.backends[bi].conns[ci].state = next;
+            }
+        }
+        work
+    }
+
+    /// A connection failed: its requests fail, it reconnects after its backoff, and the
+    /// backend is marked down at the failure limit.
+    fn conn_failed(&mut self, bi: usize, ci: usize, now: Instant) {
+        self.stats.conn_failures += 1;
+        let limit = self.cfg.failure_limit;
+        let b = &mut self.backends[bi];
+        let c = &mut b.conns[ci];
+        for f in c.inflight.drain(..) {
+            if let Some(tag) = f.tag {
+                self.stats.lost += 1;
+                self.errors.push_back((tag, UpstreamError::ConnectionLost));
+            }
+        }
+        c.state = ConnState::Idle { retry_at: now + c.backoff };
+        c.backoff = (c.backoff * 2).min(self.cfg.max_backoff);
+        b.failures += 1;
+        if b.failures >= limit && b.down_until.is_none() {
+            b.down_until = Some(now + self.cfg.retry_after);
+            self.stats.ejections += 1;
+        }
+    }
+
+    /// Closes every connection (at shutdown); requests still in flight fail.
+    pub fn close(&mut self, t: &mut T, mut answer: impl FnMut(Answer<'_, C>)) {
+        for id in self.mux.psock_ids() {
+            if let Some(mut io) = self.mux.unattach_with(t.ctx(), id) {
+                io.close(t.ctx());
+            }
+        }
+        for b in &mut self.backends {
+            for c in &mut b.conns {
+                for f in c.inflight.drain(..) {
+                    if let Some(tag) = f.tag {
+                        answer((tag, Err(UpstreamError::ConnectionLost)));
+                    }
+                }
+                if let ConnState::Connecting { .. } = c.state {
+                    if let ConnState::Connecting { c: k, .. } =
+                        std::mem::replace(&mut c.state, ConnState::Idle { retry_at: Instant::now() })
+                    {
+                        t.cancel_connect(k);
+                    }
+                }
+            }
+        }
+        self.mux.shutdown();
+    }
+}
+
+/// One round of the pool's mux: each reply goes to `on_reply` in place (no reply is sent
+/// back to a backend). The engine's readiness list is left to the server's mux: the pool's
+/// few psocks are visited every round.
+fn poll_upstream_mux<T: Transport>(
+    t: &mut T,
+    mux: &mut Mux<T::Io>,
+    now: Instant,
+    on_reply: &mut dyn FnMut(PsockId, &[u8]),
+) -> bool {
+    let mut h = |r: &mut ukcm_mux::Request<'_>| on_reply(r.origin(), r.bytes());
+    mux.poll_requests(t.ctx(), now, &mut h)
+}

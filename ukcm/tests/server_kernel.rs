@@ -1,0 +1,302 @@
+//! The server API over kernel TCP on loopback (no privileges): replies in request order with
+//! 2 and 4 workers under every steering policy and run to completion, quiet requests that
+//! release their place, and forwarding through an upstream pool (routing, a backend killed
+//! and brought back, a stalled backend timing out).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ukcm::{Model, PoolConfig, Relay, Reply, Server, ServerConfig, SteerKind, UpstreamError};
+
+/// Overall watchdog of a wait (progress is judged by events; this only stops a hang).
+const WATCHDOG: Duration = Duration::from_secs(90);
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut h = [0u8; 4];
+    s.read_exact(&mut h)?;
+    let mut body = vec![0u8; u32::from_be_bytes(h) as usize];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
+
+fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
+/// Request `i` of connection `c`; every seventh is "quiet" (no reply, like memcached's
+/// quiet commands): its first byte is `q`.
+fn body(c: usize, i: usize) -> Vec<u8> {
+    let quiet = i % 7 == 3;
+    let mut b = format!("{}c{c}i{i}-", if quiet { 'q' } else { 'r' }).into_bytes();
+    b.resize(b.len() + (i * 17) % 50, b'x');
+    b
+}
+
+/// The test handler: waits a deterministic "work time" (so workers finish out of order),
+/// then echoes; quiet requests get no reply.
+fn slow_echo(req: &[u8], reply: &mut Reply<'_>) {
+    let h = req.iter().fold(7u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    std::thread::sleep(Duration::from_micros(h % 250));
+    if req[4] != b'q' {
+        reply.send(req).unwrap();
+    }
+}
+
+/// `conns` clients each pipeline `n` requests and check that the replies are exactly the
+/// non-quiet requests, in order.
+fn pipelined_clients(at: SocketAddr, conns: usize, n: usize) {
+    let hs: Vec<_> = (0..conns)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(at).unwrap();
+                s.set_read_timeout(Some(WATCHDOG)).unwrap();
+                let all: Vec<u8> = (0..n).flat_map(|i| frame(&body(c, i))).collect();
+                let mut w = s.try_clone().unwrap();
+                let writer = std::thread::spawn(move || w.write_all(&all).unwrap());
+                for i in (0..n).filter(|i| i % 7 != 3) {
+                    let got = read_frame(&mut s).unwrap();
+                    assert_eq!(got, body(c, i), "connection {c}: reply out of order or wrong");
+                }
+                writer.join().unwrap();
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn replies_come_back_in_request_order_with_any_workers_and_policy() {
+    for model in [Model::Workers(2), Model::Workers(4), Model::RunToCompletion] {
+        for steer in [SteerKind::Batch, SteerKind::LeastLoaded, SteerKind::Sticky, SteerKind::Hash] {
+            let cfg = ServerConfig { parser: "thrift".into(), model, steer, ..ServerConfig::default() };
+            let server = Server::kernel(listener(), cfg, slow_echo).unwrap();
+            pipelined_clients(server.local_addr(), 3, 300);
+            let t = server.stop().unwrap();
+            let quiet = (0..300).filter(|i| i % 7 == 3).count() as u64 * 3;
+            assert_eq!(t.total.rx_msgs, 900, "{model} {steer}");
+            assert_eq!(t.total.tx_slots_released, quiet, "{model} {steer}: quiet requests released their place");
+            if model == Model::Workers(4) && steer != SteerKind::Sticky {
+                assert!(t.total.tx_replies_held > 0, "{model} {steer}: no reply ever waited: the test proves nothing");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_builder_serves_in_a_few_lines() {
+    let server = Server::builder()
+        .transport("kernel")
+        .addr("127.0.0.1")
+        .listen(0)
+        .parser("thrift")
+        .workers(2)
+        .serve(|req: &[u8], reply: &mut Reply<'_>| {
+            let _ = reply.send(req);
+        })
+        .unwrap();
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.write_all(&frame(b"hello")).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap(), b"hello");
+    assert!(Server::builder().transport("nonsense").serve(|_: &[u8], _: &mut Reply<'_>| {}).is_err());
+    assert!(Server::builder().parser("nope").serve(|_: &[u8], _: &mut Reply<'_>| {}).is_err());
+}
+
+/// A backend: answers each framed request with `tag` + the request body, until killed
+/// (listener and connections closed). `stall`: reads but never answers.
+struct Backend {
+    addr: SocketAddr,
+    kill: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Backend {
+    fn start(l: TcpListener, tag: &'static str, stall: bool) -> Backend {
+        let addr = l.local_addr().unwrap();
+        l.set_nonblocking(true).unwrap();
+        let kill = Arc::new(AtomicBool::new(false));
+        let k = Arc::clone(&kill);
+        let thread = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !k.load(Ordering::Acquire) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        let k = Arc::clone(&k);
+                        let mut r = s.try_clone().unwrap();
+                        conns.push(s);
+                        std::thread::spawn(move || {
+                            r.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+                            loop {
+                                if k.load(Ordering::Acquire) {
+                                    return;
+                                }
+                                match read_frame(&mut r) {
+                                    Ok(b) if !stall => {
+                                        let mut out = tag.as_bytes().to_vec();
+                                        out.extend_from_slice(&b);
+                                        if r.write_all(&frame(&out)).is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Ok(_) => {}
+                                    Err(e)
+                                        if matches!(
+                                            e.kind(),
+                                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                        ) => {}
+                                    Err(_) => return,
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            for c in conns {
+                let _ = socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO));
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        Backend { addr, kill, thread: Some(thread) }
+    }
+
+    fn kill(mut self) {
+        self.kill.store(true, Ordering::Release);
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+fn error_reply(e: UpstreamError) -> Vec<u8> {
+    frame(format!("ERR {e}").as_bytes())
+}
+
+fn key(req: &[u8]) -> &[u8] {
+    &req[4..]
+}
+
+fn forwarder(backends: Vec<SocketAddr>, timeout: Duration) -> Server {
+    let pool = PoolConfig {
+        backends,
+        conns_per_backend: 2,
+        parser: "thrift".into(),
+        request_timeout: Some(timeout),
+        failure_limit: 2,
+        retry_after: Duration::from_millis(300),
+        backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(100),
+        ..PoolConfig::default()
+    };
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
+    let t = ukcm::KernelTransport::new(listener()).unwrap();
+    Server::forward(move || Ok(t), cfg, pool, Relay::new(key, error_reply)).unwrap()
+}
+
+/// Sends `n` pipelined requests and returns the reply bodies, in order.
+fn round_trip(at: SocketAddr, prefix: &str, n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut s = TcpStream::connect(at).unwrap();
+    s.set_read_timeout(Some(WATCHDOG)).unwrap();
+    let reqs: Vec<Vec<u8>> = (0..n).map(|i| format!("{prefix}-{i}").into_bytes()).collect();
+    s.write_all(&reqs.iter().flat_map(|r| frame(r)).collect::<Vec<u8>>()).unwrap();
+    reqs.into_iter().map(|r| (r, read_frame(&mut s).unwrap())).collect()
+}
+
+/// Which backend a key goes to while both are up (FNV-1a 64 of the key, modulo 2).
+fn owner(key: &[u8]) -> usize {
+    (ukcm::parsers::fnv::fnv1a64(key) % 2) as usize
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + WATCHDOG;
+    while !f() {
+        assert!(Instant::now() < end, "watchdog: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_forwarder_routes_by_key_survives_a_dead_backend_and_takes_it_back() {
+    let l1 = listener();
+    let addr1 = l1.local_addr().unwrap();
+    let b0 = Backend::start(listener(), "b0:", false);
+    let b1 = Backend::start(l1, "b1:", false);
+    let server = forwarder(vec![b0.addr, b1.addr], Duration::from_secs(5));
+    let at = server.local_addr();
+    wait_until("both backends connected", || round_trip(at, "warm", 20).iter().all(|(_, r)| !r.starts_with(b"ERR")));
+    // Every reply is its own request's, from the backend its key hashes to, in order.
+    for (req, reply) in round_trip(at, "k", 500) {
+        let want = format!("b{}:", owner(&req)).into_bytes();
+        assert_eq!(reply, [want, req].concat());
+    }
+    // Backend 1 dies: requests caught on it get error replies (the client connection goes
+    // on), then it is marked down and its keys move to the next backend that is up
+    // (rehashing, as twemproxy's auto_eject_hosts does); one reply per request, in order.
+    b1.kill();
+    wait_until("backend 1 marked down", || round_trip(at, "d", 50).iter().all(|(_, r)| r.starts_with(b"b0:")));
+    for (req, reply) in round_trip(at, "after", 300) {
+        assert_eq!(reply, [b"b0:".to_vec(), req].concat());
+    }
+    // It comes back on the same port: retried after retry_after, its keys return to it.
+    let b1 = Backend::start(TcpListener::bind(addr1).unwrap(), "b1:", false);
+    wait_until("backend 1 back", || round_trip(at, "back", 50).iter().any(|(_, r)| r.starts_with(b"b1:")));
+    for (req, reply) in round_trip(at, "again", 300) {
+        let want = format!("b{}:", owner(&req)).into_bytes();
+        assert_eq!(reply, [want, req].concat());
+    }
+    drop(server.stop().unwrap());
+    b0.kill();
+    b1.kill();
+}
+
+#[test]
+fn a_stalled_backend_times_out_each_request_with_an_error_reply() {
+    let b = Backend::start(listener(), "", true);
+    let server = forwarder(vec![b.addr], Duration::from_millis(200));
+    let at = server.local_addr();
+    wait_until("the backend connected", || {
+        round_trip(at, "t", 3).iter().all(|(_, r)| r.starts_with(b"ERR backend timed out"))
+    });
+    drop(server.stop().unwrap());
+    b.kill();
+}
+
+#[test]
+fn requests_on_a_backend_that_dies_fail_with_an_error_and_none_is_lost() {
+    let b = Backend::start(listener(), "", true);
+    let server = forwarder(vec![b.addr], Duration::from_secs(60));
+    let at = server.local_addr();
+    let mut s = TcpStream::connect(at).unwrap();
+    s.set_read_timeout(Some(WATCHDOG)).unwrap();
+    // Until the pool is connected, requests are refused at once ("backend down"); once it
+    // is, they wait on the stalled backend.
+    let mut sent = 0;
+    loop {
+        s.write_all(&frame(b"probe")).unwrap();
+        sent += 1;
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        match read_frame(&mut s) {
+            Ok(r) => assert_eq!(r, b"ERR backend down"),
+            Err(_) => break, // held by the backend: it is connected
+        }
+        assert!(sent < 300, "the pool never connected");
+    }
+    s.set_read_timeout(Some(WATCHDOG)).unwrap();
+    for i in 0..9 {
+        s.write_all(&frame(format!("held-{i}").as_bytes())).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    b.kill();
+    for _ in 0..10 {
+        assert_eq!(read_frame(&mut s).unwrap(), b"ERR backend connection lost");
+    }
+    drop(server.stop().unwrap());
+}
