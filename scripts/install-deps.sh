@@ -10,12 +10,20 @@ declare -A PKG=(
   [ping]=iputils-ping
   [tcpdump]=tcpdump
   [tshark]=tshark
+  [redis-server]=redis-server
+  [redis-cli]=redis-tools
 )
 
 missing=()
 for cmd in "${!PKG[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG[$cmd]}")
 done
+
+# Python libraries the real-client tests use (Apache Thrift's own library), from PyPI.
+if ! python3 -c 'import thrift' >/dev/null 2>&1; then
+  python3 -m pip install --quiet thrift >/dev/null 2>&1 \
+    || echo "install-deps: pip install thrift failed; the Thrift client test will say so" >&2
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all packages present"

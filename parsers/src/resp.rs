@@ -1,9 +1,11 @@
 //! Redis RESP values: RESP2 (`+ - : $ *`) and the common RESP3 types
 //! (`_ , # ( ! = % ~ > |`), nested to a depth limit.
 //!
-//! Not supported, reported as errors: inline commands (a line without a type
-//! byte, as typed into telnet: clients that use a KCM socket send arrays), and
-//! RESP3 streamed strings/aggregates (`$?`, `*?`).
+//! Inline commands (a line without a type byte, as typed into telnet, or the empty
+//! line `redis-cli --pipe` sends before its closing `ECHO`) are requests only, so they
+//! are accepted only when asked for ([`Resp::inline`], spec `resp:inline=true`): a
+//! top-level value that starts with no type byte is then the line up to `\n`. Otherwise
+//! they are errors, like RESP3 streamed strings/aggregates (`$?`, `*?`).
 //!
 //! The parser scans, so it keeps its place between calls (the next line to
 //! find, the counts of the open aggregates): a value arriving byte by byte is
@@ -29,6 +31,8 @@ pub struct Resp {
     /// Elements still expected by each open aggregate.
     open: [u64; MAX_DEPTH_CAP],
     depth: usize,
+    /// Accept inline commands at the top level (request streams).
+    inline: bool,
 }
 
 impl Resp {
@@ -43,6 +47,24 @@ impl Resp {
             bulk_end: None,
             open: [0; MAX_DEPTH_CAP],
             depth: 0,
+            inline: false,
+        }
+    }
+
+    /// Accepts inline commands at the top level (for streams of client requests; Redis
+    /// itself answers them, and ignores empty ones).
+    pub fn inline(mut self, yes: bool) -> Self {
+        self.inline = yes;
+        self
+    }
+
+    /// An inline command starting at 0: the line up to and including `\n`.
+    fn inline_line(&self, buf: &[u8]) -> Result<Parse, ParseError> {
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(nl) if nl > self.max_line => Err(ParseError::HeaderTooLarge { max: self.max_line as u64 }),
+            Some(nl) => Ok(Parse::Message(nl + 1)),
+            None if buf.len() > self.max_line => Err(ParseError::HeaderTooLarge { max: self.max_line as u64 }),
+            None => Ok(Parse::NeedMore(buf.len() + 1)),
         }
     }
 
@@ -122,8 +144,20 @@ fn int(line: &[u8]) -> Result<i64, ParseError> {
     Ok(v)
 }
 
+/// Bytes that start a RESP value.
+fn is_type_byte(b: u8) -> bool {
+    matches!(b, b'+' | b'-' | b':' | b',' | b'#' | b'(' | b'_' | b'$' | b'!' | b'=' | b'*' | b'~' | b'>' | b'%' | b'|')
+}
+
 impl Parser for Resp {
     fn parse(&mut self, buf: &[u8]) -> Result<Parse, ParseError> {
+        if self.inline && self.pos == 0 && self.depth == 0 && self.bulk_end.is_none() {
+            match buf.first() {
+                None => return Ok(Parse::NeedMore(1)),
+                Some(&b) if !is_type_byte(b) => return self.inline_line(buf),
+                Some(_) => {}
+            }
+        }
         loop {
             if let Some(end) = self.bulk_end {
                 if buf.len() < end {
@@ -241,6 +275,23 @@ impl Parser for Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_commands_only_when_asked_for() {
+        let mut p = Resp::new().inline(true);
+        assert_eq!(p.parse(b"\r\n*1\r\n$4\r\nPING\r\n"), Ok(Parse::Message(2)));
+        p.reset();
+        assert_eq!(p.parse(b"PING\r\n"), Ok(Parse::Message(6)));
+        p.reset();
+        assert_eq!(p.parse(b"\n"), Ok(Parse::Message(1)));
+        p.reset();
+        assert_eq!(p.parse(b"SET a"), Ok(Parse::NeedMore(6)));
+        p.reset();
+        assert_eq!(p.parse(b"*1\r\n$4\r\nPING\r\n"), Ok(Parse::Message(14)));
+        p.reset();
+        assert!(Resp::new().inline(true).parse(&[b'x'; 70_000]).is_err(), "an endless line is an error");
+        assert!(Resp::new().parse(b"\r\n").is_err(), "replies never inline");
+    }
     use crate::testing::{assert_boundaries, concat, split_stream};
     use proptest::prelude::*;
 

@@ -5,7 +5,7 @@
 //! Grammar: `NAME[:OPTIONS]` where OPTIONS is `key=value,...`. Every parser
 //! takes `max=N` (bytes); `lenfield` takes `offset`, `width` (1,2,3,4,8),
 //! `endian` (big|little), `adjust` (signed), `includes_header`, `signed`;
-//! `http2` takes `max_frame`; `resp` takes `depth`; `http1` takes `max_head`.
+//! `http2` takes `max_frame`; `resp` takes `depth` and `inline` (true: accept inline commands, for request streams); `http1` takes `max_head`.
 //! `bpf:FILE` runs the program under the JIT where available,
 //! `bpf-interp:FILE` under the interpreter; FILE is an ELF object or raw
 //! instructions. The whole text after `bpf:` is the path.
@@ -235,6 +235,9 @@ pub fn parser_from_spec(spec: &str) -> Result<Box<dyn Parser>, SpecError> {
                     return Err(SpecError::BadValue { key: "depth".into(), value: d.to_string(), expected: "1..=128" });
                 }
                 p = p.max_depth(d);
+            }
+            if let Some(yes) = o.bool("inline")? {
+                p = p.inline(yes);
             }
             Box::new(if let Some(m) = max { p.max(m) } else { p })
         }

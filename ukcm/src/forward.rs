@@ -106,8 +106,9 @@ impl<T: Transport, W: Forward> EngineApp<T> for ForwardApp<T, W> {
     }
 }
 
-/// A key function: which bytes of a request decide its backend (hashed by the relay).
-pub type KeyOf = fn(&[u8]) -> &[u8];
+/// A key function: which bytes of a request decide its backend (hashed by the relay);
+/// `None` for a request that gets no reply and goes nowhere (Redis's empty inline line).
+pub type KeyOf = fn(&[u8]) -> Option<&[u8]>;
 /// The reply a client gets instead of a backend's, in the protocol's own form.
 pub type ErrorReply = fn(UpstreamError) -> Vec<u8>;
 
@@ -131,7 +132,8 @@ impl Forward for Relay {
     type Tag = ReplySlot;
 
     fn request(&mut self, req: &[u8], reply: &mut Reply<'_>, up: &mut dyn Upstream<ReplySlot>) {
-        let backend = up.pick(ukcm_parsers::fnv::fnv1a64((self.key)(req)));
+        let Some(key) = (self.key)(req) else { return };
+        let backend = up.pick(ukcm_parsers::fnv::fnv1a64(key));
         let Some(slot) = reply.defer() else {
             let _ = reply.send(&(self.error)(UpstreamError::BackendDown));
             return;

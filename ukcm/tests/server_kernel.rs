@@ -180,8 +180,8 @@ fn error_reply(e: UpstreamError) -> Vec<u8> {
     frame(format!("ERR {e}").as_bytes())
 }
 
-fn key(req: &[u8]) -> &[u8] {
-    &req[4..]
+fn key(req: &[u8]) -> Option<&[u8]> {
+    Some(&req[4..])
 }
 
 fn forwarder(backends: Vec<SocketAddr>, timeout: Duration) -> Server {
