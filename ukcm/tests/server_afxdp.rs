@@ -1,0 +1,180 @@
+//! The server API over AF_XDP with the Linux kernel as the peer (root; each test makes its
+//! own namespace and veth and removes them): kernel clients get replies in request order
+//! from four workers; the unanswered-request limit holds a kernel sender back without loss;
+//! a forwarder on ukcm's stack reaches kernel backends in the namespace through its
+//! upstream pool, loses one and takes it back.
+
+mod common;
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{frame, pipelined_clients_with, read_frame, slow_echo, Backend, WATCHDOG};
+use ukcm::nic::testnet::{privileged_or_skip, TestNet, TestNetOptions};
+use ukcm::{
+    serve_spec, Model, PoolConfig, Relay, Reply, Server, ServerConfig, SteerKind, TransportSpec, UpstreamError,
+};
+
+const PORT: u16 = 7300;
+
+fn afxdp(net: &TestNet) -> TransportSpec {
+    TransportSpec::Afxdp { ifname: net.host_if.clone(), queue: 0 }
+}
+
+fn addr(net: &TestNet) -> (IpAddr, Option<u8>) {
+    (IpAddr::V4(net.ukcm_ip), Some(net.prefix))
+}
+
+fn connect(net: &TestNet) -> TcpStream {
+    let s = net.peer_tcp_connect(SocketAddr::new(net.ukcm_ip.into(), PORT), WATCHDOG).unwrap();
+    s.set_read_timeout(Some(WATCHDOG)).unwrap();
+    s
+}
+
+#[test]
+fn kernel_clients_get_replies_in_request_order_from_four_workers() {
+    if !privileged_or_skip("kernel_clients_get_replies_in_request_order_from_four_workers") {
+        return;
+    }
+    let net = TestNet::new("sord", &TestNetOptions::default()).unwrap();
+    for steer in [SteerKind::Batch, SteerKind::Hash] {
+        let cfg = ServerConfig { parser: "thrift".into(), model: Model::Workers(4), steer, ..ServerConfig::default() };
+        let server = serve_spec(&afxdp(&net), addr(&net), None, PORT, cfg, slow_echo).unwrap();
+        pipelined_clients_with(4, 400, || connect(&net));
+        let t = server.stop().unwrap();
+        assert_eq!(t.total.rx_msgs, 1600, "{steer}");
+        assert!(t.total.tx_replies_held > 0, "{steer}: no reply waited: the test proves nothing");
+        assert_eq!(t.total.rx_copied_bytes, 0, "zero-copy receive");
+    }
+}
+
+#[test]
+fn the_unanswered_limit_holds_a_kernel_sender_back_and_loses_nothing() {
+    if !privileged_or_skip("the_unanswered_limit_holds_a_kernel_sender_back_and_loses_nothing") {
+        return;
+    }
+    let net = TestNet::new("shold", &TestNetOptions::default()).unwrap();
+    // Workers answer only once the gate opens.
+    let gate = Arc::new(AtomicBool::new(false));
+    let g = Arc::clone(&gate);
+    let handler = move |req: &[u8], reply: &mut Reply<'_>| {
+        while !g.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = reply.send(req);
+    };
+    let cfg = ServerConfig {
+        parser: "thrift".into(),
+        model: Model::Workers(2),
+        max_unanswered: 8,
+        rx_ring: 64 * 1024,
+        ..ServerConfig::default()
+    };
+    let server = serve_spec(&afxdp(&net), addr(&net), None, PORT, cfg, handler).unwrap();
+    let mut s = connect(&net);
+    let n = 20_000u32;
+    let reqs: Vec<Vec<u8>> = (0..n).map(|i| frame(&[&i.to_be_bytes()[..], &[0x5a; 60]].concat())).collect();
+    let all: Vec<u8> = reqs.concat();
+    let mut w = s.try_clone().unwrap();
+    // A fixed send buffer (no autotuning), so the kernel cannot simply buffer it all.
+    socket2::SockRef::from(&w).set_send_buffer_size(64 * 1024).unwrap();
+    w.set_nonblocking(true).unwrap();
+    // Write until the kernel refuses more: the window closed (the sender is held back).
+    let mut sent = 0;
+    let end = Instant::now() + WATCHDOG;
+    let mut stalled_writes = 0;
+    while sent < all.len() && stalled_writes < 200 {
+        match w.write(&all[sent..]) {
+            Ok(k) => {
+                sent += k;
+                stalled_writes = 0;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stalled_writes += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+        assert!(Instant::now() < end, "watchdog");
+    }
+    assert!(sent < all.len(), "the sender was never held back ({sent} bytes taken)");
+    let snap = server.snapshot();
+    assert!(snap.total.rx_msgs <= 8 + 1, "delivered {} with 8 allowed unanswered", snap.total.rx_msgs);
+    // Open the gate: everything arrives and comes back, in order.
+    gate.store(true, Ordering::Release);
+    w.set_nonblocking(false).unwrap();
+    let rest = all[sent..].to_vec();
+    let writer = std::thread::spawn(move || w.write_all(&rest).unwrap());
+    for (i, r) in reqs.iter().enumerate() {
+        assert_eq!(read_frame(&mut s).unwrap(), r[4..], "reply {i}");
+    }
+    writer.join().unwrap();
+    let t = server.stop().unwrap();
+    assert!(t.total.rx_unanswered_stalls > 0, "the limit stopped delineation (counted)");
+}
+
+#[test]
+fn a_forwarder_on_afxdp_reaches_kernel_backends_loses_one_and_takes_it_back() {
+    if !privileged_or_skip("a_forwarder_on_afxdp_reaches_kernel_backends_loses_one_and_takes_it_back") {
+        return;
+    }
+    let net = TestNet::new("sfwd", &TestNetOptions::default()).unwrap();
+    let b0 = Backend::start(net.peer_tcp_listener(7401).unwrap(), "b0:", false);
+    let b1 = Backend::start(net.peer_tcp_listener(7402).unwrap(), "b1:", false);
+    let backends = vec![SocketAddr::new(net.peer_ip.into(), 7401), SocketAddr::new(net.peer_ip.into(), 7402)];
+    let pool = PoolConfig {
+        backends,
+        conns_per_backend: 2,
+        parser: "thrift".into(),
+        request_timeout: Some(Duration::from_secs(5)),
+        failure_limit: 2,
+        retry_after: Duration::from_millis(300),
+        backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(100),
+        ..PoolConfig::default()
+    };
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
+    let (spec, cidr) = (afxdp(&net), ukcm::ports::stack_cidr(addr(&net)).unwrap());
+    let server = Server::forward(
+        move || {
+            let budget = ukcm::nic::PinnedBudget::unlimited();
+            let (port, mac) = ukcm::ports::open_port(&spec, &budget).map_err(std::io::Error::other)?;
+            ukcm::StackTransport::new(port, mac, cidr, None, PORT, 1024)
+        },
+        cfg,
+        pool,
+        Relay::new(|r| Some(&r[4..]), |e: UpstreamError| frame(format!("ERR {e}").as_bytes())),
+    )
+    .unwrap();
+    let round_trip = |prefix: &str, n: usize| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut s = connect(&net);
+        let reqs: Vec<Vec<u8>> = (0..n).map(|i| format!("{prefix}-{i}").into_bytes()).collect();
+        s.write_all(&reqs.iter().flat_map(|r| frame(r)).collect::<Vec<u8>>()).unwrap();
+        reqs.into_iter().map(|r| (r, read_frame(&mut s).unwrap())).collect()
+    };
+    let owner = |k: &[u8]| (ukcm::parsers::fnv::fnv1a64(k) % 2) as usize;
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let end = Instant::now() + WATCHDOG;
+        while !f() {
+            assert!(Instant::now() < end, "watchdog: {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("both backends up", &|| round_trip("warm", 20).iter().all(|(_, r)| !r.starts_with(b"ERR")));
+    for (req, reply) in round_trip("k", 400) {
+        assert_eq!(reply, [format!("b{}:", owner(&req)).into_bytes(), req].concat());
+    }
+    b1.kill();
+    wait("backend 1 ejected", &|| round_trip("d", 50).iter().all(|(_, r)| r.starts_with(b"b0:")));
+    let b1 = Backend::start(net.peer_tcp_listener(7402).unwrap(), "b1:", false);
+    wait("backend 1 back", &|| round_trip("back", 50).iter().any(|(_, r)| r.starts_with(b"b1:")));
+    for (req, reply) in round_trip("again", 400) {
+        assert_eq!(reply, [format!("b{}:", owner(&req)).into_bytes(), req].concat());
+    }
+    drop(server.stop().unwrap());
+    b0.kill();
+    b1.kill();
+}
