@@ -29,6 +29,12 @@ fi
 
 cargo test --workspace "$@"
 
+# Lints and docs stay true (full runs only): clippy and rustdoc with warnings denied.
+if [ $# -eq 0 ]; then
+  cargo clippy --workspace --all-targets -- -D warnings
+  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+fi
+
 # DPDK (feature `dpdk`, root only, full runs only): the system DPDK is installed by
 # scripts/install-dpdk.sh; each DPDK scenario runs in a process of its own (one EAL each).
 if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then

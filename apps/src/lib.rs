@@ -11,7 +11,7 @@
 //! * [`route`]: the stack load generator's network-safety checks.
 //! * [`report`]: percentiles, latency CDF points, machine description, JSON, number
 //!   formatting; [`svg`]: the latency CDF plot.
-//! * [`bench`]: `ukcm-bench`'s systems, rows, tables, goals, JSON and plot.
+//! * [`bench`](mod@bench): `ukcm-bench`'s systems, rows, tables, goals, JSON and plot.
 #![forbid(unsafe_code)]
 
 pub mod bench;

@@ -63,6 +63,12 @@ struct Client {
 }
 
 fn run(server: Server, size: usize, depth: usize, secs: f64, idle: usize) -> f64 {
+    run_with(server, size, depth, secs, idle, false)
+}
+
+/// `ordered`: the mux orders replies (every message carries a reply slot; the message
+/// socket server replies through it).
+fn run_with(server: Server, size: usize, depth: usize, secs: f64, idle: usize, ordered: bool) -> f64 {
     let (mut a, mut b) = engines();
     let budget = PinnedBudget::unlimited();
     // The mux servers lend messages in place (zero-copy receive); raw smoltcp copies out.
@@ -77,6 +83,8 @@ fn run(server: Server, size: usize, depth: usize, secs: f64, idle: usize) -> f64
     let (mut mux, mut sock) = Mux::<StackPsock<MemPort>>::new(
         MuxConfig {
             socket: SocketConfig { rx_queue: 4096, tx_queue: 4096, max_in_flight: 1, tx_ring: 8 << 20 },
+            ordered,
+            max_unanswered: 8192,
             ..MuxConfig::default()
         },
         &budget,
@@ -138,8 +146,16 @@ fn run(server: Server, size: usize, depth: usize, secs: f64, idle: usize) -> f64
         match server {
             Server::Mux => {
                 mux.poll_engine(&mut b, Instant::now());
-                while let Some(m) = held.take().or_else(|| sock.try_recv()) {
-                    if sock.send_to(m.origin(), &m, None).is_err() {
+                while let Some(mut m) = held.take().or_else(|| sock.try_recv()) {
+                    let sent = match m.take_slot() {
+                        Some(slot) => sock.reply(slot, &m, None).map_err(|e| Some(e.slot)),
+                        None => sock.send_to(m.origin(), &m, None).map_err(|_| None),
+                    };
+                    if let Err(slot) = sent {
+                        // Keep the slot with the message for the retry.
+                        if let Some(slot) = slot {
+                            m = m.with_slot(slot);
+                        }
                         held = Some(m);
                         break;
                     }
@@ -225,11 +241,21 @@ fn main() {
     let secs: f64 = std::env::var("UKCM_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
     // For profiling one server at 64 B x depth 64: UKCM_BENCH_ONLY=mux64 | rtc64 | raw64.
     let only = std::env::var("UKCM_BENCH_ONLY").unwrap_or_default();
-    for (name, server) in [("mux64", Server::Mux), ("rtc64", Server::MuxRtc), ("raw64", Server::Raw)] {
+    for (name, server, ordered) in [
+        ("mux64", Server::Mux, false),
+        ("rtc64", Server::MuxRtc, false),
+        ("raw64", Server::Raw, false),
+        ("mux64o", Server::Mux, true),
+        ("rtc64o", Server::MuxRtc, true),
+    ] {
         if only == name {
-            println!("{name}: {:.0} msgs/s", run(server, 64, 64, secs, 0));
+            println!("{name}: {:.0} msgs/s", run_with(server, 64, 64, secs, 0, ordered));
             return;
         }
+    }
+    if only == "ordered" {
+        ordered_cost(secs);
+        return;
     }
     println!("in-process echo, {CONNS} connections, both engines and the server on one thread, {secs} s per case");
     println!("| size | depth | raw smoltcp + own framing (msgs/s) | mux, message socket (msgs/s) | ratio | mux, run-to-completion (msgs/s) | ratio |");
@@ -241,6 +267,8 @@ fn main() {
         println!("| {size} | {depth} | {raw:.0} | {mux:.0} | {:.2} | {rtc:.0} | {:.2} |", mux / raw, rtc / raw);
     }
     println!();
+    ordered_cost(secs);
+    println!();
     println!("mux scale: 64 B, depth 64 on {CONNS} busy connections, plus idle attached psocks");
     println!("| idle psocks | mux (msgs/s) | vs 0 idle |");
     println!("|---:|---:|---:|");
@@ -249,5 +277,27 @@ fn main() {
     for idle in [1_000usize, 10_000] {
         let r = run(Server::Mux, 64, 64, secs, idle);
         println!("| {idle} | {r:.0} | {:.2} |", r / base);
+    }
+}
+
+/// Ordered replies against unordered, 64 B x depth 64, both threading models; replies
+/// already arrive in order here (one server thread), the common case whose cost must stay
+/// small. Runs alternate (unordered, ordered) three times so machine noise hits both.
+fn ordered_cost(secs: f64) {
+    println!("ordered replies: 64 B, depth 64, {CONNS} connections, three alternating runs each");
+    println!("| server | unordered (msgs/s) | ordered (msgs/s) | ordered / unordered |");
+    println!("|---|---:|---:|---:|");
+    for (name, server) in [("message socket", Server::Mux), ("run-to-completion", Server::MuxRtc)] {
+        let (mut u, mut o) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            u.push(run_with(server, 64, 64, secs, 0, false));
+            o.push(run_with(server, 64, 64, secs, 0, true));
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[1]
+        };
+        let (mu, mo) = (med(&mut u), med(&mut o));
+        println!("| {name} | {mu:.0} | {mo:.0} | {:.3} |", mo / mu);
     }
 }

@@ -28,6 +28,13 @@ impl Msg {
         self.slot.take()
     }
 
+    /// Puts a slot back (e.g. one a failed [`crate::MsgSocket::reply`] returned), so the
+    /// message carries it again.
+    pub fn with_slot(mut self, slot: ReplySlot) -> Self {
+        self.slot = Some(slot);
+        self
+    }
+
     /// Whether the message still carries its reply slot.
     pub fn has_slot(&self) -> bool {
         self.slot.is_some()

@@ -6,7 +6,7 @@
 //! answers that arrived early (`parked`, indexed by position − `next_out`). An answer for the
 //! head goes straight to the psock's transmit queue and lets every parked answer behind it
 //! follow; a later one waits. A slot dropped without a reply is an answer with nothing to
-//! send ([`Answer::Released`]), so a request the protocol never answers (memcached's quiet
+//! send (`Answer::Released`), so a request the protocol never answers (memcached's quiet
 //! commands) or a handler that gave up holds nobody up.
 //!
 //! Bounded: `parked` never holds more than the psock's unanswered requests, and the mux stops
@@ -14,7 +14,7 @@
 //! fills and the TCP window closes), so no queue here grows without bound.
 //!
 //! The common case costs a comparison: an answer for the head with nothing parked returns
-//! at once ([`ReplyOrder::answer`]'s first branch), as every answer does in run-to-completion
+//! at once (`ReplyOrder::answer`'s first branch), as every answer does in run-to-completion
 //! or when workers keep pace.
 
 use std::collections::VecDeque;

@@ -3,7 +3,7 @@
 //! - [`region`]: hugepage-backed, locked memory and the pinned-byte budget;
 //! - [`pool`]: fixed-size frame pools and the owned [`Frame`] handle;
 //! - [`port`]: the [`Port`] trait every backend implements;
-//! - backends: [`afxdp`] (AF_XDP sockets), [`tap`] (Linux TAP), [`mem_pair`] (in-process,
+//! - backends: [`afxdp`] (AF_XDP sockets), [`tap`] (Linux TAP), [`mem_pair`](mod@mem_pair) (in-process,
 //!   with fault injection), [`pcap`] (replay of a capture, and a recorder around any port);
 //! - [`testnet`]: throwaway namespaces and veths for the privileged tests;
 //! - [`smoltcp_device`]: the only module that knows smoltcp, a `phy::Device` over any port.

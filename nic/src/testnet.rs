@@ -97,7 +97,7 @@ pub struct TestNet {
 }
 
 impl TestNet {
-    /// Creates `ukcm-<tag>-<pid>-<n>` with a veth pair; subnet 10.213.<n>.0/24 (a range only
+    /// Creates `ukcm-<tag>-<pid>-<n>` with a veth pair; subnet `10.213.<n>.0/24` (a range only
     /// ukcm's tests use), ukcm at .1, the kernel peer at .2.
     pub fn new(tag: &str, opts: &TestNetOptions) -> io::Result<Self> {
         let (_, ns, base, ukcm_ip, peer_ip) = Self::names(tag);
@@ -145,7 +145,7 @@ impl TestNet {
 
     /// A TAP topology: the TAP is opened by `open` (which gets the device name and the
     /// address ukcm is to use, and returns whatever owns the TAP's file descriptor), then its kernel side is moved into a fresh
-    /// namespace `ukcm-<tag>-<pid>-<n>` and addressed there (10.213.<n>.2/24; ukcm takes .1).
+    /// namespace `ukcm-<tag>-<pid>-<n>` and addressed there (`10.213.<n>.2/24`; ukcm takes .1).
     /// `host_if` and `peer_if` both name the TAP; `host_mac` is a locally administered MAC
     /// for the stack (a TAP's own MAC belongs to its kernel side). Removed on drop (deleting
     /// the namespace deletes the TAP; the port's fd then sees the device gone).

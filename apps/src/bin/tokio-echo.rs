@@ -9,6 +9,9 @@
 //!
 //! Prints `tokio-echo: listening on ADDR` first; SIGINT/SIGTERM end it (exit 0).
 
+// Doc comments here are clap's --help text (`[:QUEUE]` is a syntax, not a link).
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -23,6 +23,9 @@
 //! every system). Ratios are msgs/s against `epoll-echo` at the same size and depth.
 //! ukcm-echo runs with `--busy-poll` (spin, then yield; never sleeps) in every mode.
 
+// Doc comments here are clap's --help text (`[:QUEUE]` is a syntax, not a link).
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

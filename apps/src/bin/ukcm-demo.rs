@@ -20,6 +20,9 @@
 //! ukcm-demo --nic kernel --duration 10 --conns 8 --depth 32 --size 64-4096 --workers 2
 //! ```
 
+// Doc comments here are clap's --help text (`[:QUEUE]` is a syntax, not a link).
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

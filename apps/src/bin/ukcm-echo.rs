@@ -16,6 +16,9 @@
 //! threads). `--steer hash` keys on FNV-1a 64 of the 16 bytes after the length header.
 //! SIGINT/SIGTERM print the final stats table and exit 0.
 
+// Doc comments here are clap's --help text (`[:QUEUE]` is a syntax, not a link).
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;

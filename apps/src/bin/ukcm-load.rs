@@ -15,6 +15,9 @@
 //! address; one thread, busy-polling; closed loop): both ends on ukcm. It sends only on
 //! links without the default route, to servers on its own subnet (no gateway).
 
+// Doc comments here are clap's --help text (`[:QUEUE]` is a syntax, not a link).
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -60,7 +60,7 @@ pub struct ElfProgram<'a> {
 }
 
 /// Find the parser program: the first executable, non-empty section whose
-/// name is one of the KCM/sockmap names (in [`PREFERRED`] order), else the
+/// name is one of the KCM/sockmap names (in `PREFERRED` order), else the
 /// first executable non-empty section. Programs that need relocations (maps,
 /// global data) are rejected: this VM has neither.
 pub fn find_program(bytes: &[u8]) -> Result<ElfProgram<'_>, BpfLoadError> {
