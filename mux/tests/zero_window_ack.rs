@@ -19,9 +19,9 @@
 
 use std::time::{Duration, Instant};
 
+use smoltcp::time::Duration as SimDuration;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
 use ukcm_nic::{mem_pair, FaultConfig, HugePolicy, MemPairConfig, PinnedBudget, PoolConfig};
-use smoltcp::time::Duration as SimDuration;
 use ukcm_stack::{Clock, Engine, EngineConfig, ManualClock, TcpOptions};
 
 const A: Ipv4Address = Ipv4Address::new(10, 8, 3, 1);
