@@ -3,7 +3,7 @@
 # integration tests against the Linux kernel in throwaway namespaces.
 #
 #   scripts/test.sh            # everything this machine allows
-#   scripts/test.sh -p ukcm-nic  # extra arguments go to cargo test
+#   scripts/test.sh -p ukcm-nic  # extra arguments go to cargo test (workspace tests only)
 #
 # As root it installs missing system packages, reserves hugepages for the run and gives
 # them back afterwards, sets UKCM_PRIVILEGED=1 (so a privileged test that cannot run fails
@@ -33,6 +33,12 @@ cargo test --workspace "$@"
 if [ $# -eq 0 ]; then
   cargo clippy --workspace --all-targets -- -D warnings
   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+fi
+
+# The vendored smoltcp (outside the workspace) against upstream's own suite plus the tests of
+# our patch (vendor/smoltcp/UKCM-PATCH.md): full runs only. Opt-level 1 keeps netsim short.
+if [ $# -eq 0 ]; then
+  (cd vendor/smoltcp && CARGO_PROFILE_DEV_OPT_LEVEL=1 cargo test --features _netsim --lib --test netsim)
 fi
 
 # DPDK (feature `dpdk`, root only, full runs only): the system DPDK is installed by

@@ -93,11 +93,13 @@ mod tests {
 
     #[test]
     fn no_wakeup_is_lost_between_check_and_park() {
-        // A producer publishing news and ringing, a consumer waiting with long timeouts:
-        // every item is seen long before the timeouts could have expired.
+        // A producer publishing news and ringing, a consumer waiting with timeouts far
+        // longer than the test: the last item's wake-up, if lost, leaves the consumer
+        // parked with news pending, which the watchdog below reports.
         let bell = Arc::new(Doorbell::default());
         let produced = Arc::new(AtomicU64::new(0));
-        let (b2, p2) = (Arc::clone(&bell), Arc::clone(&produced));
+        let consumed = Arc::new(AtomicU64::new(0));
+        let (b2, p2, c2) = (Arc::clone(&bell), Arc::clone(&produced), Arc::clone(&consumed));
         const N: u64 = 20_000;
         let consumer = std::thread::spawn(move || {
             let mut seen = 0;
@@ -105,12 +107,12 @@ mod tests {
                 let now = p2.load(Ordering::SeqCst);
                 if now > seen {
                     seen = now;
+                    c2.store(seen, Ordering::SeqCst);
                     continue;
                 }
-                b2.wait(Duration::from_secs(30), || p2.load(Ordering::SeqCst) > seen);
+                b2.wait(Duration::from_secs(3600), || p2.load(Ordering::SeqCst) > seen);
             }
         });
-        let start = Instant::now();
         for i in 1..=N {
             produced.store(i, Ordering::SeqCst);
             Doorbell::fence();
@@ -118,7 +120,17 @@ mod tests {
                 bell.ring();
             }
         }
+        let watchdog = Instant::now() + Duration::from_secs(120);
+        while !consumer.is_finished() {
+            assert!(
+                Instant::now() < watchdog,
+                "a wake-up was lost: the consumer saw {} of {N} and sleeps ({})",
+                consumed.load(Ordering::SeqCst),
+                bell.sleeping()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         consumer.join().unwrap();
-        assert!(start.elapsed() < Duration::from_secs(25), "a lost wake-up would have cost a 30 s timeout");
+        assert_eq!(consumed.load(Ordering::SeqCst), N);
     }
 }

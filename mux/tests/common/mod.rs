@@ -4,7 +4,7 @@
 
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use ukcm_nic::{mem_pair, FaultConfig, HugePolicy, MemPairConfig, MemPort, PinnedBudget, PoolConfig};
-use ukcm_stack::{Engine, EngineConfig, TcpOptions};
+use ukcm_stack::{Clock, Engine, EngineConfig, ManualClock, SystemClock, TcpOptions};
 
 /// Two engines, A = 10.8.`net`.1 and B = 10.8.`net`.2, joined by an in-memory pair.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +34,15 @@ impl Pair {
 
     /// The two engines (A, B).
     pub fn engines(&self) -> (Engine<MemPort>, Engine<MemPort>) {
+        self.engines_clocked(|| Box::new(SystemClock::new()))
+    }
+
+    /// The two engines (A, B) on one manual clock: time moves only when the test moves it.
+    pub fn engines_on(&self, clock: &ManualClock) -> (Engine<MemPort>, Engine<MemPort>) {
+        self.engines_clocked(|| Box::new(clock.clone()))
+    }
+
+    fn engines_clocked(&self, clock: impl Fn() -> Box<dyn Clock>) -> (Engine<MemPort>, Engine<MemPort>) {
         let pc = MemPairConfig {
             pool: PoolConfig { frame_size: 2048, headroom: 128, frames: self.frames },
             link_capacity: self.link_capacity,
@@ -45,7 +54,10 @@ impl Pair {
         let (pa, pb) = mem_pair(&pc, &PinnedBudget::unlimited()).unwrap();
         let tcp = self.tcp;
         let cfg = |ip| EngineConfig { ipv4: Some(Ipv4Cidr::new(ip, 24)), default_tcp: tcp, ..EngineConfig::default() };
-        (Engine::new(pa, cfg(self.addr_a())).unwrap(), Engine::new(pb, cfg(self.addr_b())).unwrap())
+        (
+            Engine::with_clock(pa, cfg(self.addr_a()), clock()).unwrap(),
+            Engine::with_clock(pb, cfg(self.addr_b()), clock()).unwrap(),
+        )
     }
 }
 

@@ -500,6 +500,10 @@ pub struct Socket<'a> {
     remote_last_ack: Option<TcpSeqNumber>,
     /// The last window length sent.
     remote_last_win: u16,
+    /// The furthest right edge of the receive window advertised so far (ukcm patch), i.e. the
+    /// largest `remote_last_ack + remote_last_win << remote_win_shift`. The window's right edge
+    /// can retract, but a conforming remote's SND.NXT never passes this one.
+    remote_max_win_edge: Option<TcpSeqNumber>,
     /// The sending window scaling factor advertised to remotes which support RFC 1323.
     /// It is zero if the window <= 64KiB and/or the remote does not support it.
     remote_win_shift: u8,
@@ -604,6 +608,7 @@ impl<'a> Socket<'a> {
             remote_last_seq: TcpSeqNumber::default(),
             remote_last_ack: None,
             remote_last_win: 0,
+            remote_max_win_edge: None,
             remote_win_len: 0,
             remote_win_shift: rx_cap_log2.saturating_sub(16) as u8,
             remote_win_scale: None,
@@ -919,6 +924,7 @@ impl<'a> Socket<'a> {
         self.remote_last_seq = TcpSeqNumber::default();
         self.remote_last_ack = None;
         self.remote_last_win = 0;
+        self.remote_max_win_edge = None;
         self.remote_win_len = 0;
         self.remote_win_scale = None;
         self.remote_win_shift = rx_cap_log2.saturating_sub(16) as u8;
@@ -1491,6 +1497,7 @@ impl<'a> Socket<'a> {
         // segments, is right-shifted by [advertised scale value] bits[...]
         reply_repr.window_len = self.scaled_window();
         self.remote_last_win = reply_repr.window_len;
+        self.remote_max_win_edge = self.max_win_edge();
 
         // If the remote supports selective acknowledgement, add the option to the outgoing
         // segment.
@@ -1534,6 +1541,50 @@ impl<'a> Socket<'a> {
         // Since the sACK option may have changed the length of the payload, update that.
         ip_reply_repr.set_payload_len(reply_repr.buffer_len());
         (ip_reply_repr, reply_repr)
+    }
+
+    /// `remote_max_win_edge` with the window last advertised folded in (ukcm patch).
+    fn max_win_edge(&self) -> Option<TcpSeqNumber> {
+        let Some(last_ack) = self.remote_last_ack else {
+            return self.remote_max_win_edge;
+        };
+        let edge = last_ack + ((self.remote_last_win as usize) << self.remote_win_shift);
+        Some(match self.remote_max_win_edge {
+            Some(max_edge) => max_edge.max(edge),
+            None => edge,
+        })
+    }
+
+    /// Whether a segment that failed the window test is processed for its ACK only (ukcm
+    /// patch), its payload dropped.
+    ///
+    /// RFC 9293 3.10.7.4: "If the RCV.WND is zero, no segments will be acceptable, but special
+    /// allowance should be made to accept valid ACKs". The same holds once the window's right
+    /// edge has retracted behind data the remote already sent (the scaled window is rounded
+    /// down, RFC 7323 2.4): the remote's SND.NXT is then at or past the right edge, and so is
+    /// every segment it sends except retransmissions from RCV.NXT. Ignoring their ACKs
+    /// deadlocks an application that frees receive space only once its own data is
+    /// acknowledged.
+    ///
+    /// Taken: a plain ACK (PSH allowed; no SYN, FIN or RST), in a state that still receives
+    /// data, with SEG.SEQ from RCV.NXT to the furthest right edge advertised, both inclusive:
+    /// where a conforming remote's SND.NXT can be. Its ACK was validated against
+    /// SND.UNA..=SND.NXT before the window test.
+    fn acceptable_for_ack_only(
+        &self,
+        repr: &TcpRepr,
+        window_start: TcpSeqNumber,
+        window_end: TcpSeqNumber,
+    ) -> bool {
+        let max_edge = self
+            .remote_max_win_edge
+            .map_or(window_end, |edge| edge.max(window_end));
+        matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::FinWait2
+        ) && matches!(repr.control, TcpControl::None | TcpControl::Psh)
+            && window_start <= repr.seq_number
+            && repr.seq_number <= max_edge
     }
 
     fn challenge_ack_reply(
@@ -1711,9 +1762,8 @@ impl<'a> Socket<'a> {
         };
         let segment_start = repr.seq_number;
         let segment_end = repr.seq_number + repr.payload.len();
-        // Set when an unacceptable data segment is let through for its ACK only: its payload
-        // is dropped and answered with an ACK of our (closed) window.
-        let mut payload_dropped = false;
+        // ukcm patch: set when an unacceptable segment is processed for its ACK only.
+        let mut ack_only = false;
 
         let (payload, payload_offset) = match self.state {
             // In LISTEN and SYN-SENT states, we have not yet synchronized with the remote end.
@@ -1785,28 +1835,9 @@ impl<'a> Socket<'a> {
                         &repr.payload[overlap_start - segment_start..overlap_end - segment_start],
                         overlap_start - window_start,
                     )
-                } else if window_start <= segment_start
-                    && segment_start <= window_start + self.rx_buffer.window().max(self.remote_mss)
-                    && matches!(repr.control, TcpControl::None | TcpControl::Psh)
-                    && repr.ack_number.is_some()
-                {
-                    // ukcm patch. RFC 9293 3.10.7.4: "If the RCV.WND is zero, no segments
-                    // will be acceptable, but special allowance should be made to accept
-                    // valid ACKs". The segment starts at or just past RCV.NXT (within our
-                    // free rx space or one MSS) but outside the advertised window: the
-                    // window is zero, or its right edge retracted (the scaled window is
-                    // rounded down on every ACK, so the edge can move back by up to
-                    // 2^shift - 1 octets and the peer may already have sent up to the old
-                    // edge; a smoltcp peer's fast retransmit can also overshoot a closed
-                    // window), leaving the peer's SND.NXT past our RCV.NXT. Every later
-                    // segment of the peer then
-                    // fails the window test: pure ACKs (SEQ = its SND.NXT), window probes
-                    // and retransmissions (data at RCV.NXT). Ignoring their ACK fields
-                    // deadlocks an application that frees rx space only once its own
-                    // sends are acknowledged (an echo server under backpressure). So
-                    // take the ACK (validated above against SND.UNA..SND.NXT), drop
-                    // the payload, and answer data with an ACK.
-                    payload_dropped = !repr.payload.is_empty();
+                } else if self.acceptable_for_ack_only(repr, window_start, window_end) {
+                    net_debug!("unacceptable segment, processing its ACK only");
+                    ack_only = true;
                     (&[][..], 0)
                 } else {
                     // Out-of-window RSTs are silently dropped, per RFC 9293
@@ -2193,7 +2224,12 @@ impl<'a> Socket<'a> {
 
         // update last remote tsval
         if let Some(timestamp) = repr.timestamp {
-            self.last_remote_tsval = timestamp.tsval;
+            // ukcm patch: RFC 7323 4.3 takes TS.Recent only from segments with
+            // SEG.SEQ =< Last.ACK.sent; one processed for its ACK only may start beyond.
+            let seq_acked = self.remote_last_ack.is_some_and(|ack| segment_start <= ack);
+            if !ack_only || seq_acked {
+                self.last_remote_tsval = timestamp.tsval;
+            }
         }
 
         // update timers.
@@ -2229,11 +2265,17 @@ impl<'a> Socket<'a> {
             self.timer.set_for_idle(cx.now(), self.keep_alive);
         }
 
-        let payload_len = payload.len();
-        if payload_dropped {
-            // ukcm patch: see above; tell the peer where we are and that the window is closed.
-            return Some(self.ack_reply(ip_repr, repr));
+        if ack_only {
+            // ukcm patch: the reply smoltcp sends to an unacceptable segment (see the
+            // window test above), now that its ACK has been taken.
+            return if repr.payload.is_empty() {
+                self.challenge_ack_reply(cx, ip_repr, repr)
+            } else {
+                Some(self.ack_reply(ip_repr, repr))
+            };
         }
+
+        let payload_len = payload.len();
         if payload_len == 0 {
             return None;
         }
@@ -2662,7 +2704,11 @@ impl<'a> Socket<'a> {
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
                 let offset = if self.pending_fast_retransmit {
-                    let size = effective_mss.min(self.tx_buffer.len());
+                    // ukcm patch: retransmit only octets already sent (RFC 5681 3.2: "the lost
+                    // segment"); the rest of an MSS may lie beyond the window.
+                    let size = effective_mss
+                        .min(self.tx_buffer.len())
+                        .min(self.flight_size());
                     repr.seq_number = self.local_seq_no;
                     repr.payload = self.tx_buffer.get_allocated(0, size);
 
@@ -2856,6 +2902,7 @@ impl<'a> Socket<'a> {
             .max(repr.seq_number + repr.segment_len());
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
+        self.remote_max_win_edge = self.max_win_edge();
 
         if repr.segment_len() > 0 {
             self.rtte
@@ -7966,6 +8013,264 @@ mod test {
                 ..RECV_TEMPL
             })
         );
+    }
+
+    // ukcm patch: ACKs taken while the receive window is closed or has retracted, and fast
+    // retransmit kept to octets already sent (UKCM-PATCH.md).
+
+    /// Our "xyz" in flight, and a receive window that is closed with its right edge retracted
+    /// 4 octets behind the furthest one advertised: a 64-octet buffer with a window scale of
+    /// 16 advertises 64 >> 4 = 4 (edge +64), then 60 received octets leave 4 >> 4 = 0 (edge +60).
+    fn socket_established_retracted_window() -> TestSocket {
+        let mut s = socket_established();
+        s.remote_win_scale = Some(0);
+        s.remote_win_shift = 4;
+        s.send_slice(b"xyz").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 4,
+                payload: &b"xyz"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &[0; 60][..],
+                ..SEND_TEMPL
+            }
+        );
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 60),
+                window_len: 0,
+                ..RECV_TEMPL
+            }]
+        );
+        s
+    }
+
+    #[test]
+    fn test_retracted_window_pure_ack_beyond_rcv_nxt() {
+        let mut s = socket_established_retracted_window();
+        // The remote had sent two more octets inside the old window; they never made it, and
+        // its ACK of "xyz" comes on a pure ACK at its SND.NXT, past our RCV.NXT. The ACK is
+        // taken; the reply is still the (rate-limited) challenge ACK.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 62,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 60),
+                window_len: 0,
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.local_seq_no, LOCAL_SEQ + 1 + 3);
+        assert!(s.tx_buffer.is_empty());
+        assert_eq!(s.rx_buffer.len(), 60);
+
+        // Up to the furthest edge advertised, inclusive; no second challenge ACK within 1 s.
+        s.send_slice(b"uv").unwrap();
+        recv!(
+            s,
+            time 100,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 60),
+                window_len: 0,
+                payload: &b"uv"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            time 100,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 64,
+                ack_number: Some(LOCAL_SEQ + 1 + 5),
+                window_len: 128,
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.local_seq_no, LOCAL_SEQ + 1 + 5);
+        assert_eq!(s.remote_win_len, 128);
+    }
+
+    #[test]
+    fn test_zero_window_pure_ack_at_rcv_nxt() {
+        let mut s = socket_established_retracted_window();
+        // SND.NXT = RCV.NXT: acceptable in a zero window (RFC 9293 3.10.7.4), taken silently.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 60,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                ..SEND_TEMPL
+            }
+        );
+        assert!(s.tx_buffer.is_empty());
+        recv_nothing!(s);
+    }
+
+    #[test]
+    fn test_zero_window_probe_ack_taken() {
+        let mut s = socket_established();
+        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
+        s.assembler = Assembler::new();
+        s.send_slice(b"xyz").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 6,
+                payload: &b"xyz"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            }
+        );
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                ..RECV_TEMPL
+            }]
+        );
+        // A window probe at RCV.NXT carries the ACK of "xyz": its octet is dropped and
+        // answered with an ACK (as before, not rate-limited), its ACK is taken.
+        let probe = TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 6,
+            ack_number: Some(LOCAL_SEQ + 1 + 3),
+            payload: &b"g"[..],
+            ..SEND_TEMPL
+        };
+        let ack = TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1 + 6),
+            window_len: 0,
+            ..RECV_TEMPL
+        };
+        send!(s, probe, Some(ack));
+        assert!(s.tx_buffer.is_empty());
+        assert_eq!(s.rx_buffer.len(), 6);
+        send!(s, time 100, probe, Some(ack));
+    }
+
+    #[test]
+    fn test_retracted_window_bad_seq() {
+        let mut s = socket_established_retracted_window();
+        let challenge_ack = TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1 + 60),
+            window_len: 0,
+            ..RECV_TEMPL
+        };
+        // Past the furthest edge advertised, where no conforming remote's SND.NXT can be:
+        // a challenge ACK, the ACK ignored.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 65,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                ..SEND_TEMPL
+            },
+            Some(challenge_ack)
+        );
+        // The same with data: an ACK, the ACK ignored.
+        send!(
+            s,
+            time 100,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 65,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                payload: &b"a"[..],
+                ..SEND_TEMPL
+            },
+            Some(challenge_ack)
+        );
+        // Below RCV.NXT (an old segment), and FIN inside the band: as before.
+        send!(
+            s,
+            time 200,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 59,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                payload: &b"a"[..],
+                ..SEND_TEMPL
+            },
+            Some(challenge_ack)
+        );
+        send!(
+            s,
+            time 300,
+            TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: REMOTE_SEQ + 1 + 62,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                payload: &b"a"[..],
+                ..SEND_TEMPL
+            },
+            Some(challenge_ack)
+        );
+        assert_eq!(s.local_seq_no, LOCAL_SEQ + 1);
+        assert_eq!(s.tx_buffer.len(), 3);
+        assert_eq!(s.state, State::Established);
+    }
+
+    #[test]
+    fn test_fast_retransmit_only_sent_octets() {
+        let mut s = socket_established();
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            window_len: 3,
+            ..SEND_TEMPL
+        });
+        s.send_slice(b"abcdef").unwrap();
+        recv!(s, time 1000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abc"[..],
+            ..RECV_TEMPL
+        }));
+        for _ in 0..3 {
+            send!(s, time 1050, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                window_len: 3,
+                ..SEND_TEMPL
+            });
+        }
+        // "abc" again; "def" lies past the remote's window.
+        recv!(s, time 1100, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abc"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1100);
     }
 
     #[test]
