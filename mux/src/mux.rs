@@ -402,52 +402,17 @@ impl<T: PsockIo> Mux<T> {
             slot: Some(seq),
             sock: SockId(u32::MAX),
         };
-        match self.psocks.get_mut(dest.index()).and_then(|p| p.take()) {
-            Some(mut p) if p.id == dest && p.usable() => {
+        match self.psocks.get_mut(dest.index()).and_then(|p| p.as_mut()) {
+            Some(p) if p.id == dest && p.usable() => {
                 // The reply was copied out of the caller's buffer: counted like every copy.
                 p.stats.tx_copied_bytes += bytes.len() as u64;
-                self.answer_slot(&mut p, seq, Answer::Reply(req));
-                self.psocks[dest.index()] = Some(p);
+                if let Some(stale) = answer_slot(p, seq, Answer::Reply(req)) {
+                    self.complete_failed(stale, PsockErrorKind::Pipe);
+                }
                 self.activate(dest.index() as u32);
                 Ok(())
             }
-            Some(p) => {
-                self.psocks[dest.index()] = Some(p);
-                Err(PsockErrorKind::Pipe)
-            }
-            None => Err(PsockErrorKind::Pipe),
-        }
-    }
-
-    /// Records the answer for position `seq` of psock `p` and queues, in order, every reply
-    /// whose turn has come.
-    fn answer_slot(&mut self, p: &mut Psock<T>, seq: u64, a: Answer<TxReq>) {
-        let is_reply = matches!(a, Answer::Reply(_));
-        let mut a = Some(a);
-        match p.order.answer(seq, &mut a) {
-            Ok(Outcome::Head) => {
-                match a {
-                    Some(Answer::Reply(r)) => p.queue.push_back(r),
-                    _ => p.stats.tx_slots_released += 1,
-                }
-                while let Some(next) = p.order.pop_ready() {
-                    match next {
-                        Answer::Reply(r) => p.queue.push_back(r),
-                        Answer::Released => p.stats.tx_slots_released += 1,
-                    }
-                }
-            }
-            Ok(Outcome::Parked) => {
-                if is_reply {
-                    p.stats.tx_replies_held += 1;
-                }
-            }
-            Err(_) => {
-                // A position never handed out or answered twice: a reply from a stale slot.
-                if let Some(Answer::Reply(r)) = a {
-                    self.complete_failed(r, PsockErrorKind::Pipe);
-                }
-            }
+            _ => Err(PsockErrorKind::Pipe),
         }
     }
 
@@ -456,12 +421,11 @@ impl<T: PsockIo> Mux<T> {
         let mut work = false;
         while let Some((id, seq)) = self.shared.releases.queue.pop() {
             work = true;
-            let Some(mut p) = self.psocks.get_mut(id.index()).and_then(|p| p.take()) else { continue };
-            if p.id == id {
-                self.answer_slot(&mut p, seq, Answer::Released);
+            if let Some(p) = self.psocks.get_mut(id.index()).and_then(|p| p.as_mut()).filter(|p| p.id == id) {
+                // A release carries no reply: nothing to fail.
+                let _ = answer_slot(p, seq, Answer::Released);
                 self.activate(id.index() as u32);
             }
-            self.psocks[id.index()] = Some(p);
         }
         work
     }
@@ -700,21 +664,21 @@ impl<T: PsockIo> Mux<T> {
                 let Some(r) = self.socks[si].tx.pop() else { break };
                 work = true;
                 match r.dest {
-                    Some(d) => match self.psocks.get_mut(d.index()).and_then(|p| p.take()) {
-                        Some(mut p) if p.id == d && p.usable() => {
-                            match r.slot {
-                                None => p.queue.push_back(r),
-                                Some(seq) => self.answer_slot(&mut p, seq, Answer::Reply(r)),
+                    Some(d) => match self.psocks.get_mut(d.index()).and_then(|p| p.as_mut()) {
+                        Some(p) if p.id == d && p.usable() => {
+                            let stale = match r.slot {
+                                None => {
+                                    p.queue.push_back(r);
+                                    None
+                                }
+                                Some(seq) => answer_slot(p, seq, Answer::Reply(r)),
+                            };
+                            if let Some(r) = stale {
+                                self.complete_failed(r, PsockErrorKind::Pipe);
                             }
-                            self.psocks[d.index()] = Some(p);
                             self.activate(d.index() as u32);
                         }
-                        other => {
-                            if let Some(p) = other {
-                                self.psocks[d.index()] = Some(p);
-                            }
-                            self.complete_failed(r, PsockErrorKind::Pipe);
-                        }
+                        _ => self.complete_failed(r, PsockErrorKind::Pipe),
                     },
                     None => self.pending.push_back(r),
                 }
@@ -1028,7 +992,9 @@ impl<T: PsockIo> Mux<T> {
                     } else {
                         Answer::Released
                     };
-                    self.answer_slot(p, seq, a);
+                    if let Some(r) = answer_slot(p, seq, a) {
+                        self.complete_failed(r, PsockErrorKind::Pipe);
+                    }
                 }
             }
             if p.rtc_out.len() > before {
@@ -1134,4 +1100,38 @@ impl<T> Drop for Mux<T> {
             s.bell.ring();
         }
     }
+}
+
+/// Records the answer for position `seq` of psock `p` and queues, in order, every reply whose
+/// turn has come. Returns a reply that answered a position not outstanding (a stale slot),
+/// for the caller to report failed.
+fn answer_slot<T>(p: &mut Psock<T>, seq: u64, a: Answer<TxReq>) -> Option<TxReq> {
+    let is_reply = matches!(a, Answer::Reply(_));
+    let mut a = Some(a);
+    match p.order.answer(seq, &mut a) {
+        Ok(Outcome::Head) => {
+            match a {
+                Some(Answer::Reply(r)) => p.queue.push_back(r),
+                _ => p.stats.tx_slots_released += 1,
+            }
+            while let Some(next) = p.order.pop_ready() {
+                match next {
+                    Answer::Reply(r) => p.queue.push_back(r),
+                    Answer::Released => p.stats.tx_slots_released += 1,
+                }
+            }
+        }
+        Ok(Outcome::Parked) => {
+            if is_reply {
+                p.stats.tx_replies_held += 1;
+            }
+        }
+        Err(_) => {
+            // A position never handed out or answered twice: a reply from a stale slot.
+            if let Some(Answer::Reply(r)) = a {
+                return Some(r);
+            }
+        }
+    }
+    None
 }
