@@ -23,6 +23,7 @@ pub mod cli;
 pub mod dpdk_nic;
 pub mod echo;
 pub mod load;
+pub mod proxy;
 pub mod report;
 pub mod route;
 pub mod signals;
