@@ -10,6 +10,8 @@ declare -A PKG=(
   [ping]=iputils-ping
   [tcpdump]=tcpdump
   [tshark]=tshark
+  [nutcracker]=nutcracker
+  [redis-server]=redis-server
 )
 
 missing=()

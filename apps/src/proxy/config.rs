@@ -131,8 +131,7 @@ pub struct Pool {
 impl Pool {
     /// A key-to-server selector for this pool (all servers live).
     pub fn selector(&self) -> Selector {
-        let servers: Vec<(String, u32)> =
-            self.servers.iter().map(|s| (s.ketama_name(), s.weight)).collect();
+        let servers: Vec<(String, u32)> = self.servers.iter().map(|s| (s.ketama_name(), s.weight)).collect();
         Selector::new(self.distribution, self.hash, self.hash_tag, &servers)
     }
 }
@@ -183,8 +182,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError { line: 0, msg: format!("{}: {e}", path.display()) })?;
-        Config::parse(&text)
-            .map_err(|e| ConfigError { line: e.line, msg: format!("{}: {}", path.display(), e.msg) })
+        Config::parse(&text).map_err(|e| ConfigError { line: e.line, msg: format!("{}: {}", path.display(), e.msg) })
     }
 
     /// Parse config text.
@@ -228,10 +226,7 @@ impl Node {
 fn load_tree(text: &str) -> Result<Node, ConfigError> {
     let mut p = Parser::new_from_str(text);
     let mut next = || -> Result<(Event, Marker), ConfigError> {
-        p.next_token().map_err(|e| ConfigError {
-            line: e.marker().line(),
-            msg: format!("YAML: {}", e.info()),
-        })
+        p.next_token().map_err(|e| ConfigError { line: e.marker().line(), msg: format!("YAML: {}", e.info()) })
     };
     let mut root = None;
     loop {
@@ -338,8 +333,8 @@ fn parse_pool(name: String, line: usize, node: &Node) -> Result<Pool, ConfigErro
                 let Node::Scalar(s, l) = item else {
                     return Err(bad("each server must be one \"host:port:weight [name]\" string".into()));
                 };
-                let server = parse_server(s, *l)
-                    .or_else(|m| err(*l, format!("pool {:?}: servers: {s:?} {m}", pool.name)))?;
+                let server =
+                    parse_server(s, *l).or_else(|m| err(*l, format!("pool {:?}: servers: {s:?} {m}", pool.name)))?;
                 pool.servers.push(server);
             }
             continue;
@@ -466,10 +461,9 @@ fn parse_server(v: &str, line: usize) -> Result<Server, String> {
 }
 
 fn parse_ukcm(node: &Node) -> Result<UkcmSettings, ConfigError> {
-    let Node::Map(entries, line) = node else {
+    let Node::Map(entries, _) = node else {
         return err(node.line(), "ukcm: must be a mapping of settings");
     };
-    let _ = line;
     let mut s = UkcmSettings::default();
     for (key, kline, value) in entries {
         let Node::Scalar(v, _) = value else {
@@ -479,7 +473,10 @@ fn parse_ukcm(node: &Node) -> Result<UkcmSettings, ConfigError> {
             "transport" => v.parse::<NicSpec>().map(|t| s.transport = Some(t)),
             "address" => parse_addr(v).map(|a| s.address = Some(a)),
             "workers" => match number(v) {
-                Some(n) if n >= 1 => Ok(s.workers = Some(n)),
+                Some(n) if n >= 1 => {
+                    s.workers = Some(n);
+                    Ok(())
+                }
                 _ => Err(format!("{v:?} is not a number >= 1")),
             },
             "steering" => v.parse::<SteerKind>().map(|k| s.steering = Some(k)),
@@ -631,9 +628,8 @@ ukcm:
         )
         .unwrap();
         let sel = c.pools[0].selector();
-        let want = crate::proxy::dist::Continuum::build(
-            [(0u32, &b"10.0.0.1"[..], 1u32), (1, &b"two"[..], 1)].into_iter(),
-        );
+        let want =
+            crate::proxy::dist::Continuum::build([(0u32, &b"10.0.0.1"[..], 1u32), (1, &b"two"[..], 1)].into_iter());
         // same point set (order of ties aside)
         let mut a: Vec<u32> = sel.continuum().points().iter().map(|p| p.value).collect();
         let mut b: Vec<u32> = want.points().iter().map(|p| p.value).collect();

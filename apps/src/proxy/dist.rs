@@ -42,8 +42,7 @@ pub enum Distribution {
 }
 
 impl Distribution {
-    pub const ALL: [Distribution; 3] =
-        [Distribution::Ketama, Distribution::Modula, Distribution::Random];
+    pub const ALL: [Distribution; 3] = [Distribution::Ketama, Distribution::Modula, Distribution::Random];
 
     /// The config name.
     pub fn name(self) -> &'static str {
@@ -115,8 +114,7 @@ impl Continuum {
     /// Build over live servers `(index, name, weight)`, given in twemproxy's (name-sorted)
     /// order: equal point values keep that order, as glibc's (merge sort) `qsort` does.
     pub fn build<'a>(live: impl Iterator<Item = (u32, &'a [u8], u32)> + Clone) -> Continuum {
-        let (n_live, total) =
-            live.clone().fold((0u32, 0u32), |(n, t), (_, _, w)| (n + 1, t.saturating_add(w)));
+        let (n_live, total) = live.clone().fold((0u32, 0u32), |(n, t), (_, _, w)| (n + 1, t.saturating_add(w)));
         let mut points = Vec::with_capacity(n_live as usize * 160);
         let mut host = Vec::with_capacity(KETAMA_MAX_HOSTLEN);
         for (index, name, weight) in live {
@@ -176,8 +174,7 @@ impl Selector {
         hash_tag: Option<[u8; 2]>,
         servers: &[(N, u32)],
     ) -> Selector {
-        let servers: Vec<(Vec<u8>, u32)> =
-            servers.iter().map(|(n, w)| (n.as_ref().to_vec(), (*w).max(1))).collect();
+        let servers: Vec<(Vec<u8>, u32)> = servers.iter().map(|(n, w)| (n.as_ref().to_vec(), (*w).max(1))).collect();
         let mut order: Vec<u32> = (0..servers.len() as u32).collect();
         order.sort_by(|&a, &b| {
             let (na, nb) = (&servers[a as usize].0, &servers[b as usize].0);
@@ -275,12 +272,8 @@ impl Selector {
         }
         let index = match self.dist {
             Distribution::Ketama => self.continuum.lookup(self.key_hash(key))?,
-            Distribution::Modula => {
-                self.slots[(self.key_hash(key) % self.slots.len() as u32) as usize]
-            }
-            Distribution::Random => {
-                self.slots[(self.next_random() % self.slots.len() as u64) as usize]
-            }
+            Distribution::Modula => self.slots[(self.key_hash(key) % self.slots.len() as u32) as usize],
+            Distribution::Random => self.slots[(self.next_random() % self.slots.len() as u64) as usize],
         };
         Some(index as usize)
     }
@@ -330,12 +323,7 @@ mod tests {
 
     #[test]
     fn continuum_has_sorted_points_and_wraps() {
-        let s = Selector::new(
-            Distribution::Ketama,
-            HashKind::Md5,
-            None,
-            &[("a:1", 1), ("b:1", 1), ("c:1", 1)],
-        );
+        let s = Selector::new(Distribution::Ketama, HashKind::Md5, None, &[("a:1", 1), ("b:1", 1), ("c:1", 1)]);
         let pts = s.continuum().points();
         assert_eq!(pts.len(), 480);
         assert!(pts.windows(2).all(|w| w[0].value <= w[1].value));
@@ -354,12 +342,7 @@ mod tests {
     #[test]
     fn modula_uses_name_order_and_weights() {
         // File order c, a, bb; twemproxy's order a, c, bb (by length, then bytes).
-        let s = Selector::new(
-            Distribution::Modula,
-            HashKind::Crc32a,
-            None,
-            &[("c", 1), ("a", 2), ("bb", 1)],
-        );
+        let s = Selector::new(Distribution::Modula, HashKind::Crc32a, None, &[("c", 1), ("a", 2), ("bb", 1)]);
         assert_eq!(s.slots, vec![1, 1, 0, 2]);
         for key in [&b"k1"[..], b"k2", b"hello", b"x"] {
             let want = s.slots[(HashKind::Crc32a.hash(key) % 4) as usize] as usize;
@@ -403,12 +386,7 @@ mod tests {
 
     #[test]
     fn random_spreads_over_live_servers_only() {
-        let mut s = Selector::new(
-            Distribution::Random,
-            HashKind::Md5,
-            None,
-            &[("a", 1), ("b", 5), ("c", 1)],
-        );
+        let mut s = Selector::new(Distribution::Random, HashKind::Md5, None, &[("a", 1), ("b", 5), ("c", 1)]);
         s.set_live(&[true, true, false]);
         let mut seen = [0u32; 3];
         for _ in 0..1000 {
@@ -416,5 +394,58 @@ mod tests {
         }
         assert_eq!(seen[2], 0);
         assert!(seen[0] > 300 && seen[1] > 300, "{seen:?}");
+    }
+
+    /// Keys and, per case, the server nutcracker 0.5.0 put each on (observed by
+    /// `apps/tests/proxy_placement.rs` with `UKCM_PROXY_VECTORS=1`; digit `i` of a row is
+    /// the server index of key `i`). Ketama rows: servers `server-a`, `server-b`,
+    /// `server-c`, weight 1; the modula row: `c:1`, `aa:3`, `b:2` (md5).
+    const OBSERVED_KEYS: [&[u8]; 12] = [
+        b"key:5",
+        b"key:42",
+        b"key:79",
+        b"key:116",
+        b"key:153",
+        b"key:190",
+        b"key:227",
+        b"mnopqrstuvwxyzabcdefghijk",
+        b"\xc3\xa9\x9a",
+        b"k\x9dy\xe99\xff",
+        b"{tag11",
+        b"user:{3}:name",
+    ];
+    const OBSERVED: [(&str, &str); 13] = [
+        ("ketama-one_at_a_time", "212212112002"),
+        ("ketama-md5", "101112000222"),
+        ("ketama-crc16", "000211222011"),
+        ("ketama-crc32", "222222222222"),
+        ("ketama-crc32a", "111102011121"),
+        ("ketama-fnv1_64", "111222220022"),
+        ("ketama-fnv1a_64", "222000002001"),
+        ("ketama-fnv1_32", "120122120012"),
+        ("ketama-fnv1a_32", "222222022012"),
+        ("ketama-hsieh", "220222102010"),
+        ("ketama-murmur", "121211211012"),
+        ("ketama-jenkins", "010011211012"),
+        ("modula-weighted-names", "110111111012"),
+    ];
+
+    #[test]
+    fn placement_matches_vectors_observed_from_nutcracker() {
+        for (label, want) in OBSERVED {
+            let sel = match label.strip_prefix("ketama-") {
+                Some(hash) => Selector::new(
+                    Distribution::Ketama,
+                    hash.parse().unwrap(),
+                    None,
+                    &[("server-a", 1), ("server-b", 1), ("server-c", 1)],
+                ),
+                None => Selector::new(Distribution::Modula, HashKind::Md5, None, &[("c", 1), ("aa", 3), ("b", 2)]),
+            };
+            for (key, w) in OBSERVED_KEYS.iter().zip(want.bytes()) {
+                let got = sel.server_for(key).unwrap();
+                assert_eq!(got, (w - b'0') as usize, "{label}: key {:?}", key.escape_ascii().to_string());
+            }
+        }
     }
 }
