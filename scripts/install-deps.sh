@@ -12,6 +12,7 @@ declare -A PKG=(
   [tshark]=tshark
   [redis-server]=redis-server
   [redis-cli]=redis-tools
+  [nutcracker]=nutcracker
 )
 
 missing=()

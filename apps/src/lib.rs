@@ -18,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod echo;
 pub mod load;
+pub mod proxy;
 pub mod report;
 pub mod route;
 pub mod stack_load;

@@ -5,7 +5,9 @@
 //! Grammar: `NAME[:OPTIONS]` where OPTIONS is `key=value,...`. Every parser
 //! takes `max=N` (bytes); `lenfield` takes `offset`, `width` (1,2,3,4,8),
 //! `endian` (big|little), `adjust` (signed), `includes_header`, `signed`;
-//! `http2` takes `max_frame`; `resp` takes `depth` and `inline` (true: accept inline commands, for request streams); `http1` takes `max_head`.
+//! `http2` takes `max_frame`; `resp` takes `depth` and `inline` (true: accept inline
+//! commands, for request streams); `http1` takes `max_head`; `memcache-text` (requests) and
+//! `memcache-text-reply` take `line` (longest line).
 //! `bpf:FILE` runs the program under the JIT where available,
 //! `bpf-interp:FILE` under the interpreter; FILE is an ELF object or raw
 //! instructions. The whole text after `bpf:` is the path.
@@ -17,6 +19,7 @@ use crate::contract::Parser;
 use crate::http1::Http1;
 use crate::http2::Http2;
 use crate::lenfield::{Endian, Grpc, LengthField};
+use crate::memcache_text::MemcacheText;
 use crate::memcached::Memcached;
 use crate::mqtt::Mqtt;
 use crate::resp::Resp;
@@ -27,6 +30,8 @@ pub const NAMES: &[&str] = &[
     "thrift",
     "lenfield",
     "memcached",
+    "memcache-text",
+    "memcache-text-reply",
     "http2",
     "dns",
     "tls",
@@ -214,6 +219,16 @@ pub fn parser_from_spec(spec: &str) -> Result<Box<dyn Parser>, SpecError> {
         "thrift" | "dns" | "kafka" | "lenfield" => Box::new(length_field(canonical, &mut o, max)?),
         "grpc" => Box::new(max.map_or_else(Grpc::new, |m| Grpc::new().max(m))),
         "memcached" => Box::new(max.map_or_else(Memcached::new, |m| Memcached::new().max(m))),
+        "memcache-text" | "memcache-text-reply" => {
+            let mut p = if canonical == "memcache-text" { MemcacheText::requests() } else { MemcacheText::replies() };
+            if let Some(m) = max {
+                p = p.max(m);
+            }
+            if let Some(l) = o.num::<usize>("line", "a line length in bytes")? {
+                p = p.max_line(l);
+            }
+            Box::new(p)
+        }
         "http2" => {
             let frame = o.num::<usize>("max_frame", "a frame payload size")?;
             if max.is_some() {

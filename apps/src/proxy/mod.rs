@@ -1,0 +1,14 @@
+//! Building blocks of `ukcm-proxy`, the Redis/memcached proxy that takes a twemproxy
+//! (nutcracker) config. Pure code, no I/O, so each piece is tested on its own and
+//! against nutcracker itself (`apps/tests/proxy_placement.rs`).
+//!
+//! * [`hash`]: twemproxy's key hash functions, quirks included: a key must land on the
+//!   server it landed on under nutcracker, or a migrated cache starts cold.
+//! * [`dist`]: server selection (`ketama`, `modula`, `random`, `hash_tag`, ejection).
+//! * [`config`]: twemproxy's YAML pools plus a `ukcm:` section, errors by line, so a
+//!   nutcracker user brings their file unchanged.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dist;
+pub mod hash;
