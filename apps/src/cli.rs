@@ -123,9 +123,12 @@ mod tests {
         assert_eq!("kernel".parse::<TransportSpec>(), Ok(TransportSpec::Kernel));
         assert_eq!(
             "afxdp:eth0:3".parse::<TransportSpec>(),
-            Ok(TransportSpec::Afxdp { ifname: "eth0".into(), queue: 3 })
+            Ok(TransportSpec::Afxdp { ifname: "eth0".into(), queues: ukcm::spec::QueueSet::List(vec![3]) })
         );
-        assert_eq!("afxdp:eth0".parse::<TransportSpec>(), Ok(TransportSpec::Afxdp { ifname: "eth0".into(), queue: 0 }));
+        assert_eq!(
+            "afxdp:eth0".parse::<TransportSpec>(),
+            Ok(TransportSpec::Afxdp { ifname: "eth0".into(), queues: ukcm::spec::QueueSet::All })
+        );
         assert_eq!("tap:tap0".parse::<TransportSpec>(), Ok(TransportSpec::Tap { name: "tap0".into() }));
         assert!("dpdk:-l 0".parse::<TransportSpec>().is_ok());
         assert_eq!("mem".parse::<TransportSpec>(), Ok(TransportSpec::Mem));

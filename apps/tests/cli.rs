@@ -73,7 +73,7 @@ fn dpdk_and_mem_are_refused() {
 fn load_on_the_stack_refuses_bad_flags_and_unsafe_paths() {
     let base = ["--nic", "afxdp:lo", "--connect", "10.213.0.1:7000", "--duration", "1"];
     let with = |extra: &[&'static str]| -> Vec<&'static str> { [&base[..], extra].concat() };
-    refused(LOAD, &base, "--nic afxdp:lo:0: needs --addr IP/PREFIX");
+    refused(LOAD, &base, "--nic afxdp:lo: needs --addr IP/PREFIX");
     refused(
         LOAD,
         &with(&["--addr", "10.213.0.3/24", "--rate", "1000"]),
@@ -102,7 +102,7 @@ fn load_on_the_stack_refuses_bad_flags_and_unsafe_paths() {
 #[test]
 fn userspace_transports_need_an_ipv4_address_and_a_fixed_port() {
     refused(ECHO, &echo_args(&[("--nic", "afxdp:lo"), ("--addr", "::1/64"), ("--listen", "7000")]), "IPv4 --addr");
-    refused(ECHO, &echo_args(&[("--nic", "tap:t0"), ("--addr", "10.0.0.1/24")]), "--listen needs a fixed port");
+    refused(ECHO, &echo_args(&[("--nic", "tap:t0"), ("--addr", "10.0.0.1/24")]), "needs a fixed listening port");
 }
 
 /// AF_XDP and TAP are no longer refused: a missing interface is one clear line, exit 1.

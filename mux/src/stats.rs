@@ -101,6 +101,18 @@ pub struct MuxStats {
     pub folded: PsockStats,
 }
 
+impl MuxStats {
+    /// Adds another mux's counters (several engines shown as one).
+    pub fn add(&mut self, o: &MuxStats) {
+        self.rx_ready_drops += o.rx_ready_drops;
+        self.tx_retries += o.tx_retries;
+        self.psock_attach += o.psock_attach;
+        self.psock_unattach += o.psock_unattach;
+        self.psock_unattach_rsvd += o.psock_unattach_rsvd;
+        self.folded.fold(&o.folded);
+    }
+}
+
 /// One row of a stats table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsRow {

@@ -26,6 +26,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities};
@@ -41,6 +42,7 @@ use ukcm_nic::{
 use crate::classify::{classify, Class, FourTuple};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
+use crate::neighbours::{learned_from, reply_frame, Neighbour, NeighbourShare};
 use crate::rings::{self, SizeClass};
 
 /// A connection of one engine (slot index + generation, so stale ids are detected).
@@ -248,15 +250,22 @@ pub struct ConnInfo {
 /// A device that yields at most one given frame, and transmits through the port device.
 struct Feed<'d, P: Port> {
     dev: &'d mut PortDevice<P>,
-    frame: Option<Frame>,
+    frame: Option<OwnedRx>,
     mtu: usize,
 }
 
-struct OwnedRx(Frame);
+/// A received frame, or one made here (a neighbour another queue's engine learned).
+enum OwnedRx {
+    Frame(Frame),
+    Made(Vec<u8>),
+}
 
 impl phy::RxToken for OwnedRx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(self.0.data())
+        match &self {
+            OwnedRx::Frame(fr) => f(fr.data()),
+            OwnedRx::Made(v) => f(v),
+        }
     }
 }
 
@@ -275,7 +284,7 @@ impl<P: Port> Device for Feed<'_, P> {
         // Take a tx token first: without one the frame stays with us for a later poll.
         let tx = self.dev.transmit(ts)?;
         let f = self.frame.take()?;
-        Some((OwnedRx(f), tx))
+        Some((f, tx))
     }
 
     fn transmit(&mut self, ts: Instant) -> Option<Self::TxToken<'_>> {
@@ -313,6 +322,9 @@ pub struct Engine<P: Port> {
     stats: EngineStats,
     next_ephemeral: u16,
     neighbor_changed: bool,
+    /// Neighbours shared with the engines of the other queues: (share, our index, seen).
+    neighbours: Option<(Arc<NeighbourShare>, usize, u64)>,
+    neighbour_news: Vec<Neighbour>,
     idle_polls: u32,
     burst: usize,
     live_slots: u64,
@@ -428,6 +440,8 @@ impl<P: Port> Engine<P> {
             stats: EngineStats::default(),
             next_ephemeral,
             neighbor_changed: false,
+            neighbours: None,
+            neighbour_news: Vec::new(),
             idle_polls: 0,
             burst: caps.max_burst.max(1),
             live_slots: 0,
@@ -971,6 +985,11 @@ impl<P: Port> Engine<P> {
         let events_before = self.events.len();
         let mut work = false;
 
+        // 0. neighbours the engines of the other queues learned
+        if self.neighbours.is_some() {
+            work |= self.take_neighbour_news(now);
+        }
+
         // 1. ingress, at most max_frames_per_poll frames
         let max = self.cfg.max_frames_per_poll.max(1);
         let mut frames = std::mem::take(&mut self.rx_buf);
@@ -1093,6 +1112,38 @@ impl<P: Port> Engine<P> {
         Ok(())
     }
 
+    /// Shares what this engine learns about neighbours with the engines of the other queues
+    /// of the same address (engine `me` of the group), and learns what they do: see
+    /// [`crate::neighbours`]. Without it, a peer whose ARP exchange went through another
+    /// queue cannot be answered from this one.
+    pub fn share_neighbours(&mut self, share: Arc<NeighbourShare>, me: usize) {
+        self.neighbours = Some((share, me, 0));
+    }
+
+    /// Feeds the neighbours other engines learned to smoltcp, as ARP replies.
+    fn take_neighbour_news(&mut self, now: Instant) -> bool {
+        let Some((share, me, seen)) = self.neighbours.as_mut() else { return false };
+        let mut news = std::mem::take(&mut self.neighbour_news);
+        share.news(*me, seen, &mut news);
+        let (Some(ip), HardwareAddress::Ethernet(mac)) = (self.iface.ipv4_addr(), self.iface.hardware_addr()) else {
+            news.clear();
+            self.neighbour_news = news;
+            return false;
+        };
+        let any = !news.is_empty();
+        let mtu = self.mtu;
+        for n in news.drain(..) {
+            let mut feed = Feed { dev: &mut self.dev, frame: Some(OwnedRx::Made(reply_frame(n, ip, mac))), mtu };
+            // No tx token now: the neighbour is learned from its own traffic later.
+            let _ = self.iface.poll_ingress_single(now, &mut feed, &mut self.control);
+        }
+        self.neighbour_news = news;
+        if any {
+            self.neighbor_changed = true;
+        }
+        any
+    }
+
     /// Steers one frame. `Err(frame)` if smoltcp could not take it now (no tx room).
     fn ingress(&mut self, now: Instant, frame: Frame) -> Result<(), Frame> {
         let mtu = self.mtu;
@@ -1130,18 +1181,23 @@ impl<P: Port> Engine<P> {
             },
             Class::Neighbor => {
                 self.neighbor_changed = true;
+                if let (Some((share, me, _)), Some(ours)) = (&self.neighbours, self.iface.ipv4_addr()) {
+                    if let Some(n) = learned_from(frame.data(), ours) {
+                        share.publish(*me, n);
+                    }
+                }
                 None
             }
             Class::Other => None,
         };
-        let mut feed = Feed { dev: &mut self.dev, frame: Some(frame), mtu };
+        let mut feed = Feed { dev: &mut self.dev, frame: Some(OwnedRx::Frame(frame)), mtu };
         match target {
             Some(idx) => {
                 self.stats.rx_steered += 1;
                 let set = &mut self.slots[idx as usize].set;
                 let r = self.iface.poll_ingress_single(now, &mut feed, set);
                 if r == PollIngressSingleResult::None {
-                    if let Some(f) = feed.frame.take() {
+                    if let Some(OwnedRx::Frame(f)) = feed.frame.take() {
                         return Err(f);
                     }
                 }
@@ -1154,7 +1210,7 @@ impl<P: Port> Engine<P> {
                 self.stats.rx_control += 1;
                 let r = self.iface.poll_ingress_single(now, &mut feed, &mut self.control);
                 if r == PollIngressSingleResult::None {
-                    if let Some(f) = feed.frame.take() {
+                    if let Some(OwnedRx::Frame(f)) = feed.frame.take() {
                         return Err(f);
                     }
                 }

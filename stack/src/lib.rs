@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod echo;
 pub mod engine;
+pub mod neighbours;
 pub mod rings;
 pub mod thread;
 
@@ -27,6 +28,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
 pub use echo::echo_in_place;
 pub use engine::{consume_rx, ConnId, ConnInfo, Engine, EngineStats, Event, RefuseReason, StackError};
+pub use neighbours::NeighbourShare;
 pub use rings::{pool_stats, RingPoolStats, SizeClass};
 pub use smoltcp;
 pub use thread::{spawn_engine, spawn_engine_with, AppEvent, EngineHandle, ThreadConfig};

@@ -28,13 +28,19 @@ pub fn stack_cidr(addr: (IpAddr, Option<u8>)) -> Result<Ipv4Cidr, String> {
     }
 }
 
-/// Opens the port a `--nic` names (AF_XDP or TAP), charged to `budget`. Errors are one line
-/// naming the spec. With `UKCM_PCAP_DIR` set, the port's frames (both ways) are recorded to
-/// `$UKCM_PCAP_DIR/<nic>.pcap` (e.g. `afxdp-veth0-0.pcap`); unset, nothing is wrapped.
-pub fn open_port(nic: &TransportSpec, budget: &Arc<PinnedBudget>) -> Result<(AnyPort, Option<[u8; 6]>), String> {
+/// Opens the port a `--nic` names (AF_XDP queue `queue`, TAP, DPDK), charged to `budget`.
+/// Errors are one line naming the spec. With `UKCM_PCAP_DIR` set, the port's frames (both
+/// ways) are recorded to `$UKCM_PCAP_DIR/<nic>.pcap` (e.g. `afxdp-veth0-0.pcap`,
+/// `dpdk-0.pcap`); unset, nothing is wrapped.
+pub fn open_port(
+    nic: &TransportSpec,
+    queue: u32,
+    budget: &Arc<PinnedBudget>,
+) -> Result<(AnyPort, Option<[u8; 6]>), String> {
     let fail = |e: &dyn std::fmt::Display| format!("--nic {nic}: cannot open: {e}");
     match nic {
-        TransportSpec::Afxdp { ifname, queue } => {
+        TransportSpec::Afxdp { ifname, .. } => {
+            let queue = &queue;
             let cfg = AfXdpConfig {
                 pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 8192 },
                 ring_size: 2048,
@@ -53,7 +59,10 @@ pub fn open_port(nic: &TransportSpec, budget: &Arc<PinnedBudget>) -> Result<(Any
             Ok((recorded(p, &format!("tap-{name}")).map_err(|e| fail(&e))?, Some(local_mac(1))))
         }
         #[cfg(feature = "dpdk")]
-        TransportSpec::Dpdk { args } => crate::dpdk_port::open(args, budget).map_err(|e| fail(&e)),
+        TransportSpec::Dpdk { args } => {
+            let (p, mac) = crate::dpdk_port::open(args, budget).map_err(|e| fail(&e))?;
+            Ok((recorded(p, &format!("dpdk-{queue}")).map_err(|e| fail(&e))?, mac))
+        }
         other => Err(format!("--nic {other}: not a NIC port")),
     }
 }

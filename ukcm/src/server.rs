@@ -284,13 +284,20 @@ pub struct ServerCounters {
     pub attach_failed: AtomicU64,
 }
 
-/// A running server.
+/// One engine thread of a server and what it publishes.
+#[derive(Debug)]
+struct EngineThread {
+    thread: Option<JoinHandle<io::Result<StatsTable>>>,
+    snapshot: Arc<Mutex<(StatsTable, String)>>,
+}
+
+/// A running server: one shared-nothing engine per NIC queue (one for kernel TCP), each with
+/// its own mux, workers and upstream pool.
 #[derive(Debug)]
 pub struct Server {
     stop: Arc<AtomicBool>,
-    engine: Option<JoinHandle<io::Result<StatsTable>>>,
+    engines: Vec<EngineThread>,
     workers: Vec<JoinHandle<()>>,
-    snapshot: Arc<Mutex<(StatsTable, String)>>,
     counters: Arc<ServerCounters>,
     local: SocketAddr,
     describe: String,
@@ -319,11 +326,25 @@ impl Server {
         F: FnOnce() -> io::Result<T> + Send + 'static,
         H: Handler + Clone,
     {
+        Self::start_engines(vec![make], cfg, handler)
+    }
+
+    /// One engine per transport `makes` builds (e.g. one per NIC queue), each on its own
+    /// thread with its own mux and, in worker mode, its own workers.
+    pub fn start_engines<T, F, H>(makes: Vec<F>, cfg: ServerConfig, handler: H) -> io::Result<Server>
+    where
+        T: Transport + 'static,
+        F: FnOnce() -> io::Result<T> + Send + 'static,
+        H: Handler + Clone,
+    {
         match cfg.model {
             Model::RunToCompletion => {
-                launch(make, cfg, None::<H>, move |_t: &mut T, first, _| Ok(RtcApp { handler, _sock: first }))
+                let h = handler;
+                launch(makes, cfg, None::<H>, move |_t: &mut T, first, _: &Arc<PinnedBudget>| {
+                    Ok(RtcApp { handler: h.clone(), _sock: first })
+                })
             }
-            Model::Workers(_) => launch(make, cfg, Some(handler), |_t: &mut T, _, _| Ok(NoApp)),
+            Model::Workers(_) => launch(makes, cfg, Some(handler), |_t: &mut T, _, _: &Arc<PinnedBudget>| Ok(NoApp)),
         }
     }
 
@@ -334,13 +355,26 @@ impl Server {
     where
         T: Transport + 'static,
         F: FnOnce() -> io::Result<T> + Send + 'static,
-        W: Forward,
+        W: Forward + Clone,
+    {
+        Self::forward_engines(vec![make], cfg, pool, fwd)
+    }
+
+    /// [`Server::forward`] with one engine per transport, each with its own pool.
+    pub fn forward_engines<T, F, W>(makes: Vec<F>, cfg: ServerConfig, pool: PoolConfig, fwd: W) -> io::Result<Server>
+    where
+        T: Transport + 'static,
+        F: FnOnce() -> io::Result<T> + Send + 'static,
+        W: Forward + Clone,
     {
         if cfg.model != Model::RunToCompletion {
-            return Err(invalid("a forwarding server runs to completion on its engine thread (shared-nothing; scale with engines, not workers)".into()));
+            return Err(invalid(
+                "a forwarding server runs to completion on its engine threads (shared-nothing; scale with engines, not workers)"
+                    .into(),
+            ));
         }
-        launch(make, cfg, None::<NoHandler>, move |_t: &mut T, _first, budget: &Arc<PinnedBudget>| {
-            Ok(ForwardApp::new(Pool::new(pool, budget)?, fwd))
+        launch(makes, cfg, None::<NoHandler>, move |_t: &mut T, _first, budget: &Arc<PinnedBudget>| {
+            Ok(ForwardApp::new(Pool::new(pool.clone(), budget)?, fwd.clone()))
         })
     }
 
@@ -349,33 +383,48 @@ impl Server {
         self.local
     }
 
-    /// What carries the bytes (`kernel TCP`, `ukcm stack on afxdp:…`).
+    /// What carries the bytes (`kernel TCP`, `ukcm stack on afxdp:…`, `… × 2 engines`).
     pub fn describe(&self) -> &str {
         &self.describe
     }
 
-    /// The latest stats snapshot (refreshed by the engine every 200 ms).
+    /// Engines (one per NIC queue served).
+    pub fn engine_count(&self) -> usize {
+        self.engines.len()
+    }
+
+    /// The latest stats of all engines together (refreshed every 200 ms).
     pub fn snapshot(&self) -> StatsTable {
-        self.snapshot.lock().0.clone()
+        merge_tables(&self.engine_snapshots())
     }
 
-    /// The latest transport counters line (empty for kernel TCP).
+    /// The latest stats of each engine.
+    pub fn engine_snapshots(&self) -> Vec<StatsTable> {
+        self.engines.iter().map(|e| e.snapshot.lock().0.clone()).collect()
+    }
+
+    /// The latest transport counters, one line per engine (empty for kernel TCP).
     pub fn transport_status(&self) -> String {
-        self.snapshot.lock().1.clone()
+        let lines: Vec<String> =
+            self.engines.iter().map(|e| e.snapshot.lock().1.clone()).filter(|l| !l.is_empty()).collect();
+        match lines.len() {
+            0 | 1 => lines.concat(),
+            _ => lines.iter().enumerate().map(|(i, l)| format!("engine {i}: {l}")).collect::<Vec<_>>().join("\n"),
+        }
     }
 
-    /// The engine's own counters.
+    /// The engines' own counters (all engines).
     pub fn counters(&self) -> &ServerCounters {
         &self.counters
     }
 
-    /// Whether the engine thread has ended (it ends only on stop or on an error).
+    /// Whether an engine thread has ended (they end only on stop or on an error).
     pub fn engine_finished(&self) -> bool {
-        self.engine.as_ref().is_none_or(|h| h.is_finished())
+        self.engines.iter().any(|e| e.thread.as_ref().is_none_or(|h| h.is_finished()))
     }
 
-    /// Runs until SIGINT or SIGTERM (or until the engine fails), then stops and returns
-    /// the final stats table.
+    /// Runs until SIGINT or SIGTERM (or until an engine fails), then stops and returns the
+    /// final stats table.
     pub fn run_until_signal(self) -> io::Result<StatsTable> {
         let flag = crate::signals::stop_flag()?;
         while !flag.load(Ordering::Acquire) && !self.engine_finished() {
@@ -384,17 +433,32 @@ impl Server {
         self.stop()
     }
 
-    /// Stops the workers and the engine (which writes out queued replies first, then closes
-    /// every connection and drops its transport) and returns the final stats table.
-    pub fn stop(mut self) -> io::Result<StatsTable> {
+    /// Stops the workers and the engines (which write out queued replies first, then close
+    /// every connection and drop their transports) and returns the final stats, all engines
+    /// together.
+    pub fn stop(self) -> io::Result<StatsTable> {
+        self.stop_each().map(|t| merge_tables(&t))
+    }
+
+    /// [`Server::stop`], returning each engine's final stats.
+    pub fn stop_each(mut self) -> io::Result<Vec<StatsTable>> {
         self.stop.store(true, Ordering::Release);
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
-        match self.engine.take().map(|h| h.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(io::Error::other("the engine thread panicked")),
-            None => Err(io::Error::other("engine already stopped")),
+        let mut tables = Vec::new();
+        let mut first_err = None;
+        for e in &mut self.engines {
+            match e.thread.take().map(|h| h.join()) {
+                Some(Ok(Ok(t))) => tables.push(t),
+                Some(Ok(Err(err))) => first_err = first_err.or(Some(err)),
+                Some(Err(_)) => first_err = first_err.or(Some(io::Error::other("an engine thread panicked"))),
+                None => first_err = first_err.or(Some(io::Error::other("engine already stopped"))),
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(tables),
         }
     }
 }
@@ -405,6 +469,25 @@ impl Drop for Server {
     }
 }
 
+/// Several engines' stats as one table: counters added, rows kept (labelled by engine).
+pub fn merge_tables(tables: &[StatsTable]) -> StatsTable {
+    if tables.len() == 1 {
+        return tables[0].clone();
+    }
+    let mut out = StatsTable::default();
+    for (i, t) in tables.iter().enumerate() {
+        out.mux.add(&t.mux);
+        out.total.fold(&t.total);
+        out.psocks.extend(t.psocks.iter().map(|r| {
+            let mut r = r.clone();
+            r.label = format!("e{i} {}", r.label);
+            r
+        }));
+        out.socks.extend(t.socks.iter().map(|(l, s)| (format!("e{i} {l}"), *s)));
+    }
+    out
+}
+
 /// A handler type for servers without one (forwarders, whose requests go to [`Forward`]).
 #[derive(Debug, Clone)]
 struct NoHandler;
@@ -413,99 +496,121 @@ impl Handler for NoHandler {
     fn request(&mut self, _req: &[u8], _reply: &mut Reply<'_>) {}
 }
 
-/// Starts the engine thread (transport from `make`, engine-side app from `make_app`) and,
-/// with a handler, the workers.
-fn launch<T, F, H, A, M>(make: F, cfg: ServerConfig, workers_handler: Option<H>, make_app: M) -> io::Result<Server>
+/// Starts one engine thread per transport of `makes` (engine-side app from `make_app`) and,
+/// with a handler, each engine's workers.
+fn launch<T, F, H, A, M>(
+    makes: Vec<F>,
+    cfg: ServerConfig,
+    workers_handler: Option<H>,
+    make_app: M,
+) -> io::Result<Server>
 where
     T: Transport + 'static,
     F: FnOnce() -> io::Result<T> + Send + 'static,
     H: Handler + Clone,
     A: EngineApp<T>,
-    M: FnOnce(&mut T, Option<MsgSocket>, &Arc<PinnedBudget>) -> io::Result<A> + Send + 'static,
+    M: Fn(&mut T, Option<MsgSocket>, &Arc<PinnedBudget>) -> io::Result<A> + Clone + Send + 'static,
 {
     parser_from_spec(&cfg.parser)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad parser spec: {e}")))?;
+    if makes.is_empty() {
+        return Err(invalid("a server needs at least one engine".into()));
+    }
     let n_workers = match cfg.model {
         Model::Workers(0) => return Err(invalid("a worker model needs at least one worker".into())),
         Model::Workers(n) => n,
         Model::RunToCompletion => 0,
     };
-    let budget = PinnedBudget::unlimited();
-    let busy = cfg.busy_poll;
-    let sock_cfg = SocketConfig { rx_queue: 1024, tx_queue: 1024, max_in_flight: 1024, tx_ring: cfg.tx_ring };
-    let mux_cfg = MuxConfig {
-        steer: cfg.steer.policy(cfg.hash_header),
-        socket: sock_cfg,
-        max_message: cfg.rx_ring,
-        ordered: cfg.ordered,
-        max_unanswered: cfg.max_unanswered.max(1),
-        ..MuxConfig::default()
-    };
-    let (mux, first) = Mux::<T::Io>::new(mux_cfg, &budget).map_err(io::Error::other)?;
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(ServerCounters::default());
-    let snapshot = Arc::new(Mutex::new((mux.stats_table(), String::new())));
-    type Ready = io::Result<(SocketAddr, String)>;
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
-    // In worker mode the workers own every socket; run to completion, the engine does.
-    let (engine_sock, worker_socks) = if n_workers == 0 {
-        (Some(first), Vec::new())
-    } else {
-        let mut v = Vec::with_capacity(n_workers);
-        for _ in 1..n_workers {
-            v.push(first.try_clone().map_err(io::Error::other)?);
-        }
-        v.insert(0, first);
-        (None, v)
+    let mut server = Server {
+        stop: Arc::clone(&stop),
+        engines: Vec::new(),
+        workers: Vec::new(),
+        counters: Arc::clone(&counters),
+        local: SocketAddr::from(([0, 0, 0, 0], 0)),
+        describe: String::new(),
     };
-    let engine = {
-        let (stop, counters, snapshot) = (Arc::clone(&stop), Arc::clone(&counters), Arc::clone(&snapshot));
-        let cfg = cfg.clone();
-        std::thread::Builder::new().name("ukcm-engine".into()).spawn(move || {
-            let fail = |e: io::Error, tx: &std::sync::mpsc::Sender<Ready>| {
-                let msg = e.to_string();
-                let _ = tx.send(Err(e));
-                Err(io::Error::other(msg))
-            };
-            let mut t = match make() {
-                Ok(t) => t,
-                Err(e) => return fail(e, &ready_tx),
-            };
-            let app = match make_app(&mut t, engine_sock, &budget) {
-                Ok(a) => a,
-                Err(e) => return fail(e, &ready_tx),
-            };
-            let _ = ready_tx.send(Ok((t.local_addr(), t.describe())));
-            let ctx = EngineCtx { cfg: &cfg, budget: &budget, stop: &stop, counters: &counters, snapshot: &snapshot };
-            run_engine(&mut t, mux, app, &ctx)
-        })?
-    };
-    let (local, describe) = match ready_rx.recv() {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => {
-            let _ = engine.join();
-            return Err(e);
+    let n_engines = makes.len();
+    for (ei, make) in makes.into_iter().enumerate() {
+        let budget = PinnedBudget::unlimited();
+        let sock_cfg = SocketConfig { rx_queue: 1024, tx_queue: 1024, max_in_flight: 1024, tx_ring: cfg.tx_ring };
+        let mux_cfg = MuxConfig {
+            steer: cfg.steer.policy(cfg.hash_header),
+            socket: sock_cfg,
+            max_message: cfg.rx_ring,
+            ordered: cfg.ordered,
+            max_unanswered: cfg.max_unanswered.max(1),
+            ..MuxConfig::default()
+        };
+        let (mux, first) = Mux::<T::Io>::new(mux_cfg, &budget).map_err(io::Error::other)?;
+        let snapshot = Arc::new(Mutex::new((mux.stats_table(), String::new())));
+        type Ready = io::Result<(SocketAddr, String)>;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
+        // In worker mode the workers own every socket; run to completion, the engine does.
+        let (engine_sock, worker_socks) = if n_workers == 0 {
+            (Some(first), Vec::new())
+        } else {
+            let mut v = Vec::with_capacity(n_workers);
+            for _ in 1..n_workers {
+                v.push(first.try_clone().map_err(io::Error::other)?);
+            }
+            v.insert(0, first);
+            (None, v)
+        };
+        let thread = {
+            let (stop, counters, snapshot) = (Arc::clone(&stop), Arc::clone(&counters), Arc::clone(&snapshot));
+            let (cfg, make_app) = (cfg.clone(), make_app.clone());
+            std::thread::Builder::new().name(format!("ukcm-engine-{ei}")).spawn(move || {
+                let fail = |e: io::Error, tx: &std::sync::mpsc::Sender<Ready>| {
+                    let msg = e.to_string();
+                    let _ = tx.send(Err(e));
+                    Err(io::Error::other(msg))
+                };
+                let mut t = match make() {
+                    Ok(t) => t,
+                    Err(e) => return fail(e, &ready_tx),
+                };
+                let app = match make_app(&mut t, engine_sock, &budget) {
+                    Ok(a) => a,
+                    Err(e) => return fail(e, &ready_tx),
+                };
+                let _ = ready_tx.send(Ok((t.local_addr(), t.describe())));
+                let ctx =
+                    EngineCtx { cfg: &cfg, budget: &budget, stop: &stop, counters: &counters, snapshot: &snapshot };
+                run_engine(&mut t, mux, app, &ctx)
+            })?
+        };
+        let up = ready_rx.recv();
+        server.engines.push(EngineThread { thread: Some(thread), snapshot });
+        let (local, describe) = match up {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                drop(server); // stops the engines already running
+                return Err(e);
+            }
+            Err(_) => {
+                drop(server);
+                return Err(io::Error::other("an engine thread ended before its transport was up"));
+            }
+        };
+        if ei == 0 {
+            server.local = local;
+            server.describe = if n_engines > 1 { format!("{describe} × {n_engines} engines") } else { describe };
         }
-        Err(_) => {
-            let r = engine.join();
-            return Err(match r {
-                Ok(Err(e)) => e,
-                _ => io::Error::other("the engine thread ended before its transport was up"),
-            });
-        }
-    };
-    let mut workers = Vec::new();
-    if let Some(handler) = workers_handler {
-        for (i, sock) in worker_socks.into_iter().enumerate() {
-            let (stop, counters, h) = (Arc::clone(&stop), Arc::clone(&counters), handler.clone());
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("ukcm-worker-{i}"))
-                    .spawn(move || worker(sock, h, &stop, &counters, busy))?,
-            );
+        if let Some(handler) = &workers_handler {
+            for (i, sock) in worker_socks.into_iter().enumerate() {
+                let (stop, counters, h, busy) =
+                    (Arc::clone(&stop), Arc::clone(&counters), handler.clone(), cfg.busy_poll);
+                server.workers.push(
+                    std::thread::Builder::new()
+                        .name(format!("ukcm-worker-{ei}.{i}"))
+                        .spawn(move || worker(sock, h, &stop, &counters, busy))?,
+                );
+            }
         }
     }
-    Ok(Server { stop, engine: Some(engine), workers, snapshot, counters, local, describe })
+    Ok(server)
 }
 
 /// A server described by strings, as an operator writes them.
@@ -614,24 +719,48 @@ pub fn serve_spec<H: Handler + Clone>(
             Server::kernel(l, cfg, handler)
         }
         other => {
-            let cidr = stack_cidr(addr).map_err(invalid)?;
-            if listen == 0 {
-                return Err(invalid(format!(
-                    "{other}: the userspace stack needs a fixed listening port (ephemeral ports are a kernel feature)"
-                )));
-            }
-            let nic = other.clone();
-            Server::start(
-                move || {
-                    let budget = PinnedBudget::unlimited();
-                    let (port, mac) = open_port(&nic, &budget).map_err(io::Error::other)?;
-                    StackTransport::new(port, mac, cidr, gateway, listen, 1024)
-                },
-                cfg,
-                handler,
-            )
+            let makes = stack_engines(other, addr, gateway, listen)?;
+            Server::start_engines(makes, cfg, handler)
         }
     }
+}
+
+/// The engine a stack transport needs on each queue it serves: one per AF_XDP queue
+/// (`afxdp:IF` = every queue of IF), one for TAP and DPDK.
+pub fn stack_engines(
+    spec: &TransportSpec,
+    addr: (IpAddr, Option<u8>),
+    gateway: Option<Ipv4Address>,
+    listen: u16,
+) -> io::Result<Vec<impl FnOnce() -> io::Result<StackTransport<crate::ports::AnyPort>> + Send + 'static>> {
+    let cidr = stack_cidr(addr).map_err(invalid)?;
+    if listen == 0 {
+        return Err(invalid(format!(
+            "{spec}: the userspace stack needs a fixed listening port (ephemeral ports are a kernel feature)"
+        )));
+    }
+    let queues = match spec {
+        TransportSpec::Afxdp { ifname, queues } => queues.resolve(ifname).map_err(invalid)?,
+        TransportSpec::Kernel | TransportSpec::Mem => {
+            return Err(invalid(format!("{spec}: not a NIC transport")));
+        }
+        _ => vec![0],
+    };
+    // The engines of one address learn neighbours for each other (each queue sees only
+    // some of a peer's frames).
+    let share = Arc::new(ukcm_stack::NeighbourShare::new());
+    Ok(queues
+        .into_iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let (nic, share) = (spec.clone(), Arc::clone(&share));
+            move || {
+                let budget = PinnedBudget::unlimited();
+                let (port, mac) = open_port(&nic, q, &budget).map_err(io::Error::other)?;
+                Ok(StackTransport::new(port, mac, cidr, gateway, listen, 1024)?.share_neighbours(share, i))
+            }
+        })
+        .collect())
 }
 
 /// Header length of the length-field parsers (for the `hash` steering key); 0 for others.

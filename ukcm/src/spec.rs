@@ -17,12 +17,48 @@ pub enum TransportSpec {
     Kernel,
     /// Two userspace stacks over the in-memory port pair, in one process (`mem`; the demo).
     Mem,
-    /// AF_XDP on an interface queue (`afxdp:IF[:Q]`).
-    Afxdp { ifname: String, queue: u32 },
+    /// AF_XDP on an interface's queues (`afxdp:IF` all of them, `afxdp:IF:Q[,Q…]` those):
+    /// a server runs one engine per queue.
+    Afxdp { ifname: String, queues: QueueSet },
     /// A TAP device (`tap:NAME`).
     Tap { name: String },
     /// DPDK with EAL arguments (`dpdk:ARGS`).
     Dpdk { args: String },
+}
+
+/// Which queues of an interface a transport uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueSet {
+    /// Every receive queue the interface has.
+    All,
+    /// These queues.
+    List(Vec<u32>),
+}
+
+impl QueueSet {
+    /// The queue numbers: the list, or every receive queue of `ifname` (from sysfs).
+    pub fn resolve(&self, ifname: &str) -> Result<Vec<u32>, String> {
+        match self {
+            QueueSet::List(q) => Ok(q.clone()),
+            QueueSet::All => {
+                let dir = format!("/sys/class/net/{ifname}/queues");
+                let n = std::fs::read_dir(&dir)
+                    .map_err(|e| format!("afxdp:{ifname}: cannot list its queues ({dir}: {e})"))?
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                    .count();
+                Ok((0..n.max(1) as u32).collect())
+            }
+        }
+    }
+
+    /// The first queue (where a single-engine tool, such as a load generator, runs).
+    pub fn first(&self) -> u32 {
+        match self {
+            QueueSet::List(q) => q.first().copied().unwrap_or(0),
+            QueueSet::All => 0,
+        }
+    }
 }
 
 impl FromStr for TransportSpec {
@@ -39,21 +75,28 @@ impl FromStr for TransportSpec {
             ("mem", None) => Ok(TransportSpec::Mem),
             ("mem", Some(_)) => Err("`mem` takes no options (write --nic mem)".into()),
             ("afxdp", Some(r)) if !r.is_empty() => {
-                let (ifname, queue) = match r.split_once(':') {
-                    Some((i, q)) => {
-                        let q = q
-                            .parse::<u32>()
-                            .map_err(|_| format!("afxdp queue {q:?} is not a number (afxdp:IF[:QUEUE])"))?;
-                        (i, q)
+                let (ifname, queues) = match r.split_once(':') {
+                    Some((i, list)) => {
+                        let mut qs = Vec::new();
+                        for q in list.split(',') {
+                            let q = q.trim().parse::<u32>().map_err(|_| {
+                                format!("afxdp queue {q:?} is not a number (afxdp:IF[:QUEUE[,QUEUE…]])")
+                            })?;
+                            if qs.contains(&q) {
+                                return Err(format!("afxdp queue {q} is listed twice"));
+                            }
+                            qs.push(q);
+                        }
+                        (i, QueueSet::List(qs))
                     }
-                    None => (r, 0),
+                    None => (r, QueueSet::All),
                 };
                 if ifname.is_empty() || ifname.len() > 15 {
                     return Err(format!(
                         "afxdp interface name {ifname:?} must be 1 to 15 characters (afxdp:IF[:QUEUE])"
                     ));
                 }
-                Ok(TransportSpec::Afxdp { ifname: ifname.into(), queue })
+                Ok(TransportSpec::Afxdp { ifname: ifname.into(), queues })
             }
             ("tap", Some(r)) if !r.is_empty() && r.len() <= 15 => Ok(TransportSpec::Tap { name: r.into() }),
             ("tap", _) => Err("tap needs a device name of 1 to 15 characters (tap:NAME)".into()),
@@ -70,7 +113,11 @@ impl fmt::Display for TransportSpec {
         match self {
             TransportSpec::Kernel => f.write_str("kernel"),
             TransportSpec::Mem => f.write_str("mem"),
-            TransportSpec::Afxdp { ifname, queue } => write!(f, "afxdp:{ifname}:{queue}"),
+            TransportSpec::Afxdp { ifname, queues: QueueSet::All } => write!(f, "afxdp:{ifname}"),
+            TransportSpec::Afxdp { ifname, queues: QueueSet::List(q) } => {
+                let list: Vec<String> = q.iter().map(u32::to_string).collect();
+                write!(f, "afxdp:{ifname}:{}", list.join(","))
+            }
             TransportSpec::Tap { name } => write!(f, "tap:{name}"),
             TransportSpec::Dpdk { args } => write!(f, "dpdk:{args}"),
         }

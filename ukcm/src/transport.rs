@@ -216,6 +216,13 @@ impl<P: Port> StackTransport<P> {
         Ok(StackTransport { engine, port: listen, local, what: format!("ukcm stack on {}", caps.name), resets: 0 })
     }
 
+    /// Joins the engines of the other queues of the same address in sharing learned
+    /// neighbours (see `ukcm_stack::neighbours`); `me` is this engine's index in the group.
+    pub fn share_neighbours(mut self, share: Arc<ukcm_stack::NeighbourShare>, me: usize) -> Self {
+        self.engine.share_neighbours(share, me);
+        self
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Engine<P> {
         &self.engine

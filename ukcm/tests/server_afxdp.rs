@@ -21,7 +21,7 @@ use ukcm::{
 const PORT: u16 = 7300;
 
 fn afxdp(net: &TestNet) -> TransportSpec {
-    TransportSpec::Afxdp { ifname: net.host_if.clone(), queue: 0 }
+    TransportSpec::Afxdp { ifname: net.host_if.clone(), queues: ukcm::spec::QueueSet::List(vec![0]) }
 }
 
 fn addr(net: &TestNet) -> (IpAddr, Option<u8>) {
@@ -141,7 +141,7 @@ fn a_forwarder_on_afxdp_reaches_kernel_backends_loses_one_and_takes_it_back() {
     let server = Server::forward(
         move || {
             let budget = ukcm::nic::PinnedBudget::unlimited();
-            let (port, mac) = ukcm::ports::open_port(&spec, &budget).map_err(std::io::Error::other)?;
+            let (port, mac) = ukcm::ports::open_port(&spec, 0, &budget).map_err(std::io::Error::other)?;
             ukcm::StackTransport::new(port, mac, cidr, None, PORT, 1024)
         },
         cfg,
@@ -177,4 +177,26 @@ fn a_forwarder_on_afxdp_reaches_kernel_backends_loses_one_and_takes_it_back() {
     drop(server.stop().unwrap());
     b0.kill();
     b1.kill();
+}
+
+#[test]
+fn every_queue_of_the_interface_gets_an_engine_and_every_message_comes_back() {
+    if !privileged_or_skip("every_queue_of_the_interface_gets_an_engine_and_every_message_comes_back") {
+        return;
+    }
+    let net = TestNet::new("sq2", &TestNetOptions { queues: 2, ..TestNetOptions::default() }).unwrap();
+    // `afxdp:IF`: every queue of the interface, one shared-nothing engine each.
+    let spec: TransportSpec = format!("afxdp:{}", net.host_if).parse().unwrap();
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::Workers(2), ..ServerConfig::default() };
+    let server = serve_spec(&spec, addr(&net), None, PORT, cfg, slow_echo).unwrap();
+    assert_eq!(server.engine_count(), 2);
+    // The kernel spreads flows over the veth's two queues by their hash: with 24
+    // connections, both queues get some (a 2^-23 chance otherwise).
+    pipelined_clients_with(24, 60, || connect(&net));
+    let per_engine = server.stop_each().unwrap();
+    let t = ukcm::server::merge_tables(&per_engine);
+    let attached: Vec<u64> = per_engine.iter().map(|e| e.mux.psock_attach).collect();
+    assert!(attached.iter().all(|&n| n > 0), "connections per engine: {attached:?}");
+    assert_eq!(attached.iter().sum::<u64>(), 24);
+    assert_eq!(t.total.rx_msgs, 24 * 60, "the total adds the engines up");
 }

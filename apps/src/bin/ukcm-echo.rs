@@ -8,9 +8,13 @@
 //! ukcm-echo --nic tap:ukcm0 --addr 10.0.0.1/24 --gateway 10.0.0.254 --listen 7000 --parser thrift
 //! ```
 //!
-//! `--nic afxdp:IF[:Q]` and `--nic tap:NAME` run the mux over the userspace stack: a
+//! `--nic afxdp:IF` serves every queue of IF with one engine each (`afxdp:IF:0,2` those
+//! queues); `--nic afxdp:…` and `--nic tap:NAME` run the mux over the userspace stack: a
 //! `ukcm_stack::Engine` over the port, with `--addr` (IPv4, `/PREFIX`, default /24) and
 //! `--gateway`, listening on `--listen`; `--nic kernel` runs it over kernel TCP sockets.
+//!
+//! Replies leave each connection in request order whatever worker answered first (the
+//! server API's reply slots).
 //!
 //! `--rtc` runs to completion: the engine thread echoes between its polls (no worker
 //! threads). `--steer hash` keys on FNV-1a 64 of the 16 bytes after the length header.
@@ -20,20 +24,16 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ukcm::ports::{open_port, stack_cidr};
 use ukcm::server::header_len_of;
 use ukcm::signals;
-use ukcm::StackTransport;
 use ukcm::{Model, ServerConfig};
 use ukcm_apps::cli::{self, SteerKind, TransportSpec};
 use ukcm_apps::echo;
-use ukcm_nic::PinnedBudget;
 use ukcm_stack::smoltcp::wire::Ipv4Address;
 
 const PROG: &str = "ukcm-echo";
@@ -42,7 +42,7 @@ const PROG: &str = "ukcm-echo";
 #[derive(Debug, Parser)]
 #[command(name = "ukcm-echo", version)]
 struct Args {
-    /// Transport: kernel | afxdp:IF[:QUEUE] | tap:NAME | dpdk:ARGS (EAL arguments, with --features dpdk)
+    /// Transport: kernel | afxdp:IF[:QUEUE[,QUEUE...]] (all queues by default, one engine each) | tap:NAME | dpdk:ARGS (EAL arguments, with --features dpdk)
     #[arg(long, value_name = "SPEC")]
     nic: TransportSpec,
     /// Address, IP[/PREFIX]: the stack's own address for afxdp/tap (IPv4, default /24); the
@@ -95,41 +95,13 @@ fn main() {
     };
     let stop =
         signals::stop_flag().unwrap_or_else(|e| cli::fail(PROG, &format!("cannot install signal handlers: {e}")));
-    let started = match &a.nic {
-        TransportSpec::Kernel => {
-            let addr = SocketAddr::new(a.addr.0, a.listen);
-            let listener = TcpListener::bind(addr).unwrap_or_else(|e| {
-                eprintln!("{PROG}: cannot listen on {addr}: {e}");
-                std::process::exit(1)
-            });
-            echo::start(listener, cfg)
-        }
-        nic => {
-            let cidr = stack_cidr(a.addr).unwrap_or_else(|e| cli::fail(PROG, &e));
-            let gateway = match a.gateway {
-                None => None,
-                Some(IpAddr::V4(g)) => Some(Ipv4Address::from(g.octets())),
-                Some(IpAddr::V6(_)) => {
-                    cli::fail(PROG, "--gateway: the userspace stack takes an IPv4 gateway in this build")
-                }
-            };
-            if a.listen == 0 {
-                cli::fail(
-                    PROG,
-                    &format!("--nic {nic}: --listen needs a fixed port (ephemeral ports are a kernel feature)"),
-                );
-            }
-            let (nic, listen) = (nic.clone(), a.listen);
-            echo::start_with(
-                move || {
-                    let budget: Arc<PinnedBudget> = PinnedBudget::unlimited();
-                    let (port, mac) = open_port(&nic, &budget).map_err(std::io::Error::other)?;
-                    StackTransport::new(port, mac, cidr, gateway, listen, 1024)
-                },
-                cfg,
-            )
-        }
+    let gateway = match a.gateway {
+        None => None,
+        Some(IpAddr::V4(g)) => Some(Ipv4Address::from(g.octets())),
+        Some(IpAddr::V6(_)) => cli::fail(PROG, "--gateway: the userspace stack takes an IPv4 gateway in this build"),
     };
+    // One engine per NIC queue (`afxdp:IF` serves every queue of IF), one for kernel TCP.
+    let started = ukcm::serve_spec(&a.nic, a.addr, gateway, a.listen, cfg, echo::echo);
     let server = started.unwrap_or_else(|e| {
         eprintln!("{PROG}: {e}");
         std::process::exit(1)

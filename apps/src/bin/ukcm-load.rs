@@ -172,7 +172,12 @@ fn run_on_stack(
         cli::fail(PROG, &format!("--nic {nic}: {e}"));
     }
     let budget = PinnedBudget::unlimited();
-    let (port, mac) = open_port(nic, &budget).map_err(std::io::Error::other)?;
+    // The load runs one engine, on the first queue named (queue 0 for `afxdp:IF`).
+    let queue = match nic {
+        TransportSpec::Afxdp { queues, .. } => queues.first(),
+        _ => 0,
+    };
+    let (port, mac) = open_port(nic, queue, &budget).map_err(std::io::Error::other)?;
     // TAP ports get a made-up MAC: not the one ukcm-echo's TAP uses.
     let mac = mac.map(|_| local_mac(2));
     let mut engine = stack_load::client_engine(port, mac, cidr)?;

@@ -558,7 +558,10 @@ ukcm:
         assert!(!b.redis && !b.preconnect && !b.auto_eject_hosts);
         assert_eq!(b.servers[0].ketama_name(), "127.0.0.1");
 
-        assert_eq!(c.ukcm.transport, Some(TransportSpec::Afxdp { ifname: "eth0".into(), queue: 1 }));
+        assert_eq!(
+            c.ukcm.transport,
+            Some(TransportSpec::Afxdp { ifname: "eth0".into(), queues: ukcm::spec::QueueSet::List(vec![1]) })
+        );
         assert_eq!(c.ukcm.address, Some(("10.0.0.9".parse().unwrap(), Some(24))));
         assert_eq!(c.ukcm.workers, Some(2));
         assert_eq!(c.ukcm.steering, Some(SteerKind::LeastLoaded));
