@@ -214,6 +214,31 @@ impl TestNet {
         })?
     }
 
+    /// IPv6 on the link: the peer gets `fd00:213:N::2/64` (no duplicate address detection,
+    /// so it is usable at once); returns (ukcm's address `fd00:213:N::1`, the peer's). The
+    /// host end keeps IPv6 off: that side belongs to ukcm.
+    pub fn enable_ipv6(&self) -> io::Result<(std::net::Ipv6Addr, std::net::Ipv6Addr)> {
+        let n = u16::from(self.ukcm_ip.octets()[2]);
+        let ukcm = std::net::Ipv6Addr::new(0xfd00, 0x213, n, 0, 0, 0, 0, 1);
+        let peer = std::net::Ipv6Addr::new(0xfd00, 0x213, n, 0, 0, 0, 0, 2);
+        self.peer_cmd(&["sysctl", "-qw", &format!("net.ipv6.conf.{}.disable_ipv6=0", self.peer_if)])?;
+        self.peer_ip_cmd(&["-6", "addr", "add", &format!("{peer}/64"), "dev", &self.peer_if, "nodad"])?;
+        Ok((ukcm, peer))
+    }
+
+    /// [`TestNet::peer_tcp_listener`] on any of the peer's addresses (IPv6 too).
+    pub fn peer_tcp_listener_at(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        let dev = self.peer_if.clone();
+        self.in_peer(move || -> io::Result<TcpListener> {
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+            bind_to_device(s.as_raw_fd(), &dev)?;
+            s.set_reuse_address(true)?;
+            s.bind(&addr.into())?;
+            s.listen(1024)?;
+            Ok(TcpListener::from(s))
+        })?
+    }
+
     /// A permanent neighbour entry in the peer for ukcm's address and `host_mac`: the kernel
     /// sends to ukcm without asking ARP, so no ARP responder is needed.
     pub fn static_neighbour(&self) -> io::Result<()> {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort};
 use ukcm_nic::tap::{TapConfig, TapPort};
 use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig, Port};
-use ukcm_stack::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use ukcm_stack::smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
 
 use crate::spec::TransportSpec;
 
@@ -19,13 +19,13 @@ pub fn local_mac(last: u8) -> [u8; 6] {
     [0x02, 0x75, 0x6b, 0x63, 0x6d, last]
 }
 
-/// `--addr` as an IPv4 CIDR for the userspace stack (IPv6 is not wired into the apps yet;
-/// a missing prefix means /24).
-pub fn stack_cidr(addr: (IpAddr, Option<u8>)) -> Result<Ipv4Cidr, String> {
-    match addr.0 {
-        IpAddr::V4(v4) => Ok(Ipv4Cidr::new(Ipv4Address::from(v4.octets()), addr.1.unwrap_or(24))),
-        IpAddr::V6(_) => Err("the userspace stack transports take an IPv4 --addr in this build".into()),
-    }
+/// `--addr` as the userspace stack's address: IPv4 (a missing prefix means /24) or IPv6
+/// (/64).
+pub fn stack_cidr(addr: (IpAddr, Option<u8>)) -> Result<IpCidr, String> {
+    Ok(match addr.0 {
+        IpAddr::V4(v4) => IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Address::from(v4.octets()), addr.1.unwrap_or(24))),
+        IpAddr::V6(v6) => IpCidr::Ipv6(Ipv6Cidr::new(Ipv6Address::from(v6.octets()), addr.1.unwrap_or(64))),
+    })
 }
 
 /// Opens the port a `--nic` names (AF_XDP queue `queue`, TAP, DPDK), charged to `budget`.

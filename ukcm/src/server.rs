@@ -29,7 +29,6 @@ use ukcm_mux::{
 };
 use ukcm_nic::PinnedBudget;
 use ukcm_parsers::parser_from_spec;
-use ukcm_stack::smoltcp::wire::Ipv4Address;
 
 use crate::forward::{Forward, ForwardApp};
 use crate::ports::{open_port, stack_cidr};
@@ -694,8 +693,7 @@ impl ServerBuilder {
         let addr = crate::spec::parse_addr(&self.addr).map_err(invalid)?;
         let gateway = match self.gateway.as_deref().map(str::parse::<IpAddr>) {
             None => None,
-            Some(Ok(IpAddr::V4(g))) => Some(Ipv4Address::from(g.octets())),
-            Some(Ok(IpAddr::V6(_))) => return Err(invalid("the userspace stack takes an IPv4 gateway".into())),
+            Some(Ok(g)) => Some(g),
             Some(Err(_)) => return Err(invalid(format!("gateway {:?} is not an IP address", self.gateway))),
         };
         serve_spec(&spec, addr, gateway, self.listen, self.cfg, handler)
@@ -706,7 +704,7 @@ impl ServerBuilder {
 pub fn serve_spec<H: Handler + Clone>(
     spec: &TransportSpec,
     addr: (IpAddr, Option<u8>),
-    gateway: Option<Ipv4Address>,
+    gateway: Option<IpAddr>,
     listen: u16,
     cfg: ServerConfig,
     handler: H,
@@ -730,7 +728,7 @@ pub fn serve_spec<H: Handler + Clone>(
 pub fn stack_engines(
     spec: &TransportSpec,
     addr: (IpAddr, Option<u8>),
-    gateway: Option<Ipv4Address>,
+    gateway: Option<IpAddr>,
     listen: u16,
 ) -> io::Result<Vec<impl FnOnce() -> io::Result<StackTransport<crate::ports::AnyPort>> + Send + 'static>> {
     let cidr = stack_cidr(addr).map_err(invalid)?;
@@ -757,6 +755,7 @@ pub fn stack_engines(
             move || {
                 let budget = PinnedBudget::unlimited();
                 let (port, mac) = open_port(&nic, q, &budget).map_err(io::Error::other)?;
+                let gateway = gateway.map(ukcm_stack::smoltcp::wire::IpAddress::from);
                 Ok(StackTransport::new(port, mac, cidr, gateway, listen, 1024)?.share_neighbours(share, i))
             }
         })

@@ -8,7 +8,7 @@
 //! locks).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +17,7 @@ use ukcm_mux::stack_psock::StackPsock;
 use ukcm_mux::{Mux, PsockIo, Request};
 use ukcm_nic::{PinnedBudget, Port, PortStats};
 use ukcm_stack::smoltcp::socket::tcp::State;
-use ukcm_stack::smoltcp::wire::{IpEndpoint, Ipv4Address, Ipv4Cidr};
+use ukcm_stack::smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
 use ukcm_stack::{ConnId, Engine, EngineConfig, EngineStats, Event, TcpOptions};
 
 /// A run-to-completion handler: each message in place, with its reply buffer.
@@ -189,19 +189,23 @@ impl<P: Port> StackTransport<P> {
     pub fn new(
         port: P,
         mac: Option<[u8; 6]>,
-        addr: Ipv4Cidr,
-        gateway: Option<Ipv4Address>,
+        addr: impl Into<IpCidr>,
+        gateway: Option<IpAddress>,
         listen: u16,
         backlog: usize,
     ) -> io::Result<Self> {
         let caps = port.caps();
-        let cfg = EngineConfig {
-            mac,
-            ipv4: Some(addr),
-            gateway_v4: gateway,
-            default_tcp: server_tcp_options(),
-            ..EngineConfig::default()
-        };
+        let addr: IpCidr = addr.into();
+        let mut cfg = EngineConfig { mac, default_tcp: server_tcp_options(), ..EngineConfig::default() };
+        match addr {
+            IpCidr::Ipv4(a) => cfg.ipv4 = Some(a),
+            IpCidr::Ipv6(a) => cfg.ipv6 = Some(a),
+        }
+        match gateway {
+            Some(IpAddress::Ipv4(g)) => cfg.gateway_v4 = Some(g),
+            Some(IpAddress::Ipv6(g)) => cfg.gateway_v6 = Some(g),
+            None => {}
+        }
         let mut engine = Engine::new(port, cfg).map_err(|e| io::Error::other(format!("engine: {e}")))?;
         if listen == 0 {
             return Err(io::Error::new(
@@ -212,7 +216,7 @@ impl<P: Port> StackTransport<P> {
         engine
             .listen_with(listen, backlog, server_tcp_options())
             .map_err(|e| io::Error::other(format!("listen: {e}")))?;
-        let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(addr.address().octets())), listen);
+        let local = SocketAddr::new(IpAddr::from(addr.address()), listen);
         Ok(StackTransport { engine, port: listen, local, what: format!("ukcm stack on {}", caps.name), resets: 0 })
     }
 

@@ -200,3 +200,54 @@ fn every_queue_of_the_interface_gets_an_engine_and_every_message_comes_back() {
     assert_eq!(attached.iter().sum::<u64>(), 24);
     assert_eq!(t.total.rx_msgs, 24 * 60, "the total adds the engines up");
 }
+
+#[test]
+fn ipv6_kernel_clients_and_an_ipv6_backend_through_a_forwarder_on_afxdp() {
+    if !privileged_or_skip("ipv6_kernel_clients_and_an_ipv6_backend_through_a_forwarder_on_afxdp") {
+        return;
+    }
+    let net = TestNet::new("sv6", &TestNetOptions::default()).unwrap();
+    let (ukcm6, peer6) = net.enable_ipv6().unwrap();
+    let b = Backend::start(net.peer_tcp_listener_at(SocketAddr::new(peer6.into(), 7403)).unwrap(), "v6:", false);
+    let pool = PoolConfig {
+        backends: vec![SocketAddr::new(peer6.into(), 7403)],
+        parser: "thrift".into(),
+        ..PoolConfig::default()
+    };
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
+    let spec = afxdp(&net);
+    let cidr = ukcm::ports::stack_cidr((IpAddr::V6(ukcm6), Some(64))).unwrap();
+    let server = Server::forward(
+        move || {
+            let budget = ukcm::nic::PinnedBudget::unlimited();
+            let (port, mac) = ukcm::ports::open_port(&spec, 0, &budget).map_err(std::io::Error::other)?;
+            ukcm::StackTransport::new(port, mac, cidr, None, PORT, 1024)
+        },
+        cfg,
+        pool,
+        Relay::new(|r| Some(&r[4..]), |e: UpstreamError| frame(format!("ERR {e}").as_bytes())),
+    )
+    .unwrap();
+    assert_eq!(server.local_addr(), SocketAddr::new(ukcm6.into(), PORT));
+    // Kernel clients over IPv6 (NDP resolves ukcm's address), requests forwarded to the
+    // IPv6 backend by ukcm's own connections, replies back in order.
+    let end = Instant::now() + WATCHDOG;
+    loop {
+        let mut s = net.peer_tcp_connect(SocketAddr::new(ukcm6.into(), PORT), WATCHDOG).unwrap();
+        s.set_read_timeout(Some(WATCHDOG)).unwrap();
+        let reqs: Vec<Vec<u8>> = (0..200).map(|i| format!("six-{i}").into_bytes()).collect();
+        s.write_all(&reqs.iter().flat_map(|r| frame(r)).collect::<Vec<u8>>()).unwrap();
+        let replies: Vec<Vec<u8>> = reqs.iter().map(|_| read_frame(&mut s).unwrap()).collect();
+        if replies.iter().any(|r| r.starts_with(b"ERR backend down")) {
+            assert!(Instant::now() < end, "the pool never reached the IPv6 backend");
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        for (req, reply) in reqs.iter().zip(&replies) {
+            assert_eq!(reply, &[b"v6:".to_vec(), req.clone()].concat());
+        }
+        break;
+    }
+    drop(server.stop().unwrap());
+    b.kill();
+}

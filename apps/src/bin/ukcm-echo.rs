@@ -10,7 +10,8 @@
 //!
 //! `--nic afxdp:IF` serves every queue of IF with one engine each (`afxdp:IF:0,2` those
 //! queues); `--nic afxdp:…` and `--nic tap:NAME` run the mux over the userspace stack: a
-//! `ukcm_stack::Engine` over the port, with `--addr` (IPv4, `/PREFIX`, default /24) and
+//! `ukcm_stack::Engine` over the port, with `--addr` (IPv4 or IPv6, `/PREFIX`, default /24
+//! or /64) and
 //! `--gateway`, listening on `--listen`; `--nic kernel` runs it over kernel TCP sockets.
 //!
 //! Replies leave each connection in request order whatever worker answered first (the
@@ -34,7 +35,6 @@ use ukcm::signals;
 use ukcm::{Model, ServerConfig};
 use ukcm_apps::cli::{self, SteerKind, TransportSpec};
 use ukcm_apps::echo;
-use ukcm_stack::smoltcp::wire::Ipv4Address;
 
 const PROG: &str = "ukcm-echo";
 
@@ -95,13 +95,8 @@ fn main() {
     };
     let stop =
         signals::stop_flag().unwrap_or_else(|e| cli::fail(PROG, &format!("cannot install signal handlers: {e}")));
-    let gateway = match a.gateway {
-        None => None,
-        Some(IpAddr::V4(g)) => Some(Ipv4Address::from(g.octets())),
-        Some(IpAddr::V6(_)) => cli::fail(PROG, "--gateway: the userspace stack takes an IPv4 gateway in this build"),
-    };
     // One engine per NIC queue (`afxdp:IF` serves every queue of IF), one for kernel TCP.
-    let started = ukcm::serve_spec(&a.nic, a.addr, gateway, a.listen, cfg, echo::echo);
+    let started = ukcm::serve_spec(&a.nic, a.addr, a.gateway, a.listen, cfg, echo::echo);
     let server = started.unwrap_or_else(|e| {
         eprintln!("{PROG}: {e}");
         std::process::exit(1)

@@ -157,7 +157,10 @@ fn run_on_stack(
     cfg: &LoadConfig,
     stop: &AtomicBool,
 ) -> std::io::Result<LoadReport> {
-    let cidr = stack_cidr(addr).unwrap_or_else(|e| cli::fail(PROG, &e));
+    let cidr = match stack_cidr(addr).unwrap_or_else(|e| cli::fail(PROG, &e)) {
+        ukcm::stack::smoltcp::wire::IpCidr::Ipv4(c) => c,
+        _ => cli::fail(PROG, "--addr: the load on the ukcm stack takes an IPv4 --addr in this build"),
+    };
     let server = match cfg.connect.ip() {
         IpAddr::V4(v4) => v4,
         IpAddr::V6(_) => cli::fail(PROG, "--connect: the load on the ukcm stack takes an IPv4 server in this build"),
