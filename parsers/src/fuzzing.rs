@@ -120,8 +120,11 @@ pub fn bpf_run(data: &[u8]) {
     }
 }
 
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target of this module by its fuzz target's name (`fuzz/fuzz_targets/<name>.rs`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("lenfield", lenfield),
     ("memcached", memcached),
     ("http2", http2),
