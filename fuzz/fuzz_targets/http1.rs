@@ -1,11 +1,5 @@
-//! Delineate arbitrary bytes with the http1 parser, whole and in pieces: no
-//! panic, contract respected (checked by the harness), same boundaries.
+//! Fuzz target `http1`: what it feeds and checks is `ukcm_parsers::fuzzing::http1`, which
+//! `cargo test` also runs on this target's seeds and crash inputs.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use ukcm_parsers::testing::fuzz_splits;
-use ukcm_parsers::Http1;
-
-fuzz_target!(|data: &[u8]| {
-    fuzz_splits(&mut Http1::new().max(4096).max_head(1024), data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ukcm_parsers::fuzzing::http1(data));

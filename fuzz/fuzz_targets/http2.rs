@@ -1,11 +1,5 @@
-//! Delineate arbitrary bytes with the http2 parser, whole and in pieces: no
-//! panic, contract respected (checked by the harness), same boundaries.
+//! Fuzz target `http2`: what it feeds and checks is `ukcm_parsers::fuzzing::http2`, which
+//! `cargo test` also runs on this target's seeds and crash inputs.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use ukcm_parsers::testing::fuzz_splits;
-use ukcm_parsers::Http2;
-
-fuzz_target!(|data: &[u8]| {
-    fuzz_splits(&mut Http2::new(), data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ukcm_parsers::fuzzing::http2(data));

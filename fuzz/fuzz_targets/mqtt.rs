@@ -1,11 +1,5 @@
-//! Delineate arbitrary bytes with the mqtt parser, whole and in pieces: no
-//! panic, contract respected (checked by the harness), same boundaries.
+//! Fuzz target `mqtt`: what it feeds and checks is `ukcm_parsers::fuzzing::mqtt`, which
+//! `cargo test` also runs on this target's seeds and crash inputs.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use ukcm_parsers::testing::fuzz_splits;
-use ukcm_parsers::Mqtt;
-
-fuzz_target!(|data: &[u8]| {
-    fuzz_splits(&mut Mqtt::new().max(4096), data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ukcm_parsers::fuzzing::mqtt(data));

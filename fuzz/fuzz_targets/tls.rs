@@ -1,11 +1,5 @@
-//! Delineate arbitrary bytes with the tls parser, whole and in pieces: no
-//! panic, contract respected (checked by the harness), same boundaries.
+//! Fuzz target `tls`: what it feeds and checks is `ukcm_parsers::fuzzing::tls`, which
+//! `cargo test` also runs on this target's seeds and crash inputs.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use ukcm_parsers::testing::fuzz_splits;
-use ukcm_parsers::Tls;
-
-fuzz_target!(|data: &[u8]| {
-    fuzz_splits(&mut Tls::new(), data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ukcm_parsers::fuzzing::tls(data));

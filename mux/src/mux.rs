@@ -375,6 +375,13 @@ impl<T: PsockIo> Mux<T> {
         Some(p.tx_idle() && p.completions.unacked_bytes() == 0)
     }
 
+    /// Whether a psock's assembler holds the start of a message and waits for the rest (a
+    /// header or part of a body seen). Lets a caller, or a test, know the mux has taken a
+    /// partial message before it sends the remainder. `None` if the id is not attached.
+    pub fn psock_mid_message(&self, id: PsockId) -> Option<bool> {
+        Some(self.psock(id)?.asm.mid_message())
+    }
+
     /// Requests of a psock delivered and not yet answered or released (ordered replies;
     /// always 0 otherwise). `None` if the id is not attached.
     pub fn psock_unanswered(&self, id: PsockId) -> Option<u64> {

@@ -60,6 +60,28 @@ fn pump(mux: &mut Mux<KernelPsock>, secs: u64, mut done: impl FnMut(&mut Mux<Ker
     false
 }
 
+/// Generous watchdog for waits on the mux's or the kernel's state: reached only if the
+/// awaited state never comes, and then the assertion says where things stood.
+const WATCHDOG_SECS: u64 = 60;
+
+/// Waits until `n` bytes are queued on the kernel socket `probe` (a clone of a psock's
+/// socket, which is non-blocking), so the mux's next read takes them all in one poll.
+fn wait_queued(probe: &TcpStream, n: usize) {
+    let mut buf = vec![0u8; n + 1];
+    let end = Instant::now() + Duration::from_secs(WATCHDOG_SECS);
+    let mut seen = 0;
+    while Instant::now() < end {
+        match probe.peek(&mut buf) {
+            Ok(k) if k >= n => return,
+            Ok(k) => seen = k,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("peek: {e}"),
+        }
+        std::thread::yield_now();
+    }
+    panic!("only {seen} of {n} bytes ever queued on the socket");
+}
+
 fn recv_n(mux: &mut Mux<KernelPsock>, sock: &MsgSocket, n: usize) -> Vec<Msg> {
     let mut got = Vec::new();
     let ok = pump(mux, 10, |_| {
@@ -82,7 +104,13 @@ fn messages_arrive_whole_and_replies_go_to_their_origin() {
     let m1 = frame(b"first message");
     c1.write_all(&m1[..3]).unwrap();
     c2.write_all(&[frame(b"from two"), frame(b"again")].concat()).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
+    // The rest is written only once the mux holds the first part, waiting for more.
+    assert!(
+        pump(&mut mux, WATCHDOG_SECS, |m| m.psock_mid_message(p1) == Some(true)),
+        "the first 3 bytes never reached the mux: {:?}",
+        mux.psock_stats(p1)
+    );
+    assert_eq!(mux.psock_stats(p1).unwrap().rx_msgs, 0, "3 bytes are not a message");
     c1.write_all(&m1[3..]).unwrap();
     let got = recv_n(&mut mux, &sock, 3);
     let from = |p: PsockId| got.iter().filter(|m| m.origin() == p).map(|m| m.to_vec()).collect::<Vec<_>>();
@@ -116,10 +144,14 @@ fn batch_steering_gives_one_polls_messages_to_one_socket_and_rotates() {
     let (mut mux, s0, b) = mux_with(small_cfg());
     let s1 = s0.try_clone().unwrap();
     let (s, mut c) = pair();
+    let probe = s.try_clone().unwrap();
     attach(&mut mux, s, &b);
-    c.write_all(&(0..5).map(|i| frame(&[i; 10])).collect::<Vec<_>>().concat()).unwrap();
-    std::thread::sleep(Duration::from_millis(30));
-    assert!(pump(&mut mux, 5, |_| s0.queued() + s1.queued() == 5), "all five delivered");
+    let five = (0..5).map(|i| frame(&[i; 10])).collect::<Vec<_>>().concat();
+    c.write_all(&five).unwrap();
+    // All five in the kernel's queue before the mux's first poll: one read, one batch.
+    wait_queued(&probe, five.len());
+    drop(probe);
+    assert!(pump(&mut mux, WATCHDOG_SECS, |_| s0.queued() + s1.queued() == 5), "all five delivered");
     let (mut a, mut bb) = (Vec::new(), Vec::new());
     s0.recv_batch(&mut a, 10);
     s1.recv_batch(&mut bb, 10);
@@ -132,8 +164,7 @@ fn batch_steering_gives_one_polls_messages_to_one_socket_and_rotates() {
     let first_was_0 = !a.is_empty();
     drop((a, bb));
     c.write_all(&frame(b"next poll")).unwrap();
-    std::thread::sleep(Duration::from_millis(30));
-    pump(&mut mux, 1, |_| false);
+    assert!(pump(&mut mux, WATCHDOG_SECS, |_| s0.queued() + s1.queued() == 1), "the sixth delivered");
     let next = if first_was_0 { s1.try_recv() } else { s0.try_recv() };
     assert!(next.is_some(), "the next poll's batch goes to the other socket");
 }
@@ -147,8 +178,7 @@ fn recv_disable_moves_queued_messages_to_another_socket() {
     let (s, mut c) = pair();
     attach(&mut mux, s, &b);
     c.write_all(&(0..4).map(|i| frame(&[i; 8])).collect::<Vec<_>>().concat()).unwrap();
-    std::thread::sleep(Duration::from_millis(30));
-    pump(&mut mux, 1, |_| false);
+    assert!(pump(&mut mux, WATCHDOG_SECS, |_| s0.queued() + s1.queued() == 4), "all four delivered");
     let (holder, other) = if s0.queued() == 4 { (&s0, &s1) } else { (&s1, &s0) };
     assert_eq!((holder.queued(), other.queued()), (4, 0), "sticky: one psock, one socket");
     holder.set_recv_enabled(false);
@@ -326,8 +356,11 @@ fn unattach_mid_message_counts_an_abort_and_closes_the_stream() {
     let mid = attach(&mut mux, s1, &b);
     let idle = attach(&mut mux, s2, &b);
     c1.write_all(&frame(&[0u8; 40])[..10]).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
-    pump(&mut mux, 1, |_| false);
+    assert!(
+        pump(&mut mux, WATCHDOG_SECS, |m| m.psock_mid_message(mid) == Some(true)),
+        "the 10 bytes never reached the mux: {:?}",
+        mux.psock_stats(mid)
+    );
     assert!(mux.unattach(mid).is_none(), "mid-message stream is not handed back");
     assert!(mux.unattach(idle).is_some(), "idle stream is handed back");
     let st = mux.stats();
@@ -588,20 +621,24 @@ fn readiness_driven_psocks_deliver_split_messages_and_replies() {
     // A message split over two writes with idle rounds between; only peer 1 talks.
     let m = frame(b"split across two writes");
     peers[1].write_all(&m[..7]).unwrap();
+    // The second half is written only once readiness has led the mux to read the first and
+    // its assembler waits mid-message: then the rest must come by a second readiness event.
+    let end = Instant::now() + Duration::from_secs(WATCHDOG_SECS);
+    while mux.psock_mid_message(ids[1]) != Some(true) {
+        assert!(Instant::now() < end, "the first half never reached the mux: {:?}", mux.psock_stats(ids[1]));
+        ready.poll(&mut mux, Some(Duration::from_millis(5))).unwrap();
+        mux.poll(Instant::now());
+    }
+    assert!(sock.try_recv().is_none(), "half a message is not a message");
+    peers[1].write_all(&m[7..]).unwrap();
     let mut got = Vec::new();
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut second_half_sent = false;
+    let end = Instant::now() + Duration::from_secs(WATCHDOG_SECS);
     while got.is_empty() && Instant::now() < end {
         ready.poll(&mut mux, Some(Duration::from_millis(5))).unwrap();
         mux.poll(Instant::now());
         sock.recv_batch(&mut got, 1);
-        if !second_half_sent {
-            assert!(got.is_empty(), "half a message is not a message");
-            peers[1].write_all(&m[7..]).unwrap();
-            second_half_sent = true;
-        }
     }
-    assert_eq!(got.len(), 1, "the whole message arrived");
+    assert_eq!(got.len(), 1, "the whole message arrived: {:?}", mux.psock_stats(ids[1]));
     assert_eq!(&got[0][..], &m[..]);
     assert_eq!(got[0].origin(), ids[1]);
     // The reply goes back on the origin psock.

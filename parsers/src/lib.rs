@@ -10,6 +10,8 @@
 pub mod bpf;
 pub mod contract;
 pub mod fnv;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http1;
 pub mod http2;
 pub mod lenfield;

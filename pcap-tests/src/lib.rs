@@ -18,6 +18,8 @@
 
 pub mod capture;
 pub mod flows;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod live;
 pub mod manifest;
 pub mod pcapedit;

@@ -19,6 +19,8 @@ pub mod clock;
 pub mod config;
 pub mod echo;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod neighbours;
 pub mod rings;
 pub mod thread;
