@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 use ukcm_nic::{kernel_sock, ByteRing, PinnedBudget, RingError, RingView};
 
 use crate::mux::Mux;
-use crate::transport::{Fill, PsockIo};
+use crate::psock_io::{Fill, PsockIo};
 
 /// A kernel TCP connection with a pinned rx ring.
 #[derive(Debug)]

@@ -24,10 +24,10 @@ use crate::error::{PsockError, PsockErrorKind};
 use crate::ids::{PsockId, SockId};
 use crate::msg::Msg;
 use crate::order::{Answer, Outcome, ReplyOrder, ReplySlot, SlotReleases};
+use crate::psock_io::PsockIo;
 use crate::socket::{MsgSocket, MuxEvent, MuxShared, SockShared, SocketConfig, TxData, TxReq};
 use crate::stats::{MuxStats, PsockStats, StatsRow, StatsTable};
 use crate::steer::{SockLoad, SteerPolicy, Steering};
-use crate::transport::PsockIo;
 
 /// Queued messages of one psock written in one transport call.
 const TX_GATHER: usize = 32;
@@ -881,7 +881,7 @@ impl<T: PsockIo> Mux<T> {
 
     /// Reclaims released ring space and moves arrived bytes into the rx ring; `None` when
     /// the psock is out of service (failed, finished, or broken by this fill).
-    fn fill_psock(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>, work: &mut bool) -> Option<crate::transport::Fill> {
+    fn fill_psock(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>, work: &mut bool) -> Option<crate::psock_io::Fill> {
         *work |= p.io.reclaim() > 0;
         if p.failed.is_some() || p.eof {
             return None;

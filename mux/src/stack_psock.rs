@@ -26,7 +26,7 @@ use ukcm_stack::{ConnId, Engine, StackError};
 
 use crate::mux::Mux;
 
-use crate::transport::{Fill, PsockIo};
+use crate::psock_io::{Fill, PsockIo};
 
 /// The copy fallback has been logged (once per process).
 static COPY_FALLBACK_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

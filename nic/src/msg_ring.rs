@@ -1,8 +1,10 @@
 //! A mirror-mapped byte ring whose messages are handed out in place.
 //!
-//! The mux's receive path over kernel TCP sockets reads the stream into this ring (the
-//! syscall's copy is the only one), delineates messages where they lie, and gives each to
-//! an application thread as a [`RingView`]: a `Send` view of pinned memory, never a copy.
+//! Used wherever a stream lands in a ring the mux delineates in place: kernel TCP psocks
+//! read into it (the syscall's copy is the only one), message sockets build their sends in
+//! it, and the userspace stack's in-place receive (`InPlaceRx`) shares its release
+//! machinery. Each message goes to an application thread as a [`RingView`]: a `Send` view
+//! of pinned memory, never a copy.
 //! The ring's pages are mapped twice, back to back, so a message that crosses the ring end
 //! is still one contiguous slice.
 //!
