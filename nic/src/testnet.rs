@@ -202,16 +202,7 @@ impl TestNet {
     /// A kernel TCP listener on the peer's address and `port`, in the peer namespace, bound
     /// to the peer interface (SO_BINDTODEVICE).
     pub fn peer_tcp_listener(&self, port: u16) -> io::Result<TcpListener> {
-        let dev = self.peer_if.clone();
-        let addr = SocketAddr::new(self.peer_ip.into(), port);
-        self.in_peer(move || -> io::Result<TcpListener> {
-            let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-            bind_to_device(s.as_raw_fd(), &dev)?;
-            s.set_reuse_address(true)?;
-            s.bind(&addr.into())?;
-            s.listen(1024)?;
-            Ok(TcpListener::from(s))
-        })?
+        self.peer_tcp_listener_at(SocketAddr::new(self.peer_ip.into(), port))
     }
 
     /// IPv6 on the link: the peer gets `fd00:213:N::2/64` (no duplicate address detection,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{frame, pipelined_clients_with, read_frame, slow_echo, Backend, WATCHDOG};
+use common::{frame, pipelined_clients_with, read_frame, round_trip_on, slow_echo, Backend, WATCHDOG};
 use ukcm::nic::testnet::{privileged_or_skip, TestNet, TestNetOptions};
 use ukcm::{
     serve_spec, Model, PoolConfig, Relay, Reply, Server, ServerConfig, SteerKind, TransportSpec, UpstreamError,
@@ -32,6 +32,23 @@ fn connect(net: &TestNet) -> TcpStream {
     let s = net.peer_tcp_connect(SocketAddr::new(net.ukcm_ip.into(), PORT), WATCHDOG).unwrap();
     s.set_read_timeout(Some(WATCHDOG)).unwrap();
     s
+}
+
+/// A forwarder (thrift framing, `Relay` keyed on the body) on AF_XDP queue 0 at `at`.
+fn afxdp_forwarder(net: &TestNet, at: (IpAddr, Option<u8>), pool: PoolConfig) -> Server {
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
+    let (spec, cidr) = (afxdp(net), ukcm::ports::stack_cidr(at).unwrap());
+    Server::forward(
+        move || {
+            let budget = ukcm::nic::PinnedBudget::unlimited();
+            let (port, mac) = ukcm::ports::open_port(&spec, 0, &budget).map_err(std::io::Error::other)?;
+            ukcm::StackTransport::new(port, mac, cidr, None, PORT, 1024)
+        },
+        cfg,
+        pool,
+        Relay::new(|r| Some(&r[4..]), |e: UpstreamError| frame(format!("ERR {e}").as_bytes())),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -136,25 +153,8 @@ fn a_forwarder_on_afxdp_reaches_kernel_backends_loses_one_and_takes_it_back() {
         max_backoff: Duration::from_millis(100),
         ..PoolConfig::default()
     };
-    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
-    let (spec, cidr) = (afxdp(&net), ukcm::ports::stack_cidr(addr(&net)).unwrap());
-    let server = Server::forward(
-        move || {
-            let budget = ukcm::nic::PinnedBudget::unlimited();
-            let (port, mac) = ukcm::ports::open_port(&spec, 0, &budget).map_err(std::io::Error::other)?;
-            ukcm::StackTransport::new(port, mac, cidr, None, PORT, 1024)
-        },
-        cfg,
-        pool,
-        Relay::new(|r| Some(&r[4..]), |e: UpstreamError| frame(format!("ERR {e}").as_bytes())),
-    )
-    .unwrap();
-    let round_trip = |prefix: &str, n: usize| -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut s = connect(&net);
-        let reqs: Vec<Vec<u8>> = (0..n).map(|i| format!("{prefix}-{i}").into_bytes()).collect();
-        s.write_all(&reqs.iter().flat_map(|r| frame(r)).collect::<Vec<u8>>()).unwrap();
-        reqs.into_iter().map(|r| (r, read_frame(&mut s).unwrap())).collect()
-    };
+    let server = afxdp_forwarder(&net, addr(&net), pool);
+    let round_trip = |prefix: &str, n: usize| round_trip_on(connect(&net), prefix, n);
     let owner = |k: &[u8]| (ukcm::parsers::fnv::fnv1a64(k) % 2) as usize;
     let wait = |what: &str, f: &dyn Fn() -> bool| {
         let end = Instant::now() + WATCHDOG;
@@ -214,37 +214,22 @@ fn ipv6_kernel_clients_and_an_ipv6_backend_through_a_forwarder_on_afxdp() {
         parser: "thrift".into(),
         ..PoolConfig::default()
     };
-    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
-    let spec = afxdp(&net);
-    let cidr = ukcm::ports::stack_cidr((IpAddr::V6(ukcm6), Some(64))).unwrap();
-    let server = Server::forward(
-        move || {
-            let budget = ukcm::nic::PinnedBudget::unlimited();
-            let (port, mac) = ukcm::ports::open_port(&spec, 0, &budget).map_err(std::io::Error::other)?;
-            ukcm::StackTransport::new(port, mac, cidr, None, PORT, 1024)
-        },
-        cfg,
-        pool,
-        Relay::new(|r| Some(&r[4..]), |e: UpstreamError| frame(format!("ERR {e}").as_bytes())),
-    )
-    .unwrap();
+    let server = afxdp_forwarder(&net, (IpAddr::V6(ukcm6), Some(64)), pool);
     assert_eq!(server.local_addr(), SocketAddr::new(ukcm6.into(), PORT));
     // Kernel clients over IPv6 (NDP resolves ukcm's address), requests forwarded to the
     // IPv6 backend by ukcm's own connections, replies back in order.
     let end = Instant::now() + WATCHDOG;
     loop {
-        let mut s = net.peer_tcp_connect(SocketAddr::new(ukcm6.into(), PORT), WATCHDOG).unwrap();
+        let s = net.peer_tcp_connect(SocketAddr::new(ukcm6.into(), PORT), WATCHDOG).unwrap();
         s.set_read_timeout(Some(WATCHDOG)).unwrap();
-        let reqs: Vec<Vec<u8>> = (0..200).map(|i| format!("six-{i}").into_bytes()).collect();
-        s.write_all(&reqs.iter().flat_map(|r| frame(r)).collect::<Vec<u8>>()).unwrap();
-        let replies: Vec<Vec<u8>> = reqs.iter().map(|_| read_frame(&mut s).unwrap()).collect();
-        if replies.iter().any(|r| r.starts_with(b"ERR backend down")) {
+        let pairs = round_trip_on(s, "six", 200);
+        if pairs.iter().any(|(_, r)| r.starts_with(b"ERR backend down")) {
             assert!(Instant::now() < end, "the pool never reached the IPv6 backend");
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        for (req, reply) in reqs.iter().zip(&replies) {
-            assert_eq!(reply, &[b"v6:".to_vec(), req.clone()].concat());
+        for (req, reply) in pairs {
+            assert_eq!(reply, [b"v6:".to_vec(), req].concat());
         }
         break;
     }

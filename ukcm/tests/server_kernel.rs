@@ -9,7 +9,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{frame, pipelined_clients, read_frame, slow_echo, Backend, WATCHDOG};
+use common::{frame, pipelined_clients, read_frame, round_trip_on, slow_echo, Backend, WATCHDOG};
 use ukcm::{Model, PoolConfig, Relay, Reply, Server, ServerConfig, SteerKind, UpstreamError};
 
 fn listener() -> TcpListener {
@@ -78,13 +78,11 @@ fn forwarder(backends: Vec<SocketAddr>, timeout: Duration) -> Server {
     Server::forward(move || Ok(t), cfg, pool, Relay::new(key, error_reply)).unwrap()
 }
 
-/// Sends `n` pipelined requests and returns the reply bodies, in order.
+/// Sends `n` pipelined requests to `at` and returns (request, reply body) pairs, in order.
 fn round_trip(at: SocketAddr, prefix: &str, n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut s = TcpStream::connect(at).unwrap();
+    let s = TcpStream::connect(at).unwrap();
     s.set_read_timeout(Some(WATCHDOG)).unwrap();
-    let reqs: Vec<Vec<u8>> = (0..n).map(|i| format!("{prefix}-{i}").into_bytes()).collect();
-    s.write_all(&reqs.iter().flat_map(|r| frame(r)).collect::<Vec<u8>>()).unwrap();
-    reqs.into_iter().map(|r| (r, read_frame(&mut s).unwrap())).collect()
+    round_trip_on(s, prefix, n)
 }
 
 /// Which backend a key goes to while both are up (FNV-1a 64 of the key, modulo 2).

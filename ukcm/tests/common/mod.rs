@@ -141,3 +141,11 @@ impl Backend {
         self.thread.take().unwrap().join().unwrap();
     }
 }
+
+/// Sends `n` pipelined requests (`prefix-i`) on `s` and returns (request, reply body) pairs,
+/// in order.
+pub fn round_trip_on(mut s: TcpStream, prefix: &str, n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let reqs: Vec<Vec<u8>> = (0..n).map(|i| format!("{prefix}-{i}").into_bytes()).collect();
+    s.write_all(&reqs.iter().flat_map(|r| frame(r)).collect::<Vec<u8>>()).unwrap();
+    reqs.into_iter().map(|r| (r, read_frame(&mut s).unwrap())).collect()
+}
