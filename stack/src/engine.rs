@@ -39,7 +39,7 @@ use ukcm_nic::{
     SyncResult,
 };
 
-use crate::classify::{classify, Class, FourTuple};
+use crate::classify::{classify, tcp_checksum_ok, Class, FourTuple};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
 use crate::neighbours::{learned_from, reply_frame, Neighbour, NeighbourShare};
@@ -166,6 +166,9 @@ pub struct EngineStats {
     pub timed_out: u64,
     /// SYNs dropped because the listener's backlog was full.
     pub refused_backlog: u64,
+    /// SYNs to a listener dropped for a bad TCP checksum (typically a veth peer with
+    /// transmit checksum offload on: fix with `ethtool -K PEER tx off`).
+    pub rx_bad_checksum_syn: u64,
     /// SYNs dropped / connects refused because the pinned budget was exhausted.
     pub refused_budget: u64,
     /// SYNs dropped / connects refused because pinned memory could not be mapped.
@@ -1164,6 +1167,10 @@ impl<P: Port> Engine<P> {
                     && self.listeners.contains_key(&key.local.port)
                     && self.iface.has_ip_addr(key.local.addr) =>
                 {
+                    if self.dev.capabilities().checksum.tcp.rx() && !tcp_checksum_ok(frame.data(), &key) {
+                        self.stats.rx_bad_checksum_syn += 1;
+                        return Ok(()); // dropped, counted; the frame returns to its pool
+                    }
                     match self.passive_open(key) {
                         Ok(idx) => Some(idx),
                         Err(reason) => {

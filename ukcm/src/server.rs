@@ -1003,6 +1003,9 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
             }
         }
         if now.duration_since(last_snapshot) >= SNAPSHOT_EVERY {
+            if let Some(w) = t.take_warning() {
+                eprintln!("ukcm server: {w}");
+            }
             *cx.snapshot.lock() = (mux.stats_table(), t.status());
             last_snapshot = now;
         }

@@ -70,6 +70,11 @@ pub trait Transport {
     fn status(&self) -> String {
         String::new()
     }
+
+    /// Something the operator must hear about, once (e.g. SYNs dropped for bad checksums).
+    fn take_warning(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Kernel TCP: a non-blocking listener; connections become [`KernelPsock`]s.
@@ -169,6 +174,8 @@ pub struct StackTransport<P: Port> {
     local: SocketAddr,
     what: String,
     resets: u64,
+    /// The bad-checksum warning was given.
+    warned_checksum: bool,
 }
 
 impl<P: Port> std::fmt::Debug for StackTransport<P> {
@@ -217,7 +224,14 @@ impl<P: Port> StackTransport<P> {
             .listen_with(listen, backlog, server_tcp_options())
             .map_err(|e| io::Error::other(format!("listen: {e}")))?;
         let local = SocketAddr::new(IpAddr::from(addr.address()), listen);
-        Ok(StackTransport { engine, port: listen, local, what: format!("ukcm stack on {}", caps.name), resets: 0 })
+        Ok(StackTransport {
+            engine,
+            port: listen,
+            local,
+            what: format!("ukcm stack on {}", caps.name),
+            resets: 0,
+            warned_checksum: false,
+        })
     }
 
     /// Joins the engines of the other queues of the same address in sharing learned
@@ -315,14 +329,27 @@ impl<P: Port> Transport for StackTransport<P> {
         self.what.clone()
     }
 
+    fn take_warning(&mut self) -> Option<String> {
+        let bad = self.engine.stats().rx_bad_checksum_syn;
+        if bad == 0 || self.warned_checksum {
+            return None;
+        }
+        self.warned_checksum = true;
+        Some(format!(
+            "{}: {bad} SYN(s) dropped for a bad TCP checksum: clients cannot connect. A veth peer with transmit checksum offload on (the default) hands AF_XDP partial checksums; turn it off on the peer: `ethtool -K <peer interface> tx off`",
+            self.what
+        ))
+    }
+
     fn status(&self) -> String {
         let (e, p) = self.counters();
         format!(
-            "engine: {} connections, accepted {}, closed {}, reset/timed out {}; port: rx {} frames ({} dropped), tx {} frames, tx_full {}, wakeups {}",
+            "engine: {} connections, accepted {}, closed {}, reset/timed out {}, bad-checksum SYNs {}; port: rx {} frames ({} dropped), tx {} frames, tx_full {}, wakeups {}",
             self.engine.connection_count(),
             e.accepted,
             e.closed,
             self.resets,
+            e.rx_bad_checksum_syn,
             p.rx_frames,
             p.rx_dropped,
             p.tx_frames,

@@ -236,3 +236,35 @@ fn ipv6_kernel_clients_and_an_ipv6_backend_through_a_forwarder_on_afxdp() {
     drop(server.stop().unwrap());
     b.kill();
 }
+
+#[test]
+fn syns_with_bad_checksums_are_counted_not_silently_lost() {
+    if !privileged_or_skip("syns_with_bad_checksums_are_counted_not_silently_lost") {
+        return;
+    }
+    // The peer keeps transmit checksum offload on (the veth default): its SYNs reach AF_XDP
+    // with partial checksums.
+    let net =
+        TestNet::new("sbad", &TestNetOptions { peer_tx_checksum_off: false, ..TestNetOptions::default() }).unwrap();
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
+    let server = serve_spec(&afxdp(&net), addr(&net), None, PORT, cfg, slow_echo).unwrap();
+    let c = net.peer_tcp_connect(SocketAddr::new(net.ukcm_ip.into(), PORT), Duration::from_millis(1500));
+    assert!(c.is_err(), "a SYN with a partial checksum was accepted");
+    let end = Instant::now() + WATCHDOG;
+    let bad = loop {
+        let status = server.transport_status();
+        let n: u64 = status
+            .split("bad-checksum SYNs ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        if n > 0 {
+            break n;
+        }
+        assert!(Instant::now() < end, "no bad-checksum SYN counted: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(bad >= 1);
+    drop(server.stop().unwrap());
+}
