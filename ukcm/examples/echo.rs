@@ -6,6 +6,7 @@
 //! ```
 
 fn main() -> std::io::Result<()> {
+    ukcm::logging::init();
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_owned());
     let server = ukcm::Server::builder()

@@ -26,6 +26,7 @@ fn error(e: UpstreamError) -> Vec<u8> {
 }
 
 fn main() -> std::io::Result<()> {
+    ukcm::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let listen: std::net::SocketAddr = args.first().map_or("127.0.0.1:7000", |s| s).parse().expect("IP:PORT");
     let backends = args.iter().skip(1).map(|a| a.parse().expect("backend IP:PORT")).collect();

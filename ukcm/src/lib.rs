@@ -34,6 +34,7 @@
 #[cfg(feature = "dpdk")]
 pub mod dpdk_port;
 pub mod forward;
+pub mod logging;
 pub mod ports;
 pub mod server;
 pub mod signals;

@@ -220,6 +220,7 @@ fn loadavg() -> String {
 }
 
 fn main() {
+    ukcm::logging::init();
     let a: Args = cli::parse_or_exit(PROG);
     let bins = a.bin_dir.clone().unwrap_or_else(|| {
         std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default()

@@ -106,6 +106,7 @@ fn die(msg: &str) -> ! {
 type Outcome = (String, LoadReport, StatsTable, Option<Percentiles>);
 
 fn main() {
+    ukcm::logging::init();
     let a: Args = cli::parse_or_exit(PROG);
     let framing = Framing::from_spec(&a.parser).unwrap_or_else(|e| cli::fail(PROG, &e));
     if let Err(e) = framing.check_sizes(a.size) {

@@ -79,6 +79,7 @@ struct Args {
 }
 
 fn main() {
+    ukcm::logging::init();
     let a: Args = cli::parse_or_exit(PROG);
     if let Err(e) = a.nic.require_server() {
         cli::fail(PROG, &e);
