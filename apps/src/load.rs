@@ -14,7 +14,6 @@
 //! magic, FNV-1a 64 checksum of every byte); sequence numbers give lost (never came back
 //! before the drain deadline), duplicate and out-of-order counts.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +27,7 @@ use ukcm_parsers::{parser_from_spec, Parse, Parser};
 
 use crate::cli::SizeRange;
 use crate::report::{new_histogram, Percentiles};
-use crate::wire::{verify, Framing, Generator};
+use crate::wire::{verify, Arrival, EchoWindow, Framing, Generator};
 
 /// Load settings.
 #[derive(Debug, Clone)]
@@ -130,12 +129,10 @@ struct Conn {
     rx: Vec<u8>,
     rx_start: usize,
     rx_end: usize,
-    next_seq: u64,
-    /// Lowest sequence number not yet echoed; `window[i]` is whether `base + i` was.
-    base: u64,
-    window: VecDeque<bool>,
+    /// Sent sequence numbers and which came back.
+    window: EchoWindow,
     outstanding: usize,
-    /// Open loop: when message `next_seq` is meant to leave (ns since start).
+    /// Open loop: when the next message is meant to leave (ns since start).
     interval_ns: f64,
     offset_ns: f64,
     dead: bool,
@@ -283,9 +280,7 @@ fn drive(
             rx: vec![0; (4 * cfg.sizes.max).max(64 * 1024)],
             rx_start: 0,
             rx_end: 0,
-            next_seq: 0,
-            base: 0,
-            window: VecDeque::new(),
+            window: EchoWindow::default(),
             outstanding: 0,
             interval_ns,
             offset_ns: interval_ns * id as f64 / n_all,
@@ -326,7 +321,7 @@ fn drive(
                 let before = c.tx.len();
                 while c.outstanding < cfg.depth {
                     let t = if open {
-                        let due = c.intended_ns(c.next_seq);
+                        let due = c.intended_ns(c.window.next());
                         if due > now_ns {
                             next_due = Some(next_due.map_or(due, |d: u64| d.min(due)));
                             break;
@@ -336,9 +331,8 @@ fn drive(
                         now_ns
                     };
                     let len = c.gen.next_len();
-                    c.gen.push(&mut c.tx, len, c.next_seq, t);
-                    c.next_seq += 1;
-                    c.window.push_back(false);
+                    let seq = c.window.send();
+                    c.gen.push(&mut c.tx, len, seq, t);
                     c.outstanding += 1;
                     r.sent += 1;
                 }
@@ -458,21 +452,17 @@ fn read_and_check(c: &mut Conn, now_ns: u64, r: &mut ThreadResult) -> io::Result
             c.rx_start += len;
             match verify(m, c.header, c.id) {
                 Ok(e) => {
-                    if e.seq < c.base || e.seq >= c.next_seq || c.window[(e.seq - c.base) as usize] {
-                        if e.seq >= c.next_seq {
-                            r.corrupt += 1; // never sent (a checksum collision would be needed)
-                        } else {
-                            r.duplicate += 1;
+                    match c.window.echoed(e.seq) {
+                        Arrival::NeverSent => {
+                            r.corrupt += 1; // a checksum collision would be needed
+                            continue;
                         }
-                        continue;
-                    }
-                    if e.seq != c.base {
-                        r.out_of_order += 1;
-                    }
-                    c.window[(e.seq - c.base) as usize] = true;
-                    while c.window.front() == Some(&true) {
-                        c.window.pop_front();
-                        c.base += 1;
+                        Arrival::Duplicate => {
+                            r.duplicate += 1;
+                            continue;
+                        }
+                        Arrival::OutOfOrder => r.out_of_order += 1,
+                        Arrival::InOrder => {}
                     }
                     c.outstanding -= 1;
                     r.received += 1;

@@ -4,7 +4,6 @@
 //! same HdrHistogram as [`crate::load`] (which uses kernel sockets); the result is a
 //! [`LoadReport`].
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use ukcm_stack::{ConnId, Engine, EngineConfig};
 use crate::cli::SizeRange;
 use crate::load::LoadReport;
 use crate::report::new_histogram;
-use crate::wire::{verify, Framing, Generator};
+use crate::wire::{verify, Arrival, EchoWindow, Framing, Generator};
 use ukcm::transport::server_tcp_options;
 
 /// Settings of a stack load run (closed loop).
@@ -66,9 +65,8 @@ struct Conn {
     rx: Vec<u8>,
     rx_start: usize,
     rx_end: usize,
-    next_seq: u64,
-    base: u64,
-    window: VecDeque<bool>,
+    /// Sent sequence numbers and which came back.
+    window: EchoWindow,
     outstanding: usize,
     dead: bool,
 }
@@ -91,9 +89,7 @@ pub fn run<P: Port>(engine: &mut Engine<P>, cfg: &StackLoadConfig, stop: &Atomic
             rx: vec![0; (4 * cfg.sizes.max).max(64 * 1024)],
             rx_start: 0,
             rx_end: 0,
-            next_seq: 0,
-            base: 0,
-            window: VecDeque::new(),
+            window: EchoWindow::default(),
             outstanding: 0,
             dead: false,
         });
@@ -160,9 +156,8 @@ pub fn run<P: Port>(engine: &mut Engine<P>, cfg: &StackLoadConfig, stop: &Atomic
                 let before = c.tx.len();
                 while c.outstanding < cfg.depth {
                     let len = c.gen.next_len();
-                    c.gen.push(&mut c.tx, len, c.next_seq, now_ns);
-                    c.next_seq += 1;
-                    c.window.push_back(false);
+                    let seq = c.window.send();
+                    c.gen.push(&mut c.tx, len, seq, now_ns);
                     c.outstanding += 1;
                     rep.sent += 1;
                 }
@@ -253,21 +248,17 @@ fn read_and_check<P: Port>(
             c.rx_start += len;
             match verify(m, header, c.id) {
                 Ok(e) => {
-                    if e.seq < c.base || e.seq >= c.next_seq || c.window[(e.seq - c.base) as usize] {
-                        if e.seq >= c.next_seq {
-                            r.corrupt += 1;
-                        } else {
-                            r.duplicate += 1;
+                    match c.window.echoed(e.seq) {
+                        Arrival::NeverSent => {
+                            r.corrupt += 1; // a checksum collision would be needed
+                            continue;
                         }
-                        continue;
-                    }
-                    if e.seq != c.base {
-                        r.out_of_order += 1;
-                    }
-                    c.window[(e.seq - c.base) as usize] = true;
-                    while c.window.front() == Some(&true) {
-                        c.window.pop_front();
-                        c.base += 1;
+                        Arrival::Duplicate => {
+                            r.duplicate += 1;
+                            continue;
+                        }
+                        Arrival::OutOfOrder => r.out_of_order += 1,
+                        Arrival::InOrder => {}
                     }
                     c.outstanding -= 1;
                     r.received += 1;

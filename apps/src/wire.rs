@@ -18,6 +18,8 @@
 //! Every framing is checked against the real parser (`parser_from_spec`) at the smallest
 //! and largest size before a run, so a message we generate is one the server delineates.
 
+use std::collections::VecDeque;
+
 use ukcm_parsers::spec::length_field_from_spec;
 use ukcm_parsers::{parser_from_spec, Endian, Parse};
 
@@ -243,9 +245,78 @@ pub fn verify(m: &[u8], header_len: usize, conn: u32) -> Result<Echoed, Corrupt>
     Ok(Echoed { seq: u64_at(h + 8), t_ns: u64_at(h + 16) })
 }
 
+/// Which of a connection's sent sequence numbers have come back: the load generators'
+/// check that every echo arrives once (order noted, duplicates and never-sent ones caught)
+/// in O(1) per message, whatever the window's width.
+#[derive(Debug, Default)]
+pub struct EchoWindow {
+    next: u64,
+    /// Lowest sequence number not yet echoed; `seen[i]` is whether `base + i` was.
+    base: u64,
+    seen: VecDeque<bool>,
+}
+
+/// What an echoed sequence number was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// The oldest outstanding one.
+    InOrder,
+    /// Outstanding, but an older one is still missing.
+    OutOfOrder,
+    /// Already echoed.
+    Duplicate,
+    /// Never sent (a corrupt echo whose checksum happened to match).
+    NeverSent,
+}
+
+impl EchoWindow {
+    /// The sequence number of the next message to send (now outstanding).
+    pub fn send(&mut self) -> u64 {
+        let s = self.next;
+        self.next += 1;
+        self.seen.push_back(false);
+        s
+    }
+
+    /// The next sequence number `send` will give.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Marks `seq` echoed, saying how it came.
+    pub fn echoed(&mut self, seq: u64) -> Arrival {
+        if seq >= self.next {
+            return Arrival::NeverSent;
+        }
+        if seq < self.base || self.seen[(seq - self.base) as usize] {
+            return Arrival::Duplicate;
+        }
+        let how = if seq == self.base { Arrival::InOrder } else { Arrival::OutOfOrder };
+        self.seen[(seq - self.base) as usize] = true;
+        while self.seen.front() == Some(&true) {
+            self.seen.pop_front();
+            self.base += 1;
+        }
+        how
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_echo_window_tells_order_duplicates_and_strangers_apart() {
+        let mut w = EchoWindow::default();
+        let (a, b, c) = (w.send(), w.send(), w.send());
+        assert_eq!(w.echoed(b), Arrival::OutOfOrder);
+        assert_eq!(w.echoed(b), Arrival::Duplicate);
+        assert_eq!(w.echoed(a), Arrival::InOrder);
+        assert_eq!(w.echoed(a), Arrival::Duplicate);
+        assert_eq!(w.echoed(c + 1), Arrival::NeverSent);
+        assert_eq!(w.echoed(c), Arrival::InOrder);
+        assert_eq!(w.next(), 3);
+    }
 
     fn sizes(a: usize, b: usize) -> SizeRange {
         SizeRange { min: a, max: b }
