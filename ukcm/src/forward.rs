@@ -22,6 +22,8 @@ pub trait Upstream<C> {
     fn backends(&self) -> usize;
     /// Whether backend `i` takes requests now.
     fn is_up(&self, i: usize) -> bool;
+    /// Whether backend `i` is ejected (marked down after its failure limit).
+    fn is_ejected(&self, i: usize) -> bool;
     /// A backend for a key hash (see [`Pool::pick`]).
     fn pick(&self, hash: u64) -> usize;
     /// Sends one whole request to backend `i`; `tag` comes back with its reply. On error
@@ -35,6 +37,9 @@ impl<T: Transport, C> Upstream<C> for Pool<T, C> {
     }
     fn is_up(&self, i: usize) -> bool {
         Pool::is_up(self, i)
+    }
+    fn is_ejected(&self, i: usize) -> bool {
+        Pool::is_ejected(self, i)
     }
     fn pick(&self, hash: u64) -> usize {
         Pool::pick(self, hash)

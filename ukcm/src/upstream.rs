@@ -53,6 +53,11 @@ pub struct PoolConfig {
     pub max_pending: usize,
     /// Each connection's rx ring (bounds one reply).
     pub rx_ring: usize,
+    /// How replies find their requests: `None` in FIFO order per connection (Redis,
+    /// memcached text, HTTP/1.1); `Some(id)` by the id a request and its reply share, read
+    /// by this function from both (a Thrift seqid, a DNS id, memcached binary's opaque), for
+    /// backends that answer out of order.
+    pub match_id: Option<fn(&[u8]) -> Option<u64>>,
 }
 
 impl Default for PoolConfig {
@@ -69,6 +74,7 @@ impl Default for PoolConfig {
             retry_after: Duration::from_secs(2),
             max_pending: 4096,
             rx_ring: 256 * 1024,
+            match_id: None,
         }
     }
 }
@@ -88,6 +94,8 @@ pub enum UpstreamError {
     Timeout,
     /// Larger than the pool's send ring.
     TooBig,
+    /// Replies are matched by id and this request has none (or one already in flight).
+    NoId,
 }
 
 impl fmt::Display for UpstreamError {
@@ -99,6 +107,7 @@ impl fmt::Display for UpstreamError {
             UpstreamError::ConnectionLost => "backend connection lost",
             UpstreamError::Timeout => "backend timed out",
             UpstreamError::TooBig => "request too big",
+            UpstreamError::NoId => "request without a usable id",
         })
     }
 }
@@ -119,6 +128,8 @@ pub struct PoolStats {
     pub timeouts: u64,
     /// Late replies to timed-out requests, discarded.
     pub late_replies: u64,
+    /// Replies that matched no request (discarded; with FIFO matching, more than were asked).
+    pub unmatched_replies: u64,
     /// Connections established / failed (connect refused, reset, closed, timed out).
     pub connects: u64,
     pub conn_failures: u64,
@@ -132,6 +143,10 @@ struct InFlight<C> {
     /// `None` once it timed out: its reply is still expected, and discarded.
     tag: Option<C>,
     deadline: Option<Instant>,
+    /// The id its reply carries (id matching).
+    id: Option<u64>,
+    /// Its reply came (id matching: entries leave the queue from the front only).
+    answered: bool,
 }
 
 #[derive(Debug)]
@@ -236,6 +251,12 @@ impl<T: Transport, C> Pool<T, C> {
             .is_some_and(|b| b.down_until.is_none() && b.conns.iter().any(|c| matches!(c.state, ConnState::Up { .. })))
     }
 
+    /// Whether backend `i` is marked down after `failure_limit` failures (ejected), as
+    /// opposed to not connected yet or briefly reconnecting: what key redistribution follows.
+    pub fn is_ejected(&self, i: usize) -> bool {
+        self.backends.get(i).is_some_and(|b| b.down_until.is_some())
+    }
+
     /// A backend for a key hash: `hash % backends`, moving on to the next backend that is up
     /// when that one is not (callers with their own distribution, e.g. ketama, pick the
     /// index themselves).
@@ -277,6 +298,15 @@ impl<T: Transport, C> Pool<T, C> {
                 }
             }
         }
+        let id = match self.cfg.match_id {
+            None => None,
+            Some(f) => match f(req) {
+                Some(id) if !b.conns.iter().any(|c| c.inflight.iter().any(|x| x.id == Some(id) && !x.answered)) => {
+                    Some(id)
+                }
+                _ => return Err((UpstreamError::NoId, tag)),
+            },
+        };
         let Some((ci, psock)) = best else {
             let any_up = b.conns.iter().any(|c| matches!(c.state, ConnState::Up { .. }));
             if any_up {
@@ -296,7 +326,7 @@ impl<T: Transport, C> Pool<T, C> {
         }
         b.next = (ci + 1) % n;
         let deadline = self.cfg.request_timeout.map(|t| Instant::now() + t);
-        b.conns[ci].inflight.push_back(InFlight { tag: Some(tag), deadline });
+        b.conns[ci].inflight.push_back(InFlight { tag: Some(tag), deadline, id, answered: false });
         self.stats.requests += 1;
         Ok(())
     }
@@ -309,18 +339,35 @@ impl<T: Transport, C> Pool<T, C> {
             answer((tag, Err(e)));
             work = true;
         }
-        // Replies: the oldest request of the connection they came on.
-        let (by_psock, backends, stats) = (&self.by_psock, &mut self.backends, &mut self.stats);
+        // Replies: the oldest request of the connection they came on, or the one with the
+        // reply's id.
+        let (by_psock, backends, stats, match_id) =
+            (&self.by_psock, &mut self.backends, &mut self.stats, self.cfg.match_id);
         work |= poll_upstream_mux(t, &mut self.mux, now, &mut |psock: PsockId, reply: &[u8]| {
             let Some(&(bi, ci)) = by_psock.get(&psock) else { return };
-            match backends[bi].conns[ci].inflight.pop_front() {
-                Some(InFlight { tag: Some(tag), .. }) => {
+            let q = &mut backends[bi].conns[ci].inflight;
+            let taken = match match_id {
+                None => q.pop_front().map(|f| f.tag),
+                Some(f) => {
+                    let id = f(reply);
+                    let hit = q.iter_mut().find(|x| x.id.is_some() && x.id == id && !x.answered).map(|x| {
+                        x.answered = true;
+                        x.tag.take()
+                    });
+                    while q.front().is_some_and(|x| x.answered) {
+                        q.pop_front();
+                    }
+                    hit
+                }
+            };
+            match taken {
+                Some(Some(tag)) => {
                     stats.replies += 1;
                     backends[bi].failures = 0;
                     answer((tag, Ok(reply)));
                 }
-                Some(InFlight { tag: None, .. }) => stats.late_replies += 1,
-                None => {} // a reply nobody asked for: the connection is failed below
+                Some(None) => stats.late_replies += 1,
+                None => stats.unmatched_replies += 1,
             }
         });
         while let Some(ev) = self.mux.next_event() {

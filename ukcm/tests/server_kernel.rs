@@ -175,3 +175,48 @@ fn requests_on_a_backend_that_dies_fail_with_an_error_and_none_is_lost() {
     }
     drop(server.stop().unwrap());
 }
+
+#[test]
+fn replies_matched_by_id_from_a_backend_that_answers_out_of_order() {
+    // The backend answers each pair of requests second first; replies carry the request's id.
+    let l = listener();
+    let at = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        while let (Ok(a), Ok(b)) = (read_frame(&mut s), read_frame(&mut s)) {
+            let answer = |m: &[u8]| frame(&[&m[..4], b"r:", &m[4..]].concat());
+            if s.write_all(&[answer(&b), answer(&a)].concat()).is_err() {
+                return;
+            }
+        }
+    });
+    let id = |m: &[u8]| m.get(4..8).map(|b| u64::from(u32::from_be_bytes(b.try_into().unwrap())));
+    let pool = PoolConfig { backends: vec![at], parser: "thrift".into(), match_id: Some(id), ..PoolConfig::default() };
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
+    let t = ukcm::KernelTransport::new(listener()).unwrap();
+    let server = Server::forward(move || Ok(t), cfg, pool, Relay::new(key, error_reply)).unwrap();
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(WATCHDOG)).unwrap();
+    let body = |i: u32| [&i.to_be_bytes()[..], format!("req-{i}").as_bytes()].concat();
+    // Until the pool is up, requests come back "backend down": retry the first pair.
+    let end = Instant::now() + WATCHDOG;
+    loop {
+        s.write_all(&[frame(&body(0)), frame(&body(1))].concat()).unwrap();
+        let (a, b) = (read_frame(&mut s).unwrap(), read_frame(&mut s).unwrap());
+        if a.starts_with(b"ERR") {
+            assert!(Instant::now() < end, "the pool never connected");
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        assert_eq!(a, [&0u32.to_be_bytes()[..], b"r:req-0"].concat());
+        assert_eq!(b, [&1u32.to_be_bytes()[..], b"r:req-1"].concat());
+        break;
+    }
+    let reqs: Vec<u8> = (2..200).flat_map(|i| frame(&body(i))).collect();
+    s.write_all(&reqs).unwrap();
+    for i in 2..200u32 {
+        let want = [&i.to_be_bytes()[..], format!("r:req-{i}").as_bytes()].concat();
+        assert_eq!(read_frame(&mut s).unwrap(), want, "reply {i}: each reply is its own request's, in order");
+    }
+    drop(server.stop().unwrap());
+}
