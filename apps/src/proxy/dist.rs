@@ -165,6 +165,23 @@ pub struct Selector {
     rng: AtomicU64,
 }
 
+impl Clone for Selector {
+    fn clone(&self) -> Selector {
+        Selector {
+            dist: self.dist,
+            hash: self.hash,
+            hash_tag: self.hash_tag,
+            servers: self.servers.clone(),
+            order: self.order.clone(),
+            live: self.live.clone(),
+            n_live: self.n_live,
+            continuum: self.continuum.clone(),
+            slots: self.slots.clone(),
+            rng: AtomicU64::new(self.rng.load(Ordering::Relaxed)),
+        }
+    }
+}
+
 impl Selector {
     /// A selector over `servers` = `(name, weight)` in file order, all live. Weights are
     /// `>= 1` (the config refuses 0).

@@ -7,8 +7,15 @@
 //! * [`dist`]: server selection (`ketama`, `modula`, `random`, `hash_tag`, ejection).
 //! * [`config`]: twemproxy's YAML pools plus a `ukcm:` section, errors by line, so a
 //!   nutcracker user brings their file unchanged.
+//! * [`redis`]: the Redis forwarder ([`commands`] says what each command gets, [`resp`]
+//!   reads and writes the RESP it needs, [`merge`] joins split multi-key replies).
 #![forbid(unsafe_code)]
 
+pub mod commands;
 pub mod config;
 pub mod dist;
 pub mod hash;
+pub mod merge;
+pub mod redis;
+pub mod resp;
+pub mod setup;

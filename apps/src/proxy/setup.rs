@@ -1,0 +1,65 @@
+//! From a loaded config to what the appliance API takes: a pool's listening address, its
+//! servers as an upstream [`PoolConfig`], and the client-side [`ServerConfig`]. Whatever
+//! this proxy cannot serve yet is refused here, naming the config line.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use ukcm::{Model, PoolConfig, ServerConfig};
+
+use super::config::{ConfigError, Listen, Pool, ServerAddr};
+
+fn resolve(host: &str, port: u16, line: usize, what: &str) -> Result<SocketAddr, ConfigError> {
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| ConfigError { line, msg: format!("{what} {host}:{port}: cannot resolve the host") })
+}
+
+/// Checks that `pool` is one this proxy serves (Redis, TCP).
+pub fn check(pool: &Pool) -> Result<(), ConfigError> {
+    if !pool.redis {
+        let msg = format!("pool {}: memcached pools are not yet supported (only `redis: true`)", pool.name);
+        return Err(ConfigError { line: pool.line, msg });
+    }
+    if let Some(s) = pool.servers.iter().find(|s| matches!(s.addr, ServerAddr::Unix { .. })) {
+        let msg = format!("pool {}: unix-socket servers are not supported", pool.name);
+        return Err(ConfigError { line: s.line, msg });
+    }
+    Ok(())
+}
+
+/// Where `pool` listens (TCP only).
+pub fn listen_addr(pool: &Pool) -> Result<SocketAddr, ConfigError> {
+    match &pool.listen {
+        Listen::Tcp { host, port } => resolve(host, *port, pool.line, &format!("pool {}: listen", pool.name)),
+        Listen::Unix { .. } => Err(ConfigError {
+            line: pool.line,
+            msg: format!("pool {}: unix-socket listen is not supported", pool.name),
+        }),
+    }
+}
+
+/// The pool's servers as upstream backends, with twemproxy's settings mapped.
+pub fn pool_config(pool: &Pool) -> Result<PoolConfig, ConfigError> {
+    let mut backends = Vec::with_capacity(pool.servers.len());
+    for s in &pool.servers {
+        let ServerAddr::Tcp { host, port } = &s.addr else { return Err(check(pool).unwrap_err()) };
+        backends.push(resolve(host, *port, s.line, &format!("pool {}: server", pool.name))?);
+    }
+    Ok(PoolConfig {
+        backends,
+        conns_per_backend: pool.server_connections.max(1) as usize,
+        parser: "resp".into(),
+        request_timeout: pool.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
+        failure_limit: pool.server_failure_limit.max(1),
+        retry_after: Duration::from_millis(pool.server_retry_timeout_ms.into()),
+        ..PoolConfig::default()
+    })
+}
+
+/// Client connections: RESP requests, inline commands too, handled on the engine thread.
+pub fn server_config() -> ServerConfig {
+    ServerConfig { parser: "resp:inline=true".into(), model: Model::RunToCompletion, ..ServerConfig::default() }
+}

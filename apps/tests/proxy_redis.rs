@@ -1,0 +1,287 @@
+//! `ukcm-proxy` in front of two real `redis-server`s (loopback), judged by `redis-cli` and a
+//! raw RESP connection: data types, expiry, multi-key commands across servers with each key
+//! on the server twemproxy's placement names, hash tags, a 1,000-command pipeline,
+//! unsupported commands, AUTH. Without redis-server/redis-cli it says SKIP, unless
+//! `UKCM_PRIVILEGED=1`, where their absence fails.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ukcm_apps::proxy::config::Config;
+use ukcm_apps::proxy::resp;
+
+const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// A child process killed on drop, and a directory removed on drop.
+struct Proc(Child, Option<PathBuf>);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        if let Some(d) = &self.1 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn programs_or_skip(test: &str, cmds: &[&str]) -> bool {
+    let missing: Vec<&str> = cmds.iter().copied().filter(|c| !have(c)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let required = std::env::var_os("UKCM_PRIVILEGED").is_some_and(|v| v == "1");
+    assert!(!required, "{test}: {missing:?} not installed (scripts/install-deps.sh installs them)");
+    eprintln!("SKIP: {test}: {missing:?} not installed (run scripts/install-deps.sh as root)");
+    false
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16) {
+    let end = Instant::now() + WATCHDOG;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ukcm-proxy-redis-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn redis_server(port: u16) -> Proc {
+    let dir = temp_dir(&port.to_string());
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc(child, Some(dir));
+    wait_for_port(port);
+    p
+}
+
+/// The proxy on `config`, listening on `port`.
+fn proxy(config: &str, port: u16) -> Proc {
+    let dir = temp_dir(&format!("conf-{port}"));
+    let path = dir.join("nutcracker.yml");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ukcm-proxy"))
+        .arg("-c")
+        .arg(&path)
+        .args(["--nic", "kernel"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc(child, Some(dir));
+    wait_for_port(port);
+    p
+}
+
+/// Waits until keys on every server get replies, not "backend down" (the pool connects
+/// after the proxy starts listening).
+fn wait_ready(port: u16, password: Option<&str>) {
+    let end = Instant::now() + WATCHDOG;
+    let mut c = Conn::new(port);
+    if let Some(pw) = password {
+        assert_eq!(c.cmd(&["AUTH", pw]), "+OK\r\n");
+    }
+    while !(0..50).all(|i| !c.cmd(&["GET", &format!("ready{i}")]).starts_with('-')) {
+        assert!(Instant::now() < end, "the proxy's backends never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn config(proxy: u16, backends: &[u16], extra: &str) -> String {
+    let mut c = format!(
+        "alpha:\n  listen: 127.0.0.1:{proxy}\n  hash: fnv1a_64\n  hash_tag: \"{{}}\"\n  distribution: ketama\n  redis: true\n  timeout: 2000\n{extra}  servers:\n"
+    );
+    for (i, b) in backends.iter().enumerate() {
+        c.push_str(&format!("   - 127.0.0.1:{b}:1 server{i}\n"));
+    }
+    c
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().unwrap();
+    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// One client connection speaking RESP, a reply per command.
+struct Conn(TcpStream, Vec<u8>);
+
+impl Conn {
+    fn new(port: u16) -> Conn {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(WATCHDOG)).unwrap();
+        Conn(s, Vec::new())
+    }
+
+    fn raw(&mut self, bytes: &[u8]) -> String {
+        self.0.write_all(bytes).unwrap();
+        loop {
+            if let Some(n) = resp::value_len(&self.1) {
+                let reply: Vec<u8> = self.1.drain(..n).collect();
+                return String::from_utf8_lossy(&reply).into_owned();
+            }
+            let mut buf = [0u8; 4096];
+            let n = self.0.read(&mut buf).unwrap();
+            assert!(n > 0, "the proxy closed the connection");
+            self.1.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    fn cmd(&mut self, args: &[&str]) -> String {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.raw(&resp::encode(&args))
+    }
+}
+
+#[test]
+fn redis_commands_through_the_proxy_land_where_twemproxy_puts_them() {
+    if !programs_or_skip("proxy_redis", &["redis-server", "redis-cli"]) {
+        return;
+    }
+    let ports = [free_port(), free_port()];
+    let _redis: Vec<Proc> = ports.iter().map(|&p| redis_server(p)).collect();
+    let pp = free_port();
+    let text = config(pp, &ports, "");
+    let _proxy = proxy(&text, pp);
+    wait_ready(pp, None);
+    let selector = Config::parse(&text).unwrap().pools[0].selector();
+    let home = |key: &str| ports[selector.server_for(key.as_bytes()).unwrap()];
+
+    // Strings, hashes, lists, sets, sorted sets, expiry.
+    assert_eq!(redis_cli(pp, &["set", "s1", "hello"]), "OK");
+    assert_eq!(redis_cli(pp, &["get", "s1"]), "hello");
+    assert_eq!(redis_cli(pp, &["incr", "n1"]), "1");
+    assert_eq!(redis_cli(pp, &["hset", "h1", "f", "v"]), "1");
+    assert_eq!(redis_cli(pp, &["hget", "h1", "f"]), "v");
+    assert_eq!(redis_cli(pp, &["rpush", "l1", "a", "b", "c"]), "3");
+    assert_eq!(redis_cli(pp, &["lrange", "l1", "0", "-1"]), "a\nb\nc");
+    assert_eq!(redis_cli(pp, &["sadd", "set1", "x", "y"]), "2");
+    assert_eq!(redis_cli(pp, &["scard", "set1"]), "2");
+    assert_eq!(redis_cli(pp, &["zadd", "z1", "2", "b", "1", "a"]), "2");
+    assert_eq!(redis_cli(pp, &["zrange", "z1", "0", "-1"]), "a\nb");
+    assert_eq!(redis_cli(pp, &["expire", "s1", "100"]), "1");
+    let ttl: u32 = redis_cli(pp, &["ttl", "s1"]).parse().unwrap();
+    assert!((90..=100).contains(&ttl), "ttl {ttl}");
+    for key in ["s1", "n1", "h1", "l1", "set1", "z1"] {
+        assert_eq!(redis_cli(home(key), &["exists", key]), "1", "{key} not on its server");
+    }
+
+    // Multi-key across both servers: values in key order, each key on its own server.
+    // Ten keys of each server, interleaved (fnv1a_64 on short similar keys is lopsided).
+    let of = |port: u16| (0..5000).map(|i| format!("mk{i}")).filter(move |k| home(k) == port).take(10);
+    let keys: Vec<String> = of(ports[0]).zip(of(ports[1])).flat_map(|(a, b)| [a, b]).collect();
+    assert_eq!(keys.len(), 20);
+    let mut mset = vec!["mset"];
+    let values: Vec<String> = keys.iter().map(|k| format!("v-{k}")).collect();
+    for (k, v) in keys.iter().zip(&values) {
+        mset.extend([k.as_str(), v.as_str()]);
+    }
+    assert_eq!(redis_cli(pp, &mset), "OK");
+    for (k, v) in keys.iter().zip(&values) {
+        assert_eq!(redis_cli(home(k), &["get", k]), *v, "{k} not on its server");
+    }
+    let mut mget = vec!["mget", keys[0].as_str(), "nosuchkey"];
+    mget.extend(keys[1..].iter().map(String::as_str));
+    assert_eq!(redis_cli(pp, &mget), format!("{}\n\n{}", values[0], values[1..].join("\n")));
+    let mut exists = vec!["exists"];
+    exists.extend(keys.iter().map(String::as_str));
+    assert_eq!(redis_cli(pp, &exists), "20");
+    let mut del = vec!["del", "nosuchkey"];
+    del.extend(keys.iter().map(String::as_str));
+    assert_eq!(redis_cli(pp, &del), "20");
+    assert_eq!(redis_cli(pp, &exists), "0");
+
+    // Hash tags: one server for the tag.
+    assert_eq!(redis_cli(pp, &["set", "{user}:a", "1"]), "OK");
+    assert_eq!(redis_cli(pp, &["set", "{user}:b", "2"]), "OK");
+    let h = home("user");
+    assert_eq!(redis_cli(h, &["mget", "{user}:a", "{user}:b"]), "1\n2");
+
+    // A pipeline of 1,000 commands.
+    let mut pipe = Vec::new();
+    for i in 0..1000 {
+        pipe.extend(resp::encode(&[b"SET", format!("p{i}").as_bytes(), b"x"]));
+    }
+    let mut child = Command::new("redis-cli")
+        .args(["-p", &pp.to_string(), "--pipe"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&pipe).unwrap();
+    let out = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned();
+    assert!(out.contains("errors: 0, replies: 1000"), "{out}");
+
+    // Answered by the proxy; unsupported commands get an error and the connection goes on.
+    let mut c = Conn::new(pp);
+    assert_eq!(c.cmd(&["PING"]), "+PONG\r\n");
+    assert_eq!(c.cmd(&["ECHO", "hi"]), "$2\r\nhi\r\n");
+    assert_eq!(c.cmd(&["KEYS", "*"]), "-ERR unsupported command 'KEYS' through the proxy\r\n");
+    assert_eq!(c.cmd(&["blpop", "l1", "0"]), "-ERR unsupported command 'blpop' through the proxy\r\n");
+    assert_eq!(c.cmd(&["SELECT", "1"]), "-ERR unsupported command 'SELECT' through the proxy\r\n");
+    assert_eq!(c.cmd(&["SELECT", "0"]), "+OK\r\n");
+    assert_eq!(c.raw(b"\r\nget h1x\r\n"), "$-1\r\n");
+    assert_eq!(c.cmd(&["GET", "mk0"]), "$-1\r\n");
+    assert_eq!(c.cmd(&["QUIT"]), "+OK\r\n");
+}
+
+#[test]
+fn auth_is_checked_against_redis_auth_per_connection() {
+    if !programs_or_skip("proxy_redis_auth", &["redis-server"]) {
+        return;
+    }
+    let ports = [free_port(), free_port()];
+    let _redis: Vec<Proc> = ports.iter().map(|&p| redis_server(p)).collect();
+    let pp = free_port();
+    let _proxy = proxy(&config(pp, &ports, "  redis_auth: sesame\n"), pp);
+    wait_ready(pp, Some("sesame"));
+    let mut c = Conn::new(pp);
+    assert_eq!(c.cmd(&["GET", "a"]), "-NOAUTH Authentication required.\r\n");
+    assert_eq!(c.cmd(&["AUTH", "wrong"]), "-ERR invalid password\r\n");
+    assert_eq!(c.cmd(&["SET", "a", "1"]), "-NOAUTH Authentication required.\r\n");
+    assert_eq!(c.cmd(&["AUTH", "sesame"]), "+OK\r\n");
+    assert_eq!(c.cmd(&["SET", "a", "1"]), "+OK\r\n");
+    assert_eq!(c.cmd(&["GET", "a"]), "$1\r\n1\r\n");
+    let mut other = Conn::new(pp);
+    assert_eq!(other.cmd(&["GET", "a"]), "-NOAUTH Authentication required.\r\n");
+}
+
+#[test]
+fn a_bad_config_is_one_line_naming_the_line_and_exit_2() {
+    let dir = temp_dir("bad");
+    let path = dir.join("bad.yml");
+    std::fs::write(
+        &path,
+        "alpha:\n  listen: 127.0.0.1:1\n  redis: true\n  hash: nope\n  servers:\n   - 127.0.0.1:2:1\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ukcm-proxy")).arg("-c").arg(&path).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 4") && err.lines().count() == 1, "{err}");
+}
