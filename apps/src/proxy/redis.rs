@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use ukcm::{Clients, Forward, Reply, Upstream, UpstreamError};
 use ukcm_mux::{PsockId, ReplySlot};
@@ -14,10 +13,6 @@ use super::config::Pool;
 use super::dist::Selector;
 use super::merge::Merge;
 use super::resp;
-
-/// How long after start a server not yet connected still counts as live, so keys do not
-/// rehash while the pool's first connects are under way.
-const STARTUP_GRACE: Duration = Duration::from_secs(2);
 
 /// What travels with a backend request.
 #[derive(Debug)]
@@ -35,8 +30,6 @@ pub struct RedisForward {
     names: Arc<Vec<String>>,
     selector: Selector,
     live: Vec<bool>,
-    seen_up: Vec<bool>,
-    started: Instant,
     /// Connections that gave the right password (only with `redis_auth`).
     authed: HashSet<PsockId>,
     merges: HashMap<u64, Merge>,
@@ -52,6 +45,7 @@ fn reason(e: UpstreamError) -> &'static str {
         UpstreamError::ConnectionLost => "connection lost",
         UpstreamError::Timeout => "timed out",
         UpstreamError::TooBig => "request too big",
+        UpstreamError::NoId => "request without an id",
     }
 }
 
@@ -84,26 +78,22 @@ impl RedisForward {
             selector: pool.selector(),
             pool: Arc::new(pool.clone()),
             live: vec![true; n],
-            seen_up: vec![false; n],
-            started: Instant::now(),
             authed: HashSet::new(),
             merges: HashMap::new(),
             next_id: 0,
         }
     }
 
-    /// With `auto_eject_hosts`, the selector follows the pool's view of which servers are up
-    /// (keys of an ejected server rehash, as under twemproxy).
+    /// With `auto_eject_hosts`, the selector follows the pool's ejections (keys of an
+    /// ejected server rehash, as under twemproxy; a server still connecting or briefly
+    /// reconnecting keeps its keys).
     fn sync_live(&mut self, up: &dyn Upstream<Tag>) {
         if !self.pool.auto_eject_hosts {
             return;
         }
-        let grace = self.started.elapsed() < STARTUP_GRACE;
         let mut changed = false;
         for i in 0..self.live.len() {
-            let is_up = up.is_up(i);
-            self.seen_up[i] |= is_up;
-            let live = is_up || (grace && !self.seen_up[i]);
+            let live = !up.is_ejected(i);
             changed |= live != self.live[i];
             self.live[i] = live;
         }
