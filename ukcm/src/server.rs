@@ -372,8 +372,10 @@ impl Server {
                     .into(),
             ));
         }
-        launch(makes, cfg, None::<NoHandler>, move |_t: &mut T, _first, budget: &Arc<PinnedBudget>| {
-            Ok(ForwardApp::new(Pool::new(pool.clone(), budget)?, fwd.clone()))
+        launch(makes, cfg, None::<NoHandler>, move |t: &mut T, _first, budget: &Arc<PinnedBudget>| {
+            let mut p = Pool::new(pool.clone(), budget)?;
+            p.preconnect(t)?;
+            Ok(ForwardApp::new(p, fwd.clone()))
         })
     }
 

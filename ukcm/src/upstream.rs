@@ -412,6 +412,28 @@ impl<T: Transport, C> Pool<T, C> {
         work
     }
 
+    /// Connects to every backend before the server takes clients (twemproxy's
+    /// `preconnect`): returns once each backend has a connection up or has failed one
+    /// attempt, or after the connect timeout, so the first requests do not meet a pool
+    /// that is still connecting.
+    pub fn preconnect(&mut self, t: &mut T) -> io::Result<()> {
+        let end = Instant::now() + self.cfg.connect_timeout;
+        while Instant::now() < end {
+            t.step()?;
+            self.drive_connections(t, Instant::now());
+            let settled = self.backends.iter().all(|b| {
+                b.down_until.is_some()
+                    || b.failures > 0
+                    || b.conns.iter().any(|c| matches!(c.state, ConnState::Up { .. }))
+            });
+            if settled {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+
     /// Opens, completes and times out connections; brings marked-down backends back.
     fn drive_connections(&mut self, t: &mut T, now: Instant) -> bool {
         let mut work = false;
