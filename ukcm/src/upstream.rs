@@ -28,6 +28,9 @@ use ukcm_parsers::parser_from_spec;
 
 use crate::transport::Transport;
 
+/// Reads the id a request and its reply share (see [`PoolConfig::match_id`]).
+pub type MatchId = fn(&[u8]) -> Option<u64>;
+
 /// Pool settings.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -57,7 +60,7 @@ pub struct PoolConfig {
     /// memcached text, HTTP/1.1); `Some(id)` by the id a request and its reply share, read
     /// by this function from both (a Thrift seqid, a DNS id, memcached binary's opaque), for
     /// backends that answer out of order.
-    pub match_id: Option<fn(&[u8]) -> Option<u64>>,
+    pub match_id: Option<MatchId>,
 }
 
 impl Default for PoolConfig {
