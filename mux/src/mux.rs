@@ -163,6 +163,17 @@ impl<T: PsockIo> Psock<T> {
     fn usable(&self) -> bool {
         self.failed.is_none()
     }
+    /// At the unanswered-request limit (`limit`: ordered replies only): delineation pauses,
+    /// counted once per pause.
+    fn order_full(&mut self, limit: Option<u64>) -> bool {
+        let full = limit.is_some_and(|m| self.order.unanswered() >= m);
+        if full && !self.order_stalled {
+            self.stats.rx_unanswered_stalls += 1;
+        }
+        self.order_stalled = full;
+        full
+    }
+
     fn tx_idle(&self) -> bool {
         self.cur.is_none() && self.queue.is_empty() && self.rtc_done == self.rtc_out.len()
     }
@@ -423,6 +434,11 @@ impl<T: PsockIo> Mux<T> {
         }
     }
 
+    /// The unanswered-request limit, when replies are ordered.
+    fn order_limit(&self) -> Option<u64> {
+        self.cfg.ordered.then_some(self.cfg.max_unanswered as u64)
+    }
+
     /// Takes in the slots dropped unanswered since the last round.
     fn take_releases(&mut self) -> bool {
         let mut work = false;
@@ -543,13 +559,14 @@ impl<T: PsockIo> Mux<T> {
                 None => self.rx_psock(ctx, &mut p, now),
             };
             work |= self.complete_psock(ctx, &mut p);
+            // A psock paused at the unanswered limit waits for an answer, which activates it,
+            // rather than being polled every round.
             let pending = p.failed.is_none()
-                && (p.held.is_some()
+                && ((!p.order_stalled && (p.held.is_some() || p.ring_full))
                     || !p.tx_idle()
                     || p.completions.unacked_bytes() > 0
                     || p.io.views_outstanding() > 0
-                    || p.asm.deadline().is_some()
-                    || p.ring_full);
+                    || p.asm.deadline().is_some());
             let keyed = p.io.ready_key().is_some();
             self.psocks[i] = Some(p);
             if pending && keyed {
@@ -812,16 +829,11 @@ impl<T: PsockIo> Mux<T> {
                     }
                 },
             };
-            if self.cfg.ordered && p.order.unanswered() >= self.cfg.max_unanswered as u64 {
+            if p.order_full(self.order_limit()) {
                 // Too many requests unanswered: stop here until replies catch up.
                 p.held = Some(len);
-                if !p.order_stalled {
-                    p.order_stalled = true;
-                    p.stats.rx_unanswered_stalls += 1;
-                }
                 break;
             }
-            p.order_stalled = false;
             let pick = if per_msg {
                 self.steering.pick_for_msg(&p.io.unparsed()[..len], &self.loads).and_then(|id| self.sock_index(id))
             } else {
@@ -939,15 +951,11 @@ impl<T: PsockIo> Mux<T> {
         // round, not per message); a queued socket message mid-write, or replies the
         // transport has only partly taken, must finish before more replies are made.
         let ordered = self.cfg.ordered;
+        let limit = self.order_limit();
         while handled < self.cfg.rx_batch && p.cur.is_none() && p.rtc_done == 0 && p.rtc_out.len() < RTC_OUT_MAX {
-            if ordered && p.order.unanswered() >= self.cfg.max_unanswered as u64 {
-                if !p.order_stalled {
-                    p.order_stalled = true;
-                    p.stats.rx_unanswered_stalls += 1;
-                }
+            if p.order_full(limit) {
                 break;
             }
-            p.order_stalled = false;
             let len = match p.held.take() {
                 Some(len) => len,
                 None => match p.asm.step(p.io.unparsed(), now, &mut p.stats) {
