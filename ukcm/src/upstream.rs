@@ -163,7 +163,48 @@ enum ConnState<K> {
 struct Conn<K, C> {
     state: ConnState<K>,
     inflight: VecDeque<InFlight<C>>,
+    /// Entries popped from the front of `inflight` so far (positions are absolute).
+    popped: u64,
+    /// Id matching: the absolute position of the unanswered request with each id.
+    by_id: HashMap<u64, u64>,
     backoff: Duration,
+}
+
+impl<K, C> Conn<K, C> {
+    fn push(&mut self, f: InFlight<C>) {
+        if let Some(id) = f.id {
+            self.by_id.insert(id, self.popped + self.inflight.len() as u64);
+        }
+        self.inflight.push_back(f);
+    }
+
+    /// The oldest request's tag (FIFO matching); `Some(None)` if it timed out.
+    fn pop_oldest(&mut self) -> Option<Option<C>> {
+        let f = self.inflight.pop_front()?;
+        self.popped += 1;
+        Some(f.tag)
+    }
+
+    /// The tag of the request with reply id `id` (`Some(None)`: it timed out); answered
+    /// entries leave from the front. One hash lookup, not a scan of the queue.
+    fn take_by_id(&mut self, id: Option<u64>) -> Option<Option<C>> {
+        let at = self.by_id.remove(&id?)?;
+        let f = &mut self.inflight[(at - self.popped) as usize];
+        f.answered = true;
+        let tag = f.tag.take();
+        while self.inflight.front().is_some_and(|x| x.answered) {
+            self.inflight.pop_front();
+            self.popped += 1;
+        }
+        Some(tag)
+    }
+
+    /// Every request still on the connection (it failed or closes).
+    fn drain(&mut self) -> impl Iterator<Item = InFlight<C>> + '_ {
+        self.popped += self.inflight.len() as u64;
+        self.by_id.clear();
+        self.inflight.drain(..)
+    }
 }
 
 #[derive(Debug)]
@@ -222,6 +263,8 @@ impl<T: Transport, C> Pool<T, C> {
                     .map(|_| Conn {
                         state: ConnState::Idle { retry_at: now },
                         inflight: VecDeque::new(),
+                        popped: 0,
+                        by_id: HashMap::new(),
                         backoff: cfg.backoff,
                     })
                     .collect(),
@@ -301,15 +344,6 @@ impl<T: Transport, C> Pool<T, C> {
                 }
             }
         }
-        let id = match self.cfg.match_id {
-            None => None,
-            Some(f) => match f(req) {
-                Some(id) if !b.conns.iter().any(|c| c.inflight.iter().any(|x| x.id == Some(id) && !x.answered)) => {
-                    Some(id)
-                }
-                _ => return Err((UpstreamError::NoId, tag)),
-            },
-        };
         let Some((ci, psock)) = best else {
             let any_up = b.conns.iter().any(|c| matches!(c.state, ConnState::Up { .. }));
             if any_up {
@@ -318,6 +352,14 @@ impl<T: Transport, C> Pool<T, C> {
             }
             self.stats.refused_down += 1;
             return Err((UpstreamError::BackendDown, tag));
+        };
+        // Ids need only be unique on the connection whose replies they are matched against.
+        let id = match self.cfg.match_id {
+            None => None,
+            Some(f) => match f(req) {
+                Some(id) if !b.conns[ci].by_id.contains_key(&id) => Some(id),
+                _ => return Err((UpstreamError::NoId, tag)),
+            },
         };
         match self.sock.send_to(psock, req, None) {
             Ok(()) => {}
@@ -329,7 +371,7 @@ impl<T: Transport, C> Pool<T, C> {
         }
         b.next = (ci + 1) % n;
         let deadline = self.cfg.request_timeout.map(|t| Instant::now() + t);
-        b.conns[ci].inflight.push_back(InFlight { tag: Some(tag), deadline, id, answered: false });
+        b.conns[ci].push(InFlight { tag: Some(tag), deadline, id, answered: false });
         self.stats.requests += 1;
         Ok(())
     }
@@ -348,20 +390,10 @@ impl<T: Transport, C> Pool<T, C> {
             (&self.by_psock, &mut self.backends, &mut self.stats, self.cfg.match_id);
         work |= poll_upstream_mux(t, &mut self.mux, now, &mut |psock: PsockId, reply: &[u8]| {
             let Some(&(bi, ci)) = by_psock.get(&psock) else { return };
-            let q = &mut backends[bi].conns[ci].inflight;
+            let c = &mut backends[bi].conns[ci];
             let taken = match match_id {
-                None => q.pop_front().map(|f| f.tag),
-                Some(f) => {
-                    let id = f(reply);
-                    let hit = q.iter_mut().find(|x| x.id.is_some() && x.id == id && !x.answered).map(|x| {
-                        x.answered = true;
-                        x.tag.take()
-                    });
-                    while q.front().is_some_and(|x| x.answered) {
-                        q.pop_front();
-                    }
-                    hit
-                }
+                None => c.pop_oldest(),
+                Some(f) => c.take_by_id(f(reply)),
             };
             match taken {
                 Some(Some(tag)) => {
@@ -503,7 +535,7 @@ impl<T: Transport, C> Pool<T, C> {
         let limit = self.cfg.failure_limit;
         let b = &mut self.backends[bi];
         let c = &mut b.conns[ci];
-        for f in c.inflight.drain(..) {
+        for f in c.drain() {
             if let Some(tag) = f.tag {
                 self.stats.lost += 1;
                 self.errors.push_back((tag, UpstreamError::ConnectionLost));
@@ -527,7 +559,7 @@ impl<T: Transport, C> Pool<T, C> {
         }
         for b in &mut self.backends {
             for c in &mut b.conns {
-                for f in c.inflight.drain(..) {
+                for f in c.drain() {
                     if let Some(tag) = f.tag {
                         answer((tag, Err(UpstreamError::ConnectionLost)));
                     }
