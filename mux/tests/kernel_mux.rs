@@ -1,11 +1,14 @@
 //! KCM behaviours of the mux over kernel TCP sockets on loopback (no privileges needed).
 //! The peers are plain kernel TCP streams reading and writing raw bytes.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{frame, loopback_pair};
 use ukcm_mux::kernel::KernelPsock;
 use ukcm_mux::{
     Completion, CompletionStatus, Msg, MsgSocket, Mux, MuxConfig, MuxEvent, PsockErrorKind, PsockId, SendError,
@@ -15,20 +18,6 @@ use ukcm_nic::PinnedBudget;
 use ukcm_parsers::LengthField;
 
 const RING: usize = 64 * 1024;
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut v = (body.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(body);
-    v
-}
-
-/// A connected pair: (our end for the mux, the raw peer end).
-fn pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (s, _) = l.accept().unwrap();
-    (s, c)
-}
 
 fn mux_with(cfg: MuxConfig) -> (Mux<KernelPsock>, MsgSocket, Arc<PinnedBudget>) {
     let budget = PinnedBudget::unlimited();
@@ -96,8 +85,8 @@ fn recv_n(mux: &mut Mux<KernelPsock>, sock: &MsgSocket, n: usize) -> Vec<Msg> {
 #[test]
 fn messages_arrive_whole_and_replies_go_to_their_origin() {
     let (mut mux, mut sock, b) = mux_with(small_cfg());
-    let (s1, mut c1) = pair();
-    let (s2, mut c2) = pair();
+    let (s1, mut c1) = loopback_pair();
+    let (s2, mut c2) = loopback_pair();
     let p1 = attach(&mut mux, s1, &b);
     let p2 = attach(&mut mux, s2, &b);
     // split a message across writes, and two messages in one write
@@ -143,7 +132,7 @@ fn messages_arrive_whole_and_replies_go_to_their_origin() {
 fn batch_steering_gives_one_polls_messages_to_one_socket_and_rotates() {
     let (mut mux, s0, b) = mux_with(small_cfg());
     let s1 = s0.try_clone().unwrap();
-    let (s, mut c) = pair();
+    let (s, mut c) = loopback_pair();
     let probe = s.try_clone().unwrap();
     attach(&mut mux, s, &b);
     let five = (0..5).map(|i| frame(&[i; 10])).collect::<Vec<_>>().concat();
@@ -175,7 +164,7 @@ fn recv_disable_moves_queued_messages_to_another_socket() {
     cfg.steer = SteerPolicy::Sticky;
     let (mut mux, s0, b) = mux_with(cfg);
     let s1 = s0.try_clone().unwrap();
-    let (s, mut c) = pair();
+    let (s, mut c) = loopback_pair();
     attach(&mut mux, s, &b);
     c.write_all(&(0..4).map(|i| frame(&[i; 8])).collect::<Vec<_>>().concat()).unwrap();
     assert!(pump(&mut mux, WATCHDOG_SECS, |_| s0.queued() + s1.queued() == 4), "all four delivered");
@@ -192,8 +181,8 @@ fn oversized_message_posts_emsgsize_and_only_that_psock_stops() {
     let mut cfg = small_cfg();
     cfg.max_message = 100;
     let (mut mux, sock, b) = mux_with(cfg);
-    let (s1, mut c1) = pair();
-    let (s2, mut c2) = pair();
+    let (s1, mut c1) = loopback_pair();
+    let (s2, mut c2) = loopback_pair();
     let bad = attach(&mut mux, s1, &b);
     let good = attach(&mut mux, s2, &b);
     c1.write_all(&frame(&[0u8; 200])).unwrap();
@@ -219,7 +208,7 @@ fn oversized_message_posts_emsgsize_and_only_that_psock_stops() {
 #[test]
 fn bad_header_posts_eproto() {
     let (mut mux, sock, b) = mux_with(small_cfg());
-    let (s, mut c) = pair();
+    let (s, mut c) = loopback_pair();
     let p = mux.attach(KernelPsock::new(s, RING, 64, &b).unwrap(), Box::new(ukcm_parsers::Memcached::default()));
     c.write_all(&[0x55u8; 24]).unwrap();
     let mut ev = None;
@@ -235,7 +224,7 @@ fn slow_message_posts_etimedout() {
     let mut cfg = small_cfg();
     cfg.assembly_timeout = Some(Duration::from_millis(100));
     let (mut mux, sock, b) = mux_with(cfg);
-    let (s, mut c) = pair();
+    let (s, mut c) = loopback_pair();
     let p = attach(&mut mux, s, &b);
     c.write_all(&frame(&[1u8; 50])[..20]).unwrap();
     let mut ev = None;
@@ -250,8 +239,8 @@ fn slow_message_posts_etimedout() {
 #[test]
 fn close_mid_message_posts_epipe_and_clean_close_does_not() {
     let (mut mux, sock, b) = mux_with(small_cfg());
-    let (s1, mut c1) = pair();
-    let (s2, mut c2) = pair();
+    let (s1, mut c1) = loopback_pair();
+    let (s2, mut c2) = loopback_pair();
     let mid = attach(&mut mux, s1, &b);
     let clean = attach(&mut mux, s2, &b);
     c1.write_all(&frame(&[1u8; 50])[..30]).unwrap();
@@ -277,7 +266,7 @@ fn slow_receiver_closes_the_window_and_nothing_is_lost() {
     let mut cfg = small_cfg();
     cfg.socket.rx_queue = 4;
     let (mut mux, sock, b) = mux_with(cfg);
-    let (s, c) = pair();
+    let (s, c) = loopback_pair();
     attach(&mut mux, s, &b);
     let total = 20_000u32;
     let writer = std::thread::spawn(move || {
@@ -311,7 +300,7 @@ fn slow_receiver_closes_the_window_and_nothing_is_lost() {
 #[test]
 fn completions_report_each_cookie_once_after_the_peer_acks() {
     let (mut mux, mut sock, b) = mux_with(small_cfg());
-    let (s, mut c) = pair();
+    let (s, mut c) = loopback_pair();
     attach(&mut mux, s, &b);
     for i in 0..100u32 {
         sock.send(&frame(&i.to_be_bytes()), Some(1000 + i)).unwrap();
@@ -338,7 +327,7 @@ fn completions_report_each_cookie_once_after_the_peer_acks() {
 #[test]
 fn addressed_send_to_a_dead_psock_completes_as_failed() {
     let (mut mux, mut sock, b) = mux_with(small_cfg());
-    let (s, c) = pair();
+    let (s, c) = loopback_pair();
     let p = attach(&mut mux, s, &b);
     let _ = mux.unattach(p);
     drop(c);
@@ -351,8 +340,8 @@ fn addressed_send_to_a_dead_psock_completes_as_failed() {
 #[test]
 fn unattach_mid_message_counts_an_abort_and_closes_the_stream() {
     let (mut mux, _sock, b) = mux_with(small_cfg());
-    let (s1, mut c1) = pair();
-    let (s2, _c2) = pair();
+    let (s1, mut c1) = loopback_pair();
+    let (s2, _c2) = loopback_pair();
     let mid = attach(&mut mux, s1, &b);
     let idle = attach(&mut mux, s2, &b);
     c1.write_all(&frame(&[0u8; 40])[..10]).unwrap();
@@ -392,7 +381,7 @@ fn concurrent_senders_never_interleave_messages() {
     });
     let mut peers = Vec::new();
     for _ in 0..4 {
-        let (s, c) = pair();
+        let (s, c) = loopback_pair();
         attach(&mut mux, s, &b);
         peers.push(c);
     }
@@ -462,7 +451,7 @@ fn concurrent_senders_never_interleave_messages() {
 #[test]
 fn a_psock_becomes_tx_idle_once_the_peer_acked_messages_sent_without_cookies() {
     let (mut mux, mut sock, b) = mux_with(small_cfg());
-    let (s, mut c) = pair();
+    let (s, mut c) = loopback_pair();
     let id = attach(&mut mux, s, &b);
     for i in 0..10u8 {
         sock.send_to(id, &frame(&[i; 100]), None).unwrap();
@@ -480,10 +469,10 @@ fn a_psock_becomes_tx_idle_once_the_peer_acked_messages_sent_without_cookies() {
 #[test]
 fn a_stale_psock_id_never_reaches_the_connection_that_reuses_its_slot() {
     let (mut mux, mut sock, b) = mux_with(small_cfg());
-    let (s1, _c1) = pair();
+    let (s1, _c1) = loopback_pair();
     let old = attach(&mut mux, s1, &b);
     assert!(mux.unattach(old).is_some());
-    let (s2, mut c2) = pair();
+    let (s2, mut c2) = loopback_pair();
     let new = attach(&mut mux, s2, &b);
     assert_eq!(old.index(), new.index(), "slot reused");
     assert_ne!(old, new);
@@ -501,8 +490,8 @@ fn a_stale_psock_id_never_reaches_the_connection_that_reuses_its_slot() {
 #[test]
 fn run_to_completion_handler_echoes_in_place_and_keeps_order() {
     let (mut mux, mut sock, b) = mux_with(small_cfg());
-    let (s1, c1) = pair();
-    let (s2, c2) = pair();
+    let (s1, c1) = loopback_pair();
+    let (s2, c2) = loopback_pair();
     let p1 = attach(&mut mux, s1, &b);
     attach(&mut mux, s2, &b);
     let n = 3000u32;
@@ -565,7 +554,7 @@ fn least_loaded_steering_prefers_the_emptier_socket() {
     cfg.steer = SteerPolicy::LeastLoaded;
     let (mut mux, s0, b) = mux_with(cfg);
     let s1 = s0.try_clone().unwrap();
-    let (p, mut c) = pair();
+    let (p, mut c) = loopback_pair();
     attach(&mut mux, p, &b);
     // first batch: both empty, the lower id wins
     c.write_all(&[frame(b"a"), frame(b"b")].concat()).unwrap();
@@ -584,7 +573,7 @@ fn key_hash_steering_keeps_a_key_on_one_socket() {
     cfg.steer = SteerPolicy::KeyHash(Arc::new(|m: &[u8]| m.get(4).copied().unwrap_or(0) as u64));
     let (mut mux, s0, b) = mux_with(cfg);
     let s1 = s0.try_clone().unwrap();
-    let (p, mut c) = pair();
+    let (p, mut c) = loopback_pair();
     attach(&mut mux, p, &b);
     let keys = [0u8, 1, 0, 1, 1, 0, 0];
     c.write_all(&keys.iter().map(|&k| frame(&[k, 9])).collect::<Vec<_>>().concat()).unwrap();
@@ -605,7 +594,7 @@ fn readiness_driven_psocks_deliver_split_messages_and_replies() {
     let mut peers = Vec::new();
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let (s, c) = pair();
+        let (s, c) = loopback_pair();
         let mut io = KernelPsock::new(s, RING, 256, &budget).unwrap();
         ready.register(&mut io).unwrap();
         ids.push(mux.attach(io, Box::new(LengthField::thrift())));

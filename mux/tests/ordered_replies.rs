@@ -2,12 +2,15 @@
 //! answer in any order, run-to-completion handlers that defer, released slots, dead
 //! connections and the unanswered-request limit. The peers are plain kernel TCP streams.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{frame, loopback_pair};
 use ukcm_mux::kernel::KernelPsock;
 use ukcm_mux::{
     CompletionStatus, Msg, MsgSocket, Mux, MuxConfig, MuxEvent, PsockErrorKind, PsockId, ReplySlot, SocketConfig,
@@ -19,19 +22,6 @@ use ukcm_parsers::LengthField;
 const RING: usize = 64 * 1024;
 /// Overall watchdog of a test (a hang fails instead of blocking CI; progress is judged by events).
 const WATCHDOG: Duration = Duration::from_secs(120);
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut v = (body.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(body);
-    v
-}
-
-fn pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (s, _) = l.accept().unwrap();
-    (s, c)
-}
 
 fn ordered_cfg(steer: SteerPolicy) -> MuxConfig {
     MuxConfig {
@@ -77,16 +67,15 @@ fn worker(mut sock: MsgSocket, stop: Arc<AtomicBool>) {
             drop(slot); // no reply: the place is released
             continue;
         }
-        let mut slot = slot;
-        loop {
-            match sock.reply(slot, &m, None) {
-                Ok(()) => break,
-                Err(e) => {
-                    slot = e.slot;
-                    std::thread::yield_now();
-                }
-            }
-        }
+        reply_until_queued(&mut sock, slot, &m);
+    }
+}
+
+/// Replies through `slot`, retrying while the socket has no room (the slot comes back).
+fn reply_until_queued(sock: &mut MsgSocket, mut slot: ReplySlot, bytes: &[u8]) {
+    while let Err(e) = sock.reply(slot, bytes, None) {
+        slot = e.slot;
+        std::thread::yield_now();
     }
 }
 
@@ -158,7 +147,7 @@ fn workers_answering_in_any_order_reply_in_request_order_under_every_policy() {
                 .collect();
             let mut clients = Vec::new();
             for _ in 0..3 {
-                let (s, c) = pair();
+                let (s, c) = loopback_pair();
                 attach(&mut mux, s, &budget);
                 clients.push(c);
             }
@@ -192,7 +181,7 @@ fn run_to_completion_handlers_may_defer_and_answer_later_in_any_order() {
     let (mut mux, _sock) = Mux::<KernelPsock>::new(ordered_cfg(SteerPolicy::default()), &budget).unwrap();
     let mut clients = Vec::new();
     for _ in 0..2 {
-        let (s, c) = pair();
+        let (s, c) = loopback_pair();
         attach(&mut mux, s, &budget);
         clients.push(c);
     }
@@ -250,7 +239,7 @@ fn run_to_completion_handlers_may_defer_and_answer_later_in_any_order() {
 fn a_slot_of_a_connection_that_went_away_fails_cleanly() {
     let budget = PinnedBudget::unlimited();
     let (mut mux, mut sock) = Mux::<KernelPsock>::new(ordered_cfg(SteerPolicy::default()), &budget).unwrap();
-    let (s, mut c) = pair();
+    let (s, mut c) = loopback_pair();
     let id = attach(&mut mux, s, &budget);
     c.write_all(&[request(0, 0), request(0, 1)].concat()).unwrap();
     let mut got: Vec<Msg> = Vec::new();
@@ -294,7 +283,7 @@ fn the_unanswered_limit_holds_the_sender_back_and_nothing_is_lost() {
     let budget = PinnedBudget::unlimited();
     let cfg = MuxConfig { max_unanswered: 8, ..ordered_cfg(SteerPolicy::default()) };
     let (mut mux, mut sock) = Mux::<KernelPsock>::new(cfg, &budget).unwrap();
-    let (s, mut c) = pair();
+    let (s, mut c) = loopback_pair();
     let id = attach(&mut mux, s, &budget);
     // Replies for every request (no quiet ones here): 4-byte bodies with the index.
     let n = 3000u32;
@@ -333,10 +322,7 @@ fn the_unanswered_limit_holds_the_sender_back_and_nothing_is_lost() {
         sock.recv_batch(&mut batch, 64);
         for mut m in batch.drain(..) {
             let slot = m.take_slot().unwrap();
-            let mut r = sock.reply(slot, &m, None);
-            while let Err(e) = r {
-                r = sock.reply(e.slot, &m, None);
-            }
+            reply_until_queued(&mut sock, slot, &m);
         }
         reader.is_finished()
     });

@@ -129,3 +129,18 @@ pub fn check_message(m: &[u8]) -> Result<(u32, u32), String> {
     }
     Ok((tag, seq))
 }
+
+/// A 4-byte big-endian length prefix and `body` (the thrift framing the kernel tests use).
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+/// A connected kernel TCP pair on loopback: (our end for the mux, the raw peer end).
+pub fn loopback_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (s, c)
+}
