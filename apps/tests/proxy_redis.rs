@@ -5,84 +5,20 @@
 //! `UKCM_PRIVILEGED=1`, where their absence fails.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use ukcm::testing::{free_port, programs_or_skip, redis_cli, redis_server, scratch_dir, wait_for_port, ChildGuard};
 
 use ukcm_apps::proxy::config::Config;
 use ukcm_apps::proxy::resp;
 
 const WATCHDOG: Duration = Duration::from_secs(30);
 
-/// A child process killed on drop, and a directory removed on drop.
-struct Proc(Child, Option<PathBuf>);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        if let Some(d) = &self.1 {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn programs_or_skip(test: &str, cmds: &[&str]) -> bool {
-    let missing: Vec<&str> = cmds.iter().copied().filter(|c| !have(c)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let required = std::env::var_os("UKCM_PRIVILEGED").is_some_and(|v| v == "1");
-    assert!(!required, "{test}: {missing:?} not installed (scripts/install-deps.sh installs them)");
-    eprintln!("SKIP: {test}: {missing:?} not installed (run scripts/install-deps.sh as root)");
-    false
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for_port(port: u16) {
-    let end = Instant::now() + WATCHDOG;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ukcm-proxy-redis-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn redis_server(port: u16) -> Proc {
-    let dir = temp_dir(&port.to_string());
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proc(child, Some(dir));
-    wait_for_port(port);
-    p
-}
-
 /// The proxy on `config`, listening on `port`.
-fn proxy(config: &str, port: u16) -> Proc {
-    let dir = temp_dir(&format!("conf-{port}"));
+fn proxy(config: &str, port: u16) -> ChildGuard {
+    let dir = scratch_dir(&format!("proxy-conf-{port}"));
     let path = dir.join("nutcracker.yml");
     std::fs::write(&path, config).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_ukcm-proxy"))
@@ -92,8 +28,8 @@ fn proxy(config: &str, port: u16) -> Proc {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let p = Proc(child, Some(dir));
-    wait_for_port(port);
+    let p = ChildGuard::new(child, Some(dir));
+    wait_for_port(port, WATCHDOG);
     p
 }
 
@@ -119,12 +55,6 @@ fn config(proxy: u16, backends: &[u16], extra: &str) -> String {
         c.push_str(&format!("   - 127.0.0.1:{b}:1 server{i}\n"));
     }
     c
-}
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().unwrap();
-    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// One client connection speaking RESP, a reply per command.
@@ -163,7 +93,7 @@ fn redis_commands_through_the_proxy_land_where_twemproxy_puts_them() {
         return;
     }
     let ports = [free_port(), free_port()];
-    let _redis: Vec<Proc> = ports.iter().map(|&p| redis_server(p)).collect();
+    let _redis: Vec<ChildGuard> = ports.iter().map(|&p| redis_server(p)).collect();
     let pp = free_port();
     let text = config(pp, &ports, "");
     let _proxy = proxy(&text, pp);
@@ -255,7 +185,7 @@ fn auth_is_checked_against_redis_auth_per_connection() {
         return;
     }
     let ports = [free_port(), free_port()];
-    let _redis: Vec<Proc> = ports.iter().map(|&p| redis_server(p)).collect();
+    let _redis: Vec<ChildGuard> = ports.iter().map(|&p| redis_server(p)).collect();
     let pp = free_port();
     let _proxy = proxy(&config(pp, &ports, "  redis_auth: sesame\n"), pp);
     wait_ready(pp, Some("sesame"));
@@ -272,7 +202,7 @@ fn auth_is_checked_against_redis_auth_per_connection() {
 
 #[test]
 fn a_bad_config_is_one_line_naming_the_line_and_exit_2() {
-    let dir = temp_dir("bad");
+    let dir = scratch_dir("proxy-bad");
     let path = dir.join("bad.yml");
     std::fs::write(
         &path,

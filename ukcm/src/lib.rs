@@ -39,6 +39,8 @@ pub mod ports;
 pub mod server;
 pub mod signals;
 pub mod spec;
+#[doc(hidden)]
+pub mod testing;
 pub mod transport;
 pub mod upstream;
 

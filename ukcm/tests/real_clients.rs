@@ -4,46 +4,14 @@
 //! (the test command as root installs them), where their absence fails.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ukcm::testing::{free_port, programs_or_skip, redis_cli, redis_server, wait_for_port, ChildGuard};
+
 const WATCHDOG: Duration = Duration::from_secs(60);
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn programs_or_skip(test: &str, cmds: &[&str]) -> bool {
-    let missing: Vec<&str> = cmds.iter().copied().filter(|c| !have(c)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let required = std::env::var_os("UKCM_PRIVILEGED").is_some_and(|v| v == "1");
-    assert!(!required, "{test}: {missing:?} not installed (scripts/install-deps.sh installs them)");
-    eprintln!("SKIP {test}: {missing:?} not installed (run scripts/install-deps.sh as root)");
-    false
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// An example binary, built by `cargo test` next to this test's binary.
 fn example(name: &str) -> PathBuf {
@@ -52,35 +20,6 @@ fn example(name: &str) -> PathBuf {
     let p = dir.join(name);
     assert!(p.exists(), "{} not built (cargo test builds the examples)", p.display());
     p
-}
-
-fn wait_for_port(port: u16) {
-    let end = Instant::now() + WATCHDOG;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn redis_server(port: u16) -> Proc {
-    let dir = std::env::temp_dir().join(format!("ukcm-redis-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    wait_for_port(port);
-    p
-}
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().unwrap();
-    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn resp(args: &[&str]) -> Vec<u8> {
@@ -99,14 +38,15 @@ fn redis_clients_through_the_forward_example_get_every_reply_right_and_in_order(
     let (p0, p1, pf) = (free_port(), free_port(), free_port());
     let _r0 = redis_server(p0);
     let _r1 = redis_server(p1);
-    let _fwd = Proc(
+    let _fwd = ChildGuard::new(
         Command::new(example("forward"))
             .args([format!("127.0.0.1:{pf}"), format!("127.0.0.1:{p0}"), format!("127.0.0.1:{p1}")])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
+        None,
     );
-    wait_for_port(pf);
+    wait_for_port(pf, WATCHDOG);
     let end = Instant::now() + WATCHDOG;
     while redis_cli(pf, &["set", "warm", "up"]) != "OK" {
         assert!(Instant::now() < end, "the forwarder never reached its backends");
