@@ -7,11 +7,11 @@ use std::net::TcpListener;
 
 use ukcm::{Reply, Server, ServerConfig, Transport};
 
-/// The handler: the reply is the request (built in place in pinned memory in worker mode,
-/// in the connection's reply buffer run to completion).
+/// The handler: the reply is the request (copied once: into pinned memory in worker mode,
+/// into the connection's reply buffer run to completion).
 pub fn echo(req: &[u8], reply: &mut Reply<'_>) {
     // A reply that cannot be sent is counted by the server (`reply_failed`).
-    let _ = reply.send_with(req.len(), |b| b.copy_from_slice(req));
+    let _ = reply.send(req);
 }
 
 /// An echo server on a bound kernel TCP listener.

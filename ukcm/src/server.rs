@@ -124,6 +124,10 @@ impl std::error::Error for ReplyFailed {}
 pub(crate) trait ReplySink {
     fn origin(&self) -> PsockId;
     fn send(&mut self, len: usize, build: &mut dyn FnMut(&mut [u8])) -> Result<(), ReplyFailed>;
+    /// A reply that already exists as bytes (one copy; no zero-fill first).
+    fn send_slice(&mut self, bytes: &[u8]) -> Result<(), ReplyFailed> {
+        self.send(bytes.len(), &mut |b| b.copy_from_slice(bytes))
+    }
     fn defer(&mut self) -> Option<ReplySlot>;
     fn undefer(&mut self, slot: ReplySlot) -> Result<(), ReplySlot>;
 }
@@ -148,7 +152,7 @@ impl Reply<'_> {
 
     /// Sends `bytes` as the reply.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), ReplyFailed> {
-        self.sink.send(bytes.len(), &mut |b| b.copy_from_slice(bytes))
+        self.sink.send_slice(bytes)
     }
 
     /// Sends a `len`-byte reply built in place (in pinned memory, or the engine's reply
@@ -203,6 +207,14 @@ impl ReplySink for EngineSink<'_, '_> {
         let at = out.len();
         out.resize(at + len, 0);
         build(&mut out[at..]);
+        Ok(())
+    }
+    fn send_slice(&mut self, bytes: &[u8]) -> Result<(), ReplyFailed> {
+        if self.answered {
+            return Err(ReplyFailed::AlreadyAnswered);
+        }
+        self.answered = true;
+        self.req.reply_buf().extend_from_slice(bytes);
         Ok(())
     }
     fn defer(&mut self) -> Option<ReplySlot> {
