@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use ukcm_mux::{Mux, PsockErrorKind, PsockIo, ReplySlot, Request};
 
+use crate::pool_stats::{ForwardStats, UpstreamSnapshot};
 use crate::server::{EngineApp, EngineSink, Reply};
 use crate::transport::Transport;
 use crate::upstream::{Pool, UpstreamError};
@@ -73,17 +74,53 @@ pub trait Forward: Send + 'static {
     /// A backend's reply (in place) or the error that replaces it, for the request sent with
     /// `tag`.
     fn response(&mut self, tag: Self::Tag, resp: Result<&[u8], UpstreamError>, clients: &mut dyn Clients);
+
+    /// What only the forwarder can count: requests it answered itself (`local`) and backend
+    /// requests made by splitting client requests (`fragments`). The server counts client
+    /// requests and forward errors itself; a forwarder that does neither keeps the zeros.
+    fn counts(&self) -> ForwardStats {
+        ForwardStats::default()
+    }
 }
 
 /// The engine-side app of a forwarding server: the pool and the forwarder.
 pub(crate) struct ForwardApp<T: Transport, W: Forward> {
     pool: Pool<T, W::Tag>,
     fwd: W,
+    /// Client requests handled, and those answered with an error instead of a reply.
+    requests: u64,
+    errors: u64,
 }
 
 impl<T: Transport, W: Forward> ForwardApp<T, W> {
     pub(crate) fn new(pool: Pool<T, W::Tag>, fwd: W) -> Self {
-        ForwardApp { pool, fwd }
+        ForwardApp { pool, fwd, requests: 0, errors: 0 }
+    }
+}
+
+/// The pool as the forwarder sees it, counting the sends it refuses.
+struct Counted<'a, T: Transport, C> {
+    pool: &'a mut Pool<T, C>,
+    refused: &'a mut u64,
+}
+
+impl<T: Transport, C> Upstream<C> for Counted<'_, T, C> {
+    fn backends(&self) -> usize {
+        Upstream::backends(&*self.pool)
+    }
+    fn is_up(&self, i: usize) -> bool {
+        Pool::is_up(self.pool, i)
+    }
+    fn is_ejected(&self, i: usize) -> bool {
+        Pool::is_ejected(self.pool, i)
+    }
+    fn pick(&self, hash: u64) -> usize {
+        Pool::pick(self.pool, hash)
+    }
+    fn send(&mut self, i: usize, req: &[u8], tag: C) -> Result<(), (UpstreamError, C)> {
+        let r = Pool::send(self.pool, i, req, tag);
+        *self.refused += u64::from(r.is_err());
+        r
     }
 }
 
@@ -95,14 +132,26 @@ impl<T: Transport, W: Forward> EngineApp<T> for ForwardApp<T, W> {
     fn handle(&mut self, r: &mut Request<'_>) -> bool {
         let bytes = r.bytes();
         let mut sink = EngineSink { req: r, answered: false };
-        self.fwd.request(bytes, &mut Reply { sink: &mut sink }, &mut self.pool);
+        self.requests += 1;
+        let mut up = Counted { pool: &mut self.pool, refused: &mut self.errors };
+        self.fwd.request(bytes, &mut Reply { sink: &mut sink }, &mut up);
         // A deferred request counts as answered (its reply comes later).
         sink.answered
     }
 
     fn round(&mut self, t: &mut T, mux: &mut Mux<T::Io>, now: Instant) -> bool {
-        let fwd = &mut self.fwd;
-        self.pool.poll(t, now, |(tag, resp)| fwd.response(tag, resp, mux))
+        let (fwd, errors) = (&mut self.fwd, &mut self.errors);
+        self.pool.poll(t, now, |(tag, resp)| {
+            *errors += u64::from(resp.is_err());
+            fwd.response(tag, resp, mux)
+        })
+    }
+
+    fn upstream(&self) -> Option<UpstreamSnapshot> {
+        let mut counts = self.fwd.counts();
+        counts.requests = self.requests;
+        counts.forward_errors = self.errors;
+        Some(self.pool.snapshot(counts))
     }
 
     fn close(&mut self, t: &mut T, mux: &mut Mux<T::Io>) {

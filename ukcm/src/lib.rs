@@ -35,6 +35,7 @@
 pub mod dpdk_port;
 pub mod forward;
 pub mod logging;
+pub mod pool_stats;
 pub mod ports;
 pub mod server;
 pub mod signals;
@@ -45,7 +46,10 @@ pub mod transport;
 pub mod upstream;
 
 pub use forward::{Clients, Forward, Relay, Upstream};
-pub use server::{serve_spec, Handler, Model, Reply, ReplyFailed, Server, ServerBuilder, ServerConfig, ServerCounters};
+pub use pool_stats::{BackendStats, ForwardStats, UpstreamSnapshot};
+pub use server::{
+    serve_spec, Handler, Model, Reply, ReplyFailed, Server, ServerBuilder, ServerConfig, ServerCounters, StatsHandle,
+};
 pub use spec::{SteerKind, TransportSpec};
 pub use transport::{KernelTransport, StackTransport, Transport};
 pub use ukcm_mux::{Msg, MsgSocket, PsockId, ReplySlot, StatsTable};

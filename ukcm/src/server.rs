@@ -31,6 +31,7 @@ use ukcm_nic::PinnedBudget;
 use ukcm_parsers::parser_from_spec;
 
 use crate::forward::{Forward, ForwardApp};
+use crate::pool_stats::UpstreamSnapshot;
 use crate::ports::{open_port, stack_cidr};
 use crate::spec::{SteerKind, TransportSpec};
 use crate::transport::{KernelTransport, StackTransport, Transport};
@@ -299,7 +300,17 @@ pub struct ServerCounters {
 #[derive(Debug)]
 struct EngineThread {
     thread: Option<JoinHandle<io::Result<StatsTable>>>,
-    snapshot: Arc<Mutex<(StatsTable, String)>>,
+    snapshot: Arc<Mutex<Published>>,
+}
+
+/// What an engine publishes every [`SNAPSHOT_EVERY`] for the server handle.
+#[derive(Debug, Clone)]
+struct Published {
+    table: StatsTable,
+    /// The transport's counters line.
+    status: String,
+    /// The upstream pool's figures (forwarding servers).
+    upstream: Option<UpstreamSnapshot>,
 }
 
 /// A running server: one shared-nothing engine per NIC queue (one for kernel TCP), each with
@@ -312,6 +323,46 @@ pub struct Server {
     counters: Arc<ServerCounters>,
     local: SocketAddr,
     describe: String,
+}
+
+/// Reads a server's published stats (see [`Server::stats_handle`]); cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StatsHandle {
+    published: Vec<Arc<Mutex<Published>>>,
+    counters: Arc<ServerCounters>,
+}
+
+impl StatsHandle {
+    /// The latest stats of all engines together.
+    pub fn snapshot(&self) -> StatsTable {
+        merge_tables(&self.engine_snapshots())
+    }
+
+    /// The latest stats of each engine.
+    pub fn engine_snapshots(&self) -> Vec<StatsTable> {
+        self.published.iter().map(|p| p.lock().table.clone()).collect()
+    }
+
+    /// The latest upstream figures (all engines' pools together), if the server has a pool.
+    pub fn upstream_stats(&self) -> Option<UpstreamSnapshot> {
+        let parts: Vec<UpstreamSnapshot> = self.published.iter().filter_map(|p| p.lock().upstream.clone()).collect();
+        UpstreamSnapshot::merge(&parts)
+    }
+
+    /// The latest transport counters, one line per engine (empty for kernel TCP).
+    pub fn transport_status(&self) -> String {
+        let lines: Vec<String> =
+            self.published.iter().map(|p| p.lock().status.clone()).filter(|l| !l.is_empty()).collect();
+        match lines.len() {
+            0 | 1 => lines.concat(),
+            _ => lines.iter().enumerate().map(|(i, l)| format!("engine {i}: {l}")).collect::<Vec<_>>().join("\n"),
+        }
+    }
+
+    /// The engines' own counters.
+    pub fn counters(&self) -> &ServerCounters {
+        &self.counters
+    }
 }
 
 /// How often the engine publishes a stats snapshot.
@@ -408,27 +459,37 @@ impl Server {
 
     /// The latest stats of all engines together (refreshed every 200 ms).
     pub fn snapshot(&self) -> StatsTable {
-        merge_tables(&self.engine_snapshots())
+        self.stats_handle().snapshot()
     }
 
     /// The latest stats of each engine.
     pub fn engine_snapshots(&self) -> Vec<StatsTable> {
-        self.engines.iter().map(|e| e.snapshot.lock().0.clone()).collect()
+        self.stats_handle().engine_snapshots()
+    }
+
+    /// The latest upstream figures of a forwarding server (all engines' pools together;
+    /// refreshed every 200 ms); `None` for a server without a pool.
+    pub fn upstream_stats(&self) -> Option<UpstreamSnapshot> {
+        self.stats_handle().upstream_stats()
     }
 
     /// The latest transport counters, one line per engine (empty for kernel TCP).
     pub fn transport_status(&self) -> String {
-        let lines: Vec<String> =
-            self.engines.iter().map(|e| e.snapshot.lock().1.clone()).filter(|l| !l.is_empty()).collect();
-        match lines.len() {
-            0 | 1 => lines.concat(),
-            _ => lines.iter().enumerate().map(|(i, l)| format!("engine {i}: {l}")).collect::<Vec<_>>().join("\n"),
-        }
+        self.stats_handle().transport_status()
     }
 
     /// The engines' own counters (all engines).
     pub fn counters(&self) -> &ServerCounters {
         &self.counters
+    }
+
+    /// A handle that reads this server's stats from another thread (a stats endpoint),
+    /// while the server itself stays with its owner (who stops it).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle {
+            published: self.engines.iter().map(|e| Arc::clone(&e.snapshot)).collect(),
+            counters: Arc::clone(&self.counters),
+        }
     }
 
     /// Whether an engine thread has ended (they end only on stop or on an error).
@@ -557,7 +618,8 @@ where
             ..MuxConfig::default()
         };
         let (mux, first) = Mux::<T::Io>::new(mux_cfg, &budget).map_err(io::Error::other)?;
-        let snapshot = Arc::new(Mutex::new((mux.stats_table(), String::new())));
+        let snapshot =
+            Arc::new(Mutex::new(Published { table: mux.stats_table(), status: String::new(), upstream: None }));
         type Ready = io::Result<(SocketAddr, String)>;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
         // In worker mode the workers own every socket; run to completion, the engine does.
@@ -859,7 +921,7 @@ struct EngineCtx<'a> {
     budget: &'a Arc<PinnedBudget>,
     stop: &'a AtomicBool,
     counters: &'a ServerCounters,
-    snapshot: &'a Mutex<(StatsTable, String)>,
+    snapshot: &'a Mutex<Published>,
 }
 
 /// Connection-level events that are counted and summarised instead of logged one by one.
@@ -895,6 +957,10 @@ pub(crate) trait EngineApp<T: Transport> {
     }
     /// The server is stopping.
     fn close(&mut self, _t: &mut T, _mux: &mut Mux<T::Io>) {}
+    /// The upstream pool's figures, if the app has a pool.
+    fn upstream(&self) -> Option<UpstreamSnapshot> {
+        None
+    }
 }
 
 /// Worker mode: the engine handles nothing itself.
@@ -1020,7 +1086,7 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
             if let Some(w) = t.take_warning() {
                 eprintln!("ukcm server: {w}");
             }
-            *cx.snapshot.lock() = (mux.stats_table(), t.status());
+            *cx.snapshot.lock() = Published { table: mux.stats_table(), status: t.status(), upstream: app.upstream() };
             last_snapshot = now;
         }
         if work {
@@ -1054,7 +1120,7 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
         eprintln!("ukcm server: {} more connection errors not logged (see the stats table)", errors.suppressed);
     }
     let table = mux.stats_table();
-    *cx.snapshot.lock() = (table.clone(), t.status());
+    *cx.snapshot.lock() = Published { table: table.clone(), status: t.status(), upstream: app.upstream() };
     for id in mux.psock_ids() {
         unattach_and_close(t, &mut mux, id);
     }

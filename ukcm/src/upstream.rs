@@ -20,12 +20,13 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ukcm_mux::{MsgSocket, Mux, MuxConfig, MuxEvent, PsockId, PsockIo, SendError, SocketConfig, StatsTable};
 use ukcm_nic::PinnedBudget;
 use ukcm_parsers::parser_from_spec;
 
+use crate::pool_stats::{BackendStats, ForwardStats, UpstreamSnapshot};
 use crate::transport::Transport;
 
 /// Reads the id a request and its reply share (see [`PoolConfig::match_id`]).
@@ -140,6 +141,33 @@ pub struct PoolStats {
     pub ejections: u64,
 }
 
+impl PoolStats {
+    /// Adds another pool's counts (another engine's pool to the same backends).
+    pub fn add(&mut self, o: &PoolStats) {
+        self.requests += o.requests;
+        self.replies += o.replies;
+        self.refused_down += o.refused_down;
+        self.refused_busy += o.refused_busy;
+        self.lost += o.lost;
+        self.timeouts += o.timeouts;
+        self.late_replies += o.late_replies;
+        self.unmatched_replies += o.unmatched_replies;
+        self.connects += o.connects;
+        self.conn_failures += o.conn_failures;
+        self.ejections += o.ejections;
+    }
+}
+
+/// How a backend connection ended (counted per backend as twemproxy's `server_eof` and
+/// `server_err`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnEnd {
+    /// The backend closed it.
+    Eof,
+    /// Refused, reset, or the connect timed out.
+    Error,
+}
+
 /// A request on a connection, oldest first.
 #[derive(Debug)]
 struct InFlight<C> {
@@ -214,6 +242,18 @@ struct Backend<K, C> {
     failures: u32,
     down_until: Option<Instant>,
     next: usize,
+    /// Counters (the gauges in it are filled in by [`Pool::snapshot`]).
+    stats: BackendStats,
+}
+
+impl<K, C> Backend<K, C> {
+    /// Marked down: counted, and the wall-clock time kept for operators.
+    fn eject(&mut self, until: Instant, pool: &mut PoolStats) {
+        self.down_until = Some(until);
+        self.stats.ejections += 1;
+        self.stats.ejected_since = Some(SystemTime::now());
+        pool.ejections += 1;
+    }
 }
 
 /// What a pool answers: the caller's tag and the backend's reply (in place) or an error.
@@ -271,6 +311,7 @@ impl<T: Transport, C> Pool<T, C> {
                 failures: 0,
                 down_until: None,
                 next: 0,
+                stats: BackendStats::new(addr),
             })
             .collect();
         Ok(Pool {
@@ -315,6 +356,26 @@ impl<T: Transport, C> Pool<T, C> {
     /// Counters.
     pub fn stats(&self) -> PoolStats {
         self.stats
+    }
+
+    /// Counters and gauges per backend, with the pool's counters and `forward`'s (a
+    /// forwarder's own counts, which the pool cannot see).
+    pub fn snapshot(&self, forward: ForwardStats) -> UpstreamSnapshot {
+        let backends = self
+            .backends
+            .iter()
+            .map(|b| {
+                let mut s = b.stats.clone();
+                s.connections = b.conns.iter().filter(|c| matches!(c.state, ConnState::Up { .. })).count() as u64;
+                s.in_flight =
+                    b.conns.iter().map(|c| c.inflight.iter().filter(|f| f.tag.is_some()).count() as u64).sum();
+                if b.down_until.is_none() {
+                    s.ejected_since = None;
+                }
+                s
+            })
+            .collect();
+        UpstreamSnapshot { pool: self.stats, backends, forward }
     }
 
     /// The pool's mux stats table (one psock per backend connection).
@@ -372,6 +433,8 @@ impl<T: Transport, C> Pool<T, C> {
         b.next = (ci + 1) % n;
         let deadline = self.cfg.request_timeout.map(|t| Instant::now() + t);
         b.conns[ci].push(InFlight { tag: Some(tag), deadline, id, answered: false });
+        b.stats.requests += 1;
+        b.stats.request_bytes += req.len() as u64;
         self.stats.requests += 1;
         Ok(())
     }
@@ -390,6 +453,8 @@ impl<T: Transport, C> Pool<T, C> {
             (&self.by_psock, &mut self.backends, &mut self.stats, self.cfg.match_id);
         work |= poll_upstream_mux(t, &mut self.mux, now, &mut |psock: PsockId, reply: &[u8]| {
             let Some(&(bi, ci)) = by_psock.get(&psock) else { return };
+            backends[bi].stats.responses += 1;
+            backends[bi].stats.response_bytes += reply.len() as u64;
             let c = &mut backends[bi].conns[ci];
             let taken = match match_id {
                 None => c.pop_oldest(),
@@ -407,12 +472,15 @@ impl<T: Transport, C> Pool<T, C> {
         });
         while let Some(ev) = self.mux.next_event() {
             work = true;
-            let (MuxEvent::PsockError(id, _) | MuxEvent::PsockClosed(id)) = ev;
+            let (id, end) = match ev {
+                MuxEvent::PsockError(id, _) => (id, ConnEnd::Error),
+                MuxEvent::PsockClosed(id) => (id, ConnEnd::Eof),
+            };
             if let Some((bi, ci)) = self.by_psock.remove(&id) {
                 if let Some(mut io) = self.mux.unattach_with(t.ctx(), id) {
                     io.close(t.ctx());
                 }
-                self.conn_failed(bi, ci, now);
+                self.conn_failed(bi, ci, now, end);
             }
         }
         // Timeouts: only the oldest requests can be overdue first.
@@ -424,6 +492,7 @@ impl<T: Transport, C> Pool<T, C> {
                         Some(d) if d <= now => {
                             if let Some(tag) = f.tag.take() {
                                 self.stats.timeouts += 1;
+                                b.stats.timeouts += 1;
                                 answer((tag, Err(UpstreamError::Timeout)));
                                 failed = true;
                                 work = true;
@@ -436,8 +505,7 @@ impl<T: Transport, C> Pool<T, C> {
             if failed {
                 b.failures += 1;
                 if b.failures >= self.cfg.failure_limit && b.down_until.is_none() {
-                    b.down_until = Some(now + self.cfg.retry_after);
-                    self.stats.ejections += 1;
+                    b.eject(now + self.cfg.retry_after, &mut self.stats);
                 }
             }
         }
@@ -493,7 +561,7 @@ impl<T: Transport, C> Pool<T, C> {
                         }
                         Err(_) => {
                             self.backends[bi].conns[ci].state = ConnState::Idle { retry_at: now };
-                            self.conn_failed(bi, ci, now);
+                            self.conn_failed(bi, ci, now, ConnEnd::Error);
                             continue;
                         }
                     },
@@ -514,7 +582,7 @@ impl<T: Transport, C> Pool<T, C> {
                             }
                             Ok(None) | Err(_) => {
                                 t.cancel_connect(c);
-                                self.conn_failed(bi, ci, now);
+                                self.conn_failed(bi, ci, now, ConnEnd::Error);
                                 work = true;
                                 continue;
                             }
@@ -530,10 +598,14 @@ impl<T: Transport, C> Pool<T, C> {
 
     /// A connection failed: its requests fail, it reconnects after its backoff, and the
     /// backend is marked down at the failure limit.
-    fn conn_failed(&mut self, bi: usize, ci: usize, now: Instant) {
+    fn conn_failed(&mut self, bi: usize, ci: usize, now: Instant, end: ConnEnd) {
         self.stats.conn_failures += 1;
         let limit = self.cfg.failure_limit;
         let b = &mut self.backends[bi];
+        match end {
+            ConnEnd::Eof => b.stats.eof += 1,
+            ConnEnd::Error => b.stats.errors += 1,
+        }
         let c = &mut b.conns[ci];
         for f in c.drain() {
             if let Some(tag) = f.tag {
@@ -545,8 +617,7 @@ impl<T: Transport, C> Pool<T, C> {
         c.backoff = (c.backoff * 2).min(self.cfg.max_backoff);
         b.failures += 1;
         if b.failures >= limit && b.down_until.is_none() {
-            b.down_until = Some(now + self.cfg.retry_after);
-            self.stats.ejections += 1;
+            b.eject(now + self.cfg.retry_after, &mut self.stats);
         }
     }
 

@@ -9,19 +9,28 @@
 //! stack transport: one pool, on `--addr` and the listen port). Keys go where twemproxy
 //! puts them. A bad config is one line naming the config line, exit 2. SIGINT/SIGTERM
 //! print the final stats and exit 0.
+//!
+//! Figures for operators, on kernel sockets on loopback unless `--stats-addr` says
+//! otherwise: twemproxy's stats port (`-s`, default 22222: connect and read one JSON
+//! document, the same field names as nutcracker's), Prometheus text at
+//! `http://ADDR:PORT/metrics` with `--metrics-port`, and a summary line per pool every
+//! `--stats-every` seconds.
 
 use std::io::Write;
-use std::net::{IpAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
-use ukcm::{signals, KernelTransport, Server};
+use ukcm::{signals, KernelTransport, Server, StatsHandle};
 use ukcm_apps::cli::{self, TransportSpec};
-use ukcm_apps::proxy::config::Config;
+use ukcm_apps::proxy::config::{Config, Pool};
+use ukcm_apps::proxy::endpoints::{Endpoint, Kind, Render};
 use ukcm_apps::proxy::redis::RedisForward;
 use ukcm_apps::proxy::setup;
+use ukcm_apps::proxy::stats::{self, PoolFigures};
 
 const PROG: &str = "ukcm-proxy";
 
@@ -42,9 +51,58 @@ struct Args {
     /// Default gateway of the userspace stack
     #[arg(long, value_name = "IP")]
     gateway: Option<IpAddr>,
-    /// Print the mux stats table every SECS seconds (0: only at exit)
+    /// Print each pool's summary line and mux stats table every SECS seconds (0: only at exit)
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     stats_every: u64,
+    /// twemproxy's stats port: one JSON document per connection (0: any free port). Without
+    /// this option 22222 is tried and skipped with a warning when taken.
+    #[arg(short = 's', long, value_name = "PORT")]
+    stats_port: Option<u16>,
+    /// Address of the stats and metrics ports
+    #[arg(short = 'a', long, value_name = "IP", default_value = "127.0.0.1")]
+    stats_addr: IpAddr,
+    /// Serve Prometheus text at http://STATS_ADDR:PORT/metrics (0: any free port)
+    #[arg(long, value_name = "PORT")]
+    metrics_port: Option<u16>,
+}
+
+/// twemproxy's default stats port.
+const DEFAULT_STATS_PORT: u16 = 22222;
+
+/// Starts the stats and metrics endpoints over the running pools.
+fn endpoints(a: &Args, pools: Vec<(Pool, StatsHandle)>) -> Result<Vec<Endpoint>, String> {
+    let pools = Arc::new(pools);
+    let t0 = Instant::now();
+    let figures = {
+        let pools = Arc::clone(&pools);
+        move || pools.iter().map(|(p, h)| PoolFigures::read(p, h)).collect::<Vec<_>>()
+    };
+    let source = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let json: Render = {
+        let figures = figures.clone();
+        Arc::new(move || stats::twemproxy_json(&figures(), &source, t0.elapsed().as_secs(), SystemTime::now()))
+    };
+    let metrics: Render = Arc::new(move || stats::prometheus(&figures(), t0.elapsed().as_secs()));
+    let mut out = Vec::new();
+    let stats_at = SocketAddr::new(a.stats_addr, a.stats_port.unwrap_or(DEFAULT_STATS_PORT));
+    match Endpoint::start(stats_at, Kind::StatsJson, json) {
+        Ok(e) => {
+            println!("{PROG}: stats on {} (twemproxy JSON)", e.local_addr());
+            out.push(e);
+        }
+        Err(e) if a.stats_port.is_none() => {
+            eprintln!("{PROG}: warning: no stats port: {stats_at}: {e} (choose one with --stats-port)");
+        }
+        Err(e) => return Err(format!("cannot listen on the stats port {stats_at}: {e}")),
+    }
+    if let Some(port) = a.metrics_port {
+        let at = SocketAddr::new(a.stats_addr, port);
+        let e = Endpoint::start(at, Kind::Metrics, metrics)
+            .map_err(|e| format!("cannot listen on the metrics port {at}: {e}"))?;
+        println!("{PROG}: metrics on http://{}/metrics (Prometheus)", e.local_addr());
+        out.push(e);
+    }
+    Ok(out)
 }
 
 fn start(a: &Args, cfg: &Config) -> Result<Vec<Server>, String> {
@@ -91,6 +149,12 @@ fn main() {
         eprintln!("{PROG}: {e}");
         std::process::exit(1)
     });
+    let handles: Vec<(Pool, StatsHandle)> =
+        cfg.pools.iter().cloned().zip(servers.iter().map(Server::stats_handle)).collect();
+    let endpoints = endpoints(&a, handles.clone()).unwrap_or_else(|e| {
+        eprintln!("{PROG}: {e}");
+        std::process::exit(1)
+    });
     let _ = std::io::stdout().flush();
     let (t0, every) = (Instant::now(), Duration::from_secs(a.stats_every));
     let mut last = t0;
@@ -98,11 +162,16 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
         if a.stats_every > 0 && last.elapsed() >= every {
             last = Instant::now();
-            for s in &servers {
-                println!("[{:>5.0}s] {}\n{}", t0.elapsed().as_secs_f64(), s.local_addr(), s.snapshot());
+            for ((pool, h), s) in handles.iter().zip(&servers) {
+                let f = PoolFigures::read(pool, h);
+                println!("[{:>5.0}s] {}\n{}", t0.elapsed().as_secs_f64(), stats::summary_line(&f), s.snapshot());
             }
             let _ = std::io::stdout().flush();
         }
+    }
+    drop(endpoints);
+    for (pool, h) in &handles {
+        println!("{PROG}: {}", stats::summary_line(&PoolFigures::read(pool, h)));
     }
     let mut failed = false;
     for s in servers {

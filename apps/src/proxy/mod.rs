@@ -9,13 +9,17 @@
 //!   nutcracker user brings their file unchanged.
 //! * [`redis`]: the Redis forwarder ([`commands`] says what each command gets, [`resp`]
 //!   reads and writes the RESP it needs, [`merge`] joins split multi-key replies).
+//! * [`stats`]: the figures in twemproxy's stats JSON, Prometheus text and a summary line;
+//!   [`endpoints`] serves the first two on kernel sockets.
 #![forbid(unsafe_code)]
 
 pub mod commands;
 pub mod config;
 pub mod dist;
+pub mod endpoints;
 pub mod hash;
 pub mod merge;
 pub mod redis;
 pub mod resp;
 pub mod setup;
+pub mod stats;

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use ukcm::{Clients, Forward, Reply, Upstream, UpstreamError};
+use ukcm::{Clients, Forward, ForwardStats, Reply, Upstream, UpstreamError};
 use ukcm_mux::{PsockId, ReplySlot};
 
 use super::commands::{kind, Kind};
@@ -34,6 +34,9 @@ pub struct RedisForward {
     authed: HashSet<PsockId>,
     merges: HashMap<u64, Merge>,
     next_id: u64,
+    /// Requests answered here, and backend requests made by splitting (stats).
+    local: u64,
+    fragments: u64,
 }
 
 /// The short reason in `-ERR backend <reason>`.
@@ -81,6 +84,8 @@ impl RedisForward {
             authed: HashSet::new(),
             merges: HashMap::new(),
             next_id: 0,
+            local: 0,
+            fragments: 0,
         }
     }
 
@@ -183,6 +188,7 @@ impl RedisForward {
         };
         let id = self.next_id;
         self.next_id += 1;
+        self.fragments += by_server.len() as u64;
         let mut merge = Merge::new(slot, k, keys.len());
         let mut complete = false;
         for (server, positions) in by_server {
@@ -216,6 +222,7 @@ impl Forward for RedisForward {
         let Some(name) = args.first() else { return }; // an empty inline line: no reply
         let k = kind(name);
         if let Some(answer) = self.local(k, &args, reply.origin()) {
+            self.local += 1;
             let _ = reply.send(&answer);
             return;
         }
@@ -224,6 +231,10 @@ impl Forward for RedisForward {
             Kind::Single => self.single(req, &args, reply, up),
             _ => self.split(k, &args, reply, up),
         }
+    }
+
+    fn counts(&self) -> ForwardStats {
+        ForwardStats { local: self.local, fragments: self.fragments, ..ForwardStats::default() }
     }
 
     fn response(&mut self, tag: Tag, resp: Result<&[u8], UpstreamError>, clients: &mut dyn Clients) {
