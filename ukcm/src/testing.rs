@@ -20,6 +20,11 @@ impl ChildGuard {
     pub fn new(child: Child, dir: Option<PathBuf>) -> Self {
         ChildGuard { child, dir }
     }
+
+    /// The child's process id (to signal it: stop, continue).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for ChildGuard {

@@ -168,7 +168,8 @@ pub fn prometheus(pools: &[PoolFigures], uptime_secs: u64) -> String {
         pools.iter().map(|p| (format!("pool=\"{}\"", label(&p.name)), f(p))).collect()
     };
     let fwd = |p: &PoolFigures| p.upstream.as_ref().map(|u| u.forward).unwrap_or_default();
-    let pool_rows: [(&str, &str, &str, &dyn Fn(&PoolFigures) -> u64); 8] = [
+    type PoolFigure<'a> = &'a dyn Fn(&PoolFigures) -> u64;
+    let pool_rows: [(&str, &str, &str, PoolFigure); 8] = [
         ("ukcm_proxy_client_connections", "gauge", "Client connections open.", &|p| p.client_connections),
         ("ukcm_proxy_client_accepted_total", "counter", "Client connections accepted.", &|p| p.accepted),
         ("ukcm_proxy_client_eof_total", "counter", "Client connections closed by the client.", &|p| p.client_eof),
