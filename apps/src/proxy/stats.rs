@@ -169,7 +169,7 @@ pub fn prometheus(pools: &[PoolFigures], uptime_secs: u64) -> String {
     };
     let fwd = |p: &PoolFigures| p.upstream.as_ref().map(|u| u.forward).unwrap_or_default();
     type PoolFigure<'a> = &'a dyn Fn(&PoolFigures) -> u64;
-    let pool_rows: [(&str, &str, &str, PoolFigure); 8] = [
+    let pool_rows: [(&str, &str, &str, PoolFigure<'_>); 8] = [
         ("ukcm_proxy_client_connections", "gauge", "Client connections open.", &|p| p.client_connections),
         ("ukcm_proxy_client_accepted_total", "counter", "Client connections accepted.", &|p| p.accepted),
         ("ukcm_proxy_client_eof_total", "counter", "Client connections closed by the client.", &|p| p.client_eof),
