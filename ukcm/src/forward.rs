@@ -8,14 +8,19 @@
 //! appliance answers the slot through [`Clients`]. Ordering is the mux's: a reply given for
 //! a later request waits for the earlier ones on the same client connection.
 
-use std::time::Instant;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use ukcm_mux::{Mux, PsockErrorKind, PsockIo, ReplySlot, Request};
 
 use crate::pool_stats::{ForwardStats, UpstreamSnapshot};
 use crate::server::{EngineApp, EngineSink, Reply};
 use crate::transport::Transport;
-use crate::upstream::{Pool, UpstreamError};
+use crate::upstream::{Pool, PoolConfig, UpstreamError};
 
 /// The backends, as a forwarder sees them while it handles a request.
 pub trait Upstream<C> {
@@ -83,6 +88,83 @@ pub trait Forward: Send + 'static {
     }
 }
 
+/// Changes a forwarder's settings on the fly.
+pub type UpdateForward<W> = Arc<dyn Fn(&mut W) + Send + Sync>;
+
+/// Reconfigures the engines of a running forwarding server (see
+/// [`crate::Server::forward_reloadable`]): each engine applies the new pool configuration
+/// ([`Pool::reconfigure`]: nothing in flight is dropped) and the forwarder update between
+/// two requests, so no request sees half of it.
+pub struct Reload<W> {
+    shared: Arc<ReloadShared<W>>,
+}
+
+impl<W> fmt::Debug for Reload<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reload").field("generation", &self.shared.generation.load(Ordering::Relaxed)).finish()
+    }
+}
+
+/// What the handle shares with the engines.
+pub(crate) struct ReloadShared<W> {
+    /// Bumped by each [`Reload::apply`]; engines compare it with the one they applied.
+    generation: AtomicU64,
+    update: Mutex<Option<(u64, PoolConfig, UpdateForward<W>)>>,
+    /// The latest generation's results: engines done, and their errors.
+    results: Mutex<(u64, usize, Vec<String>)>,
+    engines: usize,
+}
+
+impl<W> ReloadShared<W> {
+    pub(crate) fn new(engines: usize) -> Arc<Self> {
+        Arc::new(ReloadShared {
+            generation: AtomicU64::new(0),
+            update: Mutex::new(None),
+            results: Mutex::new((0, 0, Vec::new())),
+            engines,
+        })
+    }
+}
+
+impl<W> Reload<W> {
+    pub(crate) fn new(shared: Arc<ReloadShared<W>>) -> Self {
+        Reload { shared }
+    }
+
+    /// Hands `pool` and `update` to every engine; [`Reload::wait`] tells when they have
+    /// applied them. A later call supersedes an earlier one not yet applied.
+    pub fn apply(&self, pool: PoolConfig, update: UpdateForward<W>) -> u64 {
+        let mut slot = self.shared.update.lock();
+        let generation = self.shared.generation.load(Ordering::Relaxed) + 1;
+        *self.shared.results.lock() = (generation, 0, Vec::new());
+        *slot = Some((generation, pool, update));
+        self.shared.generation.store(generation, Ordering::Release);
+        generation
+    }
+
+    /// Waits until every engine has applied `generation` (or `limit` passes): `Ok` with
+    /// the number of engines, or the engines' errors (an engine that refused keeps its old
+    /// configuration).
+    pub fn wait(&self, generation: u64, limit: Duration) -> Result<usize, String> {
+        let end = Instant::now() + limit;
+        loop {
+            {
+                let r = self.shared.results.lock();
+                if r.0 != generation {
+                    return Err(format!("reload {generation} was superseded by {}", r.0));
+                }
+                if r.1 == self.shared.engines {
+                    return if r.2.is_empty() { Ok(r.1) } else { Err(r.2.join("; ")) };
+                }
+            }
+            if Instant::now() >= end {
+                return Err(format!("not every engine applied reload {generation} within {limit:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
 /// The engine-side app of a forwarding server: the pool and the forwarder.
 pub(crate) struct ForwardApp<T: Transport, W: Forward> {
     pool: Pool<T, W::Tag>,
@@ -90,11 +172,34 @@ pub(crate) struct ForwardApp<T: Transport, W: Forward> {
     /// Client requests handled, and those answered with an error instead of a reply.
     requests: u64,
     errors: u64,
+    /// Reconfigurations, and the generation this engine applied last.
+    reload: Arc<ReloadShared<W>>,
+    applied: u64,
 }
 
 impl<T: Transport, W: Forward> ForwardApp<T, W> {
-    pub(crate) fn new(pool: Pool<T, W::Tag>, fwd: W) -> Self {
-        ForwardApp { pool, fwd, requests: 0, errors: 0 }
+    pub(crate) fn new(pool: Pool<T, W::Tag>, fwd: W, reload: Arc<ReloadShared<W>>) -> Self {
+        ForwardApp { pool, fwd, requests: 0, errors: 0, reload, applied: 0 }
+    }
+
+    /// Applies a pending reconfiguration (one atomic load when there is none).
+    fn reconfigure(&mut self) {
+        if self.reload.generation.load(Ordering::Acquire) == self.applied {
+            return;
+        }
+        let Some((generation, cfg, update)) = self.reload.update.lock().clone() else { return };
+        self.applied = generation;
+        let result = self.pool.reconfigure(cfg);
+        if result.is_ok() {
+            update(&mut self.fwd);
+        }
+        let mut r = self.reload.results.lock();
+        if r.0 == generation {
+            r.1 += 1;
+            if let Err(e) = result {
+                r.2.push(e.to_string());
+            }
+        }
     }
 }
 
@@ -140,6 +245,7 @@ impl<T: Transport, W: Forward> EngineApp<T> for ForwardApp<T, W> {
     }
 
     fn round(&mut self, t: &mut T, mux: &mut Mux<T::Io>, now: Instant) -> bool {
+        self.reconfigure();
         let (fwd, errors) = (&mut self.fwd, &mut self.errors);
         self.pool.poll(t, now, |(tag, resp)| {
             *errors += u64::from(resp.is_err());

@@ -45,7 +45,7 @@ pub mod testing;
 pub mod transport;
 pub mod upstream;
 
-pub use forward::{Clients, Forward, Relay, Upstream};
+pub use forward::{Clients, Forward, Relay, Reload, UpdateForward, Upstream};
 pub use pool_stats::{BackendStats, ForwardStats, UpstreamSnapshot};
 pub use server::{
     serve_spec, Handler, Model, Reply, ReplyFailed, Server, ServerBuilder, ServerConfig, ServerCounters, StatsHandle,

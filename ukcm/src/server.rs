@@ -30,7 +30,7 @@ use ukcm_mux::{
 use ukcm_nic::PinnedBudget;
 use ukcm_parsers::parser_from_spec;
 
-use crate::forward::{Forward, ForwardApp};
+use crate::forward::{Forward, ForwardApp, Reload, ReloadShared};
 use crate::pool_stats::UpstreamSnapshot;
 use crate::ports::{open_port, stack_cidr};
 use crate::spec::{SteerKind, TransportSpec};
@@ -429,17 +429,37 @@ impl Server {
         F: FnOnce() -> io::Result<T> + Send + 'static,
         W: Forward + Clone,
     {
+        Self::forward_reloadable(makes, cfg, pool, fwd).map(|(server, _)| server)
+    }
+
+    /// [`Server::forward_engines`], with a handle that reconfigures the running engines:
+    /// backends added, removed or resized and forwarder settings changed, without dropping
+    /// a client connection or a request in flight (a config reload).
+    pub fn forward_reloadable<T, F, W>(
+        makes: Vec<F>,
+        cfg: ServerConfig,
+        pool: PoolConfig,
+        fwd: W,
+    ) -> io::Result<(Server, Reload<W>)>
+    where
+        T: Transport + 'static,
+        F: FnOnce() -> io::Result<T> + Send + 'static,
+        W: Forward + Clone,
+    {
         if cfg.model != Model::RunToCompletion {
             return Err(invalid(
                 "a forwarding server runs to completion on its engine threads (shared-nothing; scale with engines, not workers)"
                     .into(),
             ));
         }
-        launch(makes, cfg, None::<NoHandler>, move |t: &mut T, _first, budget: &Arc<PinnedBudget>| {
+        let reload = ReloadShared::new(makes.len());
+        let shared = Arc::clone(&reload);
+        let server = launch(makes, cfg, None::<NoHandler>, move |t: &mut T, _first, budget: &Arc<PinnedBudget>| {
             let mut p = Pool::new(pool.clone(), budget)?;
             p.preconnect(t)?;
-            Ok(ForwardApp::new(p, fwd.clone()))
-        })
+            Ok(ForwardApp::new(p, fwd.clone(), Arc::clone(&shared)))
+        })?;
+        Ok((server, Reload::new(reload)))
     }
 
     /// The address clients connect to.

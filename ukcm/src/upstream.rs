@@ -182,9 +182,19 @@ struct InFlight<C> {
 
 #[derive(Debug)]
 enum ConnState<K> {
-    Idle { retry_at: Instant },
-    Connecting { c: K, since: Instant },
-    Up { psock: PsockId },
+    Idle {
+        retry_at: Instant,
+    },
+    Connecting {
+        c: K,
+        since: Instant,
+    },
+    Up {
+        psock: PsockId,
+    },
+    /// Retired by a reconfiguration and drained: never reconnects (a later reconfiguration
+    /// may bring it back).
+    Closed,
 }
 
 #[derive(Debug)]
@@ -196,9 +206,27 @@ struct Conn<K, C> {
     /// Id matching: the absolute position of the unanswered request with each id.
     by_id: HashMap<u64, u64>,
     backoff: Duration,
+    /// Retired by a reconfiguration: takes no new requests, closes once drained.
+    retiring: bool,
 }
 
 impl<K, C> Conn<K, C> {
+    fn new(now: Instant, backoff: Duration) -> Self {
+        Conn {
+            state: ConnState::Idle { retry_at: now },
+            inflight: VecDeque::new(),
+            popped: 0,
+            by_id: HashMap::new(),
+            backoff,
+            retiring: false,
+        }
+    }
+
+    /// Whether it counts towards the backend's connections (not retired).
+    fn serving(&self) -> bool {
+        !self.retiring && !matches!(self.state, ConnState::Closed)
+    }
+
     fn push(&mut self, f: InFlight<C>) {
         if let Some(id) = f.id {
             self.by_id.insert(id, self.popped + self.inflight.len() as u64);
@@ -244,9 +272,51 @@ struct Backend<K, C> {
     next: usize,
     /// Counters (the gauges in it are filled in by [`Pool::snapshot`]).
     stats: BackendStats,
+    /// Removed by a reconfiguration: its connections drain and close.
+    retired: bool,
 }
 
 impl<K, C> Backend<K, C> {
+    fn new(addr: SocketAddr, conns: usize, now: Instant, backoff: Duration) -> Self {
+        Backend {
+            addr,
+            conns: (0..conns).map(|_| Conn::new(now, backoff)).collect(),
+            failures: 0,
+            down_until: None,
+            next: 0,
+            stats: BackendStats::new(addr),
+            retired: false,
+        }
+    }
+
+    /// Serves `n` connections: retired ones come back first, extra ones retire (their
+    /// requests in flight complete on them).
+    fn resize(&mut self, n: usize, now: Instant, backoff: Duration) {
+        let mut serving = self.conns.iter().filter(|c| c.serving()).count();
+        for c in self.conns.iter_mut().filter(|c| !c.serving()) {
+            if serving >= n {
+                break;
+            }
+            c.retiring = false;
+            if matches!(c.state, ConnState::Closed) {
+                c.state = ConnState::Idle { retry_at: now };
+                c.backoff = backoff;
+            }
+            serving += 1;
+        }
+        while serving < n {
+            self.conns.push(Conn::new(now, backoff));
+            serving += 1;
+        }
+        for c in self.conns.iter_mut().rev().filter(|c| c.serving()) {
+            if serving <= n {
+                break;
+            }
+            c.retiring = true;
+            serving -= 1;
+        }
+    }
+
     /// Marked down: counted, and the wall-clock time kept for operators.
     fn eject(&mut self, until: Instant, pool: &mut PoolStats) {
         self.down_until = Some(until);
@@ -265,7 +335,11 @@ pub struct Pool<T: Transport, C> {
     mux: Mux<T::Io>,
     sock: MsgSocket,
     budget: Arc<PinnedBudget>,
+    /// Every backend ever configured, retired ones included (indices stay valid for
+    /// `by_psock` across reconfigurations).
     backends: Vec<Backend<T::Connecting, C>>,
+    /// The configured backends: configuration index → index in `backends`.
+    order: Vec<usize>,
     by_psock: HashMap<PsockId, (usize, usize)>,
     stats: PoolStats,
     /// Errors decided outside `poll` (at send time they are returned; these are from
@@ -294,27 +368,10 @@ impl<T: Transport, C> Pool<T, C> {
         };
         let (mux, sock) = Mux::new(mux_cfg, budget).map_err(io::Error::other)?;
         let now = Instant::now();
-        let backends = cfg
-            .backends
-            .iter()
-            .map(|&addr| Backend {
-                addr,
-                conns: (0..cfg.conns_per_backend)
-                    .map(|_| Conn {
-                        state: ConnState::Idle { retry_at: now },
-                        inflight: VecDeque::new(),
-                        popped: 0,
-                        by_id: HashMap::new(),
-                        backoff: cfg.backoff,
-                    })
-                    .collect(),
-                failures: 0,
-                down_until: None,
-                next: 0,
-                stats: BackendStats::new(addr),
-            })
-            .collect();
+        let backends: Vec<_> =
+            cfg.backends.iter().map(|&addr| Backend::new(addr, cfg.conns_per_backend, now, cfg.backoff)).collect();
         Ok(Pool {
+            order: (0..backends.len()).collect(),
             cfg,
             mux,
             sock,
@@ -328,27 +385,75 @@ impl<T: Transport, C> Pool<T, C> {
 
     /// The backends, in configuration order (their index is what [`Pool::send`] takes).
     pub fn backends(&self) -> Vec<SocketAddr> {
-        self.backends.iter().map(|b| b.addr).collect()
+        self.order.iter().map(|&b| self.backends[b].addr).collect()
+    }
+
+    /// Backend `i` in configuration order.
+    fn configured(&self, i: usize) -> Option<&Backend<T::Connecting, C>> {
+        self.order.get(i).map(|&b| &self.backends[b])
+    }
+
+    /// Applies a new configuration without dropping anything in flight: a backend kept
+    /// (same address) keeps its connections and state; a new one starts connecting; a
+    /// removed one takes no new requests, its requests in flight complete on their
+    /// connections, which then close. Fewer connections per backend retire the extra ones
+    /// the same way. Timeouts, limits and backoff apply from now on. The reply parser and
+    /// the reply matching cannot change (a different protocol is a different pool).
+    pub fn reconfigure(&mut self, mut cfg: PoolConfig) -> io::Result<()> {
+        if cfg.parser != self.cfg.parser || cfg.match_id.is_some() != self.cfg.match_id.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a reconfiguration cannot change the backend protocol (parser or reply matching)",
+            ));
+        }
+        if cfg.backends.is_empty() || cfg.conns_per_backend == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a pool needs backends and connections"));
+        }
+        let now = Instant::now();
+        let mut unused = std::mem::take(&mut self.order);
+        let mut order = Vec::with_capacity(cfg.backends.len());
+        for &addr in &cfg.backends {
+            let kept = unused.iter().position(|&b| self.backends[b].addr == addr).map(|p| unused.remove(p));
+            // A backend removed earlier and added back reuses its entry (and its counters).
+            let b =
+                kept.or_else(|| self.backends.iter().position(|b| b.retired && b.addr == addr)).unwrap_or_else(|| {
+                    self.backends.push(Backend::new(addr, 0, now, cfg.backoff));
+                    self.backends.len() - 1
+                });
+            self.backends[b].retired = false;
+            self.backends[b].resize(cfg.conns_per_backend, now, cfg.backoff);
+            order.push(b);
+        }
+        for b in unused {
+            let b = &mut self.backends[b];
+            b.retired = true;
+            b.down_until = None;
+            b.resize(0, now, cfg.backoff);
+        }
+        self.order = order;
+        cfg.match_id = self.cfg.match_id;
+        self.cfg = cfg;
+        Ok(())
     }
 
     /// Whether backend `i` is taking requests (not marked down, a connection up).
     pub fn is_up(&self, i: usize) -> bool {
-        self.backends
-            .get(i)
-            .is_some_and(|b| b.down_until.is_none() && b.conns.iter().any(|c| matches!(c.state, ConnState::Up { .. })))
+        self.configured(i).is_some_and(|b| {
+            b.down_until.is_none() && b.conns.iter().any(|c| !c.retiring && matches!(c.state, ConnState::Up { .. }))
+        })
     }
 
     /// Whether backend `i` is marked down after `failure_limit` failures (ejected), as
     /// opposed to not connected yet or briefly reconnecting: what key redistribution follows.
     pub fn is_ejected(&self, i: usize) -> bool {
-        self.backends.get(i).is_some_and(|b| b.down_until.is_some())
+        self.configured(i).is_some_and(|b| b.down_until.is_some())
     }
 
     /// A backend for a key hash: `hash % backends`, moving on to the next backend that is up
     /// when that one is not (callers with their own distribution, e.g. ketama, pick the
     /// index themselves).
     pub fn pick(&self, hash: u64) -> usize {
-        let n = self.backends.len();
+        let n = self.order.len();
         let first = (hash % n as u64) as usize;
         (0..n).map(|k| (first + k) % n).find(|&i| self.is_up(i)).unwrap_or(first)
     }
@@ -362,8 +467,9 @@ impl<T: Transport, C> Pool<T, C> {
     /// forwarder's own counts, which the pool cannot see).
     pub fn snapshot(&self, forward: ForwardStats) -> UpstreamSnapshot {
         let backends = self
-            .backends
+            .order
             .iter()
+            .map(|&b| &self.backends[b])
             .map(|b| {
                 let mut s = b.stats.clone();
                 s.connections = b.conns.iter().filter(|c| matches!(c.state, ConnState::Up { .. })).count() as u64;
@@ -387,7 +493,8 @@ impl<T: Transport, C> Pool<T, C> {
     /// requests in flight; `tag` comes back with the reply. On error nothing was sent and
     /// the tag comes back.
     pub fn send(&mut self, i: usize, req: &[u8], tag: C) -> Result<(), (UpstreamError, C)> {
-        let Some(b) = self.backends.get_mut(i) else { return Err((UpstreamError::NoSuchBackend, tag)) };
+        let Some(&bi) = self.order.get(i) else { return Err((UpstreamError::NoSuchBackend, tag)) };
+        let b = &mut self.backends[bi];
         if b.down_until.is_some() {
             self.stats.refused_down += 1;
             return Err((UpstreamError::BackendDown, tag));
@@ -397,7 +504,8 @@ impl<T: Transport, C> Pool<T, C> {
         for k in 0..n {
             let ci = (b.next + k) % n;
             let c = &b.conns[ci];
-            if let ConnState::Up { psock } = c.state {
+            if let (ConnState::Up { psock }, false) = (&c.state, c.retiring) {
+                let psock = *psock;
                 if c.inflight.len() < self.cfg.max_pending
                     && best.is_none_or(|(bi, _)| c.inflight.len() < b.conns[bi].inflight.len())
                 {
@@ -406,7 +514,7 @@ impl<T: Transport, C> Pool<T, C> {
             }
         }
         let Some((ci, psock)) = best else {
-            let any_up = b.conns.iter().any(|c| matches!(c.state, ConnState::Up { .. }));
+            let any_up = b.conns.iter().any(|c| !c.retiring && matches!(c.state, ConnState::Up { .. }));
             if any_up {
                 self.stats.refused_busy += 1;
                 return Err((UpstreamError::Busy, tag));
@@ -502,15 +610,37 @@ impl<T: Transport, C> Pool<T, C> {
                     }
                 }
             }
-            if failed {
+            if failed && !b.retired {
                 b.failures += 1;
                 if b.failures >= self.cfg.failure_limit && b.down_until.is_none() {
                     b.eject(now + self.cfg.retry_after, &mut self.stats);
                 }
             }
         }
+        work |= self.close_drained(t);
         while let Some((tag, e)) = self.errors.pop_front() {
             answer((tag, Err(e)));
+        }
+        work
+    }
+
+    /// Closes retired connections whose last request has been answered.
+    fn close_drained(&mut self, t: &mut T) -> bool {
+        let mut work = false;
+        for b in &mut self.backends {
+            for c in b.conns.iter_mut().filter(|c| c.retiring && c.inflight.is_empty()) {
+                match std::mem::replace(&mut c.state, ConnState::Closed) {
+                    ConnState::Up { psock } => {
+                        self.by_psock.remove(&psock);
+                        if let Some(mut io) = self.mux.unattach_with(t.ctx(), psock) {
+                            io.close(t.ctx());
+                        }
+                        work = true;
+                    }
+                    ConnState::Connecting { c: k, .. } => t.cancel_connect(k),
+                    ConnState::Idle { .. } | ConnState::Closed => {}
+                }
+            }
         }
         work
     }
@@ -524,7 +654,7 @@ impl<T: Transport, C> Pool<T, C> {
         while Instant::now() < end {
             t.step()?;
             self.drive_connections(t, Instant::now());
-            let settled = self.backends.iter().all(|b| {
+            let settled = self.order.iter().map(|&b| &self.backends[b]).all(|b| {
                 b.down_until.is_some()
                     || b.failures > 0
                     || b.conns.iter().any(|c| matches!(c.state, ConnState::Up { .. }))
@@ -550,6 +680,9 @@ impl<T: Transport, C> Pool<T, C> {
                 self.backends[bi].failures = self.cfg.failure_limit.saturating_sub(1);
             }
             for ci in 0..self.backends[bi].conns.len() {
+                if self.backends[bi].conns[ci].retiring {
+                    continue; // closed by close_drained, never reconnected
+                }
                 let addr = self.backends[bi].addr;
                 let state =
                     std::mem::replace(&mut self.backends[bi].conns[ci].state, ConnState::Idle { retry_at: now });
@@ -612,6 +745,10 @@ impl<T: Transport, C> Pool<T, C> {
                 self.stats.lost += 1;
                 self.errors.push_back((tag, UpstreamError::ConnectionLost));
             }
+        }
+        if c.retiring {
+            c.state = ConnState::Closed;
+            return;
         }
         c.state = ConnState::Idle { retry_at: now + c.backoff };
         c.backoff = (c.backoff * 2).min(self.cfg.max_backoff);

@@ -62,7 +62,14 @@ fn key(req: &[u8]) -> Option<&[u8]> {
 }
 
 fn forwarder(backends: Vec<SocketAddr>, timeout: Duration) -> Server {
-    let pool = PoolConfig {
+    let pool = pool_config(backends, timeout);
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
+    let t = ukcm::KernelTransport::new(listener()).unwrap();
+    Server::forward(move || Ok(t), cfg, pool, Relay::new(key, error_reply)).unwrap()
+}
+
+fn pool_config(backends: Vec<SocketAddr>, timeout: Duration) -> PoolConfig {
+    PoolConfig {
         backends,
         conns_per_backend: 2,
         parser: "thrift".into(),
@@ -72,10 +79,7 @@ fn forwarder(backends: Vec<SocketAddr>, timeout: Duration) -> Server {
         backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(100),
         ..PoolConfig::default()
-    };
-    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
-    let t = ukcm::KernelTransport::new(listener()).unwrap();
-    Server::forward(move || Ok(t), cfg, pool, Relay::new(key, error_reply)).unwrap()
+    }
 }
 
 /// Sends `n` pipelined requests to `at` and returns (request, reply body) pairs, in order.
@@ -130,6 +134,83 @@ fn a_forwarder_routes_by_key_survives_a_dead_backend_and_takes_it_back() {
     drop(server.stop().unwrap());
     b0.kill();
     b1.kill();
+}
+
+#[test]
+fn a_reload_moves_keys_without_dropping_a_client_or_a_request() {
+    let (b0, b1, b2) = (
+        Backend::start(listener(), "b0:", false),
+        Backend::start(listener(), "b1:", false),
+        Backend::start(listener(), "b2:", false),
+    );
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
+    let t = ukcm::KernelTransport::new(listener()).unwrap();
+    let pool = pool_config(vec![b0.addr, b1.addr], Duration::from_secs(5));
+    let (server, reload) =
+        Server::forward_reloadable(vec![move || Ok(t)], cfg, pool.clone(), Relay::new(key, error_reply)).unwrap();
+    let at = server.local_addr();
+    wait_until("both backends connected", || round_trip(at, "warm", 20).iter().all(|(_, r)| !r.starts_with(b"ERR")));
+
+    // One client connection keeps requests in flight across the reload: every reply is its
+    // own request's, from a backend, never an error.
+    let client = TcpStream::connect(at).unwrap();
+    client.set_read_timeout(Some(WATCHDOG)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (client, stop) = (client.try_clone().unwrap(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) || rounds < 3 {
+                for (req, reply) in round_trip_on(client.try_clone().unwrap(), &format!("r{rounds}"), 200) {
+                    let from = &reply[..3];
+                    assert!([&b"b0:"[..], b"b1:", b"b2:"].contains(&from), "{:?}", String::from_utf8_lossy(&reply));
+                    assert_eq!(&reply[3..], &req[..]);
+                }
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    // b1 removed, b2 added.
+    let gen = reload.apply(pool_config(vec![b0.addr, b2.addr], Duration::from_secs(5)), std::sync::Arc::new(|_| {}));
+    assert_eq!(reload.wait(gen, WATCHDOG), Ok(1));
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    assert!(load.join().unwrap() >= 3);
+    wait_until("b2 connected", || round_trip(at, "b2", 50).iter().all(|(_, r)| !r.starts_with(b"ERR")));
+    // The new placement: index 0 is b0, index 1 is b2; b1's connections drained and closed.
+    for (req, reply) in round_trip(at, "after", 300) {
+        let want = if owner(&req) == 0 { b"b0:" } else { b"b2:" };
+        assert_eq!(reply, [want.to_vec(), req].concat());
+    }
+    wait_until("b1's connections closed", || b1.open.load(std::sync::atomic::Ordering::Acquire) == 0);
+    assert_eq!(b2.open.load(std::sync::atomic::Ordering::Acquire), 2);
+
+    // Fewer connections per backend: the extra ones retire and close.
+    let mut one = pool_config(vec![b0.addr, b2.addr], Duration::from_secs(5));
+    one.conns_per_backend = 1;
+    let gen = reload.apply(one, std::sync::Arc::new(|_| {}));
+    assert_eq!(reload.wait(gen, WATCHDOG), Ok(1));
+    wait_until("one connection each", || {
+        round_trip(at, "one", 20);
+        b0.open.load(std::sync::atomic::Ordering::Acquire) == 1
+            && b2.open.load(std::sync::atomic::Ordering::Acquire) == 1
+    });
+    // Another protocol is refused, and the old configuration keeps serving.
+    let mut other = pool_config(vec![b0.addr], Duration::from_secs(5));
+    other.parser = "resp".into();
+    let gen = reload.apply(other, std::sync::Arc::new(|_| {}));
+    assert!(reload.wait(gen, WATCHDOG).unwrap_err().contains("protocol"));
+    assert!(round_trip_on(client, "still", 100)
+        .iter()
+        .all(|(req, reply)| reply.ends_with(req) && !reply.starts_with(b"ERR")));
+    let stats = server.upstream_stats().unwrap();
+    assert_eq!(stats.backends.len(), 2);
+    drop(server.stop().unwrap());
+    for b in [b0, b1, b2] {
+        b.kill();
+    }
 }
 
 #[test]

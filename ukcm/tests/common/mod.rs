@@ -82,6 +82,8 @@ pub fn pipelined_clients_with(conns: usize, n: usize, connect: impl Fn() -> TcpS
 /// (listener and connections closed). `stall`: reads but never answers.
 pub struct Backend {
     pub addr: SocketAddr,
+    /// Connections open now (the proxy's side has not closed them).
+    pub open: Arc<std::sync::atomic::AtomicUsize>,
     kill: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -92,6 +94,8 @@ impl Backend {
         l.set_nonblocking(true).unwrap();
         let kill = Arc::new(AtomicBool::new(false));
         let k = Arc::clone(&kill);
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let o = Arc::clone(&open);
         let thread = std::thread::spawn(move || {
             let mut conns = Vec::new();
             while !k.load(Ordering::Acquire) {
@@ -100,8 +104,18 @@ impl Backend {
                         let k = Arc::clone(&k);
                         let mut r = s.try_clone().unwrap();
                         conns.push(s);
+                        let open = Arc::clone(&o);
+                        open.fetch_add(1, Ordering::AcqRel);
                         std::thread::spawn(move || {
                             r.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+                            // Counts the connection closed however this thread ends.
+                            struct Closed(Arc<std::sync::atomic::AtomicUsize>);
+                            impl Drop for Closed {
+                                fn drop(&mut self) {
+                                    self.0.fetch_sub(1, Ordering::AcqRel);
+                                }
+                            }
+                            let _closed = Closed(open);
                             loop {
                                 if k.load(Ordering::Acquire) {
                                     return;
@@ -133,7 +147,7 @@ impl Backend {
                 let _ = c.shutdown(std::net::Shutdown::Both);
             }
         });
-        Backend { addr, kill, thread: Some(thread) }
+        Backend { addr, open, kill, thread: Some(thread) }
     }
 
     pub fn kill(mut self) {
