@@ -343,3 +343,74 @@ fn a_client_leaving_with_requests_in_flight_leaves_the_backends_in_sync() {
     let doc = stats_until(sp, |d| d["alpha"]["client_eof"].as_u64() >= Some(1));
     assert_eq!(doc["alpha"]["forward_error"], 0, "{doc}");
 }
+
+#[test]
+fn sighup_reloads_servers_under_load_without_dropping_a_client_or_an_error_reply() {
+    if !programs_or_skip("proxy_reload", &["redis-server", "redis-cli", "redis-benchmark"]) {
+        return;
+    }
+    let ports = [free_port(), free_port(), free_port()];
+    let _redis: Vec<ChildGuard> = ports.iter().map(|&p| redis_server(p)).collect();
+    let (pp, sp) = (free_port(), free_port());
+    // server0 and server1, then server0 and server2 (server1 removed, server2 added).
+    let before = config(pp, &ports[..2], "");
+    let after =
+        before.replace(&format!("127.0.0.1:{}:1 server1", ports[1]), &format!("127.0.0.1:{}:1 server2", ports[2]));
+    let proxy = proxy_with(&before, pp, &["--stats-port", &sp.to_string()]);
+    let conf = scratch_dir(&format!("proxy-conf-{pp}")).join("nutcracker.yml");
+    wait_ready(pp, None);
+
+    // Load: redis-benchmark, and our own pipelined SET/GET rounds checking every reply.
+    let bench = Command::new("redis-benchmark")
+        .args(["-p", &pp.to_string(), "-c", "20", "-n", "40000", "-r", "10000", "-P", "4", "-t", "set,get", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let keys: Vec<String> = (0..100).map(|i| format!("rl{i}")).collect();
+            let mut c = Conn::new(pp);
+            let mut rounds = 0u32;
+            while !stop.load(Ordering::Acquire) || rounds < 3 {
+                for (i, got) in set_get_round(&mut c, &keys, rounds).into_iter().enumerate() {
+                    let want = format!("${}\r\n{}-{rounds}\r\n", keys[i].len() + 1 + rounds.to_string().len(), keys[i]);
+                    assert_eq!(got, want, "{} in round {rounds}", keys[i]);
+                }
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&conf, &after).unwrap();
+    signal(proxy.id(), libc::SIGHUP);
+    // The stats name the new servers once the engines applied the reload.
+    stats_until(sp, |d| d["alpha"].get("server2").is_some() && d["alpha"].get("server1").is_none());
+    // A bad file is refused; the reloaded configuration keeps serving.
+    std::fs::write(&conf, after.replace("hash: fnv1a_64", "hash: nope")).unwrap();
+    signal(proxy.id(), libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Release);
+    assert!(load.join().expect("a wrong or error reply during the reload") >= 3);
+    let out = bench.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "redis-benchmark failed: {text}");
+    assert!(!text.to_lowercase().contains("error"), "redis-benchmark saw errors: {text}");
+
+    // Placement follows the new file: keys land on server0 or server2, none on server1.
+    let selector = Config::parse(&after).unwrap().pools[0].selector();
+    let mut c = Conn::new(pp);
+    let homes = [ports[0], ports[2]];
+    for i in 0..50 {
+        let k = format!("placed{i}");
+        assert_eq!(c.cmd(&["SET", &k, "x"]), "+OK\r\n");
+        let home = homes[selector.server_for(k.as_bytes()).unwrap()];
+        assert_eq!(redis_cli(home, &["exists", &k]), "1", "{k}");
+        assert_eq!(redis_cli(ports[1], &["exists", &k]), "0", "{k} on the removed server");
+    }
+    let doc = stats(sp);
+    assert_eq!(doc["alpha"]["client_err"], 0, "{doc}");
+}

@@ -15,12 +15,20 @@
 //! document, the same field names as nutcracker's), Prometheus text at
 //! `http://ADDR:PORT/metrics` with `--metrics-port`, and a summary line per pool every
 //! `--stats-every` seconds.
+//!
+//! SIGHUP re-reads the file: servers added, removed or re-weighted and changed pool
+//! settings apply without dropping a client connection (requests in flight finish on the
+//! backend connections they started on); a file that does not load, or that changes what
+//! needs a restart (pools, `listen`, `redis`, the `ukcm:` section), is refused in one log
+//! line and the old configuration keeps running.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
@@ -29,6 +37,7 @@ use ukcm_apps::cli::{self, TransportSpec};
 use ukcm_apps::proxy::config::{Config, Pool};
 use ukcm_apps::proxy::endpoints::{Endpoint, Kind, Render};
 use ukcm_apps::proxy::redis::RedisForward;
+use ukcm_apps::proxy::reload::{self, ApplyPool};
 use ukcm_apps::proxy::setup;
 use ukcm_apps::proxy::stats::{self, PoolFigures};
 
@@ -66,16 +75,23 @@ struct Args {
     metrics_port: Option<u16>,
 }
 
+/// The pools as the stats show them: the current config (names change on reload) and each
+/// pool's running server.
+type Shown = Arc<Mutex<Vec<(Pool, StatsHandle)>>>;
+
+fn figures(pools: &Shown) -> Vec<PoolFigures> {
+    pools.lock().iter().map(|(p, h)| PoolFigures::read(p, h)).collect()
+}
+
 /// twemproxy's default stats port.
 const DEFAULT_STATS_PORT: u16 = 22222;
 
 /// Starts the stats and metrics endpoints over the running pools.
-fn endpoints(a: &Args, pools: Vec<(Pool, StatsHandle)>) -> Result<Vec<Endpoint>, String> {
-    let pools = Arc::new(pools);
+fn endpoints(a: &Args, pools: &Shown) -> Result<Vec<Endpoint>, String> {
     let t0 = Instant::now();
     let figures = {
-        let pools = Arc::clone(&pools);
-        move || pools.iter().map(|(p, h)| PoolFigures::read(p, h)).collect::<Vec<_>>()
+        let pools = Arc::clone(pools);
+        move || figures(&pools)
     };
     let source = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
     let json: Render = {
@@ -105,7 +121,13 @@ fn endpoints(a: &Args, pools: Vec<(Pool, StatsHandle)>) -> Result<Vec<Endpoint>,
     Ok(out)
 }
 
-fn start(a: &Args, cfg: &Config) -> Result<Vec<Server>, String> {
+/// A pool's running server and what reconfigures it.
+struct Running {
+    server: Server,
+    reload: Box<dyn ApplyPool>,
+}
+
+fn start(a: &Args, cfg: &Config) -> Result<Vec<Running>, String> {
     let nic = a.nic.clone().or_else(|| cfg.ukcm.transport.clone()).unwrap_or(TransportSpec::Kernel);
     let stack = !matches!(nic, TransportSpec::Kernel);
     if stack && cfg.pools.len() != 1 {
@@ -116,25 +138,59 @@ fn start(a: &Args, cfg: &Config) -> Result<Vec<Server>, String> {
         let at = setup::listen_addr(pool).map_err(|e| e.to_string())?;
         let up = setup::pool_config(pool).map_err(|e| e.to_string())?;
         let fwd = RedisForward::new(pool);
-        let server = if stack {
+        let (server, reload) = if stack {
             let addr = a.addr.or(cfg.ukcm.address).ok_or_else(|| format!("{nic} needs --addr IP/PREFIX"))?;
             let makes = ukcm::server::stack_engines(&nic, addr, a.gateway, at.port()).map_err(|e| e.to_string())?;
-            Server::forward_engines(makes, setup::server_config(), up, fwd)
+            Server::forward_reloadable(makes, setup::server_config(), up, fwd)
         } else {
             let l = TcpListener::bind(at).map_err(|e| format!("pool {}: cannot listen on {at}: {e}", pool.name))?;
             let t = KernelTransport::new(l).map_err(|e| e.to_string())?;
-            Server::forward(move || Ok(t), setup::server_config(), up, fwd)
+            Server::forward_reloadable(vec![move || Ok(t)], setup::server_config(), up, fwd)
         }
         .map_err(|e| format!("pool {}: {e}", pool.name))?;
         println!("{PROG}: pool {} listening on {} ({})", pool.name, server.local_addr(), server.describe());
-        servers.push(server);
+        servers.push(Running { server, reload: Box::new(reload) });
     }
     Ok(servers)
 }
 
+/// SIGHUP: the config file again, whole or not at all (per pool, in file order).
+fn reload(path: &std::path::Path, current: &mut Config, running: &[Running], shown: &Shown) {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            return eprintln!("{PROG}: reload refused, the old configuration keeps running: {}: {e}", path.display())
+        }
+    };
+    let checked = reload::check(current, &new).and_then(|()| {
+        new.pools.iter().try_for_each(|p| setup::check(p).map_err(|e| e.to_string()))?;
+        new.pools.iter().map(|p| setup::pool_config(p).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()
+    });
+    let ups = match checked {
+        Ok(ups) => ups,
+        Err(e) => {
+            return eprintln!("{PROG}: reload refused, the old configuration keeps running: {}: {e}", path.display())
+        }
+    };
+    for ((pool, up), (old, r)) in new.pools.iter().zip(ups).zip(current.pools.iter().zip(running)) {
+        match r.reload.apply(pool, up) {
+            Ok(engines) => {
+                println!("{PROG}: reloaded pool {} ({engines} engines): {}", pool.name, reload::describe(old, pool))
+            }
+            Err(e) => {
+                eprintln!("{PROG}: pool {}: reload not applied, its old configuration keeps running: {e}", pool.name)
+            }
+        }
+    }
+    for ((p, _), n) in shown.lock().iter_mut().zip(&new.pools) {
+        *p = n.clone();
+    }
+    *current = new;
+}
+
 fn main() {
     let a: Args = cli::parse_or_exit(PROG);
-    let cfg = Config::load(&a.conf).unwrap_or_else(|e| cli::fail(PROG, &e.to_string()));
+    let mut cfg = Config::load(&a.conf).unwrap_or_else(|e| cli::fail(PROG, &e.to_string()));
     if cfg.pools.is_empty() {
         cli::fail(PROG, &format!("{}: no pools", a.conf.display()));
     }
@@ -145,37 +201,44 @@ fn main() {
     }
     let stop =
         signals::stop_flag().unwrap_or_else(|e| cli::fail(PROG, &format!("cannot install signal handlers: {e}")));
-    let servers = start(&a, &cfg).unwrap_or_else(|e| {
+    let hangup =
+        signals::hangup_flag().unwrap_or_else(|e| cli::fail(PROG, &format!("cannot install signal handlers: {e}")));
+    let running = start(&a, &cfg).unwrap_or_else(|e| {
         eprintln!("{PROG}: {e}");
         std::process::exit(1)
     });
-    let handles: Vec<(Pool, StatsHandle)> =
-        cfg.pools.iter().cloned().zip(servers.iter().map(Server::stats_handle)).collect();
-    let endpoints = endpoints(&a, handles.clone()).unwrap_or_else(|e| {
+    let servers: Vec<&Server> = running.iter().map(|r| &r.server).collect();
+    let shown: Shown =
+        Arc::new(Mutex::new(cfg.pools.iter().cloned().zip(servers.iter().map(|s| s.stats_handle())).collect()));
+    let endpoints = endpoints(&a, &shown).unwrap_or_else(|e| {
         eprintln!("{PROG}: {e}");
         std::process::exit(1)
     });
     let _ = std::io::stdout().flush();
     let (t0, every) = (Instant::now(), Duration::from_secs(a.stats_every));
     let mut last = t0;
-    while !stop.load(Ordering::Acquire) && !servers.iter().any(Server::engine_finished) {
+    while !stop.load(Ordering::Acquire) && !servers.iter().any(|s| s.engine_finished()) {
         std::thread::sleep(Duration::from_millis(50));
+        if hangup.swap(false, Ordering::AcqRel) {
+            reload(&a.conf, &mut cfg, &running, &shown);
+            let _ = std::io::stdout().flush();
+        }
         if a.stats_every > 0 && last.elapsed() >= every {
             last = Instant::now();
-            for ((pool, h), s) in handles.iter().zip(&servers) {
-                let f = PoolFigures::read(pool, h);
-                println!("[{:>5.0}s] {}\n{}", t0.elapsed().as_secs_f64(), stats::summary_line(&f), s.snapshot());
+            for (f, s) in figures(&shown).iter().zip(&servers) {
+                println!("[{:>5.0}s] {}\n{}", t0.elapsed().as_secs_f64(), stats::summary_line(f), s.snapshot());
             }
             let _ = std::io::stdout().flush();
         }
     }
     drop(endpoints);
-    for (pool, h) in &handles {
-        println!("{PROG}: {}", stats::summary_line(&PoolFigures::read(pool, h)));
+    for f in figures(&shown) {
+        println!("{PROG}: {}", stats::summary_line(&f));
     }
     let mut failed = false;
-    for s in servers {
-        match s.stop() {
+    drop(servers);
+    for r in running {
+        match r.server.stop() {
             Ok(t) => println!("{PROG}: final stats\n{t}"),
             Err(e) => {
                 eprintln!("{PROG}: {e}");

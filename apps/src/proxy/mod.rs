@@ -9,6 +9,8 @@
 //!   nutcracker user brings their file unchanged.
 //! * [`redis`]: the Redis forwarder ([`commands`] says what each command gets, [`resp`]
 //!   reads and writes the RESP it needs, [`merge`] joins split multi-key replies).
+//! * [`reload`]: SIGHUP re-reads the file and hands each pool's new servers to its running
+//!   engines, or refuses what a running process cannot change.
 //! * [`stats`]: the figures in twemproxy's stats JSON, Prometheus text and a summary line;
 //!   [`endpoints`] serves the first two on kernel sockets.
 #![forbid(unsafe_code)]
@@ -20,6 +22,7 @@ pub mod endpoints;
 pub mod hash;
 pub mod merge;
 pub mod redis;
+pub mod reload;
 pub mod resp;
 pub mod setup;
 pub mod stats;

@@ -89,6 +89,16 @@ impl RedisForward {
         }
     }
 
+    /// Takes a reloaded pool's settings (servers, distribution, hash, auth, db): requests
+    /// from now on use them; split commands in flight finish with the parts they have.
+    /// Connections that authenticated stay authenticated.
+    pub fn reconfigure(&mut self, pool: &Pool) {
+        self.names = Arc::new(pool.servers.iter().map(|s| s.ketama_name()).collect());
+        self.selector = pool.selector();
+        self.pool = Arc::new(pool.clone());
+        self.live = vec![true; pool.servers.len()];
+    }
+
     /// With `auto_eject_hosts`, the selector follows the pool's ejections (keys of an
     /// ejected server rehash, as under twemproxy; a server still connecting or briefly
     /// reconnecting keeps its keys).
