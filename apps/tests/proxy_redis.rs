@@ -9,7 +9,7 @@ mod proxy_common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use ukcm::testing::{free_port, programs_or_skip, redis_cli, redis_server, scratch_dir, ChildGuard};
+use ukcm::testing::{free_port, programs_or_skip, redis_cli, redis_server, redis_server_with, scratch_dir, ChildGuard};
 
 use proxy_common::{config, proxy, wait_ready, Conn};
 use ukcm_apps::proxy::config::Config;
@@ -108,14 +108,17 @@ fn redis_commands_through_the_proxy_land_where_twemproxy_puts_them() {
 }
 
 #[test]
-fn auth_is_checked_against_redis_auth_per_connection() {
-    if !programs_or_skip("proxy_redis_auth", &["redis-server"]) {
+fn auth_is_checked_against_redis_auth_per_connection_and_given_to_the_backends() {
+    if !programs_or_skip("proxy_redis_auth", &["redis-server", "redis-cli"]) {
         return;
     }
+    // Backends that require the pool's password, keys in database 3 (twemproxy sends
+    // AUTH and SELECT on each backend connection).
     let ports = [free_port(), free_port()];
-    let _redis: Vec<ChildGuard> = ports.iter().map(|&p| redis_server(p)).collect();
+    let _redis: Vec<ChildGuard> = ports.iter().map(|&p| redis_server_with(p, &["--requirepass", "sesame"])).collect();
     let pp = free_port();
-    let _proxy = proxy(&config(pp, &ports, "  redis_auth: sesame\n"), pp);
+    let text = config(pp, &ports, "  redis_auth: sesame\n  redis_db: 3\n");
+    let _proxy = proxy(&text, pp);
     wait_ready(pp, Some("sesame"));
     let mut c = Conn::new(pp);
     assert_eq!(c.cmd(&["GET", "a"]), "-NOAUTH Authentication required.\r\n");
@@ -124,8 +127,32 @@ fn auth_is_checked_against_redis_auth_per_connection() {
     assert_eq!(c.cmd(&["AUTH", "sesame"]), "+OK\r\n");
     assert_eq!(c.cmd(&["SET", "a", "1"]), "+OK\r\n");
     assert_eq!(c.cmd(&["GET", "a"]), "$1\r\n1\r\n");
+    assert_eq!(c.cmd(&["SELECT", "3"]), "+OK\r\n");
+    assert_eq!(c.cmd(&["SELECT", "0"]), "-ERR unsupported command 'SELECT' through the proxy\r\n");
     let mut other = Conn::new(pp);
     assert_eq!(other.cmd(&["GET", "a"]), "-NOAUTH Authentication required.\r\n");
+    let selector = Config::parse(&text).unwrap().pools[0].selector();
+    let home = ports[selector.server_for(b"a").unwrap()];
+    assert_eq!(redis_cli(home, &["-a", "sesame", "--no-auth-warning", "-n", "3", "get", "a"]), "1");
+    assert_eq!(redis_cli(home, &["-a", "sesame", "--no-auth-warning", "-n", "0", "exists", "a"]), "0");
+}
+
+#[test]
+fn a_backend_that_refuses_the_password_gets_no_requests() {
+    if !programs_or_skip("proxy_redis_badauth", &["redis-server"]) {
+        return;
+    }
+    let ports = [free_port()];
+    let _redis = redis_server_with(ports[0], &["--requirepass", "other"]);
+    let pp = free_port();
+    let _proxy = proxy(&config(pp, &ports, "  redis_auth: sesame\n"), pp);
+    let mut c = Conn::new(pp);
+    assert_eq!(c.cmd(&["AUTH", "sesame"]), "+OK\r\n");
+    // Never a backend's NOAUTH passed on: the connection is not used until AUTH passed.
+    for i in 0..20 {
+        assert_eq!(c.cmd(&["GET", &format!("k{i}")]), "-ERR backend down\r\n");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -83,9 +83,15 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 
 /// A `redis-server` on loopback `port` (no persistence, its own directory), up.
 pub fn redis_server(port: u16) -> ChildGuard {
+    redis_server_with(port, &[])
+}
+
+/// [`redis_server`] with more options (`["--requirepass", "pw"]`).
+pub fn redis_server_with(port: u16, options: &[&str]) -> ChildGuard {
     let dir = scratch_dir(&format!("redis-{port}"));
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(options)
         .arg("--dir")
         .arg(&dir)
         .stdout(Stdio::null())

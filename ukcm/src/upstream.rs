@@ -32,6 +32,16 @@ use crate::transport::Transport;
 /// Reads the id a request and its reply share (see [`PoolConfig::match_id`]).
 pub type MatchId = fn(&[u8]) -> Option<u64>;
 
+/// Requests every new backend connection sends before it takes any other (Redis `AUTH`
+/// and `SELECT`, as twemproxy sends for `redis_auth` and `redis_db`), and the test their
+/// replies must pass. A connection is used only once every setup reply passed; a failing
+/// one fails the connection (counted, logged once per backend) and it is retried.
+#[derive(Debug, Clone)]
+pub struct ConnSetup {
+    pub requests: Vec<Vec<u8>>,
+    pub reply_ok: fn(&[u8]) -> bool,
+}
+
 /// Pool settings.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -62,6 +72,8 @@ pub struct PoolConfig {
     /// by this function from both (a Thrift seqid, a DNS id, memcached binary's opaque), for
     /// backends that answer out of order.
     pub match_id: Option<MatchId>,
+    /// Connection setup requests (FIFO matching only).
+    pub setup: Option<ConnSetup>,
 }
 
 impl Default for PoolConfig {
@@ -79,6 +91,7 @@ impl Default for PoolConfig {
             max_pending: 4096,
             rx_ring: 256 * 1024,
             match_id: None,
+            setup: None,
         }
     }
 }
@@ -139,6 +152,8 @@ pub struct PoolStats {
     pub conn_failures: u64,
     /// Times a backend was marked down.
     pub ejections: u64,
+    /// Connections whose setup requests were refused or not answered.
+    pub setup_failures: u64,
 }
 
 impl PoolStats {
@@ -155,6 +170,7 @@ impl PoolStats {
         self.connects += o.connects;
         self.conn_failures += o.conn_failures;
         self.ejections += o.ejections;
+        self.setup_failures += o.setup_failures;
     }
 }
 
@@ -178,6 +194,8 @@ struct InFlight<C> {
     id: Option<u64>,
     /// Its reply came (id matching: entries leave the queue from the front only).
     answered: bool,
+    /// A connection setup request (its reply is checked, not routed).
+    setup: bool,
 }
 
 #[derive(Debug)]
@@ -208,6 +226,8 @@ struct Conn<K, C> {
     backoff: Duration,
     /// Retired by a reconfiguration: takes no new requests, closes once drained.
     retiring: bool,
+    /// Setup replies still awaited ([`ConnSetup`]).
+    setting_up: usize,
 }
 
 impl<K, C> Conn<K, C> {
@@ -219,6 +239,7 @@ impl<K, C> Conn<K, C> {
             by_id: HashMap::new(),
             backoff,
             retiring: false,
+            setting_up: 0,
         }
     }
 
@@ -234,11 +255,19 @@ impl<K, C> Conn<K, C> {
         self.inflight.push_back(f);
     }
 
-    /// The oldest request's tag (FIFO matching); `Some(None)` if it timed out.
-    fn pop_oldest(&mut self) -> Option<Option<C>> {
+    /// The oldest request (FIFO matching).
+    fn pop_oldest(&mut self) -> Option<InFlight<C>> {
         let f = self.inflight.pop_front()?;
         self.popped += 1;
-        Some(f.tag)
+        Some(f)
+    }
+
+    /// Up, its setup replies all in: takes requests.
+    fn ready(&self) -> Option<PsockId> {
+        match self.state {
+            ConnState::Up { psock } if !self.retiring && self.setting_up == 0 => Some(psock),
+            _ => None,
+        }
     }
 
     /// The tag of the request with reply id `id` (`Some(None)`: it timed out); answered
@@ -257,6 +286,7 @@ impl<K, C> Conn<K, C> {
 
     /// Every request still on the connection (it failed or closes).
     fn drain(&mut self) -> impl Iterator<Item = InFlight<C>> + '_ {
+        self.setting_up = 0;
         self.popped += self.inflight.len() as u64;
         self.by_id.clear();
         self.inflight.drain(..)
@@ -274,6 +304,8 @@ struct Backend<K, C> {
     stats: BackendStats,
     /// Removed by a reconfiguration: its connections drain and close.
     retired: bool,
+    /// A failed connection setup was logged (once per backend).
+    setup_logged: bool,
 }
 
 impl<K, C> Backend<K, C> {
@@ -286,15 +318,17 @@ impl<K, C> Backend<K, C> {
             next: 0,
             stats: BackendStats::new(addr),
             retired: false,
+            setup_logged: false,
         }
     }
 
-    /// Serves `n` connections: retired ones come back first, extra ones retire (their
-    /// requests in flight complete on them).
-    fn resize(&mut self, n: usize, now: Instant, backoff: Duration) {
+    /// Serves `n` connections: retired ones come back first (unless `fresh`: new ones
+    /// only, say the connection setup changed), extra ones retire (their requests in flight
+    /// complete on them).
+    fn resize(&mut self, n: usize, now: Instant, backoff: Duration, fresh: bool) {
         let mut serving = self.conns.iter().filter(|c| c.serving()).count();
         for c in self.conns.iter_mut().filter(|c| !c.serving()) {
-            if serving >= n {
+            if serving >= n || fresh {
                 break;
             }
             c.retiring = false;
@@ -361,6 +395,12 @@ impl<T: Transport, C> Pool<T, C> {
         if cfg.backends.is_empty() || cfg.conns_per_backend == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a pool needs backends and connections"));
         }
+        if cfg.setup.is_some() && cfg.match_id.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "connection setup requests need FIFO reply matching",
+            ));
+        }
         let mux_cfg = MuxConfig {
             socket: SocketConfig { rx_queue: 16, tx_queue: 4096, max_in_flight: 16, tx_ring: 4 << 20 },
             max_message: cfg.rx_ring,
@@ -410,6 +450,9 @@ impl<T: Transport, C> Pool<T, C> {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a pool needs backends and connections"));
         }
         let now = Instant::now();
+        // New setup requests (another database, password): every connection is replaced.
+        let setup_requests = |c: &PoolConfig| c.setup.as_ref().map(|s| s.requests.clone());
+        let fresh = setup_requests(&cfg) != setup_requests(&self.cfg);
         let mut unused = std::mem::take(&mut self.order);
         let mut order = Vec::with_capacity(cfg.backends.len());
         for &addr in &cfg.backends {
@@ -421,14 +464,17 @@ impl<T: Transport, C> Pool<T, C> {
                     self.backends.len() - 1
                 });
             self.backends[b].retired = false;
-            self.backends[b].resize(cfg.conns_per_backend, now, cfg.backoff);
+            if fresh {
+                self.backends[b].resize(0, now, cfg.backoff, true);
+            }
+            self.backends[b].resize(cfg.conns_per_backend, now, cfg.backoff, fresh);
             order.push(b);
         }
         for b in unused {
             let b = &mut self.backends[b];
             b.retired = true;
             b.down_until = None;
-            b.resize(0, now, cfg.backoff);
+            b.resize(0, now, cfg.backoff, false);
         }
         self.order = order;
         cfg.match_id = self.cfg.match_id;
@@ -438,9 +484,7 @@ impl<T: Transport, C> Pool<T, C> {
 
     /// Whether backend `i` is taking requests (not marked down, a connection up).
     pub fn is_up(&self, i: usize) -> bool {
-        self.configured(i).is_some_and(|b| {
-            b.down_until.is_none() && b.conns.iter().any(|c| !c.retiring && matches!(c.state, ConnState::Up { .. }))
-        })
+        self.configured(i).is_some_and(|b| b.down_until.is_none() && b.conns.iter().any(|c| c.ready().is_some()))
     }
 
     /// Whether backend `i` is marked down after `failure_limit` failures (ejected), as
@@ -504,8 +548,7 @@ impl<T: Transport, C> Pool<T, C> {
         for k in 0..n {
             let ci = (b.next + k) % n;
             let c = &b.conns[ci];
-            if let (ConnState::Up { psock }, false) = (&c.state, c.retiring) {
-                let psock = *psock;
+            if let Some(psock) = c.ready() {
                 if c.inflight.len() < self.cfg.max_pending
                     && best.is_none_or(|(bi, _)| c.inflight.len() < b.conns[bi].inflight.len())
                 {
@@ -514,7 +557,7 @@ impl<T: Transport, C> Pool<T, C> {
             }
         }
         let Some((ci, psock)) = best else {
-            let any_up = b.conns.iter().any(|c| !c.retiring && matches!(c.state, ConnState::Up { .. }));
+            let any_up = b.conns.iter().any(|c| c.ready().is_some());
             if any_up {
                 self.stats.refused_busy += 1;
                 return Err((UpstreamError::Busy, tag));
@@ -540,7 +583,7 @@ impl<T: Transport, C> Pool<T, C> {
         }
         b.next = (ci + 1) % n;
         let deadline = self.cfg.request_timeout.map(|t| Instant::now() + t);
-        b.conns[ci].push(InFlight { tag: Some(tag), deadline, id, answered: false });
+        b.conns[ci].push(InFlight { tag: Some(tag), deadline, id, answered: false, setup: false });
         b.stats.requests += 1;
         b.stats.request_bytes += req.len() as u64;
         self.stats.requests += 1;
@@ -559,25 +602,61 @@ impl<T: Transport, C> Pool<T, C> {
         // reply's id.
         let (by_psock, backends, stats, match_id) =
             (&self.by_psock, &mut self.backends, &mut self.stats, self.cfg.match_id);
+        let setup_ok = self.cfg.setup.as_ref().map(|s| s.reply_ok);
+        let mut bad_setup: Vec<(PsockId, String)> = Vec::new();
         work |= poll_upstream_mux(t, &mut self.mux, now, &mut |psock: PsockId, reply: &[u8]| {
             let Some(&(bi, ci)) = by_psock.get(&psock) else { return };
             backends[bi].stats.responses += 1;
             backends[bi].stats.response_bytes += reply.len() as u64;
             let c = &mut backends[bi].conns[ci];
             let taken = match match_id {
-                None => c.pop_oldest(),
-                Some(f) => c.take_by_id(f(reply)),
+                None => c.pop_oldest().map(|f| (f.tag, f.setup)),
+                Some(f) => c.take_by_id(f(reply)).map(|tag| (tag, false)),
             };
             match taken {
-                Some(Some(tag)) => {
+                Some((_, true)) if setup_ok.is_some_and(|ok| ok(reply)) => c.setting_up -= 1,
+                Some((_, true)) => {
+                    bad_setup.push((psock, String::from_utf8_lossy(&reply[..reply.len().min(80)]).into()))
+                }
+                Some((Some(tag), false)) => {
                     stats.replies += 1;
                     backends[bi].failures = 0;
                     answer((tag, Ok(reply)));
                 }
-                Some(None) => stats.late_replies += 1,
+                Some((None, false)) => stats.late_replies += 1,
                 None => stats.unmatched_replies += 1,
             }
         });
+        // Connections whose setup was refused, or not answered within the connect timeout.
+        let overdue: Vec<(PsockId, String)> = self
+            .backends
+            .iter()
+            .flat_map(|b| &b.conns)
+            .filter(|c| c.setting_up > 0 && c.inflight.front().is_some_and(|f| f.setup && f.deadline <= Some(now)))
+            .filter_map(|c| match c.state {
+                ConnState::Up { psock } => Some((psock, "no reply within the connect timeout".to_string())),
+                _ => None,
+            })
+            .collect();
+        for (psock, why) in bad_setup.into_iter().chain(overdue) {
+            work = true;
+            if let Some((bi, ci)) = self.by_psock.remove(&psock) {
+                if let Some(mut io) = self.mux.unattach_with(t.ctx(), psock) {
+                    io.close(t.ctx());
+                }
+                self.stats.setup_failures += 1;
+                let b = &mut self.backends[bi];
+                if !b.setup_logged {
+                    b.setup_logged = true;
+                    eprintln!(
+                        "ukcm pool: backend {} refused the connection setup ({}); retrying",
+                        b.addr,
+                        why.trim_end()
+                    );
+                }
+                self.conn_failed(bi, ci, now, ConnEnd::Error);
+            }
+        }
         while let Some(ev) = self.mux.next_event() {
             work = true;
             let (id, end) = match ev {
@@ -707,6 +786,22 @@ impl<T: Transport, C> Pool<T, C> {
                                 self.stats.connects += 1;
                                 let b = &mut self.backends[bi];
                                 b.conns[ci].backoff = self.cfg.backoff;
+                                // Setup requests go first; a request that cannot be queued
+                                // leaves its count unanswered and the timeout fails the
+                                // connection.
+                                let deadline = Some(now + self.cfg.connect_timeout);
+                                for req in self.cfg.setup.iter().flat_map(|s| &s.requests) {
+                                    let c = &mut b.conns[ci];
+                                    c.setting_up += 1;
+                                    let sent = self.sock.send_to(psock, req, None).is_ok();
+                                    // Not sent: an entry already overdue fails the connection
+                                    // in this poll, before any reply can be matched to it.
+                                    let deadline = if sent { deadline } else { Some(now) };
+                                    c.push(InFlight { tag: None, deadline, id: None, answered: false, setup: true });
+                                    if !sent {
+                                        break;
+                                    }
+                                }
                                 work = true;
                                 ConnState::Up { psock }
                             }

@@ -5,9 +5,11 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use ukcm::upstream::ConnSetup;
 use ukcm::{Model, PoolConfig, ServerConfig};
 
 use super::config::{ConfigError, Listen, Pool, ServerAddr};
+use super::resp;
 
 fn resolve(host: &str, port: u16, line: usize, what: &str) -> Result<SocketAddr, ConfigError> {
     (host, port)
@@ -55,8 +57,23 @@ pub fn pool_config(pool: &Pool) -> Result<PoolConfig, ConfigError> {
         request_timeout: pool.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
         failure_limit: pool.server_failure_limit.max(1),
         retry_after: Duration::from_millis(pool.server_retry_timeout_ms.into()),
+        setup: redis_setup(pool),
         ..PoolConfig::default()
     })
+}
+
+/// What twemproxy sends on each new backend connection: `AUTH` with `redis_auth` (the same
+/// password clients give the proxy), `SELECT` with a `redis_db` other than 0. Each must be
+/// answered `+OK`.
+fn redis_setup(pool: &Pool) -> Option<ConnSetup> {
+    let mut requests = Vec::new();
+    if let Some(pw) = &pool.redis_auth {
+        requests.push(resp::encode(&[b"AUTH", pw.as_bytes()]));
+    }
+    if pool.redis_db != 0 {
+        requests.push(resp::encode(&[b"SELECT", pool.redis_db.to_string().as_bytes()]));
+    }
+    (!requests.is_empty()).then_some(ConnSetup { requests, reply_ok: |r| r.starts_with(b"+OK") })
 }
 
 /// Client connections: RESP requests, inline commands too, handled on the engine thread.
