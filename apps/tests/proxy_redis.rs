@@ -79,6 +79,25 @@ fn redis_commands_through_the_proxy_land_where_twemproxy_puts_them() {
     let h = home("user");
     assert_eq!(redis_cli(h, &["mget", "{user}:a", "{user}:b"]), "1\n2");
 
+    // Multi-key commands whose keys share a server (one hash tag) go to it whole; keys on
+    // different servers are refused rather than half-answered.
+    assert_eq!(redis_cli(pp, &["sadd", "{t}:s1", "a", "b"]), "2");
+    assert_eq!(redis_cli(pp, &["sadd", "{t}:s2", "b", "c"]), "2");
+    assert_eq!(redis_cli(pp, &["sinter", "{t}:s1", "{t}:s2"]), "b");
+    assert_eq!(redis_cli(pp, &["sunionstore", "{t}:u", "{t}:s1", "{t}:s2"]), "3");
+    assert_eq!(redis_cli(home("t"), &["scard", "{t}:u"]), "3");
+    assert_eq!(redis_cli(pp, &["eval", "return redis.call('get', KEYS[1])", "1", "{user}:a"]), "1");
+    assert_eq!(redis_cli(pp, &["rpush", "{t}:l1", "x"]), "1");
+    assert_eq!(redis_cli(pp, &["rpoplpush", "{t}:l1", "{t}:l2"]), "x");
+    let apart = (0..5000).map(|i| format!("ap{i}")).find(|k| home(k) != home("ap-base")).unwrap();
+    let mut c = Conn::new(pp);
+    assert_eq!(
+        c.cmd(&["SINTER", "ap-base", &apart]),
+        "-ERR the keys of 'sinter' are on different servers (give them one hash tag)\r\n"
+    );
+    assert_eq!(c.cmd(&["EVAL", "return 1", "0"]), "-ERR 'eval' without keys cannot be routed through the proxy\r\n");
+    assert_eq!(c.cmd(&["EVAL", "return 1", "2", "a"]), "-ERR wrong number of arguments for 'eval' command\r\n");
+
     // A pipeline of 1,000 commands.
     let mut pipe = Vec::new();
     for i in 0..1000 {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ukcm::{Clients, Forward, ForwardStats, Reply, Upstream, UpstreamError};
 use ukcm_mux::{PsockId, ReplySlot};
 
-use super::commands::{kind, Kind};
+use super::commands::{key_positions, kind, Kind};
 use super::config::Pool;
 use super::dist::Selector;
 use super::merge::Merge;
@@ -148,13 +148,21 @@ impl RedisForward {
             Kind::Single if args.len() < 2 => wrong_args(args[0]),
             Kind::Mget | Kind::Sum if args.len() < 2 => wrong_args(args[0]),
             Kind::Mset if args.len() < 3 || args.len() % 2 == 0 => wrong_args(args[0]),
+            Kind::SameServer(spec) => match key_positions(spec, args) {
+                None => wrong_args(args[0]),
+                Some(keys) if keys.is_empty() => {
+                    let name = String::from_utf8_lossy(args[0]).to_lowercase();
+                    format!("-ERR '{name}' without keys cannot be routed through the proxy\r\n").into_bytes()
+                }
+                Some(_) => return None,
+            },
             Kind::Single | Kind::Mget | Kind::Sum | Kind::Mset => return None,
         })
     }
 
-    /// Sends the whole command to its key's server.
-    fn single(&mut self, req: &[u8], args: &[&[u8]], reply: &mut Reply<'_>, up: &mut dyn Upstream<Tag>) {
-        let Some(server) = self.selector.server_for(args[1]) else {
+    /// Sends the whole command to the server of its key `args[key]`.
+    fn single(&mut self, req: &[u8], args: &[&[u8]], reply: &mut Reply<'_>, up: &mut dyn Upstream<Tag>, key: usize) {
+        let Some(server) = self.selector.server_for(args[key]) else {
             let _ = reply.send(&error_reply(UpstreamError::BackendDown));
             return;
         };
@@ -238,7 +246,20 @@ impl Forward for RedisForward {
         }
         self.sync_live(up);
         match k {
-            Kind::Single => self.single(req, &args, reply, up),
+            Kind::Single => self.single(req, &args, reply, up, 1),
+            Kind::SameServer(spec) => {
+                let keys = key_positions(spec, &args).unwrap_or_default();
+                let servers: Vec<Option<usize>> = keys.iter().map(|&i| self.selector.server_for(args[i])).collect();
+                if servers.iter().all(|s| *s == servers[0]) {
+                    self.single(req, &args, reply, up, keys[0]);
+                } else {
+                    let name = String::from_utf8_lossy(args[0]).to_lowercase();
+                    let msg =
+                        format!("-ERR the keys of '{name}' are on different servers (give them one hash tag)\r\n");
+                    self.local += 1;
+                    let _ = reply.send(msg.as_bytes());
+                }
+            }
             _ => self.split(k, &args, reply, up),
         }
     }
