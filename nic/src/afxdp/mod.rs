@@ -95,7 +95,7 @@ pub(crate) fn sys_err(op: &'static str, err: std::io::Error) -> PortError {
     let err = match err.raw_os_error() {
         Some(libc::EPERM | libc::EACCES) => std::io::Error::new(
             err.kind(),
-            format!("{err}: AF_XDP and XDP need root, or CAP_NET_ADMIN + CAP_BPF (+ CAP_IPC_LOCK for the UMEM)"),
+            format!("{err}: AF_XDP and XDP need root, or CAP_NET_ADMIN + CAP_NET_RAW + CAP_BPF (+ CAP_IPC_LOCK for the UMEM)"),
         ),
         _ => err,
     };
@@ -111,7 +111,7 @@ mod tests {
         let e = sys_err("bpf(BPF_MAP_CREATE XSKMAP)", std::io::Error::from_raw_os_error(libc::EPERM));
         let msg = e.to_string();
         assert!(msg.starts_with("bpf(BPF_MAP_CREATE XSKMAP): "), "{msg}");
-        assert!(msg.contains("need root, or CAP_NET_ADMIN + CAP_BPF"), "{msg}");
+        assert!(msg.contains("need root, or CAP_NET_ADMIN + CAP_NET_RAW + CAP_BPF"), "{msg}");
         let other = sys_err("bind(AF_XDP, copy)", std::io::Error::from_raw_os_error(libc::EINVAL)).to_string();
         assert!(!other.contains("CAP_"), "{other}");
     }
