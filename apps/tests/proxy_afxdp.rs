@@ -135,3 +135,72 @@ fn proxy_on_afxdp_runs_unprivileged_with_four_capabilities_and_speaks_clean_resp
     assert!(!backend_side.contains(&hex("ping")), "PING is answered by the proxy: {backend_side:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn proxy_on_two_queues_runs_an_engine_with_its_own_backend_connections_on_each() {
+    if !privileged_or_skip("proxy_on_two_queues")
+        || !programs_or_skip("proxy_afxdp_2q", &["redis-server", "redis-benchmark"])
+    {
+        return;
+    }
+    let net = TestNet::new("pq2", &TestNetOptions { queues: 2, ..TestNetOptions::default() }).unwrap();
+    let backend = net
+        .peer_command("redis-server")
+        .args(["--bind", &net.peer_ip.to_string(), "--port", "7001", "--save", "", "--appendonly", "no"])
+        .args(["--protected-mode", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _backend = ChildGuard::new(backend, None);
+    let dir = scratch_dir("proxy-afxdp-2q");
+    let conf = dir.join("nutcracker.yml");
+    std::fs::write(
+        &conf,
+        format!("alpha:\n  listen: 0.0.0.0:22121\n  redis: true\n  servers:\n   - {}:7001:1 one\n", net.peer_ip),
+    )
+    .unwrap();
+    let stats_port = ukcm::testing::free_port();
+    let mut child = Command::new(PROXY)
+        .args(["-c", conf.to_str().unwrap(), "--nic", &format!("afxdp:{}", net.host_if)])
+        .args(["--addr", &format!("{}/{}", net.ukcm_ip, net.prefix), "--stats-port", &stats_port.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("× 2 engines"), "{first}");
+    let second = lines.next().unwrap().unwrap();
+    assert!(second.contains("stats on"), "{second}");
+    let _proxy = ChildGuard::new(child, None);
+    let stats = || -> serde_json::Value {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", stats_port)).unwrap();
+        let mut doc = String::new();
+        std::io::Read::read_to_string(&mut s, &mut doc).unwrap();
+        serde_json::from_str(&doc).unwrap()
+    };
+    // Each engine has its own connection to the backend (server_connections: 1 per pool).
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while stats()["alpha"]["one"]["server_connections"] != 2 {
+        assert!(std::time::Instant::now() < end, "both engines never connected: {}", stats());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // 64 clients: the kernel spreads their flows over both queues.
+    let out = net
+        .peer_command("redis-benchmark")
+        .args(["-h", &net.ukcm_ip.to_string(), "-p", "22121", "-c", "64", "-n", "20000", "-t", "set,get", "-q"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !text.to_lowercase().contains("error"), "{text}");
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = stats();
+        if v["alpha"]["one"]["requests"].as_u64() >= Some(40_000) {
+            assert_eq!(v["alpha"]["one"]["server_connections"], 2, "{v}");
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

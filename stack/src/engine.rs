@@ -44,6 +44,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
 use crate::neighbours::{learned_from, reply_frame, Neighbour, NeighbourShare};
 use crate::rings::{self, SizeClass};
+use crate::strays::StrayShare;
 
 /// A connection of one engine (slot index + generation, so stale ids are detected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -169,6 +170,12 @@ pub struct EngineStats {
     /// SYNs to a listener dropped for a bad TCP checksum (typically a veth peer with
     /// transmit checksum offload on: fix with `ethtool -K PEER tx off`).
     pub rx_bad_checksum_syn: u64,
+    /// Segments of another engine's outgoing connection handed to it (multi-queue; see
+    /// [`crate::strays`]), taken in from other engines, and dropped because the owner's
+    /// queue was full (TCP retransmits them) or its connection was gone.
+    pub rx_handed_off: u64,
+    pub rx_strays_taken: u64,
+    pub rx_stray_dropped: u64,
     /// SYNs dropped / connects refused because the pinned budget was exhausted.
     pub refused_budget: u64,
     /// SYNs dropped / connects refused because pinned memory could not be mapped.
@@ -328,6 +335,8 @@ pub struct Engine<P: Port> {
     /// Neighbours shared with the engines of the other queues: (share, our index, seen).
     neighbours: Option<(Arc<NeighbourShare>, usize, u64)>,
     neighbour_news: Vec<Neighbour>,
+    /// Segments handed between the engines of the other queues: (share, our index).
+    strays: Option<(Arc<StrayShare>, usize)>,
     idle_polls: u32,
     burst: usize,
     live_slots: u64,
@@ -445,6 +454,7 @@ impl<P: Port> Engine<P> {
             neighbor_changed: false,
             neighbours: None,
             neighbour_news: Vec::new(),
+            strays: None,
             idle_polls: 0,
             burst: caps.max_burst.max(1),
             live_slots: 0,
@@ -603,6 +613,10 @@ impl<P: Port> Engine<P> {
         for _ in 0..span {
             let p = self.next_ephemeral;
             self.next_ephemeral = if p >= hi { lo } else { p + 1 };
+            // In a group of engines, only our share of the ports (see crate::strays).
+            if self.strays.as_ref().is_some_and(|(share, me)| share.owner(p) != *me) {
+                continue;
+            }
             let k = FourTuple { local: IpEndpoint::new(local_addr, p), remote };
             if !self.listeners.contains_key(&p) && !self.by_tuple.contains_key(&k) {
                 key = Some(k);
@@ -988,9 +1002,13 @@ impl<P: Port> Engine<P> {
         let events_before = self.events.len();
         let mut work = false;
 
-        // 0. neighbours the engines of the other queues learned
+        // 0. neighbours the engines of the other queues learned, and segments of our
+        // connections that arrived on their queues
         if self.neighbours.is_some() {
             work |= self.take_neighbour_news(now);
+        }
+        if self.strays.is_some() {
+            work |= self.take_strays(now);
         }
 
         // 1. ingress, at most max_frames_per_poll frames
@@ -1123,6 +1141,53 @@ impl<P: Port> Engine<P> {
         self.neighbours = Some((share, me, 0));
     }
 
+    /// Splits the ephemeral ports with the engines of the other queues of the same address
+    /// (engine `me` of the group) and hands them the segments of their connections that
+    /// arrive here: see [`crate::strays`]. Without it, an outgoing connection whose replies
+    /// the NIC steers to another queue is reset there.
+    pub fn share_strays(&mut self, share: Arc<StrayShare>, me: usize) {
+        self.strays = Some((share, me));
+    }
+
+    /// The engine that owns `key`'s connection when it is another's: a segment to one of
+    /// the ephemeral ports the group gave another engine.
+    fn stray_owner(&self, key: &FourTuple) -> Option<usize> {
+        let (share, me) = self.strays.as_ref()?;
+        let (lo, hi) = self.cfg.ephemeral_ports;
+        let port = key.local.port;
+        let owner = share.owner(port);
+        ((lo..=hi).contains(&port) && owner != *me && !self.listeners.contains_key(&port)).then_some(owner)
+    }
+
+    /// Takes in the segments other engines handed over (bounded by one queue's capacity
+    /// per poll).
+    fn take_strays(&mut self, now: Instant) -> bool {
+        let Some((share, me)) = self.strays.clone() else { return false };
+        let mut any = false;
+        for _ in 0..crate::strays::CAPACITY {
+            let Some(bytes) = share.take(me) else { break };
+            any = true;
+            let idx = match classify(&bytes) {
+                Class::Tcp { key, .. } => self.by_tuple.get(&key).copied(),
+                _ => None,
+            };
+            let Some(idx) = idx else {
+                self.stats.rx_stray_dropped += 1; // its connection is gone
+                continue;
+            };
+            self.stats.rx_strays_taken += 1;
+            let mtu = self.mtu;
+            let mut feed = Feed { dev: &mut self.dev, frame: Some(OwnedRx::Made(bytes)), mtu };
+            let set = &mut self.slots[idx as usize].set;
+            // No tx room now: the segment is lost here, and TCP retransmits it.
+            let _ = self.iface.poll_ingress_single(now, &mut feed, set);
+            drop(feed);
+            self.mark_dirty(idx);
+            self.after_activity(idx, now, true);
+        }
+        any
+    }
+
     /// Feeds the neighbours other engines learned to smoltcp, as ARP replies.
     fn take_neighbour_news(&mut self, now: Instant) -> bool {
         let Some((share, me, seen)) = self.neighbours.as_mut() else { return false };
@@ -1184,7 +1249,18 @@ impl<P: Port> Engine<P> {
                         }
                     }
                 }
-                None => None,
+                None => {
+                    if let Some(owner) = self.stray_owner(&key) {
+                        let handed = self.strays.as_ref().is_some_and(|(share, _)| share.hand(owner, frame.data()));
+                        if handed {
+                            self.stats.rx_handed_off += 1;
+                        } else {
+                            self.stats.rx_stray_dropped += 1;
+                        }
+                        return Ok(()); // the frame returns to its pool
+                    }
+                    None
+                }
             },
             Class::Neighbor => {
                 self.neighbor_changed = true;

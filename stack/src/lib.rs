@@ -23,6 +23,7 @@ pub mod engine;
 pub mod fuzzing;
 pub mod neighbours;
 pub mod rings;
+pub mod strays;
 pub mod thread;
 
 pub use classify::FourTuple;
@@ -33,4 +34,5 @@ pub use engine::{consume_rx, ConnId, ConnInfo, Engine, EngineStats, Event, Refus
 pub use neighbours::NeighbourShare;
 pub use rings::{pool_stats, RingPoolStats, SizeClass};
 pub use smoltcp;
+pub use strays::StrayShare;
 pub use thread::{spawn_engine, spawn_engine_with, AppEvent, EngineHandle, ThreadConfig};

@@ -841,18 +841,21 @@ pub fn stack_engines(
         _ => vec![0],
     };
     // The engines of one address learn neighbours for each other (each queue sees only
-    // some of a peer's frames).
+    // some of a peer's frames), and hand each other the segments of their outgoing
+    // connections that arrive on the wrong queue.
     let share = Arc::new(ukcm_stack::NeighbourShare::new());
+    let strays = Arc::new(ukcm_stack::StrayShare::new(queues.len()));
     Ok(queues
         .into_iter()
         .enumerate()
         .map(|(i, q)| {
-            let (nic, share) = (spec.clone(), Arc::clone(&share));
+            let (nic, share, strays) = (spec.clone(), Arc::clone(&share), Arc::clone(&strays));
             move || {
                 let budget = PinnedBudget::unlimited();
                 let (port, mac) = open_port(&nic, q, &budget).map_err(io::Error::other)?;
                 let gateway = gateway.map(ukcm_stack::smoltcp::wire::IpAddress::from);
-                Ok(StackTransport::new(port, mac, cidr, gateway, listen, 1024)?.share_neighbours(share, i))
+                let t = StackTransport::new(port, mac, cidr, gateway, listen, 1024)?;
+                Ok(t.share_neighbours(share, i).share_strays(strays, i))
             }
         })
         .collect())

@@ -241,6 +241,14 @@ impl<P: Port> StackTransport<P> {
         self
     }
 
+    /// Joins the engines of the other queues of the same address in splitting the
+    /// ephemeral ports and handing each other the segments of their outgoing connections
+    /// that the NIC steered to the wrong queue (see `ukcm_stack::strays`).
+    pub fn share_strays(mut self, share: Arc<ukcm_stack::StrayShare>, me: usize) -> Self {
+        self.engine.share_strays(share, me);
+        self
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Engine<P> {
         &self.engine
