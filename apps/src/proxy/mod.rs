@@ -9,12 +9,19 @@
 //!   nutcracker user brings their file unchanged.
 //! * [`redis`]: the Redis forwarder ([`commands`] says what each command gets, [`resp`]
 //!   reads and writes the RESP it needs, [`merge`] joins split multi-key replies).
+//! * [`memcache`]: the memcached forwarder, text and binary clients on one port
+//!   ([`memcache_text`] reads text commands, [`memcache_binary`] translates binary
+//!   requests to meta commands and back, [`memcache_merge`] joins split gets).
 #![forbid(unsafe_code)]
 
 pub mod commands;
 pub mod config;
 pub mod dist;
 pub mod hash;
+pub mod memcache;
+pub mod memcache_binary;
+pub mod memcache_merge;
+pub mod memcache_text;
 pub mod merge;
 pub mod redis;
 pub mod resp;

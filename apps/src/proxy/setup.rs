@@ -17,12 +17,8 @@ fn resolve(host: &str, port: u16, line: usize, what: &str) -> Result<SocketAddr,
         .ok_or_else(|| ConfigError { line, msg: format!("{what} {host}:{port}: cannot resolve the host") })
 }
 
-/// Checks that `pool` is one this proxy serves (Redis, TCP).
+/// Checks that `pool` is one this proxy serves (Redis or memcached, TCP).
 pub fn check(pool: &Pool) -> Result<(), ConfigError> {
-    if !pool.redis {
-        let msg = format!("pool {}: memcached pools are not yet supported (only `redis: true`)", pool.name);
-        return Err(ConfigError { line: pool.line, msg });
-    }
     if let Some(s) = pool.servers.iter().find(|s| matches!(s.addr, ServerAddr::Unix { .. })) {
         let msg = format!("pool {}: unix-socket servers are not supported", pool.name);
         return Err(ConfigError { line: s.line, msg });
@@ -51,7 +47,7 @@ pub fn pool_config(pool: &Pool) -> Result<PoolConfig, ConfigError> {
     Ok(PoolConfig {
         backends,
         conns_per_backend: pool.server_connections.max(1) as usize,
-        parser: "resp".into(),
+        parser: if pool.redis { "resp" } else { "memcache-text-reply" }.into(),
         request_timeout: pool.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
         failure_limit: pool.server_failure_limit.max(1),
         retry_after: Duration::from_millis(pool.server_retry_timeout_ms.into()),
@@ -59,7 +55,10 @@ pub fn pool_config(pool: &Pool) -> Result<PoolConfig, ConfigError> {
     })
 }
 
-/// Client connections: RESP requests, inline commands too, handled on the engine thread.
-pub fn server_config() -> ServerConfig {
-    ServerConfig { parser: "resp:inline=true".into(), model: Model::RunToCompletion, ..ServerConfig::default() }
+/// Client connections, handled on the engine thread: RESP requests (inline commands too)
+/// for a Redis pool; memcached text or binary requests, told apart per message, for a
+/// memcached pool.
+pub fn server_config(pool: &Pool) -> ServerConfig {
+    let parser = if pool.redis { "resp:inline=true" } else { "memcache" };
+    ServerConfig { parser: parser.into(), model: Model::RunToCompletion, ..ServerConfig::default() }
 }

@@ -1,0 +1,399 @@
+//! The memcached side of `ukcm-proxy`: a [`Forward`] for a pool without `redis: true`.
+//!
+//! Clients may speak the text protocol or the binary one on the same port (the `memcache`
+//! parser tells them apart per message, by the binary magic `0x80`), as memcached itself
+//! lets them. Backends are always spoken to in text, binary requests translated to meta
+//! commands ([`super::memcache_binary`] says why); the pool matches their replies in order.
+//!
+//! * Keyed commands (storage, `delete`, `incr`/`decr`, `touch`, the meta commands) go to
+//!   their key's server; a `get`/`gets`/`gat`/`gats` over keys of several servers is split
+//!   and merged back in key order ([`super::memcache_merge`]).
+//! * `flush_all` and `verbosity` go to every live server, one reply; `version` is one
+//!   server's; `stats` and `mn` are answered by the proxy; `quit` gets no reply (the
+//!   client closes the connection, as memcached's clients do after sending it).
+//! * `noreply`, the meta `q` flag and binary quiet requests: the backend is asked the
+//!   ordinary way (so it answers exactly once) and the answer the client did not want is
+//!   dropped, its place in the connection's reply order released.
+//! * A backend failure, timeout or ejected server becomes `SERVER_ERROR backend …` (binary:
+//!   status `0x0086`, temporary failure) for exactly the requests it concerns; malformed
+//!   commands get `ERROR`/`CLIENT_ERROR` here and never reach a backend.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ukcm::{Clients, Forward, Reply, Upstream, UpstreamError};
+use ukcm_mux::ReplySlot;
+
+use super::config::Pool;
+use super::dist::Selector;
+use super::memcache_binary::{self as binary, Pending, Plan};
+use super::memcache_merge::Gather;
+use super::memcache_text::{self as text, Command, Hide, Kind};
+use super::redis::reason;
+
+/// What travels with a backend request.
+#[derive(Debug)]
+pub enum Tag {
+    /// A text command: its reply goes back as it is.
+    Pass(ReplySlot),
+    /// A meta command sent without its `q`: the reply goes back unless `Hide` hides it.
+    Quiet(ReplySlot, Hide),
+    /// A `noreply` command: the reply is dropped.
+    Drop,
+    /// Part `part` of the split command `id`.
+    Part { id: u64, part: usize },
+    /// A translated binary request.
+    Binary(ReplySlot, Pending),
+}
+
+impl Tag {
+    fn into_slot(self) -> Option<ReplySlot> {
+        match self {
+            Tag::Pass(s) | Tag::Quiet(s, _) | Tag::Binary(s, _) => Some(s),
+            Tag::Drop | Tag::Part { .. } => None,
+        }
+    }
+}
+
+/// Counters behind `stats` (per engine).
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    requests: u64,
+    local: u64,
+    backend_errors: u64,
+}
+
+/// A memcached pool's forwarder (one per engine; a clone starts with no state).
+#[derive(Debug)]
+pub struct MemcacheForward {
+    pool: Arc<Pool>,
+    names: Arc<Vec<String>>,
+    selector: Selector,
+    live: Vec<bool>,
+    gathers: HashMap<u64, Gather<ReplySlot>>,
+    next_id: u64,
+    started: Instant,
+    counts: Counts,
+}
+
+impl Clone for MemcacheForward {
+    fn clone(&self) -> MemcacheForward {
+        MemcacheForward::new(&self.pool)
+    }
+}
+
+fn text_error(e: UpstreamError) -> Vec<u8> {
+    format!("SERVER_ERROR backend {}\r\n", reason(e)).into_bytes()
+}
+
+fn binary_error(p: &Pending, e: UpstreamError) -> Vec<u8> {
+    binary::error(p.op, p.opaque, binary::status::TEMPORARY_FAILURE, &format!("backend {}", reason(e)))
+}
+
+/// The protocol a request's error reply is in.
+#[derive(Debug, Clone, Copy)]
+enum Form<'a> {
+    Text,
+    Binary(&'a Pending),
+}
+
+impl Form<'_> {
+    fn error(self, e: UpstreamError) -> Vec<u8> {
+        match self {
+            Form::Text => text_error(e),
+            Form::Binary(p) => binary_error(p, e),
+        }
+    }
+}
+
+impl MemcacheForward {
+    /// A forwarder for `pool` (its servers are the upstream backends, in file order).
+    pub fn new(pool: &Pool) -> MemcacheForward {
+        MemcacheForward {
+            names: Arc::new(pool.servers.iter().map(|s| s.ketama_name()).collect()),
+            selector: pool.selector(),
+            live: vec![true; pool.servers.len()],
+            pool: Arc::new(pool.clone()),
+            gathers: HashMap::new(),
+            next_id: 0,
+            started: Instant::now(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// With `auto_eject_hosts`, keys of an ejected server rehash (as under twemproxy).
+    fn sync_live(&mut self, up: &dyn Upstream<Tag>) {
+        if !self.pool.auto_eject_hosts {
+            return;
+        }
+        let mut changed = false;
+        for i in 0..self.live.len() {
+            let live = !up.is_ejected(i);
+            changed |= live != self.live[i];
+            self.live[i] = live;
+        }
+        if changed {
+            self.selector.set_live(&self.live);
+        }
+    }
+
+    /// Sends `bytes` to `server` with the tag `make` builds around the deferred slot; a
+    /// request that cannot be sent is answered at once, in its place, with an error in
+    /// `form`.
+    fn send_one(
+        &mut self,
+        server: Option<usize>,
+        bytes: &[u8],
+        (reply, up): (&mut Reply<'_>, &mut dyn Upstream<Tag>),
+        form: Form<'_>,
+        make: impl FnOnce(ReplySlot) -> Tag,
+    ) {
+        let Some(slot) = reply.defer() else {
+            let _ = reply.send(&form.error(UpstreamError::BackendDown));
+            return;
+        };
+        let err = match server {
+            None => Some((UpstreamError::BackendDown, make(slot))),
+            Some(server) => up.send(server, bytes, make(slot)).err(),
+        };
+        if let Some((e, tag)) = err {
+            self.counts.backend_errors += 1;
+            if let Some(slot) = tag.into_slot() {
+                if reply.undefer(slot).is_ok() {
+                    let _ = reply.send(&form.error(e));
+                }
+            }
+        }
+    }
+
+    /// A server for a request with no key (`version`): the first one up.
+    fn any_server(&self, up: &dyn Upstream<Tag>) -> Option<usize> {
+        (0..up.backends()).find(|&i| up.is_up(i)).or((up.backends() > 0).then_some(0))
+    }
+
+    fn text(&mut self, cmd: Command<'_>, reply: &mut Reply<'_>, up: &mut dyn Upstream<Tag>) {
+        match cmd.kind {
+            Kind::Quit => self.counts.local += 1, // no reply: the request's place is released
+            Kind::MetaNoop => {
+                self.counts.local += 1;
+                let _ = reply.send(b"MN\r\n");
+            }
+            Kind::Stats => {
+                self.counts.local += 1;
+                let _ = reply.send(&self.stats(up));
+            }
+            Kind::Version => {
+                let server = self.any_server(up);
+                self.send_one(server, &cmd.forwarded(), (reply, up), Form::Text, Tag::Pass);
+            }
+            Kind::Keyed { .. } => {
+                let server = cmd.keys().next().and_then(|k| self.selector.server_for(&k));
+                let bytes = cmd.forwarded();
+                match cmd.quiet {
+                    Some(Hide::All) => {
+                        // noreply: no slot kept; whatever happens, the client hears nothing.
+                        if let Some(s) = server {
+                            let _ = up.send(s, &bytes, Tag::Drop);
+                        }
+                    }
+                    Some(h) => self.send_one(server, &bytes, (reply, up), Form::Text, |s| Tag::Quiet(s, h)),
+                    None => self.send_one(server, &bytes, (reply, up), Form::Text, Tag::Pass),
+                }
+            }
+            Kind::Get { first_key } => self.get(&cmd, first_key, reply, up),
+            Kind::Broadcast => self.broadcast(&cmd, reply, up),
+        }
+    }
+
+    /// A get over several keys: one request per server, merged in key order.
+    fn get(&mut self, cmd: &Command<'_>, first_key: usize, reply: &mut Reply<'_>, up: &mut dyn Upstream<Tag>) {
+        let keys = &cmd.tokens[first_key..];
+        let mut by_server: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (pos, k) in keys.iter().enumerate() {
+            let Some(s) = self.selector.server_for(k) else {
+                let _ = reply.send(&text_error(UpstreamError::BackendDown));
+                return;
+            };
+            match by_server.iter_mut().find(|(srv, _)| *srv == s) {
+                Some((_, positions)) => positions.push(pos),
+                None => by_server.push((s, vec![pos])),
+            }
+        }
+        if by_server.len() == 1 {
+            self.send_one(Some(by_server[0].0), &cmd.forwarded(), (reply, up), Form::Text, Tag::Pass);
+            return;
+        }
+        let Some(slot) = reply.defer() else {
+            let _ = reply.send(&text_error(UpstreamError::BackendDown));
+            return;
+        };
+        let mut g = Gather::get(slot, keys.iter().map(|k| k.to_vec()).collect());
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut complete = false;
+        for (server, positions) in by_server {
+            let mut tokens: Vec<&[u8]> = cmd.tokens[..first_key].to_vec();
+            tokens.extend(positions.iter().map(|&p| keys[p]));
+            let part = g.add_part(positions, self.names[server].clone());
+            if let Err((e, _)) = up.send(server, &text::encode(&tokens, &[]), Tag::Part { id, part }) {
+                self.counts.backend_errors += 1;
+                complete = g.failed(part, reason(e));
+            }
+        }
+        self.gathered(id, g, complete, reply);
+    }
+
+    /// `flush_all`/`verbosity` to every live server, one reply.
+    fn broadcast(&mut self, cmd: &Command<'_>, reply: &mut Reply<'_>, up: &mut dyn Upstream<Tag>) {
+        let slot = match cmd.quiet {
+            Some(Hide::All) => None,
+            _ => match reply.defer() {
+                Some(s) => Some(s),
+                None => {
+                    let _ = reply.send(&text_error(UpstreamError::BackendDown));
+                    return;
+                }
+            },
+        };
+        let mut g = Gather::all_ok(slot);
+        let id = self.next_id;
+        self.next_id += 1;
+        let bytes = cmd.forwarded();
+        let mut complete = false;
+        for server in (0..self.live.len()).filter(|&i| self.live[i]) {
+            let part = g.add_part(Vec::new(), self.names[server].clone());
+            if let Err((e, _)) = up.send(server, &bytes, Tag::Part { id, part }) {
+                self.counts.backend_errors += 1;
+                complete = g.failed(part, reason(e));
+            }
+        }
+        if !self.live.iter().any(|&l| l) {
+            let part = g.add_part(Vec::new(), "(none)".into());
+            complete = g.failed(part, "down");
+        }
+        self.gathered(id, g, complete, reply);
+    }
+
+    /// A split command whose parts are sent: kept for their replies, or answered now when
+    /// every part already failed.
+    fn gathered(&mut self, id: u64, g: Gather<ReplySlot>, complete: bool, reply: &mut Reply<'_>) {
+        if !complete {
+            self.gathers.insert(id, g);
+            return;
+        }
+        if let (Some(slot), bytes) = g.finish() {
+            if reply.undefer(slot).is_ok() {
+                let _ = reply.send(&bytes);
+            }
+        }
+    }
+
+    fn binary(&mut self, req: &[u8], reply: &mut Reply<'_>, up: &mut dyn Upstream<Tag>) {
+        match binary::plan(req) {
+            Plan::Local(answer) => {
+                self.counts.local += 1;
+                if let Some(bytes) = answer {
+                    let _ = reply.send(&bytes);
+                }
+            }
+            Plan::Version(p) => {
+                let server = self.any_server(up);
+                let form = p.clone();
+                self.send_one(server, b"version\r\n", (reply, up), Form::Binary(&form), |s| Tag::Binary(s, p));
+            }
+            Plan::Keyed { key, text, pending } => {
+                let server = self.selector.server_for(&key);
+                let form = pending.clone();
+                self.send_one(server, &text, (reply, up), Form::Binary(&form), |s| Tag::Binary(s, pending));
+            }
+        }
+    }
+
+    /// The pool's `stats`, answered by the proxy (this engine's counters).
+    fn stats(&self, up: &dyn Upstream<Tag>) -> Vec<u8> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut s = String::new();
+        let mut stat = |k: &str, v: &dyn std::fmt::Display| s.push_str(&format!("STAT {k} {v}\r\n"));
+        stat("pid", &std::process::id());
+        stat("uptime", &self.started.elapsed().as_secs());
+        stat("time", &now);
+        stat("version", &concat!("ukcm-proxy-", env!("CARGO_PKG_VERSION")));
+        stat("pool", &self.pool.name);
+        stat("servers", &self.names.len());
+        for (i, name) in self.names.iter().enumerate() {
+            let state = if up.is_ejected(i) {
+                "ejected"
+            } else if up.is_up(i) {
+                "up"
+            } else {
+                "connecting"
+            };
+            stat(&format!("server:{name}"), &state);
+        }
+        stat("cmd_total", &self.counts.requests);
+        stat("cmd_local", &self.counts.local);
+        stat("backend_errors", &self.counts.backend_errors);
+        s.push_str("END\r\n");
+        s.into_bytes()
+    }
+}
+
+impl Forward for MemcacheForward {
+    type Tag = Tag;
+
+    fn request(&mut self, req: &[u8], reply: &mut Reply<'_>, up: &mut dyn Upstream<Tag>) {
+        self.counts.requests += 1;
+        self.sync_live(up);
+        if req.first() == Some(&ukcm_parsers::memcache_any::REQUEST_MAGIC) {
+            return self.binary(req, reply, up);
+        }
+        match text::command(req) {
+            Ok(cmd) => self.text(cmd, reply, up),
+            Err(answer) => {
+                self.counts.local += 1;
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn response(&mut self, tag: Tag, resp: Result<&[u8], UpstreamError>, clients: &mut dyn Clients) {
+        if resp.is_err() {
+            self.counts.backend_errors += 1;
+        }
+        match (tag, resp) {
+            (Tag::Drop, _) => {}
+            (Tag::Pass(slot), Ok(bytes)) => {
+                let _ = clients.reply(slot, bytes);
+            }
+            // The reply the client asked not to see: dropping the slot releases its place.
+            (Tag::Quiet(_, hide), Ok(bytes)) if hide.hides(bytes) => {}
+            (Tag::Quiet(slot, _), Ok(bytes)) => {
+                let _ = clients.reply(slot, bytes);
+            }
+            (Tag::Binary(slot, p), Ok(bytes)) => {
+                if let Some(r) = binary::response(&p, bytes) {
+                    let _ = clients.reply(slot, &r);
+                }
+            }
+            (Tag::Binary(slot, p), Err(e)) => {
+                let _ = clients.reply(slot, &binary_error(&p, e));
+            }
+            (Tag::Pass(slot) | Tag::Quiet(slot, _), Err(e)) => {
+                let _ = clients.reply(slot, &text_error(e));
+            }
+            (Tag::Part { id, part }, resp) => {
+                let Some(g) = self.gathers.get_mut(&id) else { return };
+                let complete = match resp {
+                    Ok(bytes) => g.reply_for(part, bytes),
+                    Err(e) => g.failed(part, reason(e)),
+                };
+                if complete {
+                    if let Some((Some(slot), bytes)) = self.gathers.remove(&id).map(Gather::finish) {
+                        let _ = clients.reply(slot, &bytes);
+                    }
+                }
+            }
+        }
+    }
+}
