@@ -225,6 +225,10 @@ fn text_commands_through_the_proxy_land_where_twemproxy_puts_them() {
     assert_eq!(c.text(b"delete fresh\r\n"), "DELETED\r\n");
     assert_eq!(c.text(b"delete fresh\r\n"), "NOT_FOUND\r\n");
     assert!(c.text(b"version\r\n").starts_with("VERSION 1."));
+    // An item near memcached's 1 MiB limit, through both directions of the proxy.
+    let big: String = (0..1_000_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    assert_eq!(c.text(&set("big", &big)), "STORED\r\n");
+    assert_eq!(c.text(b"get big k1\r\n"), format!("VALUE big 0 1000000\r\n{big}\r\nVALUE k1 0 4\r\nv-k1\r\nEND\r\n"));
 
     // noreply: the backend's answers never reach the client; the next reply is the get's.
     c.send(b"set nr 0 0 1 noreply\r\nx\r\nincr nr 1 noreply\r\nincr absent 1 noreply\r\ndelete absent noreply\r\n");

@@ -37,6 +37,13 @@ pub fn listen_addr(pool: &Pool) -> Result<SocketAddr, ConfigError> {
     }
 }
 
+/// Client connection rx ring of a memcached pool: a whole item of memcached's default size
+/// limit (1 MiB) with its command line (the ring bounds one message).
+pub const MEMCACHE_CLIENT_RING: usize = (1 << 20) + (64 << 10);
+/// Backend connection rx ring of a memcached pool: bounds one reply, which for a multi-key
+/// get is every value asked of that server (a larger one fails, and its connection with it).
+pub const MEMCACHE_BACKEND_RING: usize = 4 << 20;
+
 /// The pool's servers as upstream backends, with twemproxy's settings mapped.
 pub fn pool_config(pool: &Pool) -> Result<PoolConfig, ConfigError> {
     let mut backends = Vec::with_capacity(pool.servers.len());
@@ -51,6 +58,7 @@ pub fn pool_config(pool: &Pool) -> Result<PoolConfig, ConfigError> {
         request_timeout: pool.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
         failure_limit: pool.server_failure_limit.max(1),
         retry_after: Duration::from_millis(pool.server_retry_timeout_ms.into()),
+        rx_ring: if pool.redis { PoolConfig::default().rx_ring } else { MEMCACHE_BACKEND_RING },
         ..PoolConfig::default()
     })
 }
@@ -59,6 +67,10 @@ pub fn pool_config(pool: &Pool) -> Result<PoolConfig, ConfigError> {
 /// for a Redis pool; memcached text or binary requests, told apart per message, for a
 /// memcached pool.
 pub fn server_config(pool: &Pool) -> ServerConfig {
-    let parser = if pool.redis { "resp:inline=true" } else { "memcache" };
-    ServerConfig { parser: parser.into(), model: Model::RunToCompletion, ..ServerConfig::default() }
+    let base = ServerConfig { model: Model::RunToCompletion, ..ServerConfig::default() };
+    if pool.redis {
+        ServerConfig { parser: "resp:inline=true".into(), ..base }
+    } else {
+        ServerConfig { parser: "memcache".into(), rx_ring: MEMCACHE_CLIENT_RING, ..base }
+    }
 }
