@@ -358,7 +358,28 @@ fn binary_clients_share_the_port_and_quiet_gets_batch_with_noop() {
     assert_eq!(ask(&mut c, bin(0x04, 18, &[], b"b2", &[])).0, 0x0001);
     let (st, _, v, _) = ask(&mut c, bin(0x0b, 19, &[], &[], &[]));
     assert!(st == 0 && v.starts_with(b"1."), "version {v:?}");
-    assert_eq!(ask(&mut c, bin(0x10, 20, &[], &[], &[])).0, 0x0081, "stat is not proxied");
+    assert_eq!(ask(&mut c, bin(0x20, 20, &[], &[], &[])).0, 0x0081, "an opcode not proxied");
+    // stat: one packet per statistic, then an empty one.
+    c.send(&bin(0x10, 30, &[], &[], &[]));
+    let mut stats = Vec::new();
+    loop {
+        let (op, st, opaque, k, v) = fields(&c.packet());
+        assert_eq!((op, st, opaque), (0x10, 0, 30));
+        if k.is_empty() {
+            break;
+        }
+        stats.push((String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()));
+    }
+    assert!(stats.contains(&("servers".into(), "3".into())), "{stats:?}");
+    // flush and verbosity go to every server; a quiet flush answers nothing, noop does.
+    assert_eq!(ask(&mut c, bin(0x1b, 31, &[0, 0, 0, 1], &[], &[])).0, 0);
+    let mut q = bin(0x18, 32, &[], &[], &[]);
+    q.extend(bin(0x0a, 33, &[], &[], &[]));
+    c.send(&q);
+    let f = fields(&c.packet());
+    assert_eq!((f.0, f.1, f.2), (0x0a, 0, 33));
+    assert_eq!(ask(&mut c, bin(0x00, 34, &[], b"b1", &[])).0, 0x0001, "flushed");
+    assert_eq!(ask(&mut c, bin(0x08, 35, &[], &[], &[])).0, 0);
     // A key no text command could carry travels in base64, hashed as its bytes.
     let odd = b"a key\twith blanks";
     assert_eq!(ask(&mut c, bin(0x01, 21, &extras, odd, b"odd")).0, 0);
@@ -382,7 +403,10 @@ fn binary_clients_share_the_port_and_quiet_gets_batch_with_noop() {
 
 #[test]
 fn libmemcached_tools_and_pymemcache_through_the_proxy() {
-    if !programs_or_skip("proxy_memcache", &["memcached", "memccp", "memccat", "memcrm", "memcstat", "python3"]) {
+    if !programs_or_skip(
+        "proxy_memcache",
+        &["memcached", "memccp", "memccat", "memcrm", "memcstat", "memcflush", "python3"],
+    ) {
         return;
     }
     let has_pymemcache = Command::new("python3").args(["-c", "import pymemcache"]).status().is_ok_and(|s| s.success());
@@ -428,8 +452,18 @@ fn libmemcached_tools_and_pymemcache_through_the_proxy() {
         cat.push(&names[0]);
         assert!(!tool(&cat).0, "memccat of a removed key {proto:?} should fail");
     }
-    let (ok, out) = tool(&["memcstat", &servers]);
-    assert!(ok && out.contains("servers: 3") && out.contains(&format!("({})", s.pp)), "memcstat: {out}");
+    for proto in [&[][..], &["--binary"][..]] {
+        let mut stat = vec!["memcstat", &servers];
+        stat.extend(proto.iter().copied());
+        let (ok, out) = tool(&stat);
+        assert!(ok && out.contains("servers: 3") && out.contains(&format!("({})", s.pp)), "memcstat {proto:?}: {out}");
+        let key = format!("flushed{}", proto.len());
+        assert_eq!(Conn::new(s.pp).text(&set(&key, "x")), "STORED\r\n");
+        let mut flush = vec!["memcflush", &servers];
+        flush.extend(proto.iter().copied());
+        assert!(tool(&flush).0, "memcflush {proto:?}");
+        assert_eq!(Conn::new(s.ports[s.home(&key)]).text(format!("get {key}\r\n").as_bytes()), "END\r\n");
+    }
 
     let script = format!(
         r#"

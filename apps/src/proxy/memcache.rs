@@ -8,9 +8,10 @@
 //! * Keyed commands (storage, `delete`, `incr`/`decr`, `touch`, the meta commands) go to
 //!   their key's server; a `get`/`gets`/`gat`/`gats` over keys of several servers is split
 //!   and merged back in key order ([`super::memcache_merge`]).
-//! * `flush_all` and `verbosity` go to every live server, one reply; `version` is one
-//!   server's; `stats` and `mn` are answered by the proxy; `quit` gets no reply (the
-//!   client closes the connection, as memcached's clients do after sending it).
+//! * `flush_all` and `verbosity` (binary: flush, verbosity) go to every live server, one
+//!   reply; `version` is one server's; `stats` (binary: stat) and `mn` are answered by the
+//!   proxy; `quit` gets no reply (the client closes the connection, as memcached's clients
+//!   do after sending it).
 //! * `noreply`, the meta `q` flag and binary quiet requests: the backend is asked the
 //!   ordinary way (so it answers exactly once) and the answer the client did not want is
 //!   dropped, its place in the connection's reply order released.
@@ -56,6 +57,22 @@ impl Tag {
     }
 }
 
+/// Who waits for a split command's merged reply: the client's slot, and for a binary
+/// request what its response needs.
+#[derive(Debug)]
+pub struct Waiter {
+    slot: ReplySlot,
+    binary: Option<Pending>,
+}
+
+/// What a waiter's client gets for a merged reply (`None`: nothing, a quiet binary success).
+fn merged_reply(binary: Option<&Pending>, bytes: Vec<u8>) -> Option<Vec<u8>> {
+    match binary {
+        None => Some(bytes),
+        Some(p) => binary::broadcast_response(p, &bytes),
+    }
+}
+
 /// Counters behind `stats` (per engine).
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
@@ -71,7 +88,7 @@ pub struct MemcacheForward {
     names: Arc<Vec<String>>,
     selector: Selector,
     live: Vec<bool>,
-    gathers: HashMap<u64, Gather<ReplySlot>>,
+    gathers: HashMap<u64, Gather<Waiter>>,
     next_id: u64,
     started: Instant,
     counts: Counts,
@@ -181,7 +198,12 @@ impl MemcacheForward {
             }
             Kind::Stats => {
                 self.counts.local += 1;
-                let _ = reply.send(&self.stats(up));
+                let mut out: Vec<u8> = Vec::new();
+                for (k, v) in self.stats(up) {
+                    out.extend(format!("STAT {k} {v}\r\n").into_bytes());
+                }
+                out.extend_from_slice(b"END\r\n");
+                let _ = reply.send(&out);
             }
             Kind::Version => {
                 let server = self.any_server(up);
@@ -202,7 +224,10 @@ impl MemcacheForward {
                 }
             }
             Kind::Get { first_key } => self.get(&cmd, first_key, reply, up),
-            Kind::Broadcast => self.broadcast(&cmd, reply, up),
+            Kind::Broadcast => {
+                let noreply = cmd.quiet == Some(Hide::All);
+                self.broadcast(&cmd.forwarded(), noreply, None, reply, up);
+            }
         }
     }
 
@@ -228,7 +253,8 @@ impl MemcacheForward {
             let _ = reply.send(&text_error(UpstreamError::BackendDown));
             return;
         };
-        let mut g = Gather::get(slot, keys.iter().map(|k| k.to_vec()).collect());
+        let waiter = Waiter { slot, binary: None };
+        let mut g = Gather::get(waiter, keys.iter().map(|k| k.to_vec()).collect());
         let id = self.next_id;
         self.next_id += 1;
         let mut complete = false;
@@ -244,26 +270,32 @@ impl MemcacheForward {
         self.gathered(id, g, complete, reply);
     }
 
-    /// `flush_all`/`verbosity` to every live server, one reply.
-    fn broadcast(&mut self, cmd: &Command<'_>, reply: &mut Reply<'_>, up: &mut dyn Upstream<Tag>) {
-        let slot = match cmd.quiet {
-            Some(Hide::All) => None,
-            _ => match reply.defer() {
-                Some(s) => Some(s),
-                None => {
-                    let _ = reply.send(&text_error(UpstreamError::BackendDown));
-                    return;
-                }
-            },
+    /// `flush_all`/`verbosity` (`bytes`) to every live server, one reply (none for
+    /// `noreply`; a binary response for a binary request).
+    fn broadcast(
+        &mut self,
+        bytes: &[u8],
+        noreply: bool,
+        binary: Option<Pending>,
+        reply: &mut Reply<'_>,
+        up: &mut dyn Upstream<Tag>,
+    ) {
+        let waiter = if noreply {
+            None
+        } else if let Some(slot) = reply.defer() {
+            Some(Waiter { slot, binary })
+        } else {
+            let form = binary.as_ref().map_or(Form::Text, Form::Binary);
+            let _ = reply.send(&form.error(UpstreamError::BackendDown));
+            return;
         };
-        let mut g = Gather::all_ok(slot);
+        let mut g = Gather::all_ok(waiter);
         let id = self.next_id;
         self.next_id += 1;
-        let bytes = cmd.forwarded();
         let mut complete = false;
         for server in (0..self.live.len()).filter(|&i| self.live[i]) {
             let part = g.add_part(Vec::new(), self.names[server].clone());
-            if let Err((e, _)) = up.send(server, &bytes, Tag::Part { id, part }) {
+            if let Err((e, _)) = up.send(server, bytes, Tag::Part { id, part }) {
                 self.counts.backend_errors += 1;
                 complete = g.failed(part, reason(e));
             }
@@ -277,14 +309,16 @@ impl MemcacheForward {
 
     /// A split command whose parts are sent: kept for their replies, or answered now when
     /// every part already failed.
-    fn gathered(&mut self, id: u64, g: Gather<ReplySlot>, complete: bool, reply: &mut Reply<'_>) {
+    fn gathered(&mut self, id: u64, g: Gather<Waiter>, complete: bool, reply: &mut Reply<'_>) {
         if !complete {
             self.gathers.insert(id, g);
             return;
         }
-        if let (Some(slot), bytes) = g.finish() {
-            if reply.undefer(slot).is_ok() {
-                let _ = reply.send(&bytes);
+        if let (Some(w), bytes) = g.finish() {
+            if reply.undefer(w.slot).is_ok() {
+                if let Some(r) = merged_reply(w.binary.as_ref(), bytes) {
+                    let _ = reply.send(&r);
+                }
             }
         }
     }
@@ -297,6 +331,11 @@ impl MemcacheForward {
                     let _ = reply.send(&bytes);
                 }
             }
+            Plan::Stats(p) => {
+                self.counts.local += 1;
+                let _ = reply.send(&binary::stats(&p, &self.stats(up)));
+            }
+            Plan::Broadcast { text, pending } => self.broadcast(&text, false, Some(pending), reply, up),
             Plan::Version(p) => {
                 let server = self.any_server(up);
                 let form = p.clone();
@@ -311,16 +350,16 @@ impl MemcacheForward {
     }
 
     /// The pool's `stats`, answered by the proxy (this engine's counters).
-    fn stats(&self, up: &dyn Upstream<Tag>) -> Vec<u8> {
+    fn stats(&self, up: &dyn Upstream<Tag>) -> Vec<(String, String)> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut s = String::new();
-        let mut stat = |k: &str, v: &dyn std::fmt::Display| s.push_str(&format!("STAT {k} {v}\r\n"));
-        stat("pid", &std::process::id());
-        stat("uptime", &self.started.elapsed().as_secs());
-        stat("time", &now);
-        stat("version", &concat!("ukcm-proxy-", env!("CARGO_PKG_VERSION")));
-        stat("pool", &self.pool.name);
-        stat("servers", &self.names.len());
+        let mut s: Vec<(String, String)> = vec![
+            ("pid".into(), std::process::id().to_string()),
+            ("uptime".into(), self.started.elapsed().as_secs().to_string()),
+            ("time".into(), now.to_string()),
+            ("version".into(), concat!("ukcm-proxy-", env!("CARGO_PKG_VERSION")).into()),
+            ("pool".into(), self.pool.name.clone()),
+            ("servers".into(), self.names.len().to_string()),
+        ];
         for (i, name) in self.names.iter().enumerate() {
             let state = if up.is_ejected(i) {
                 "ejected"
@@ -329,13 +368,12 @@ impl MemcacheForward {
             } else {
                 "connecting"
             };
-            stat(&format!("server:{name}"), &state);
+            s.push((format!("server:{name}"), state.into()));
         }
-        stat("cmd_total", &self.counts.requests);
-        stat("cmd_local", &self.counts.local);
-        stat("backend_errors", &self.counts.backend_errors);
-        s.push_str("END\r\n");
-        s.into_bytes()
+        s.push(("cmd_total".into(), self.counts.requests.to_string()));
+        s.push(("cmd_local".into(), self.counts.local.to_string()));
+        s.push(("backend_errors".into(), self.counts.backend_errors.to_string()));
+        s
     }
 }
 
@@ -389,8 +427,10 @@ impl Forward for MemcacheForward {
                     Err(e) => g.failed(part, reason(e)),
                 };
                 if complete {
-                    if let Some((Some(slot), bytes)) = self.gathers.remove(&id).map(Gather::finish) {
-                        let _ = clients.reply(slot, &bytes);
+                    if let Some((Some(w), bytes)) = self.gathers.remove(&id).map(Gather::finish) {
+                        if let Some(r) = merged_reply(w.binary.as_ref(), bytes) {
+                            let _ = clients.reply(w.slot, &r);
+                        }
                     }
                 }
             }

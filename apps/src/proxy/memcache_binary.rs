@@ -44,6 +44,7 @@ mod op {
     pub const INCR: u8 = 0x05;
     pub const DECR: u8 = 0x06;
     pub const QUIT: u8 = 0x07;
+    pub const FLUSH: u8 = 0x08;
     pub const GETQ: u8 = 0x09;
     pub const NOOP: u8 = 0x0a;
     pub const VERSION: u8 = 0x0b;
@@ -51,6 +52,7 @@ mod op {
     pub const GETKQ: u8 = 0x0d;
     pub const APPEND: u8 = 0x0e;
     pub const PREPEND: u8 = 0x0f;
+    pub const STAT: u8 = 0x10;
     pub const SETQ: u8 = 0x11;
     pub const ADDQ: u8 = 0x12;
     pub const REPLACEQ: u8 = 0x13;
@@ -58,8 +60,10 @@ mod op {
     pub const INCRQ: u8 = 0x15;
     pub const DECRQ: u8 = 0x16;
     pub const QUITQ: u8 = 0x17;
+    pub const FLUSHQ: u8 = 0x18;
     pub const APPENDQ: u8 = 0x19;
     pub const PREPENDQ: u8 = 0x1a;
+    pub const VERBOSITY: u8 = 0x1b;
     pub const TOUCH: u8 = 0x1c;
     pub const GAT: u8 = 0x1d;
     pub const GATQ: u8 = 0x1e;
@@ -84,6 +88,11 @@ pub enum Plan {
     Keyed { key: Vec<u8>, text: Vec<u8>, pending: Pending },
     /// Send `version` to any server.
     Version(Pending),
+    /// Send `text` (`flush_all`, `verbosity`) to every server; one response, from
+    /// [`broadcast_response`].
+    Broadcast { text: Vec<u8>, pending: Pending },
+    /// `stat` (all of them): answered by the proxy with [`stats`].
+    Stats(Pending),
     /// Answer now; `None`: no answer (`quitq`).
     Local(Option<Vec<u8>>),
 }
@@ -177,6 +186,20 @@ pub fn plan(req: &[u8]) -> Plan {
         op::QUIT => return Plan::Local(Some(packet(o, status::OK, opaque, 0, &[], &[], &[]))),
         op::QUITQ => return Plan::Local(None),
         op::VERSION => return Plan::Version(pending),
+        op::STAT if key.is_empty() => return Plan::Stats(pending),
+        op::STAT => return Plan::Local(Some(error(o, opaque, status::NOT_SUPPORTED, "Not supported"))),
+        op::FLUSH | op::FLUSHQ if extras_len == 0 || extras_len == 4 => {
+            let text = match extras_len {
+                4 => format!("flush_all {}\r\n", u32_at(extras, 0)),
+                _ => "flush_all\r\n".to_owned(),
+            };
+            return Plan::Broadcast { text: text.into_bytes(), pending };
+        }
+        op::VERBOSITY if extras_len == 4 => {
+            let text = format!("verbosity {}\r\n", u32_at(extras, 0)).into_bytes();
+            return Plan::Broadcast { text, pending };
+        }
+        op::FLUSH | op::FLUSHQ | op::VERBOSITY => return invalid(),
         op::GET | op::GETQ | op::GETK | op::GETKQ => {
             if extras_len != 0 || !value.is_empty() {
                 return invalid();
@@ -249,6 +272,27 @@ pub fn plan(req: &[u8]) -> Plan {
     }
     let tokens: Vec<&[u8]> = t.iter().map(Vec::as_slice).collect();
     Plan::Keyed { key: key.to_vec(), text: encode(&tokens, &data), pending }
+}
+
+/// The response to a broadcast from its merged text reply (`OK`, or the error of a
+/// server); `None` for a quiet flush that succeeded.
+pub fn broadcast_response(p: &Pending, merged: &[u8]) -> Option<Vec<u8>> {
+    if merged == b"OK\r\n" {
+        return (p.op != op::FLUSHQ).then(|| packet(p.op, status::OK, p.opaque, 0, &[], &[], &[]));
+    }
+    let msg = String::from_utf8_lossy(merged.strip_suffix(b"\r\n").unwrap_or(merged)).into_owned();
+    Some(error(p.op, p.opaque, status::TEMPORARY_FAILURE, &msg))
+}
+
+/// A `stat` response: one packet per statistic (name as key, value as value), then the
+/// empty one that ends it.
+pub fn stats(p: &Pending, stats: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in stats {
+        out.extend(packet(p.op, status::OK, p.opaque, 0, &[], k.as_bytes(), v.as_bytes()));
+    }
+    out.extend(packet(p.op, status::OK, p.opaque, 0, &[], &[], &[]));
+    out
 }
 
 /// The binary response to `p`'s request from the backend's text `reply`; `None` when a
@@ -344,8 +388,15 @@ mod tests {
         assert_eq!((key, text.as_str()), (b"a b".to_vec(), "md YSBi b\r\n"));
         assert!(matches!(plan(&request(op::QUITQ, 1, 0, &[], &[], &[])), Plan::Local(None)));
         assert!(matches!(plan(&request(op::SET, 1, 0, &[], b"k", b"v")), Plan::Local(Some(_))));
-        let unknown = plan(&request(0x10, 9, 0, &[], &[], &[]));
-        assert_eq!(unknown, Plan::Local(Some(error(0x10, 9, status::UNKNOWN_COMMAND, "Unknown command"))));
+        let unknown = plan(&request(0x20, 9, 0, &[], &[], &[]));
+        assert_eq!(unknown, Plan::Local(Some(error(0x20, 9, status::UNKNOWN_COMMAND, "Unknown command"))));
+        let flush = plan(&request(op::FLUSHQ, 4, 0, &[0, 0, 0, 9], &[], &[]));
+        let pending = Pending { op: op::FLUSHQ, opaque: 4, key: Vec::new() };
+        assert_eq!(flush, Plan::Broadcast { text: b"flush_all 9\r\n".to_vec(), pending: pending.clone() });
+        assert_eq!(broadcast_response(&pending, b"OK\r\n"), None);
+        let failed = broadcast_response(&pending, b"SERVER_ERROR backend s1 down\r\n").unwrap();
+        assert_eq!(failed, error(op::FLUSHQ, 4, status::TEMPORARY_FAILURE, "SERVER_ERROR backend s1 down"));
+        assert!(matches!(plan(&request(op::STAT, 1, 0, &[], &[], &[])), Plan::Stats(_)));
     }
 
     #[test]
