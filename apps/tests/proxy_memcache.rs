@@ -45,9 +45,10 @@ fn proxy(config: &str, port: u16) -> ChildGuard {
     p
 }
 
-fn config(proxy: u16, backends: &[u16]) -> String {
+/// A ketama pool over `backends`; `extra`: more pool keys (indented lines).
+fn config(proxy: u16, backends: &[u16], extra: &str) -> String {
     let mut c = format!(
-        "beta:\n  listen: 127.0.0.1:{proxy}\n  hash: md5\n  distribution: ketama\n  timeout: 2000\n  server_failure_limit: 1000\n  servers:\n"
+        "beta:\n  listen: 127.0.0.1:{proxy}\n  hash: md5\n  distribution: ketama\n  timeout: 2000\n{extra}  servers:\n"
     );
     for (i, b) in backends.iter().enumerate() {
         c.push_str(&format!("   - 127.0.0.1:{b}:1 server{i}\n"));
@@ -66,10 +67,14 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with("  server_failure_limit: 1000\n")
+    }
+
+    fn with(extra: &str) -> Setup {
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let backends = ports.iter().map(|&p| Some(memcached(p))).collect();
         let pp = free_port();
-        let text = config(pp, &ports);
+        let text = config(pp, &ports, extra);
         let proxy = proxy(&text, pp);
         let selector = Config::parse(&text).unwrap().pools[0].selector();
         let s = Setup { ports, backends, pp, _proxy: proxy, selector };
@@ -536,4 +541,35 @@ fn a_killed_backend_fails_only_its_own_keys() {
     assert_eq!((status, opaque, v), (0, 10, b"v".to_vec()));
     // Broadcasts name the failing server.
     assert!(c.text(b"flush_all\r\n").starts_with("SERVER_ERROR backend server1 "));
+}
+
+#[test]
+fn an_ejected_backend_s_keys_move_to_the_others_as_under_twemproxy() {
+    if !programs_or_skip("proxy_memcache", &["memcached"]) {
+        return;
+    }
+    let extra = "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 600000\n";
+    let mut s = Setup::with(extra);
+    let mut c = Conn::new(s.pp);
+    let moved = s.keys_on(1, 5);
+    // Kill server 1: once the pool ejects it, its keys rehash over servers 0 and 2.
+    s.backends[1] = None;
+    let end = Instant::now() + WATCHDOG;
+    while c.text(&set(&moved[0], "again")) != "STORED\r\n" {
+        assert!(Instant::now() < end, "server 1 was never ejected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut rest = s.selector.clone();
+    rest.set_live(&[true, false, true]);
+    for k in &moved {
+        assert_eq!(c.text(&set(k, "again")), "STORED\r\n");
+        let home = rest.server_for(k.as_bytes()).unwrap();
+        assert_ne!(home, 1);
+        assert_eq!(
+            Conn::new(s.ports[home]).text(format!("get {k}\r\n").as_bytes()),
+            format!("VALUE {k} 0 5\r\nagain\r\nEND\r\n")
+        );
+    }
+    assert!(c.text(b"stats\r\n").contains("STAT server:server1 ejected\r\n"));
+    assert_eq!(c.text(b"flush_all\r\n"), "OK\r\n", "an ejected server is out of the broadcast");
 }
