@@ -239,11 +239,14 @@ fn text_commands_through_the_proxy_land_where_twemproxy_puts_them() {
     c.send(b"set nr 0 0 1 noreply\r\nx\r\nincr nr 1 noreply\r\nincr absent 1 noreply\r\ndelete absent noreply\r\n");
     assert_eq!(c.text(b"get nr\r\n"), "VALUE nr 0 1\r\nx\r\nEND\r\n");
     assert_eq!(c.text(b"mn\r\n"), "MN\r\n");
+    // To a get, noreply is a key like any other.
+    assert_eq!(c.text(b"set noreply 0 0 1\r\ny\r\n"), "STORED\r\n");
+    assert_eq!(c.text(b"get nr noreply\r\n"), "VALUE nr 0 1\r\nx\r\nVALUE noreply 0 1\r\ny\r\nEND\r\n");
 
     // Meta commands, flags passed through; a quiet batch ended by mn shows only hits.
     assert_eq!(c.text(b"ms mk 2 T0 F7\r\nhi\r\n"), "HD\r\n");
     assert_eq!(c.text(b"mg mk v f\r\n"), "VA 2 f7\r\nhi\r\n");
-    c.send(b"mg gone1 v q\r\nmg mk v k q\r\nmg gone2 v q\r\nms mk2 1 q\r\nx\r\nmd gone3 q\r\nmn\r\n");
+    c.send(b"mg gone1 v q\r\nmg mk v k q\r\nmg gone2 v O9 k q\r\nms mk2 1 q\r\nx\r\nmd gone3 q\r\nmn\r\n");
     assert_eq!(c.reply(), "VA 2 kmk\r\nhi\r\n");
     assert_eq!(c.reply(), "NF\r\n", "md's miss is not hidden by q");
     assert_eq!(c.reply(), "MN\r\n");

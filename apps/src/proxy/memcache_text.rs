@@ -46,10 +46,12 @@ pub enum Hide {
 impl Hide {
     /// Whether the backend's `reply` is one the client asked not to see.
     pub fn hides(self, reply: &[u8]) -> bool {
+        // The reply's code: its first word (flags such as `O`/`k` may follow).
+        let code = reply.split(|&b| b == b' ' || b == b'\r').next().unwrap_or(b"");
         match self {
             Hide::All => true,
-            Hide::Miss => reply.starts_with(b"EN\r\n"),
-            Hide::Success => reply.starts_with(b"HD") || reply.starts_with(b"VA "),
+            Hide::Miss => code == b"EN",
+            Hide::Success => code == b"HD" || code == b"VA",
         }
     }
 }
@@ -87,7 +89,9 @@ pub fn command(req: &[u8]) -> Result<Command<'_>, &'static [u8]> {
     let (line, data) = (&req[..line_end], &req[line_end + 2..]);
     let mut tokens: Vec<&[u8]> = line.split(|&b| b == b' ').filter(|t| !t.is_empty()).collect();
     let name = *tokens.first().ok_or(ERROR)?;
-    let noreply = tokens.len() > 1 && tokens.last() == Some(&&b"noreply"[..]);
+    // `noreply` is a key to the get family (memcached reads it so too).
+    let takes_noreply = !matches!(name, b"get" | b"gets" | b"gat" | b"gats") && name.len() > 2;
+    let noreply = takes_noreply && tokens.len() > 1 && tokens.last() == Some(&&b"noreply"[..]);
     let n = tokens.len() - usize::from(noreply);
     let (kind, ok) = match name {
         b"set" | b"add" | b"replace" | b"append" | b"prepend" => {
@@ -100,8 +104,8 @@ pub fn command(req: &[u8]) -> Result<Command<'_>, &'static [u8]> {
         b"delete" => (Kind::Keyed { key: 1 }, n == 2 || (n == 3 && tokens[2] == b"0")),
         b"incr" | b"decr" => (Kind::Keyed { key: 1 }, n == 3 && numeric(tokens[2])),
         b"touch" => (Kind::Keyed { key: 1 }, n == 3 && signed(tokens[2])),
-        b"get" | b"gets" => (Kind::Get { first_key: 1 }, n >= 2 && !noreply),
-        b"gat" | b"gats" => (Kind::Get { first_key: 2 }, n >= 3 && !noreply && signed(tokens[1])),
+        b"get" | b"gets" => (Kind::Get { first_key: 1 }, n >= 2),
+        b"gat" | b"gats" => (Kind::Get { first_key: 2 }, n >= 3 && signed(tokens[1])),
         b"flush_all" => (Kind::Broadcast, n <= 2 && tokens[1..n].iter().all(|t| signed(t))),
         b"verbosity" => (Kind::Broadcast, n == 2 && numeric(tokens[1])),
         b"version" => (Kind::Version, n == 1),
@@ -313,6 +317,11 @@ mod tests {
         let c = command(b"mg Zm9vYg== b v\r\n").unwrap();
         assert_eq!(c.keys().next().unwrap().as_ref(), b"foob");
         assert_eq!(command(b"flush_all 0 noreply\r\n").unwrap().kind, Kind::Broadcast);
+        let c = command(b"get a noreply\r\n").unwrap();
+        assert_eq!((c.quiet, c.keys().count()), (None, 2), "a key named noreply");
+        assert!(Hide::Miss.hides(b"EN\r\n") && Hide::Miss.hides(b"EN O12 kfoo\r\n"));
+        assert!(!Hide::Miss.hides(b"ENx\r\n") && !Hide::Miss.hides(b"VA 1\r\nx\r\n"));
+        assert!(Hide::Success.hides(b"HD O5\r\n") && !Hide::Success.hides(b"NF O5\r\n"));
         assert_eq!(command(b"mn\r\n").unwrap().kind, Kind::MetaNoop);
     }
 
