@@ -72,7 +72,8 @@ impl Parser for MemcacheAny {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_boundaries, concat, split_stream};
+    use crate::testing::{assert_boundaries, concat, fuzz_splits, split_stream};
+    use proptest::prelude::*;
 
     /// A binary GET of `key` (no extras).
     fn binary_get(key: &[u8]) -> Vec<u8> {
@@ -108,5 +109,16 @@ mod tests {
         assert!(matches!(split_stream(&mut MemcacheAny::new(), &bad), Err(ParseError::Malformed(_))));
         assert_eq!(MemcacheAny::new().parse(&[]), Ok(Parse::NeedMore(1)));
         assert_eq!(MemcacheAny::new().parse(&[REQUEST_MAGIC]), Ok(Parse::NeedMore(24)));
+    }
+
+    proptest! {
+        /// Streams of protocol-ish bytes: the contract holds and pieces split as the whole.
+        #[test]
+        fn contract_holds_on_protocol_soup(bytes in prop::collection::vec(
+            prop::sample::select(vec![b'g', b'e', b't', b's', b'm', b' ', b'1', b'3', b'\r', b'\n', 0x80, 0, 5]),
+            0..200,
+        )) {
+            fuzz_splits(&mut MemcacheAny::new().max(512).max_line(32), &bytes);
+        }
     }
 }
