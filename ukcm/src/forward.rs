@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use ukcm_mux::{Mux, PsockErrorKind, PsockIo, ReplySlot, Request};
 
-use crate::server::{EngineApp, EngineSink, Reply};
+use crate::server::{EngineApp, EngineSink, Handled, Reply};
 use crate::transport::Transport;
 use crate::upstream::{Pool, UpstreamError};
 
@@ -92,12 +92,12 @@ impl<T: Transport, W: Forward> EngineApp<T> for ForwardApp<T, W> {
         true
     }
 
-    fn handle(&mut self, r: &mut Request<'_>) -> bool {
+    fn handle(&mut self, r: &mut Request<'_>) -> Handled {
         let bytes = r.bytes();
-        let mut sink = EngineSink { req: r, answered: false };
+        let mut sink = EngineSink { req: r, answered: false, close: false };
         self.fwd.request(bytes, &mut Reply { sink: &mut sink }, &mut self.pool);
         // A deferred request counts as answered (its reply comes later).
-        sink.answered
+        Handled { replied: sink.answered, close: sink.close }
     }
 
     fn round(&mut self, t: &mut T, mux: &mut Mux<T::Io>, now: Instant) -> bool {
