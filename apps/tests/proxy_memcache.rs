@@ -273,6 +273,12 @@ fn text_commands_through_the_proxy_land_where_twemproxy_puts_them() {
     }
     c.send(b"flush_all noreply\r\n");
     assert_eq!(c.text(b"mn\r\n"), "MN\r\n");
+
+    // quit: the replies before it, then the connection closes; what follows is not handled.
+    c.send(b"set last 0 0 1\r\nx\r\nget last\r\nquit\r\nget last\r\n");
+    assert_eq!(c.reply(), "STORED\r\n");
+    assert_eq!(c.reply(), "VALUE last 0 1\r\nx\r\nEND\r\n");
+    assert_closed(&mut c);
 }
 
 #[test]
@@ -286,15 +292,13 @@ fn garbage_from_one_client_leaves_the_others_served() {
     let mut bad = Conn::new(s.pp);
     // A line that never ends: the proxy closes that connection (memcached's limit is 2048).
     bad.send(&vec![b'x'; 5000]);
-    let mut buf = [0u8; 64];
-    let closed = matches!(bad.0.read(&mut buf), Ok(0) | Err(_));
-    assert!(closed, "the garbage connection should be closed");
+    assert_closed(&mut bad);
     // A binary packet with a key longer than its body.
     let mut worse = Conn::new(s.pp);
     let mut p = bin(0x00, 1, &[], b"key", &[]);
     p[11] = 1;
     worse.send(&p);
-    assert!(matches!(worse.0.read(&mut buf), Ok(0) | Err(_)));
+    assert_closed(&mut worse);
     assert_eq!(good.text(b"get g\r\n"), "VALUE g 0 1\r\n1\r\nEND\r\n");
 }
 
@@ -406,7 +410,25 @@ fn binary_clients_share_the_port_and_quiet_gets_batch_with_noop() {
     assert_eq!((f.0, f.1, f.2), (0x12, 0x0002, 24));
     let f = fields(&c.packet());
     assert_eq!((f.0, f.1, f.2), (0x0a, 0, 26));
-    assert_eq!(ask(&mut c, bin(0x07, 27, &[], &[], &[])).0, 0);
+    // quit: answered, then the connection closes; the request after it is not handled.
+    let mut q = bin(0x07, 27, &[], &[], &[]);
+    q.extend(bin(0x0a, 28, &[], &[], &[]));
+    c.send(&q);
+    let f = fields(&c.packet());
+    assert_eq!((f.0, f.1, f.2), (0x07, 0, 27));
+    assert_closed(&mut c);
+}
+
+/// The proxy closed `c` (after whatever it was sent before).
+fn assert_closed(c: &mut Conn) {
+    let mut buf = [0u8; 64];
+    match c.0.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("expected the proxy to close, got {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("expected the proxy to close: {e}"),
+    }
+    assert!(c.1.is_empty(), "bytes after the last reply: {:?}", c.1);
 }
 
 #[test]

@@ -10,8 +10,8 @@
 //!   and merged back in key order ([`super::memcache_merge`]).
 //! * `flush_all` and `verbosity` (binary: flush, verbosity) go to every live server, one
 //!   reply; `version` is one server's; `stats` (binary: stat) and `mn` are answered by the
-//!   proxy; `quit` gets no reply (the client closes the connection, as memcached's clients
-//!   do after sending it).
+//!   proxy; `quit` closes the connection after the replies to the requests before it
+//!   (binary `quit` answers first; the requests after it are not handled).
 //! * `noreply`, the meta `q` flag and binary quiet requests: the backend is asked the
 //!   ordinary way (so it answers exactly once) and the answer the client did not want is
 //!   dropped, its place in the connection's reply order released.
@@ -191,7 +191,12 @@ impl MemcacheForward {
 
     fn text(&mut self, cmd: Command<'_>, reply: &mut Reply<'_>, up: &mut dyn Upstream<Tag>) {
         match cmd.kind {
-            Kind::Quit => self.counts.local += 1, // no reply: the request's place is released
+            Kind::Quit => {
+                // No reply (the request's place is released); the connection closes after
+                // the replies to the requests before it.
+                self.counts.local += 1;
+                reply.close();
+            }
             Kind::MetaNoop => {
                 self.counts.local += 1;
                 let _ = reply.send(b"MN\r\n");
@@ -325,11 +330,16 @@ impl MemcacheForward {
 
     fn binary(&mut self, req: &[u8], reply: &mut Reply<'_>, up: &mut dyn Upstream<Tag>) {
         match binary::plan(req) {
-            Plan::Local(answer) => {
+            Plan::Local(bytes) => {
+                self.counts.local += 1;
+                let _ = reply.send(&bytes);
+            }
+            Plan::Quit(answer) => {
                 self.counts.local += 1;
                 if let Some(bytes) = answer {
                     let _ = reply.send(&bytes);
                 }
+                reply.close();
             }
             Plan::Stats(p) => {
                 self.counts.local += 1;

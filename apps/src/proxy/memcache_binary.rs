@@ -93,8 +93,10 @@ pub enum Plan {
     Broadcast { text: Vec<u8>, pending: Pending },
     /// `stat` (all of them): answered by the proxy with [`stats`].
     Stats(Pending),
-    /// Answer now; `None`: no answer (`quitq`).
-    Local(Option<Vec<u8>>),
+    /// Answer now.
+    Local(Vec<u8>),
+    /// `quit` (with its answer) or `quitq` (none): the connection closes after its replies.
+    Quit(Option<Vec<u8>>),
 }
 
 /// A response packet.
@@ -163,7 +165,7 @@ pub fn plan(req: &[u8]) -> Plan {
     let extras = &req[HEADER..HEADER + extras_len];
     let key = &req[HEADER + extras_len..HEADER + extras_len + key_len];
     let value = &req[HEADER + extras_len + key_len..];
-    let invalid = || Plan::Local(Some(error(o, opaque, status::INVALID, "Invalid arguments")));
+    let invalid = || Plan::Local(error(o, opaque, status::INVALID, "Invalid arguments"));
     let keep_key = matches!(o, op::GETK | op::GETKQ | op::GATK | op::GATKQ);
     let pending = Pending { op: o, opaque, key: if keep_key { key.to_vec() } else { Vec::new() } };
     let (mkey, b64) = meta_key(key);
@@ -182,12 +184,12 @@ pub fn plan(req: &[u8]) -> Plan {
         }
     };
     match o {
-        op::NOOP => return Plan::Local(Some(packet(o, status::OK, opaque, 0, &[], &[], &[]))),
-        op::QUIT => return Plan::Local(Some(packet(o, status::OK, opaque, 0, &[], &[], &[]))),
-        op::QUITQ => return Plan::Local(None),
+        op::NOOP => return Plan::Local(packet(o, status::OK, opaque, 0, &[], &[], &[])),
+        op::QUIT => return Plan::Quit(Some(packet(o, status::OK, opaque, 0, &[], &[], &[]))),
+        op::QUITQ => return Plan::Quit(None),
         op::VERSION => return Plan::Version(pending),
         op::STAT if key.is_empty() => return Plan::Stats(pending),
-        op::STAT => return Plan::Local(Some(error(o, opaque, status::NOT_SUPPORTED, "Not supported"))),
+        op::STAT => return Plan::Local(error(o, opaque, status::NOT_SUPPORTED, "Not supported")),
         op::FLUSH | op::FLUSHQ if extras_len == 0 || extras_len == 4 => {
             let text = match extras_len {
                 4 => format!("flush_all {}\r\n", u32_at(extras, 0)),
@@ -265,7 +267,7 @@ pub fn plan(req: &[u8]) -> Plan {
             cas_flag(&mut t);
             t.extend([b"v".to_vec(), b"c".to_vec()]);
         }
-        _ => return Plan::Local(Some(error(o, opaque, status::UNKNOWN_COMMAND, "Unknown command"))),
+        _ => return Plan::Local(error(o, opaque, status::UNKNOWN_COMMAND, "Unknown command")),
     }
     if b64 {
         t.push(b"b".to_vec());
@@ -386,10 +388,10 @@ mod tests {
         assert_eq!(keyed(plan(&request(op::INCR, 1, 0, &e, b"n", &[]))).1, "ma n MI D3 v c\r\n");
         let (key, text, _) = keyed(plan(&request(op::DELETE, 1, 0, &[], b"a b", &[])));
         assert_eq!((key, text.as_str()), (b"a b".to_vec(), "md YSBi b\r\n"));
-        assert!(matches!(plan(&request(op::QUITQ, 1, 0, &[], &[], &[])), Plan::Local(None)));
-        assert!(matches!(plan(&request(op::SET, 1, 0, &[], b"k", b"v")), Plan::Local(Some(_))));
+        assert!(matches!(plan(&request(op::QUITQ, 1, 0, &[], &[], &[])), Plan::Quit(None)));
+        assert!(matches!(plan(&request(op::SET, 1, 0, &[], b"k", b"v")), Plan::Local(_)));
         let unknown = plan(&request(0x20, 9, 0, &[], &[], &[]));
-        assert_eq!(unknown, Plan::Local(Some(error(0x20, 9, status::UNKNOWN_COMMAND, "Unknown command"))));
+        assert_eq!(unknown, Plan::Local(error(0x20, 9, status::UNKNOWN_COMMAND, "Unknown command")));
         let flush = plan(&request(op::FLUSHQ, 4, 0, &[0, 0, 0, 9], &[], &[]));
         let pending = Pending { op: op::FLUSHQ, opaque: 4, key: Vec::new() };
         assert_eq!(flush, Plan::Broadcast { text: b"flush_all 9\r\n".to_vec(), pending: pending.clone() });

@@ -24,7 +24,7 @@ pub enum Kind {
     Broadcast,
     /// `version`: one server's answer (the pool runs one memcached version).
     Version,
-    /// `quit`: no reply (the client closes).
+    /// `quit`: no reply; the connection closes after the replies before it.
     Quit,
     /// `stats`: answered by the proxy for the pool.
     Stats,
