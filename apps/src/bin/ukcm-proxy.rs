@@ -10,8 +10,9 @@
 //! one pool, on `--addr` and the listen port). Keys go where twemproxy puts them. A
 //! `redis: true` pool speaks RESP; any other pool is memcached, and takes text and binary
 //! clients on the same port (backends are spoken to in text; binary requests become meta
-//! commands, so binary clients need memcached 1.6 or later behind the proxy). A bad config is one line naming the config line, exit 2. SIGINT/SIGTERM
-//! print the final stats and exit 0.
+//! commands, so binary clients need memcached 1.6 or later behind the proxy). A bad config
+//! is one line naming the config line, exit 2. SIGINT/SIGTERM print the final stats and
+//! exit 0.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};

@@ -18,6 +18,11 @@
 //! * A backend failure, timeout or ejected server becomes `SERVER_ERROR backend …` (binary:
 //!   status `0x0086`, temporary failure) for exactly the requests it concerns; malformed
 //!   commands get `ERROR`/`CLIENT_ERROR` here and never reach a backend.
+//!
+//! Order: replies leave each client connection in request order (the mux's reply slots).
+//! Requests of one client to one server keep their order with `server_connections: 1`
+//! (twemproxy's default); with more, the pool spreads them over the connections, so two
+//! pipelined requests for one key may overtake each other there.
 
 use std::collections::HashMap;
 use std::sync::Arc;
