@@ -13,6 +13,8 @@ declare -A PKG=(
   [redis-server]=redis-server
   [redis-cli]=redis-tools
   [nutcracker]=nutcracker
+  [memcached]=memcached
+  [memccp]=libmemcached-tools
 )
 
 missing=()
@@ -20,11 +22,15 @@ for cmd in "${!PKG[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG[$cmd]}")
 done
 
-# Python libraries the real-client tests use (Apache Thrift's own library), from PyPI.
-if ! python3 -c 'import thrift' >/dev/null 2>&1; then
-  python3 -m pip install --quiet thrift >/dev/null 2>&1 \
-    || echo "install-deps: pip install thrift failed; the Thrift client test will say so" >&2
-fi
+# Python libraries the real-client tests use (Apache Thrift's own library, pymemcache),
+# from PyPI.
+for mod in thrift pymemcache; do
+  if ! python3 -c "import $mod" >/dev/null 2>&1; then
+    python3 -m pip install --quiet "$mod" >/dev/null 2>&1 \
+      || python3 -m pip install --quiet --break-system-packages "$mod" >/dev/null 2>&1 \
+      || echo "install-deps: pip install $mod failed; the tests that use it will say so" >&2
+  fi
+done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all packages present"

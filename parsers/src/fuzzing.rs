@@ -10,7 +10,8 @@ use std::sync::{Arc, OnceLock};
 
 use crate::testing::fuzz_splits;
 use crate::{
-    BpfParser, BpfProgram, Endian, Exec, Grpc, Http1, Http2, LengthField, Memcached, Mqtt, Parse, Parser, Resp, Tls,
+    BpfParser, BpfProgram, Endian, Exec, Grpc, Http1, Http2, LengthField, MemcacheAny, Memcached, Mqtt, Parse, Parser,
+    Resp, Tls,
 };
 
 /// The length-field family: the first 3 bytes configure a generic parser (offset, width,
@@ -34,10 +35,11 @@ pub fn lenfield(data: &[u8]) {
     fuzz_splits(&mut Grpc::new().max(4096), data);
 }
 
-/// The memcached binary parser, whole and in pieces: no panic, contract respected (checked
-/// by the harness), same boundaries.
+/// The memcached binary parser, and the text-or-binary request parser (`memcache`), whole
+/// and in pieces: no panic, contract respected (checked by the harness), same boundaries.
 pub fn memcached(data: &[u8]) {
     fuzz_splits(&mut Memcached::new().max(4096), data);
+    fuzz_splits(&mut MemcacheAny::new().max(4096).max_line(256), data);
 }
 
 /// The HTTP/2 frame parser, whole and in pieces.

@@ -6,8 +6,9 @@
 //! takes `max=N` (bytes); `lenfield` takes `offset`, `width` (1,2,3,4,8),
 //! `endian` (big|little), `adjust` (signed), `includes_header`, `signed`;
 //! `http2` takes `max_frame`; `resp` takes `depth` and `inline` (true: accept inline
-//! commands, for request streams); `http1` takes `max_head`; `memcache-text` (requests) and
-//! `memcache-text-reply` take `line` (longest line).
+//! commands, for request streams); `http1` takes `max_head`; `memcache-text` (requests),
+//! `memcache-text-reply` and `memcache` (requests, text or binary per message) take `line`
+//! (longest text line).
 //! `bpf:FILE` runs the program under the JIT where available,
 //! `bpf-interp:FILE` under the interpreter; FILE is an ELF object or raw
 //! instructions. The whole text after `bpf:` is the path.
@@ -19,6 +20,7 @@ use crate::contract::Parser;
 use crate::http1::Http1;
 use crate::http2::Http2;
 use crate::lenfield::{Endian, Grpc, LengthField};
+use crate::memcache_any::MemcacheAny;
 use crate::memcache_text::MemcacheText;
 use crate::memcached::Memcached;
 use crate::mqtt::Mqtt;
@@ -30,6 +32,7 @@ pub const NAMES: &[&str] = &[
     "thrift",
     "lenfield",
     "memcached",
+    "memcache",
     "memcache-text",
     "memcache-text-reply",
     "http2",
@@ -224,6 +227,13 @@ pub fn parser_from_spec(spec: &str) -> Result<Box<dyn Parser>, SpecError> {
             if let Some(m) = max {
                 p = p.max(m);
             }
+            if let Some(l) = o.num::<usize>("line", "a line length in bytes")? {
+                p = p.max_line(l);
+            }
+            Box::new(p)
+        }
+        "memcache" => {
+            let mut p = max.map_or_else(MemcacheAny::new, |m| MemcacheAny::new().max(m));
             if let Some(l) = o.num::<usize>("line", "a line length in bytes")? {
                 p = p.max_line(l);
             }

@@ -9,6 +9,7 @@
 //! a later request waits for the earlier ones on the same client connection.
 
 use std::fmt;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use parking_lot::Mutex;
 use ukcm_mux::{Mux, PsockErrorKind, PsockIo, ReplySlot, Request};
 
 use crate::pool_stats::{ForwardStats, UpstreamSnapshot};
-use crate::server::{EngineApp, EngineSink, Reply};
+use crate::server::{EngineApp, EngineSink, Handled, Reply};
 use crate::transport::Transport;
 use crate::upstream::{Pool, PoolConfig, UpstreamError};
 
@@ -172,27 +173,52 @@ pub(crate) struct ForwardApp<T: Transport, W: Forward> {
     /// Client requests handled, and those answered with an error instead of a reply.
     requests: u64,
     errors: u64,
-    /// Reconfigurations, and the generation this engine applied last.
+    /// Reconfigurations, the generation this engine took last, and one waiting for its new
+    /// backends to connect (with when it started waiting).
     reload: Arc<ReloadShared<W>>,
     applied: u64,
+    pending: Option<(u64, PoolConfig, UpdateForward<W>, Instant)>,
 }
 
 impl<T: Transport, W: Forward> ForwardApp<T, W> {
     pub(crate) fn new(pool: Pool<T, W::Tag>, fwd: W, reload: Arc<ReloadShared<W>>) -> Self {
-        ForwardApp { pool, fwd, requests: 0, errors: 0, reload, applied: 0 }
+        ForwardApp { pool, fwd, requests: 0, errors: 0, reload, applied: 0, pending: None }
     }
 
-    /// Applies a pending reconfiguration (one atomic load when there is none).
-    fn reconfigure(&mut self) {
-        if self.reload.generation.load(Ordering::Acquire) == self.applied {
+    /// Takes a new reconfiguration (one atomic load when there is none) and starts
+    /// connecting its new backends; applies it once they are up (or failed, or the connect
+    /// timeout passed), so no request meets a backend that is still connecting.
+    fn reconfigure(&mut self, now: Instant) {
+        if self.reload.generation.load(Ordering::Acquire) != self.applied {
+            if let Some((generation, cfg, update)) = self.reload.update.lock().clone() {
+                self.applied = generation;
+                self.pending = None; // superseded
+                match self.pool.check_reconfigure(&cfg) {
+                    Ok(()) => {
+                        self.pool.prepare(&cfg);
+                        self.pending = Some((generation, cfg, update, now));
+                    }
+                    Err(e) => self.ack(generation, Err(e)),
+                }
+            }
+        }
+        let ready = match &self.pending {
+            None => return,
+            Some((_, cfg, _, since)) => self.pool.prepared(cfg) || now.duration_since(*since) >= cfg.connect_timeout,
+        };
+        if !ready {
             return;
         }
-        let Some((generation, cfg, update)) = self.reload.update.lock().clone() else { return };
-        self.applied = generation;
+        let Some((generation, cfg, update, _)) = self.pending.take() else { return };
         let result = self.pool.reconfigure(cfg);
         if result.is_ok() {
             update(&mut self.fwd);
         }
+        self.ack(generation, result);
+    }
+
+    /// Reports this engine's result for `generation`.
+    fn ack(&self, generation: u64, result: io::Result<()>) {
         let mut r = self.reload.results.lock();
         if r.0 == generation {
             r.1 += 1;
@@ -234,18 +260,18 @@ impl<T: Transport, W: Forward> EngineApp<T> for ForwardApp<T, W> {
         true
     }
 
-    fn handle(&mut self, r: &mut Request<'_>) -> bool {
+    fn handle(&mut self, r: &mut Request<'_>) -> Handled {
         let bytes = r.bytes();
-        let mut sink = EngineSink { req: r, answered: false };
+        let mut sink = EngineSink { req: r, answered: false, close: false };
         self.requests += 1;
         let mut up = Counted { pool: &mut self.pool, refused: &mut self.errors };
         self.fwd.request(bytes, &mut Reply { sink: &mut sink }, &mut up);
         // A deferred request counts as answered (its reply comes later).
-        sink.answered
+        Handled { replied: sink.answered, close: sink.close }
     }
 
     fn round(&mut self, t: &mut T, mux: &mut Mux<T::Io>, now: Instant) -> bool {
-        self.reconfigure();
+        self.reconfigure(now);
         let (fwd, errors) = (&mut self.fwd, &mut self.errors);
         self.pool.poll(t, now, |(tag, resp)| {
             *errors += u64::from(resp.is_err());

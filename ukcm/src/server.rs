@@ -14,6 +14,7 @@
 //! unattached once every request it sent is answered and the answers are acknowledged, or
 //! after [`ServerConfig::linger`]; a failed one at once.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -131,6 +132,10 @@ pub(crate) trait ReplySink {
     }
     fn defer(&mut self) -> Option<ReplySlot>;
     fn undefer(&mut self, slot: ReplySlot) -> Result<(), ReplySlot>;
+    /// Asks for the connection to be closed after its replies (run to completion only).
+    fn close(&mut self) -> bool {
+        false
+    }
 }
 
 /// The answer to one request. Send at most one reply; send none and the request's place in
@@ -175,6 +180,14 @@ impl Reply<'_> {
     pub fn undefer(&mut self, slot: ReplySlot) -> Result<(), ReplySlot> {
         self.sink.undefer(slot)
     }
+
+    /// Closes the connection once every request it sent so far is answered and the answers
+    /// are acknowledged (or after [`ServerConfig::linger`]); the requests it sends after
+    /// this one are not handled (a protocol's `quit`). Run-to-completion only: `false` in
+    /// worker mode, where nothing happens.
+    pub fn close(&mut self) -> bool {
+        self.sink.close()
+    }
 }
 
 /// What a server does with each request.
@@ -193,6 +206,17 @@ impl<F: FnMut(&[u8], &mut Reply<'_>) + Send + 'static> Handler for F {
 pub(crate) struct EngineSink<'r, 's> {
     pub(crate) req: &'r mut Request<'s>,
     pub(crate) answered: bool,
+    /// The handler asked for the connection to be closed after its replies.
+    pub(crate) close: bool,
+}
+
+/// What handling one request on the engine thread did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Handled {
+    /// A reply was written or the request deferred.
+    pub(crate) replied: bool,
+    /// Close the connection after its replies ([`Reply::close`]).
+    pub(crate) close: bool,
 }
 
 impl ReplySink for EngineSink<'_, '_> {
@@ -230,6 +254,10 @@ impl ReplySink for EngineSink<'_, '_> {
         self.req.undefer(slot)?;
         self.answered = false;
         Ok(())
+    }
+    fn close(&mut self) -> bool {
+        self.close = true;
+        true
     }
 }
 
@@ -973,7 +1001,7 @@ pub(crate) trait EngineApp<T: Transport> {
     /// Whether requests are handled on this thread (otherwise workers take them).
     fn handles_requests(&self) -> bool;
     /// One request, in place.
-    fn handle(&mut self, r: &mut Request<'_>) -> bool;
+    fn handle(&mut self, r: &mut Request<'_>) -> Handled;
     /// Work of its own each round (upstream I/O, answers); whether anything happened.
     fn round(&mut self, _t: &mut T, _mux: &mut Mux<T::Io>, _now: Instant) -> bool {
         false
@@ -993,8 +1021,8 @@ impl<T: Transport> EngineApp<T> for NoApp {
     fn handles_requests(&self) -> bool {
         false
     }
-    fn handle(&mut self, _r: &mut Request<'_>) -> bool {
-        false
+    fn handle(&mut self, _r: &mut Request<'_>) -> Handled {
+        Handled::default()
     }
 }
 
@@ -1004,18 +1032,18 @@ struct RtcApp<H> {
     _sock: Option<MsgSocket>,
 }
 
-fn handle_on_engine<H: Handler>(h: &mut H, r: &mut Request<'_>) -> bool {
+fn handle_on_engine<H: Handler>(h: &mut H, r: &mut Request<'_>) -> Handled {
     let bytes = r.bytes();
-    let mut sink = EngineSink { req: r, answered: false };
+    let mut sink = EngineSink { req: r, answered: false, close: false };
     h.request(bytes, &mut Reply { sink: &mut sink });
-    sink.answered
+    Handled { replied: sink.answered, close: sink.close }
 }
 
 impl<T: Transport, H: Handler> EngineApp<T> for RtcApp<H> {
     fn handles_requests(&self) -> bool {
         true
     }
-    fn handle(&mut self, r: &mut Request<'_>) -> bool {
+    fn handle(&mut self, r: &mut Request<'_>) -> Handled {
         handle_on_engine(&mut self.handler, r)
     }
 }
@@ -1029,6 +1057,9 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
     let cfg = cx.cfg;
     let rtc = app.handles_requests();
     let mut leaving: Vec<(PsockId, Instant)> = Vec::new();
+    // Connections closing at their handler's request (`Reply::close`): their later requests
+    // are not handled. At most one entry per connection.
+    let mut closing: HashSet<PsockId> = HashSet::new();
     let mut last_snapshot = Instant::now();
     let mut idle = 0u32;
     let mut errors = ErrorLog::default();
@@ -1060,7 +1091,17 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
         let now = Instant::now();
         if rtc {
             let mut replied = false;
-            let mut handle = |r: &mut Request<'_>| replied |= app.handle(r);
+            let mut handle = |r: &mut Request<'_>| {
+                // Unanswered, so its place in the reply order is released.
+                if closing.contains(&r.origin()) {
+                    return;
+                }
+                let h = app.handle(r);
+                replied |= h.replied;
+                if h.close && closing.insert(r.origin()) {
+                    leaving.push((r.origin(), now + cfg.linger));
+                }
+            };
             work |= t.poll_mux(&mut mux, now, Some(&mut handle));
             replied |= app.round(t, &mut mux, now);
             if replied {
@@ -1085,6 +1126,7 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
                     cx.counters.failed.fetch_add(1, Ordering::Relaxed);
                     errors.note(|| format!("{id}: {e}; unattaching it"));
                     unattach_and_close(t, &mut mux, id);
+                    closing.remove(&id);
                 }
             }
         }
@@ -1098,6 +1140,7 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
                         cx.counters.lingered.fetch_add(1, Ordering::Relaxed);
                     }
                     unattach_and_close(t, &mut mux, id);
+                    closing.remove(&id);
                     leaving.swap_remove(i);
                     work = true;
                 } else {

@@ -440,15 +440,7 @@ impl<T: Transport, C> Pool<T, C> {
     /// the same way. Timeouts, limits and backoff apply from now on. The reply parser and
     /// the reply matching cannot change (a different protocol is a different pool).
     pub fn reconfigure(&mut self, mut cfg: PoolConfig) -> io::Result<()> {
-        if cfg.parser != self.cfg.parser || cfg.match_id.is_some() != self.cfg.match_id.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a reconfiguration cannot change the backend protocol (parser or reply matching)",
-            ));
-        }
-        if cfg.backends.is_empty() || cfg.conns_per_backend == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a pool needs backends and connections"));
-        }
+        self.check_reconfigure(&cfg)?;
         let now = Instant::now();
         // New setup requests (another database, password): every connection is replaced.
         let setup_requests = |c: &PoolConfig| c.setup.as_ref().map(|s| s.requests.clone());
@@ -457,9 +449,12 @@ impl<T: Transport, C> Pool<T, C> {
         let mut order = Vec::with_capacity(cfg.backends.len());
         for &addr in &cfg.backends {
             let kept = unused.iter().position(|&b| self.backends[b].addr == addr).map(|p| unused.remove(p));
-            // A backend removed earlier and added back reuses its entry (and its counters).
-            let b =
-                kept.or_else(|| self.backends.iter().position(|b| b.retired && b.addr == addr)).unwrap_or_else(|| {
+            // A backend prepared for this (see `prepare`), or removed earlier and added back,
+            // reuses its entry (and its connections and counters).
+            let spare = |i: usize| !order.contains(&i) && !unused.contains(&i);
+            let b = kept
+                .or_else(|| (0..self.backends.len()).find(|&i| spare(i) && self.backends[i].addr == addr))
+                .unwrap_or_else(|| {
                     self.backends.push(Backend::new(addr, 0, now, cfg.backoff));
                     self.backends.len() - 1
                 });
@@ -470,16 +465,65 @@ impl<T: Transport, C> Pool<T, C> {
             self.backends[b].resize(cfg.conns_per_backend, now, cfg.backoff, fresh);
             order.push(b);
         }
-        for b in unused {
-            let b = &mut self.backends[b];
-            b.retired = true;
-            b.down_until = None;
-            b.resize(0, now, cfg.backoff, false);
+        // Removed backends, and any prepared for a configuration that was superseded.
+        for (i, b) in self.backends.iter_mut().enumerate() {
+            if !order.contains(&i) && !b.retired {
+                b.retired = true;
+                b.down_until = None;
+                b.resize(0, now, cfg.backoff, false);
+            }
         }
         self.order = order;
         cfg.match_id = self.cfg.match_id;
         self.cfg = cfg;
         Ok(())
+    }
+
+    /// Whether `cfg` can replace the running configuration (see [`Pool::reconfigure`]).
+    pub fn check_reconfigure(&self, cfg: &PoolConfig) -> io::Result<()> {
+        if cfg.parser != self.cfg.parser || cfg.match_id.is_some() != self.cfg.match_id.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a reconfiguration cannot change the backend protocol (parser or reply matching)",
+            ));
+        }
+        if cfg.backends.is_empty() || cfg.conns_per_backend == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a pool needs backends and connections"));
+        }
+        Ok(())
+    }
+
+    /// Starts connecting to the backends `cfg` adds, so that [`Pool::reconfigure`] can move
+    /// keys to them once [`Pool::prepared`] says they are up, not before (requests for them
+    /// would fail as "down" meanwhile). They take no requests until then.
+    pub fn prepare(&mut self, cfg: &PoolConfig) {
+        let now = Instant::now();
+        for &addr in &cfg.backends {
+            if self.order.iter().any(|&b| self.backends[b].addr == addr) {
+                continue;
+            }
+            let spare = (0..self.backends.len()).find(|&i| !self.order.contains(&i) && self.backends[i].addr == addr);
+            let b = spare.unwrap_or_else(|| {
+                self.backends.push(Backend::new(addr, 0, now, cfg.backoff));
+                self.backends.len() - 1
+            });
+            let b = &mut self.backends[b];
+            b.retired = false;
+            b.resize(cfg.conns_per_backend, now, cfg.backoff, false);
+        }
+    }
+
+    /// Whether every backend `cfg` adds is ready for requests, or has failed a connection
+    /// attempt (it is down: waiting longer would not help).
+    pub fn prepared(&self, cfg: &PoolConfig) -> bool {
+        cfg.backends.iter().all(|addr| {
+            self.order.iter().any(|&b| self.backends[b].addr == *addr)
+                || self.backends.iter().enumerate().any(|(i, b)| {
+                    b.addr == *addr
+                        && !self.order.contains(&i)
+                        && (b.failures > 0 || b.conns.iter().any(|c| c.ready().is_some()))
+                })
+        })
     }
 
     /// Whether backend `i` is taking requests (not marked down, a connection up).

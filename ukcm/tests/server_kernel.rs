@@ -1,6 +1,6 @@
 //! The server API over kernel TCP on loopback (no privileges): replies in request order with
 //! 2 and 4 workers under every steering policy and run to completion, quiet requests that
-//! release their place, and forwarding through an upstream pool (routing, a backend killed
+//! release their place, a handler closing its connection, and forwarding through an upstream pool (routing, a backend killed
 //! and brought back, a stalled backend timing out).
 
 mod common;
@@ -32,6 +32,41 @@ fn replies_come_back_in_request_order_with_any_workers_and_policy() {
             }
         }
     }
+}
+
+#[test]
+fn a_handler_closes_a_connection_after_the_replies_before_its_request() {
+    // "quit" closes: the requests before it are answered, the one after it is not handled.
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
+    let server = Server::kernel(listener(), cfg, |req: &[u8], reply: &mut Reply<'_>| {
+        if &req[4..] == b"quit" {
+            assert!(reply.close());
+        } else {
+            let _ = reply.send(req);
+        }
+    })
+    .unwrap();
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(WATCHDOG)).unwrap();
+    s.write_all(&[frame(b"one"), frame(b"quit"), frame(b"two")].concat()).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap(), b"one");
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut rest).unwrap();
+    assert!(rest.is_empty(), "nothing after the close: {rest:?}");
+    // Other connections go on.
+    let mut other = TcpStream::connect(server.local_addr()).unwrap();
+    other.write_all(&frame(b"three")).unwrap();
+    assert_eq!(read_frame(&mut other).unwrap(), b"three");
+    // Worker mode cannot close from a handler: it says so.
+    let workers = ServerConfig { parser: "thrift".into(), ..ServerConfig::default() };
+    let w = Server::kernel(listener(), workers, |req: &[u8], reply: &mut Reply<'_>| {
+        let closed = reply.close();
+        let _ = reply.send(if closed { &b"\0\0\0\x01y"[..] } else { req });
+    })
+    .unwrap();
+    let mut s = TcpStream::connect(w.local_addr()).unwrap();
+    s.write_all(&frame(b"x")).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap(), b"x");
 }
 
 #[test]

@@ -1,14 +1,18 @@
-//! `ukcm-proxy`: a Redis proxy that takes a twemproxy (nutcracker) config, on ukcm.
+//! `ukcm-proxy`: a Redis and memcached proxy that takes a twemproxy (nutcracker) config,
+//! on ukcm.
 //!
 //! ```text
 //! ukcm-proxy -c nutcracker.yml                                  # kernel sockets
 //! ukcm-proxy -c nutcracker.yml --nic afxdp:eth0 --addr 10.0.0.2/24
 //! ```
 //!
-//! One server per `redis: true` pool, on the pool's `listen` address (with a userspace
-//! stack transport: one pool, on `--addr` and the listen port). Keys go where twemproxy
-//! puts them. A bad config is one line naming the config line, exit 2. SIGINT/SIGTERM
-//! print the final stats and exit 0.
+//! One server per pool, on the pool's `listen` address (with a userspace stack transport:
+//! one pool, on `--addr` and the listen port). Keys go where twemproxy puts them. A
+//! `redis: true` pool speaks RESP; any other pool is memcached, and takes text and binary
+//! clients on the same port (backends are spoken to in text; binary requests become meta
+//! commands, so binary clients need memcached 1.6 or later behind the proxy). A bad config
+//! is one line naming the config line, exit 2. SIGINT/SIGTERM print the final stats and
+//! exit 0.
 //!
 //! Figures for operators, on kernel sockets on loopback unless `--stats-addr` says
 //! otherwise: twemproxy's stats port (`-s`, default 22222: connect and read one JSON
@@ -32,10 +36,11 @@ use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
-use ukcm::{signals, KernelTransport, Server, StatsHandle};
+use ukcm::{signals, Forward, KernelTransport, PoolConfig, Reload, Server, StatsHandle};
 use ukcm_apps::cli::{self, TransportSpec};
 use ukcm_apps::proxy::config::{Config, Pool};
 use ukcm_apps::proxy::endpoints::{Endpoint, Kind, Render};
+use ukcm_apps::proxy::memcache::MemcacheForward;
 use ukcm_apps::proxy::redis::RedisForward;
 use ukcm_apps::proxy::reload::{self, ApplyPool};
 use ukcm_apps::proxy::setup;
@@ -43,7 +48,7 @@ use ukcm_apps::proxy::stats::{self, PoolFigures};
 
 const PROG: &str = "ukcm-proxy";
 
-/// Redis proxy over ukcm, configured with a twemproxy YAML file.
+/// Redis and memcached proxy over ukcm, configured with a twemproxy YAML file.
 #[derive(Debug, Parser)]
 #[command(name = "ukcm-proxy", version)]
 struct Args {
@@ -137,21 +142,42 @@ fn start(a: &Args, cfg: &Config) -> Result<Vec<Running>, String> {
     for pool in &cfg.pools {
         let at = setup::listen_addr(pool).map_err(|e| e.to_string())?;
         let up = setup::pool_config(pool).map_err(|e| e.to_string())?;
-        let fwd = RedisForward::new(pool);
-        let (server, reload) = if stack {
-            let addr = a.addr.or(cfg.ukcm.address).ok_or_else(|| format!("{nic} needs --addr IP/PREFIX"))?;
-            let makes = ukcm::server::stack_engines(&nic, addr, a.gateway, at.port()).map_err(|e| e.to_string())?;
-            Server::forward_reloadable(makes, setup::server_config(), up, fwd)
+        let (server, reload) = if pool.redis {
+            serve(a, cfg, &nic, pool, at, up, RedisForward::new(pool))
         } else {
-            let l = TcpListener::bind(at).map_err(|e| format!("pool {}: cannot listen on {at}: {e}", pool.name))?;
-            let t = KernelTransport::new(l).map_err(|e| e.to_string())?;
-            Server::forward_reloadable(vec![move || Ok(t)], setup::server_config(), up, fwd)
+            serve(a, cfg, &nic, pool, at, up, MemcacheForward::new(pool))
         }
         .map_err(|e| format!("pool {}: {e}", pool.name))?;
         println!("{PROG}: pool {} listening on {} ({})", pool.name, server.local_addr(), server.describe());
-        servers.push(Running { server, reload: Box::new(reload) });
+        servers.push(Running { server, reload });
     }
     Ok(servers)
+}
+
+/// One pool's server with its forwarder `fwd`, on the kernel or a userspace stack.
+fn serve<W: Forward + Clone>(
+    a: &Args,
+    cfg: &Config,
+    nic: &TransportSpec,
+    pool: &Pool,
+    at: SocketAddr,
+    up: PoolConfig,
+    fwd: W,
+) -> Result<(Server, Box<dyn ApplyPool>), String>
+where
+    Reload<W>: ApplyPool,
+{
+    let (server, reload) = if !matches!(nic, TransportSpec::Kernel) {
+        let addr = a.addr.or(cfg.ukcm.address).ok_or_else(|| format!("{nic} needs --addr IP/PREFIX"))?;
+        let makes = ukcm::server::stack_engines(nic, addr, a.gateway, at.port()).map_err(|e| e.to_string())?;
+        Server::forward_reloadable(makes, setup::server_config(pool), up, fwd)
+    } else {
+        let l = TcpListener::bind(at).map_err(|e| format!("cannot listen on {at}: {e}"))?;
+        let t = KernelTransport::new(l).map_err(|e| e.to_string())?;
+        Server::forward_reloadable(vec![move || Ok(t)], setup::server_config(pool), up, fwd)
+    }
+    .map_err(|e| e.to_string())?;
+    Ok((server, Box::new(reload)))
 }
 
 /// SIGHUP: the config file again, whole or not at all (per pool, in file order).

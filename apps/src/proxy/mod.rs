@@ -9,6 +9,9 @@
 //!   nutcracker user brings their file unchanged.
 //! * [`redis`]: the Redis forwarder ([`commands`] says what each command gets, [`resp`]
 //!   reads and writes the RESP it needs, [`merge`] joins split multi-key replies).
+//! * [`memcache`]: the memcached forwarder, text and binary clients on one port
+//!   ([`memcache_text`] reads text commands, [`memcache_binary`] translates binary
+//!   requests to meta commands and back, [`memcache_merge`] joins split gets).
 //! * [`reload`]: SIGHUP re-reads the file and hands each pool's new servers to its running
 //!   engines, or refuses what a running process cannot change.
 //! * [`stats`]: the figures in twemproxy's stats JSON, Prometheus text and a summary line;
@@ -20,6 +23,10 @@ pub mod config;
 pub mod dist;
 pub mod endpoints;
 pub mod hash;
+pub mod memcache;
+pub mod memcache_binary;
+pub mod memcache_merge;
+pub mod memcache_text;
 pub mod merge;
 pub mod redis;
 pub mod reload;

@@ -40,7 +40,7 @@ pub struct RedisForward {
 }
 
 /// The short reason in `-ERR backend <reason>`.
-fn reason(e: UpstreamError) -> &'static str {
+pub fn reason(e: UpstreamError) -> &'static str {
     match e {
         UpstreamError::NoSuchBackend => "missing",
         UpstreamError::BackendDown => "down",

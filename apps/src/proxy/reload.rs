@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ukcm::{PoolConfig, Reload};
+use ukcm::{Forward, PoolConfig, Reload};
 
 use super::config::{Config, Pool};
+use super::memcache::MemcacheForward;
 use super::redis::RedisForward;
 use super::stats::stats_name;
 
@@ -24,10 +25,28 @@ pub trait ApplyPool: Send {
     fn apply(&self, pool: &Pool, up: PoolConfig) -> Result<usize, String>;
 }
 
-impl ApplyPool for Reload<RedisForward> {
+/// A forwarder that takes a reloaded pool's settings (servers, distribution, hash, …):
+/// requests from then on use them; requests in flight finish as they started.
+pub trait Reconfigure {
+    fn reconfigure(&mut self, pool: &Pool);
+}
+
+impl Reconfigure for RedisForward {
+    fn reconfigure(&mut self, pool: &Pool) {
+        RedisForward::reconfigure(self, pool);
+    }
+}
+
+impl Reconfigure for MemcacheForward {
+    fn reconfigure(&mut self, pool: &Pool) {
+        MemcacheForward::reconfigure(self, pool);
+    }
+}
+
+impl<W: Forward + Reconfigure> ApplyPool for Reload<W> {
     fn apply(&self, pool: &Pool, up: PoolConfig) -> Result<usize, String> {
         let p = pool.clone();
-        let generation = Reload::apply(self, up, Arc::new(move |f: &mut RedisForward| f.reconfigure(&p)));
+        let generation = Reload::apply(self, up, Arc::new(move |f: &mut W| f.reconfigure(&p)));
         self.wait(generation, APPLY_WITHIN)
     }
 }

@@ -19,12 +19,8 @@ fn resolve(host: &str, port: u16, line: usize, what: &str) -> Result<SocketAddr,
         .ok_or_else(|| ConfigError { line, msg: format!("{what} {host}:{port}: cannot resolve the host") })
 }
 
-/// Checks that `pool` is one this proxy serves (Redis, TCP).
+/// Checks that `pool` is one this proxy serves (Redis or memcached, TCP).
 pub fn check(pool: &Pool) -> Result<(), ConfigError> {
-    if !pool.redis {
-        let msg = format!("pool {}: memcached pools are not yet supported (only `redis: true`)", pool.name);
-        return Err(ConfigError { line: pool.line, msg });
-    }
     if let Some(s) = pool.servers.iter().find(|s| matches!(s.addr, ServerAddr::Unix { .. })) {
         let msg = format!("pool {}: unix-socket servers are not supported", pool.name);
         return Err(ConfigError { line: s.line, msg });
@@ -43,6 +39,13 @@ pub fn listen_addr(pool: &Pool) -> Result<SocketAddr, ConfigError> {
     }
 }
 
+/// Client connection rx ring of a memcached pool: a whole item of memcached's default size
+/// limit (1 MiB) with its command line (the ring bounds one message).
+pub const MEMCACHE_CLIENT_RING: usize = (1 << 20) + (64 << 10);
+/// Backend connection rx ring of a memcached pool: bounds one reply, which for a multi-key
+/// get is every value asked of that server (a larger one fails, and its connection with it).
+pub const MEMCACHE_BACKEND_RING: usize = 4 << 20;
+
 /// The pool's servers as upstream backends, with twemproxy's settings mapped.
 pub fn pool_config(pool: &Pool) -> Result<PoolConfig, ConfigError> {
     let mut backends = Vec::with_capacity(pool.servers.len());
@@ -53,11 +56,12 @@ pub fn pool_config(pool: &Pool) -> Result<PoolConfig, ConfigError> {
     Ok(PoolConfig {
         backends,
         conns_per_backend: pool.server_connections.max(1) as usize,
-        parser: "resp".into(),
+        parser: if pool.redis { "resp" } else { "memcache-text-reply" }.into(),
         request_timeout: pool.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
         failure_limit: pool.server_failure_limit.max(1),
         retry_after: Duration::from_millis(pool.server_retry_timeout_ms.into()),
-        setup: redis_setup(pool),
+        setup: if pool.redis { redis_setup(pool) } else { None },
+        rx_ring: if pool.redis { PoolConfig::default().rx_ring } else { MEMCACHE_BACKEND_RING },
         ..PoolConfig::default()
     })
 }
@@ -76,7 +80,14 @@ fn redis_setup(pool: &Pool) -> Option<ConnSetup> {
     (!requests.is_empty()).then_some(ConnSetup { requests, reply_ok: |r| r.starts_with(b"+OK") })
 }
 
-/// Client connections: RESP requests, inline commands too, handled on the engine thread.
-pub fn server_config() -> ServerConfig {
-    ServerConfig { parser: "resp:inline=true".into(), model: Model::RunToCompletion, ..ServerConfig::default() }
+/// Client connections, handled on the engine thread: RESP requests (inline commands too)
+/// for a Redis pool; memcached text or binary requests, told apart per message, for a
+/// memcached pool.
+pub fn server_config(pool: &Pool) -> ServerConfig {
+    let base = ServerConfig { model: Model::RunToCompletion, ..ServerConfig::default() };
+    if pool.redis {
+        ServerConfig { parser: "resp:inline=true".into(), ..base }
+    } else {
+        ServerConfig { parser: "memcache".into(), rx_ring: MEMCACHE_CLIENT_RING, ..base }
+    }
 }
