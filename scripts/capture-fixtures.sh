@@ -678,7 +678,7 @@ PYEOF
 }
 
 fx_memcache_text() {
-  DESC="memcached $(memcached -V | cut -d' ' -f2) (Debian) text protocol <- a raw lock-step client: storage commands, multi-key get/gets, noreply, incr/decr, touch, delete, meta commands (mn, ms, mg, md), an unknown command"
+  DESC="memcached $(memcached -V | cut -d' ' -f2) (Debian) text protocol <- a raw lock-step client: storage commands, multi-key get/gets/gat, cas, noreply, incr/decr, touch, delete, meta commands (mn, ms, mg, md, ma, me), stats (general, cachedump, detail dump), lru_crawler metadump, an unknown command"
   start_bg "$WORK/memcached.log" ip netns exec "$NS_S" memcached -u nobody -l "$IP_S" -p 11211 -U 0 -m 16
   local srv=$!
   wait_port "$NS_S" 11211
@@ -723,6 +723,21 @@ req(b"ms meta 6 T0 F5\r\nmetavl\r\n")
 req(b"mg meta v f t\r\n")
 req(b"mg nosuch v\r\n")
 req(b"md meta q\r\n", b"mn\r\n", ends=(b"MN\r\n",))
+req(b"mg nosuch v q\r\n", b"mn\r\n", ends=(b"MN\r\n",))
+req(b"ma n v\r\n")
+req(b"me a\r\n")
+req(b"mg a k v c s\r\n")
+req(b"gat 100 a big\r\n", ends=(b"END\r\n",))
+req(b"cas a 0 0 2 999\r\nxx\r\n")
+req(b"verbosity 1\r\n")
+req(b"stats\r\n", ends=(b"END\r\n",))
+req(b"stats cachedump 1 10\r\n", ends=(b"END\r\n",))
+req(b"stats detail on\r\n")
+req(b"set pre:x 0 0 1\r\nx\r\n")
+req(b"get pre:x other:y\r\n", ends=(b"END\r\n",))
+req(b"stats detail dump\r\n", ends=(b"END\r\n",))
+req(b"stats detail off\r\n")
+req(b"lru_crawler metadump all\r\n", ends=(b"END\r\n",))
 req(b"version\r\n")
 req(b"bogus command\r\n")
 req(b"quit\r\n", ends=())
