@@ -235,6 +235,9 @@ elif rule.startswith("pdml-starts:"):
                 pf = fields_of(p)
                 if "http.request.method" in pf:
                     flows[key[0]].setdefault("methods", []).append((at, pf["http.request.method"].get("show")))
+                if "http.response.code" in pf:
+                    framed = "http.content_length_header" in pf or "http.transfer_encoding" in pf
+                    flows[key[0]].setdefault("codes", []).append((at, pf["http.response.code"].get("show"), framed))
     for (st, d), offs in starts.items():
         offs = sorted(offs)
         ends = offs[1:] + [len(flows[st][d])]
@@ -244,10 +247,19 @@ elif rule.startswith("pdml-starts:"):
     if proto_name == "http":
         # A response to HEAD carries a Content-Length (or chunked) header but no body: a
         # parser that sees only the responses cannot know; the manifest says so.
+        # (The k-th request's response is the k-th final one: 1xx responses come before it.)
+        # A response with a body but neither Content-Length nor chunked ends with the
+        # connection (HTTP/1.0): one direction alone cannot tell a cut from the end.
         for i, st in enumerate(streams):
-            for k, (_, m) in enumerate(sorted(flows[st].get("methods", []))):
+            codes = sorted(flows[st].get("codes", []))
+            final = [n for n, (_, c, _) in enumerate(codes) if not c.startswith("1")]
+            methods = [m for _, m in sorted(flows[st].get("methods", []))]
+            for k, m in enumerate(methods):
+                n = final[k]
                 if m == "HEAD":
-                    notes.append(f"unframed {i} s2c {k} a response to HEAD: its Content-Length describes a body that is not sent")
+                    notes.append(f"unframed {i} s2c {n} a response to HEAD: its Content-Length describes a body that is not sent")
+                elif not codes[n][2] and codes[n][1] not in ("204", "304"):
+                    notes.append(f"unframed {i} s2c {n} a body delimited by the connection's close (no Content-Length, not chunked)")
 elif rule.startswith("transcript:"):
     # The client works in lock step (a request, then its whole reply, before the next
     # request) and wrote down what it sent and what came back between sends: the boundaries
@@ -648,15 +660,18 @@ NGX
   local u="http://$IP_S:8081" lm
   lm=$(date -u -r "$WORK/www1/index.html" '+%a, %d %b %Y %H:%M:%S GMT')
   # One keep-alive connection: GET (Content-Length), GET (chunked + trailer), 204, 304,
-  # POST (Content-Length body), POST (chunked body), and last a HEAD (Content-Length, no body).
+  # POST (Content-Length body), POST (chunked body), POST with Expect: 100-continue (a 100
+  # Continue before the response), and last a HEAD (Content-Length, no body).
   C curl -sS -o /dev/null "$u/index.html" \
     --next -sS -o /dev/null -H 'TE: trailers' "$u/chunked" \
     --next -sS -o /dev/null "$u/empty" \
     --next -sS -o /dev/null -H "If-Modified-Since: $lm" "$u/index.html" \
     --next -sS -o /dev/null -H 'Expect:' --data-binary @"$WORK/post.txt" "$u/post" \
     --next -sS -o /dev/null -H 'Expect:' -H 'Transfer-Encoding: chunked' --data-binary @"$WORK/post.txt" "$u/post" \
+    --next -sS -o /dev/null -H 'Expect: 100-continue' --data-binary @"$WORK/post.txt" "$u/post" \
     --next -sS -o /dev/null -I "$u/numbers.txt"
-  # Pipelining: four requests in one write, the last asks to close.
+  # Pipelining: four requests in one write, the last asks to close. Then an HTTP/1.0 GET
+  # whose response body ends with the connection.
   C "$PY" - "$IP_S" 8081 <<'PYEOF'
 import socket, sys
 host, port = sys.argv[1], int(sys.argv[2])
@@ -667,6 +682,12 @@ reqs = ("GET /index.html HTTP/1.1\r\n" + h + "\r\n"
         + "GET /empty HTTP/1.1\r\n" + h + "Connection: close\r\n\r\n")
 s = socket.create_connection((host, port))
 s.sendall(reqs.encode())
+while s.recv(65536):
+    pass
+s.close()
+# HTTP/1.0 cannot take a chunked body: nginx sends the body without a length and closes.
+s = socket.create_connection((host, port))
+s.sendall(("GET /chunked HTTP/1.0\r\n" + h + "\r\n").encode())
 while s.recv(65536):
     pass
 s.close()
@@ -750,7 +771,7 @@ PYEOF2
 }
 
 fx_grpc_h2c() {
-  DESC="gRPC Python $($PY -c 'import grpc; print(grpc.__version__)') (Debian python3-grpcio) over h2c, both ends: unary, server-, client- and bidirectional streaming"
+  DESC="gRPC Python $($PY -c 'import grpc; print(grpc.__version__)') (Debian python3-grpcio) over h2c, both ends: unary, server-, client- and bidirectional streaming, a gzip-compressed message, an unimplemented method"
   cat >"$WORK/grpc_app.py" <<'PYEOF'
 """A gRPC service on grpcio's generic handlers, bytes in and out (no protobuf):
 Echo (unary), Split (server streaming), Join (client streaming), Upper (bidirectional)."""
@@ -794,6 +815,14 @@ def client(host, port):
         assert [len(g) for g in got] == [1, 10, 100, 1000]
         assert ch.stream_unary("/ukcm.Fixture/Join")(iter([b"a", b"bb", b"c" * 3000])) == b"a|bb|" + b"c" * 3000
         assert list(ch.stream_stream("/ukcm.Fixture/Upper")(iter([b"x", b"yy" * 100]))) == [b"X", b"YY" * 100]
+        # a compressed message (flag byte 1), and a call the server does not know (its
+        # answer is trailers only: no DATA)
+        assert echo(b"z" * 3000, compression=grpc.Compression.Gzip) == b"z" * 3000
+        try:
+            ch.unary_unary("/ukcm.Fixture/Nope")(b"?")
+            raise SystemExit("an unknown method succeeded")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNIMPLEMENTED, e
 
 if __name__ == "__main__":
     (serve if sys.argv[1] == "serve" else client)(sys.argv[2], int(sys.argv[3]))
