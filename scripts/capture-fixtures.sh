@@ -19,6 +19,17 @@
 #                                                                             parser thrift
 #   redis_resp:       redis-server <- redis-cli (commands as arguments, one connection each)
 #                                                                             parser resp
+#   tls:              openssl s_server -WWW <- openssl s_client: TLS 1.3 with key updates (k, K),
+#                     TLS 1.3, TLS 1.2 with a client renegotiation (R); close_notify   parser tls
+#   mqtt:             mosquitto <- mosquitto_pub/mosquitto_sub, MQTT 3.1.1 and 5  parser mqtt
+#   http1:            nginx (nginx-light + echo module) <- curl on one keep-alive connection,
+#                     a raw pipelining client, an HTTP/1.0 GET                    parser http1
+#   memcache_text:    memcached <- a raw lock-step client (text and meta commands)
+#                                           parsers memcache-text / memcache-text-reply
+#   grpc_h2c:         gRPC Python (python3-grpcio) both ends over h2c  parsers http2, grpc inside
+#
+# Not captured: Kafka (no broker from the registries this project uses; see
+# pcap-tests/fixtures/README.md), MQTT's 4-byte remaining length (a 2 MB packet).
 #
 # Topology, made here and torn down on any exit: two throwaway namespaces joined by a veth,
 #   ukcm-caps-<pid>-0  (server, 10.219.0.1/24, MAC 02:00:0a:db:00:01, veth uk<pid>x9a)
@@ -34,8 +45,14 @@
 # FNV-1a 64 hash of its bytes (offset basis 0xcbf29ce484222325, prime 0x100000001b3, over
 # the whole message, header included). Message boundaries come from Wireshark's dissectors
 # (`tshark -T fields` with the protocol's length fields, or for RESP the size of each
-# top-level value in PDML) and the bytes from tshark's own TCP reassembly (`-z follow,tcp,raw`);
-# the script checks that the lengths add up to each direction's stream exactly.
+# top-level value in PDML; for HTTP/1.1 where the dissector found each message start; for MQTT
+# the remaining length plus its own size) and the bytes from tshark's own TCP reassembly
+# (`-z follow,tcp,raw`); the script checks that the lengths add up to each direction's stream
+# exactly. Exception: memcache_text, whose boundaries come from the lock-step client's
+# transcript (Wireshark does not dissect memcached's meta commands). Optional lines: a parser
+# per direction (parser c2s/s2c), gRPC messages per HTTP/2 stream (inner + imsg), and
+# `unframed` where the one-direction parser cannot know a message's end (HTTP/1.1 responses
+# to HEAD and bodies delimited by the connection's close); pcap-tests/fixtures/README.md.
 #
 # Installs what it needs with apt (only what is missing). Re-runnable: each run replaces
 # the named fixtures. CI does not run it; it uses the committed fixtures.

@@ -482,3 +482,58 @@ fn missing_cause(spec: &FlowSpec, d: Dir, fs: &FlowStreams, out: &DirOutcome, da
     }
     why.join("; ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(ty: u8, flags: u8, sid: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[ty, flags]);
+        f.extend_from_slice(&sid.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn grpc(flag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![flag];
+        m.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// gRPC messages cut across DATA frames, one of them padded, two streams interleaved,
+    /// HEADERS and the preface in between: each stream's messages come out whole.
+    #[test]
+    fn grpc_inside_http2_data_across_frames() {
+        let a = grpc(0, &[b'a'; 300]);
+        let b = grpc(1, &[b'b'; 40]);
+        let c = grpc(0, b"");
+        let mut padded = vec![7u8]; // pad length
+        padded.extend_from_slice(&a[100..]);
+        padded.extend_from_slice(&[0; 7]);
+        let frames = vec![
+            vec![0u8; 8], // too short to be a frame: skipped
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+            frame(1, 4, 1, b"headers"),
+            frame(0, 0, 1, &a[..100]),
+            frame(0, 0, 3, &b[..3]),
+            frame(0, 0x8, 1, &padded),
+            frame(0, 0, 3, &b[3..]),
+            frame(0, 1, 3, &c),
+            frame(0, 1, 1, b""),
+        ];
+        let streams = h2_data_streams(&frames).unwrap();
+        assert_eq!(streams.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(streams[0].1.data, a);
+        assert_eq!(streams[0].1.chunks.iter().map(|c| c.2).collect::<Vec<_>>(), vec![100, 205]);
+        let inputs: Vec<(String, &Stream)> = streams.iter().map(|(sid, s)| (format!("h2 {sid}"), s)).collect();
+        let out = run_mux("grpc", &inputs).unwrap();
+        assert_eq!(out[0].msgs, vec![(a.len(), crate::fnv1a64(&a))]);
+        let want = vec![(b.len(), crate::fnv1a64(&b)), (c.len(), crate::fnv1a64(&c))];
+        assert_eq!(out[1].msgs, want);
+        assert!(out.iter().all(|o| o.error.is_none() && o.in_place));
+        // padding longer than the payload is an error, not a panic
+        assert!(h2_data_streams(&[frame(0, 0x8, 1, &[9, 1, 2])]).is_err());
+    }
+}

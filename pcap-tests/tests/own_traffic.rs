@@ -5,6 +5,10 @@
 //! must see every request and every reply we sent. A recording with one flipped byte must
 //! be caught (the check can fail).
 //!
+//! And every committed fixture re-recorded: each flow played live into an engine (ukcm's
+//! stack and mux send the server's side), the recordings judged the same way, with the
+//! fixture's own messages counted by tshark's dissectors.
+//!
 //! Needs tshark (scripts/install-deps.sh installs it): without it the tests say SKIP, unless
 //! UKCM_PRIVILEGED=1 (scripts/test.sh as root), where they fail.
 
