@@ -19,6 +19,7 @@
 #                                                                             parser thrift
 #   redis_resp:       redis-server <- redis-cli (commands as arguments, one connection each)
 #                                                                             parser resp
+#   redis_resp3:      redis-server <- redis-cli -3 (RESP3 replies, DEBUG PROTOCOL)  parser resp
 #   tls:              openssl s_server -WWW <- openssl s_client: TLS 1.3 with key updates (k, K),
 #                     TLS 1.3, TLS 1.2 with a client renegotiation (R); close_notify   parser tls
 #   mqtt:             mosquitto <- mosquitto_pub/mosquitto_sub, MQTT 3.1.1 and 5  parser mqtt
@@ -48,8 +49,10 @@
 # top-level value in PDML; for HTTP/1.1 where the dissector found each message start; for MQTT
 # the remaining length plus its own size) and the bytes from tshark's own TCP reassembly
 # (`-z follow,tcp,raw`); the script checks that the lengths add up to each direction's stream
-# exactly. Exception: memcache_text, whose boundaries come from the lock-step client's
-# transcript (Wireshark does not dissect memcached's meta commands). Optional lines: a parser
+# exactly. Exceptions: memcache_text, whose boundaries come from the lock-step client's
+# transcript (Wireshark does not dissect memcached's meta commands), and redis_resp3, whose
+# boundaries are the turns of lock-step redis-cli sessions (Wireshark 4.0 does not dissect
+# RESP3 replies; the requests are checked against its dissector). Optional lines: a parser
 # per direction (parser c2s/s2c), gRPC messages per HTTP/2 stream (inner + imsg), and
 # `unframed` where the one-direction parser cannot know a message's end (HTTP/1.1 responses
 # to HEAD and bodies delimited by the connection's close); pcap-tests/fixtures/README.md.
@@ -60,7 +63,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-pcap-tests/fixtures}
-ALL=(memcached_binary http2_h2c dns_tcp thrift_framed redis_resp tls mqtt http1 memcache_text grpc_h2c)
+ALL=(memcached_binary http2_h2c dns_tcp thrift_framed redis_resp redis_resp3 tls mqtt http1 memcache_text grpc_h2c)
 [[ $(id -u) -eq 0 ]] || { echo "$0: must run as root (namespaces, tcpdump)" >&2; exit 1; }
 
 # --- dependencies ---------------------------------------------------------------------
@@ -277,6 +280,46 @@ elif rule.startswith("pdml-starts:"):
                     notes.append(f"unframed {i} s2c {n} a response to HEAD: its Content-Length describes a body that is not sent")
                 elif not codes[n][2] and codes[n][1] not in ("204", "304"):
                     notes.append(f"unframed {i} s2c {n} a body delimited by the connection's close (no Content-Length, not chunked)")
+elif rule == "lockstep-resp":
+    # The client works in lock step (redis-cli with a command as arguments: HELLO 3, its
+    # reply, the command, its reply): a message is a turn, the payload one side sends
+    # before the other side sends any. Wireshark 4.0 does not dissect RESP3 replies, but
+    # it does RESP requests: the client's turns must be exactly its top-level values.
+    source = "the turns of lock-step clients (each reply complete before the next request); requests checked against Wireshark's RESP dissector"
+    out_f = tshark("-T", "fields", "-E", "separator=\t", "-e", "tcp.stream", "-e", "tcp.srcport", "-e", "tcp.seq", "-e", "tcp.len")
+    turn = {}
+    for line in out_f.splitlines():
+        st, sport, seq, n = line.split("\t")
+        st, seq, n = int(st), int(seq), int(n)
+        if n == 0:
+            continue
+        d = direction(sport)
+        lens = flows[st]["lens"][d]
+        end = sum(lens) + (turn[st][1] if turn.get(st, (None,))[0] == d else 0)
+        if seq - 1 + n <= end:
+            continue  # a retransmission
+        if seq - 1 != end:
+            sys.exit(f"stream {st} {d}: segment at {seq - 1} does not continue the stream at {end}")
+        if turn.get(st, (None,))[0] == d:
+            turn[st] = (d, turn[st][1] + n)
+        else:
+            if st in turn:
+                flows[st]["lens"][turn[st][0]].append(turn[st][1])
+            turn[st] = (d, n)
+    for st, (d, n) in turn.items():
+        flows[st]["lens"][d].append(n)
+    import xml.etree.ElementTree as ET
+    wire = {}
+    for pkt in pdml("resp && tcp.dstport == %d" % port):
+        tf = fields_of(next(p for p in pkt.iter("proto") if p.get("name") == "tcp"))
+        for p in pkt.iter("proto"):
+            partial = any(f.get("name") in ("resp.reassembled_in_next_frame", "resp.partial") for f in p.iter("field"))
+            if p.get("name") == "resp" and not partial:
+                for top in p.findall("field"):
+                    wire.setdefault(int(tf["tcp.stream"].get("show")), []).append(int(top.get("size")))
+    for st in streams:
+        if wire.get(st, []) != flows[st]["lens"]["c2s"]:
+            sys.exit(f"stream {st}: client turns {flows[st]['lens']['c2s']} are not Wireshark's requests {wire.get(st)}")
 elif rule.startswith("transcript:"):
     # The client works in lock step (a request, then its whole reply, before the next
     # request) and wrote down what it sent and what came back between sends: the boundaries
@@ -859,6 +902,35 @@ PYEOF
          -T fields -e http2.settings.max_frame_size | sort -n | head -1)
   [[ -n $mf ]] || { echo "$0: no SETTINGS_MAX_FRAME_SIZE in the gRPC capture" >&2; return 1; }
   manifest grpc_h2c "http2:max_frame=$mf+grpc" 50051 "http2.length+9;http2.magic=24" "tcp.port==50051,http2"
+}
+
+fx_redis_resp3() {
+  DESC="redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2) <- redis-cli -3 (Debian): RESP3 replies (map, set, double, null, bignum, verbatim, booleans, attribute) from real commands and DEBUG PROTOCOL"
+  start_bg "$WORK/redis3.log" ip netns exec "$NS_S" redis-server --bind "$IP_S" --port 6380 --save '' \
+    --appendonly no --protected-mode no --dir "$WORK" --enable-debug-command yes
+  local srv=$!
+  wait_port "$NS_S" 6380
+  capture_start "$WORK/cap.pcap" 6380
+  local r=(redis-cli -3 -h "$IP_S" -p 6380) t big
+  C "${r[@]}" HSET h f1 v1 f2 v2 >/dev/null
+  C "${r[@]}" HGETALL h >/dev/null
+  C "${r[@]}" SADD s a b c >/dev/null
+  C "${r[@]}" SMEMBERS s >/dev/null
+  C "${r[@]}" ZADD z 1.5 m >/dev/null
+  C "${r[@]}" ZSCORE z m >/dev/null
+  C "${r[@]}" GET nosuch >/dev/null
+  big=$(head -c 3000 /dev/zero | tr '\0' 'v')
+  C "${r[@]}" HSET bigh f1 "$big" f2 "$big" >/dev/null
+  C "${r[@]}" HGETALL bigh >/dev/null
+  # Every RESP3 type the server can send (push is left out: it comes in the same turn as
+  # the reply after it, so a turn would not be one message).
+  for t in string integer double bignum null array set map attrib verbatim true false; do
+    C "${r[@]}" DEBUG PROTOCOL "$t" >/dev/null 2>&1 || true  # redis-cli 7.0 rejects attributes
+  done
+  capture_stop
+  stop_server "$srv"
+  cp "$WORK/cap.pcap" "$OUT/redis_resp3.pcap"
+  manifest redis_resp3 resp 6380 lockstep-resp "tcp.port==6380,resp"
 }
 
 mkdir -p "$OUT"

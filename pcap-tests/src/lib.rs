@@ -42,6 +42,7 @@ pub const FIXTURES: &[&str] = &[
     "dns_tcp",
     "thrift_framed",
     "redis_resp",
+    "redis_resp3",
     "tls",
     "mqtt",
     "http1",

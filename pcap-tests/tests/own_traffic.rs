@@ -316,6 +316,7 @@ const JUDGES: &[Judge] = &[
         varint: false,
     },
     Judge { fixture: "redis_resp", decode_as: &[], length: None, varint: false },
+    Judge { fixture: "redis_resp3", decode_as: &["tcp.port==6380,resp"], length: None, varint: false },
     Judge { fixture: "tls", decode_as: &["tcp.port==4433,tls"], length: Some(("tls.record.length", 5)), varint: false },
     Judge { fixture: "mqtt", decode_as: &[], length: Some(("mqtt.len", 0)), varint: true },
     Judge { fixture: "http1", decode_as: &["tcp.port==8081,http"], length: None, varint: false },
