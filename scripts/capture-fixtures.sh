@@ -980,7 +980,9 @@ todo=("$@")
 [[ ${#todo[@]} -gt 0 ]] || todo=("${ALL[@]}")
 for name in "${todo[@]}"; do
   match=""
-  for a in "${ALL[@]}"; do [[ $a == "$name"* ]] && match=$a; done
+  # the exact name, else the first fixture it begins (redis_resp is not redis_resp3)
+  for a in "${ALL[@]}"; do [[ -z $match && $a == "$name"* ]] && match=$a; done
+  for a in "${ALL[@]}"; do [[ $a == "$name" ]] && match=$a; done
   [[ -n $match ]] || { echo "$0: unknown fixture '$name' (one of: ${ALL[*]})" >&2; exit 2; }
   echo "capture: $match"
   "fx_$match"
