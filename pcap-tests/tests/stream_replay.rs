@@ -50,3 +50,31 @@ fn generic_parsers_replay_the_fixtures_their_framing_describes() {
         eprintln!("{name} with {spec}: {} messages", s.messages);
     }
 }
+
+/// The `unframed` check can fail: moved onto a message the parser does delineate (the
+/// response before the HEAD one), the replay says the line no longer holds; dropped, the
+/// replay says the HEAD response was not delivered as the manifest has it.
+#[test]
+fn an_unframed_line_must_match_what_the_parser_does() {
+    use ukcm_pcap_tests::manifest::Dir;
+    use ukcm_pcap_tests::stream_replay::replay_file;
+    let dir = ukcm_pcap_tests::fixtures_dir();
+    let path = dir.join("http1.pcap");
+    let m = Manifest::load(&dir.join("http1.manifest")).unwrap();
+    let (fi, k) = m
+        .flows
+        .iter()
+        .enumerate()
+        .find_map(|(fi, f)| f.unframed_from(Dir::S2c).filter(|u| u.1.contains("HEAD")).map(|u| (fi, u.0)))
+        .expect("the HEAD response is unframed");
+    let mut moved = m.clone();
+    moved.flows[fi].unframed.retain(|u| !u.2.contains("HEAD"));
+    moved.flows[fi].unframed.push((Dir::S2c, k - 1, "moved".into()));
+    let e = replay_file(&path, &moved).unwrap_err().to_string();
+    assert!(e.contains(&format!("message {}: delivered as the manifest has it", k - 1)), "{e}");
+    let mut dropped = m.clone();
+    dropped.flows[fi].unframed.retain(|u| !u.2.contains("HEAD"));
+    let e = replay_file(&path, &dropped).unwrap_err().to_string();
+    assert!(e.contains(&format!("flow {fi} s2c")) && e.contains(&format!("message {k} (stream bytes")), "{e}");
+    eprintln!("{e}");
+}
