@@ -18,9 +18,10 @@
 //! advertised past the last byte it acknowledged, and a FIN only when everything before it
 //! was acknowledged; and in the capture's causal order: only once the engine has sent as
 //! many bytes as the real server had sent before the real client sent that segment (a
-//! pipelining client stays as pipelined as it was, and no more). Retransmissions in the capture (bytes already played) are skipped, and
-//! so are the client's RSTs (a reset would throw away what the engine has not yet handed to
-//! the application; the replay ends when the client's segments are played). Like a live
+//! pipelining client stays as pipelined as it was, and no more). Retransmissions in the
+//! capture (bytes already played) are skipped, and so are the client's RSTs (a reset would
+//! throw away what the engine has not yet handed to the application; the replay ends when
+//! the client's segments are played). Like a live
 //! client, the port acknowledges every engine segment that carries data or a FIN with a pure
 //! ACK of its own, and answers the engine's ARP requests for the client's address.
 
