@@ -8,7 +8,9 @@
 //! (memcached answers an unknown command with `ERROR` and goes on; so can a proxy).
 //!
 //! Replies: a `get` reply is *one* message, `VALUE <key> <flags> <bytes> [<cas>]` blocks
-//! up to `END`; so is a `stats` reply (`STAT`/`ITEM` lines up to `END`). `VA <size>
+//! up to `END`; so is a `stats` reply (`STAT`/`ITEM` lines up to `END`), a `stats detail
+//! dump` reply (`PREFIX` lines) and an `lru_crawler metadump` reply (`key=...` lines, which
+//! memcached ends with a bare LF, up to `END`). `VA <size>
 //! <flags>*` carries a data block. Every other reply is one line (`STORED`, `HD`, `EN`,
 //! numbers, `SERVER_ERROR ...`, ...).
 //!
@@ -80,7 +82,9 @@ impl MemcacheText {
         match avail[from..].iter().position(|&b| b == b'\n') {
             Some(i) => {
                 let len = from + i + 1;
-                if len < 2 || avail[len - 2] != b'\r' {
+                // memcached ends `lru_crawler metadump` lines with a bare LF
+                let lf_ok = self.side == Side::Replies && avail.starts_with(METADUMP);
+                if !lf_ok && (len < 2 || avail[len - 2] != b'\r') {
                     return Err(ParseError::Malformed("memcache text: line not ended by CRLF"));
                 }
                 self.scanned = 0;
@@ -126,9 +130,11 @@ impl MemcacheText {
             let Some(end) = self.line(buf, false)? else {
                 return Ok(self.need_line(buf));
             };
-            let line = &buf[self.line_start..end - 2];
+            let eol = if buf[..end].ends_with(b"\r\n") { 2 } else { 1 };
+            let line = &buf[self.line_start..end - eol];
             let mut t = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
             let first = t.next().unwrap_or(b"");
+            let first = if first.starts_with(METADUMP) { METADUMP } else { first };
             match first {
                 b"VALUE" => {
                     // VALUE <key> <flags> <bytes> [<cas>]
@@ -150,7 +156,8 @@ impl MemcacheText {
                     self.multi = true;
                     self.line_start = next;
                 }
-                b"STAT" | b"ITEM" => {
+                // `stats`, `stats cachedump`, `stats detail dump`, `lru_crawler metadump`
+                b"STAT" | b"ITEM" | b"PREFIX" | METADUMP => {
                     self.multi = true;
                     self.line_start = end;
                     if end >= self.max {
@@ -174,6 +181,9 @@ impl MemcacheText {
         }
     }
 }
+
+/// How each line of an `lru_crawler metadump` reply starts.
+const METADUMP: &[u8] = b"key=";
 
 /// `get`, `gets`, `gat`, `gats` lines may list many keys.
 fn is_get_family(line: &[u8]) -> bool {
@@ -281,6 +291,8 @@ mod tests {
         b"EX\r\n",
         b"MN\r\n",
         b"ME foo exp=-1 la=1\r\n",
+        b"PREFIX pre get 1 hit 1 set 1 del 0\r\nPREFIX other get 1 hit 0 set 0 del 0\r\nEND\r\n",
+        b"key=pre%3Aa exp=-1 la=1796301189 cas=1 fetch=yes cls=1 size=65\nkey=b exp=-1 la=7 cas=2 fetch=no cls=1 size=64\nEND\r\n",
     ];
 
     #[test]
@@ -293,6 +305,25 @@ mod tests {
     fn replies_split_at_every_boundary() {
         let (stream, lens) = concat(&msgs(REPLIES));
         assert_boundaries(&mut MemcacheText::replies(), &stream, &lens, &[5, 16, 30, 60, 61, 200]);
+    }
+
+    /// memcached 1.6.18's answers to `stats detail dump` (PREFIX lines) and `lru_crawler
+    /// metadump` (`key=` lines ended by a bare LF, as memcached writes them) are one reply
+    /// each, up to END; found by the memcache_text capture.
+    #[test]
+    fn dump_replies_are_one_message_up_to_end() {
+        let detail = b"PREFIX pre get 1 hit 1 set 1 del 0\r\nPREFIX other get 1 hit 0 set 0 del 0\r\nEND\r\n";
+        assert_eq!(split_stream(&mut MemcacheText::replies(), detail), Ok(vec![detail.len()]));
+        let meta =
+            b"key=a exp=-1 la=1 cas=1 fetch=no cls=1 size=65\nkey=b exp=-1 la=2 cas=2 fetch=no cls=1 size=64\nEND\r\n";
+        assert_eq!(split_stream(&mut MemcacheText::replies(), meta), Ok(vec![meta.len()]));
+        let mut p = MemcacheText::replies();
+        assert_eq!(p.parse(&meta[..30]), Ok(Parse::NeedMore(31)));
+        assert_eq!(p.parse(&meta[..60]), Ok(Parse::NeedMore(61)));
+        assert_eq!(p.parse(meta), Ok(Parse::Message(meta.len())));
+        // a bare LF is accepted only on a metadump line: elsewhere it is still an error
+        assert!(matches!(split_stream(&mut MemcacheText::replies(), b"STORED\n"), Err(ParseError::Malformed(_))));
+        assert!(matches!(split_stream(&mut MemcacheText::requests(), b"key=a\n"), Err(ParseError::Malformed(_))));
     }
 
     #[test]

@@ -36,7 +36,20 @@ pub fn fixtures_dir() -> std::path::PathBuf {
 }
 
 /// Names of the committed fixtures (`<name>.pcap` + `<name>.manifest`).
-pub const FIXTURES: &[&str] = &["memcached_binary", "http2_h2c", "dns_tcp", "thrift_framed", "redis_resp"];
+pub const FIXTURES: &[&str] = &[
+    "memcached_binary",
+    "http2_h2c",
+    "dns_tcp",
+    "thrift_framed",
+    "redis_resp",
+    "redis_resp3",
+    "tls",
+    "mqtt",
+    "http1",
+    "memcache_text",
+    "grpc_h2c",
+    "kafka",
+];
 
 #[cfg(test)]
 mod tests {

@@ -16,9 +16,12 @@
 //! The engine's initial sequence number is learned from its SYN-ACK. Client segments are
 //! paced on the engine's ACKs: one is released only when it fits in the window the engine
 //! advertised past the last byte it acknowledged, and a FIN only when everything before it
-//! was acknowledged. Retransmissions in the capture (bytes already played) are skipped, and
-//! so are the client's RSTs (a reset would throw away what the engine has not yet handed to
-//! the application; the replay ends when the client's segments are played). Like a live
+//! was acknowledged; and in the capture's causal order: only once the engine has sent as
+//! many bytes as the real server had sent before the real client sent that segment (a
+//! pipelining client stays as pipelined as it was, and no more). Retransmissions in the
+//! capture (bytes already played) are skipped, and so are the client's RSTs (a reset would
+//! throw away what the engine has not yet handed to the application; the replay ends when
+//! the client's segments are played). Like a live
 //! client, the port acknowledges every engine segment that carries data or a FIN with a pure
 //! ACK of its own, and answers the engine's ARP requests for the client's address.
 
@@ -45,6 +48,8 @@ struct ClientSeg {
     syn: bool,
     fin: bool,
     record: u64,
+    /// Server stream bytes the real client had received before it sent this segment.
+    server_seen: u32,
 }
 
 /// Counters of a live replay.
@@ -124,6 +129,7 @@ impl LiveClientPort {
         let client_mac: [u8; 6] = syn.frame[6..12].try_into().expect("ethernet header");
         let mut live = LiveStats::default();
         let mut segs = Vec::new();
+        let s2c = crate::flows::reassemble(cap, flow).s2c;
         for s in client_segs {
             if s.flags.rst {
                 live.skipped_rsts += 1;
@@ -137,6 +143,8 @@ impl LiveClientPort {
                 syn: s.flags.syn,
                 fin: s.flags.fin,
                 record: s.record,
+                server_seen: s2c.chunks.iter().filter(|c| c.0 < s.record).map(|c| c.1 + c.2 as u64).max().unwrap_or(0)
+                    as u32,
             });
         }
         Ok(LiveClientPort {
@@ -190,7 +198,11 @@ impl LiveClientPort {
         if s.syn {
             return true;
         }
-        if self.engine.isn.is_none() {
+        let Some(isn) = self.engine.isn else {
+            return false;
+        };
+        // causal order: not before the engine sent what the real server had sent by then
+        if self.engine.nxt.wrapping_sub(isn.wrapping_add(1)) < s.server_seen {
             return false;
         }
         let acked = self.engine.ack.map_or(0, |a| a.wrapping_sub(self.client_isn.wrapping_add(1)));
@@ -467,6 +479,33 @@ fn tsval_of(tcp: &[u8]) -> Option<u32> {
     None
 }
 
+/// For each server message of `spec`: how many client messages the real client had
+/// completely sent (in capture records) before the record that carries the server
+/// message's first byte.
+fn causal_needs(cap: &Capture, flow: &Flow, spec: &crate::manifest::FlowSpec) -> Vec<usize> {
+    let fs = crate::flows::reassemble(cap, flow);
+    let c2s_ends: Vec<u64> = spec
+        .c2s
+        .iter()
+        .scan(0u64, |end, m| {
+            *end += m.len as u64;
+            Some(*end)
+        })
+        .collect();
+    let mut start = 0u64;
+    spec.s2c
+        .iter()
+        .map(|m| {
+            let at = start;
+            start += m.len as u64;
+            let record = fs.s2c.chunks.iter().find(|c| c.1 <= at && at < c.1 + c.2 as u64).map_or(u64::MAX, |c| c.0);
+            let client_bytes =
+                fs.c2s.chunks.iter().filter(|c| c.0 < record).map(|c| c.1 + c.2 as u64).max().unwrap_or(0);
+            c2s_ends.iter().take_while(|&&e| e <= client_bytes).count()
+        })
+        .collect()
+}
+
 /// The IPv4 address of an endpoint (for engine configuration).
 pub fn ip_of(a: SocketAddrV4) -> Ipv4Addr {
     *a.ip()
@@ -490,8 +529,10 @@ pub struct LiveOutcome {
 /// Plays flow `fi` of a capture into an engine that takes the server's MAC, address and
 /// port, with a mux (parser `spec`) on the accepted connection; the engine answers with the
 /// capture's server messages (from `s2c`, the server stream cut at the manifest's message
-/// boundaries), sent as atomic mux messages once the first client message arrived, then
-/// closes. Every frame in and out is recorded to `record` (pcap).
+/// boundaries), sent as atomic mux messages in the capture's causal order: server message k
+/// leaves once the engine's mux has delivered every client message the real client had
+/// finished sending before the real server began message k (so a response never precedes
+/// its request, as an HTTP/1.1 dissector must see it), then closes. Every frame in and out is recorded to `record` (pcap).
 pub fn replay_flow(
     cap: &Capture,
     flow: &Flow,
@@ -538,6 +579,7 @@ pub fn replay_flow(
         replies.push(b);
         at += m.len;
     }
+    let needs = causal_needs(cap, flow, spec);
     let mut sent = 0;
     let mut delivered = Vec::new();
     let mut psock: Option<(PsockId, ukcm_stack::ConnId)> = None;
@@ -554,7 +596,9 @@ pub fn replay_flow(
             let io =
                 StackPsock::new(&mut engine, conn, 256 * 1024, 1024, &budget).map_err(|e| format!("psock: {e}"))?;
             let p = ukcm_parsers::parser_from_spec(parser).map_err(|e| format!("parser: {e}"))?;
-            psock = Some((mux.attach(io, p), conn));
+            let id = mux.attach(io, p);
+            psock = Some((id, conn));
+            origin = Some(id); // a server that speaks first (HTTP/2 SETTINGS) may
         }
         mux.poll_engine(&mut engine, Instant::now());
         while let Some(m) = sock.try_recv() {
@@ -568,7 +612,10 @@ pub fn replay_flow(
         }
         if let Some(o) = origin {
             // with cookies: the mux tracks the peer's acks only for messages that have one
-            while sent < replies.len() && sock.send_to(o, replies[sent], Some(sent as u32)).is_ok() {
+            while sent < replies.len()
+                && delivered.len() >= needs[sent]
+                && sock.send_to(o, replies[sent], Some(sent as u32)).is_ok()
+            {
                 sent += 1;
             }
         }

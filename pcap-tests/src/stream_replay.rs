@@ -5,6 +5,14 @@
 //! Every problem is reported with its flow, direction and message index, and the cause a
 //! receiver would see (damaged capture, bad checksum, missing segment, conflicting
 //! retransmission, parser error).
+//!
+//! Each direction gets the manifest's parser for it. Where the manifest names inner
+//! messages (gRPC over HTTP/2), the HTTP/2 frames the mux delivered are taken apart the way
+//! an application does: each stream's DATA payloads, padding removed, concatenated in order
+//! (each frame's payload one arrival piece) and fed through a second mux with the inner
+//! parser, one psock per HTTP/2 stream; its messages are compared with the `imsg` lines.
+//! Where the manifest says the parser cannot delineate a direction from some message on
+//! (`unframed`), the messages before it must match and that one must not.
 
 use std::fmt;
 use std::io;
@@ -152,11 +160,19 @@ pub struct DirOutcome {
     pub ended: bool,
     /// Every delivered message was a view into the psock's rx ring (no copy).
     pub in_place: bool,
+    /// The delivered messages' bytes, in order.
+    pub bytes: Vec<Vec<u8>>,
 }
 
 /// Feeds `streams` (label, stream) through one mux with the parser `spec`, one psock
 /// each; returns what each delivered.
 pub fn run_mux(spec: &str, streams: &[(String, &Stream)]) -> Result<Vec<DirOutcome>, String> {
+    let each: Vec<(String, &str, &Stream)> = streams.iter().map(|(l, s)| (l.clone(), spec, *s)).collect();
+    run_mux_each(&each)
+}
+
+/// Like [`run_mux`], with a parser spec per stream: (label, spec, stream).
+pub fn run_mux_each(streams: &[(String, &str, &Stream)]) -> Result<Vec<DirOutcome>, String> {
     let budget = PinnedBudget::unlimited();
     let cfg = MuxConfig {
         socket: SocketConfig { rx_queue: 4096, tx_queue: 64, max_in_flight: 64, tx_ring: 64 * 1024 },
@@ -164,7 +180,7 @@ pub fn run_mux(spec: &str, streams: &[(String, &Stream)]) -> Result<Vec<DirOutco
     };
     let (mut mux, sock) = Mux::<StreamPsock>::new(cfg, &budget).map_err(|e| format!("mux: {e}"))?;
     let mut ids: Vec<PsockId> = Vec::new();
-    for (label, s) in streams {
+    for (label, spec, s) in streams {
         let parser = parser_from_spec(spec).map_err(|e| format!("parser {spec:?}: {e}"))?;
         let io = StreamPsock::new(s, label.clone(), &budget).map_err(|e| format!("psock: {e}"))?;
         ids.push(mux.attach(io, parser));
@@ -180,6 +196,7 @@ pub fn run_mux(spec: &str, streams: &[(String, &Stream)]) -> Result<Vec<DirOutco
             if let Some(i) = slot(m.origin()) {
                 out[i].in_place &= mux.msg_in_ring(&m);
                 out[i].msgs.push((m.bytes().len(), crate::fnv1a64(m.bytes())));
+                out[i].bytes.push(m.bytes().to_vec());
             }
         }
         while let Some(ev) = sock.next_event() {
@@ -232,6 +249,11 @@ pub struct ReplaySummary {
     pub messages: usize,
     /// Stream bytes delivered.
     pub bytes: u64,
+    /// Directions where the parser, as the manifest says, lost the framing at the named
+    /// message (`unframed`).
+    pub unframed: usize,
+    /// Inner messages (gRPC in HTTP/2 DATA) delivered and matched.
+    pub inner_messages: usize,
 }
 
 /// Replays the fixture `name` (from the committed fixtures directory).
@@ -264,23 +286,30 @@ pub fn replay_file(path: &Path, manifest: &Manifest) -> Result<ReplaySummary, Re
             problems.push(format!("flow {} → {}: in the capture but not in the manifest", f.client, f.server));
         }
     }
-    let mut inputs: Vec<(String, &Stream)> = Vec::new();
+    let mut inputs: Vec<(String, &str, &Stream)> = Vec::new();
     let mut keys: Vec<(usize, Dir, &FlowStreams)> = Vec::new();
     for (fi, fs) in &streams {
         for d in Dir::BOTH {
-            inputs.push((format!("flow {fi} {d}"), fs.dir(d)));
+            inputs.push((format!("flow {fi} {d}"), manifest.parser_for(d), fs.dir(d)));
             keys.push((*fi, d, fs));
         }
     }
-    let outcomes = run_mux(&manifest.parser, &inputs)
-        .map_err(|e| ReplayError { capture: path.display().to_string(), problems: vec![e] })?;
+    let outcomes =
+        run_mux_each(&inputs).map_err(|e| ReplayError { capture: path.display().to_string(), problems: vec![e] })?;
     let mut summary = ReplaySummary { flows: streams.len(), ..ReplaySummary::default() };
     for ((fi, d, fs), out) in keys.iter().zip(&outcomes) {
         let spec = &manifest.flows[*fi];
         match compare(spec, *d, fs, out, damage.is_some()) {
-            Ok(()) => {
-                summary.messages += out.msgs.len();
-                summary.bytes += out.msgs.iter().map(|m| m.0 as u64).sum::<u64>();
+            Ok(matched) => {
+                summary.messages += matched;
+                summary.bytes += out.msgs[..matched].iter().map(|m| m.0 as u64).sum::<u64>();
+                summary.unframed += usize::from(spec.unframed_from(*d).is_some());
+                if let Some(inner) = &manifest.inner {
+                    match compare_inner(inner, spec, *d, &out.bytes) {
+                        Ok(n) => summary.inner_messages += n,
+                        Err(p) => problems.push(format!("flow {fi} {d} ({}): {p}", spec.describe(*d))),
+                    }
+                }
             }
             Err(p) => problems.push(format!("flow {fi} {d} ({}): {p}", spec.describe(*d))),
         }
@@ -293,9 +322,10 @@ pub fn replay_file(path: &Path, manifest: &Manifest) -> Result<ReplaySummary, Re
 }
 
 /// Compares one direction's delivered messages with the manifest; the text names the
-/// first message that broke and why.
-fn compare(spec: &FlowSpec, d: Dir, fs: &FlowStreams, out: &DirOutcome, damaged: bool) -> Result<(), String> {
-    let want = spec.msgs(d);
+/// first message that broke and why. Returns how many messages matched.
+fn compare(spec: &FlowSpec, d: Dir, fs: &FlowStreams, out: &DirOutcome, damaged: bool) -> Result<usize, String> {
+    let unframed = spec.unframed_from(d);
+    let want = &spec.msgs(d)[..unframed.map_or(spec.msgs(d).len(), |u| u.0)];
     let stream = fs.dir(d);
     let mut start = 0u64;
     for (i, w) in want.iter().enumerate() {
@@ -319,6 +349,20 @@ fn compare(spec: &FlowSpec, d: Dir, fs: &FlowStreams, out: &DirOutcome, damaged:
         }
         start += w.len as u64;
     }
+    if let Some((k, why)) = unframed {
+        // The parser cannot know where message k ends: it must not claim to.
+        let w = spec.msgs(d)[k];
+        if out.msgs.get(k) == Some(&(w.len, w.fnv)) {
+            return Err(format!(
+                "message {k}: delivered as the manifest has it, but the manifest says this parser cannot \
+                 delineate it ({why}): the parser changed, drop the `unframed` line"
+            ));
+        }
+        if !out.in_place {
+            return Err("a delivered message was not a view into the psock's rx ring".into());
+        }
+        return Ok(k);
+    }
     if out.msgs.len() > want.len() {
         return Err(format!(
             "message {}: delivered but not in the manifest ({} bytes)",
@@ -332,7 +376,73 @@ fn compare(spec: &FlowSpec, d: Dir, fs: &FlowStreams, out: &DirOutcome, damaged:
     if let Some(e) = out.error {
         return Err(format!("psock failed after the last message: {e}"));
     }
-    Ok(())
+    Ok(want.len())
+}
+
+/// The DATA payloads of each HTTP/2 stream in `frames` (whole frames, as the HTTP/2 parser
+/// delivered them; the connection preface and other frame types skipped), padding removed:
+/// stream id, the concatenated payload, and each frame's share as an arrival piece.
+pub fn h2_data_streams(frames: &[Vec<u8>]) -> Result<Vec<(u32, Stream)>, String> {
+    let mut out: Vec<(u32, Stream)> = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        if f.len() < 9 || f.starts_with(b"PRI * HTTP/2.0") || f[3] != 0 {
+            continue;
+        }
+        let sid = u32::from_be_bytes([f[5], f[6], f[7], f[8]]) & 0x7fff_ffff;
+        let mut payload = &f[9..];
+        if f[4] & 0x8 != 0 {
+            let pad = *payload.first().ok_or(format!("frame {i}: padded DATA without a pad length"))? as usize;
+            if pad + 1 > payload.len() {
+                return Err(format!("frame {i}: DATA padding {pad} longer than the payload"));
+            }
+            payload = &payload[1..payload.len() - pad];
+        }
+        if payload.is_empty() {
+            continue;
+        }
+        let at = match out.iter().position(|o| o.0 == sid) {
+            Some(at) => at,
+            None => {
+                out.push((sid, Stream { data: Vec::new(), issues: Vec::new(), fin_at: None, chunks: Vec::new() }));
+                out.len() - 1
+            }
+        };
+        let s = &mut out[at].1;
+        s.chunks.push((i as u64, s.data.len() as u64, payload.len()));
+        s.data.extend_from_slice(payload);
+    }
+    Ok(out)
+}
+
+/// Feeds each HTTP/2 stream's DATA (from the delivered `frames`) through the `inner` parser
+/// and compares with the manifest's inner messages; returns how many matched.
+fn compare_inner(inner: &str, spec: &FlowSpec, d: Dir, frames: &[Vec<u8>]) -> Result<usize, String> {
+    let streams = h2_data_streams(frames)?;
+    let inputs: Vec<(String, &Stream)> = streams.iter().map(|(sid, s)| (format!("h2 stream {sid}"), s)).collect();
+    let outs = run_mux(inner, &inputs)?;
+    let mut n = 0;
+    for ((sid, _), out) in streams.iter().zip(&outs) {
+        let want: Vec<Got> = spec
+            .inner
+            .iter()
+            .find(|i| i.0 == d && i.1 == *sid)
+            .map(|i| i.2.iter().map(|m| (m.len, m.fnv)).collect())
+            .unwrap_or_default();
+        if let Some(k) = (0..want.len().max(out.msgs.len())).find(|&k| want.get(k) != out.msgs.get(k)) {
+            let got = out.msgs.get(k).map_or("nothing".to_string(), |g| format!("{} bytes fnv {:016x}", g.0, g.1));
+            let exp = want.get(k).map_or("nothing".to_string(), |g| format!("{} bytes fnv {:016x}", g.0, g.1));
+            let err = out.error.map(|e| format!(" (the {inner} psock reported {e})")).unwrap_or_default();
+            return Err(format!("h2 stream {sid}: {inner} message {k}: delivered {got}, expected {exp}{err}"));
+        }
+        if let Some(e) = out.error {
+            return Err(format!("h2 stream {sid}: {inner} psock failed after the last message: {e}"));
+        }
+        n += want.len();
+    }
+    if let Some(i) = spec.inner.iter().find(|i| i.0 == d && !streams.iter().any(|s| s.0 == i.1)) {
+        return Err(format!("h2 stream {}: {} {inner} message(s) expected, no DATA delivered", i.1, i.2.len()));
+    }
+    Ok(n)
 }
 
 fn conflict_in(stream: &Stream, start: u64, len: usize) -> Option<String> {
@@ -371,4 +481,59 @@ fn missing_cause(spec: &FlowSpec, d: Dir, fs: &FlowStreams, out: &DirOutcome, da
         why.push("the psock never finished".into());
     }
     why.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(ty: u8, flags: u8, sid: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[ty, flags]);
+        f.extend_from_slice(&sid.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn grpc(flag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![flag];
+        m.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// gRPC messages cut across DATA frames, one of them padded, two streams interleaved,
+    /// HEADERS and the preface in between: each stream's messages come out whole.
+    #[test]
+    fn grpc_inside_http2_data_across_frames() {
+        let a = grpc(0, &[b'a'; 300]);
+        let b = grpc(1, &[b'b'; 40]);
+        let c = grpc(0, b"");
+        let mut padded = vec![7u8]; // pad length
+        padded.extend_from_slice(&a[100..]);
+        padded.extend_from_slice(&[0; 7]);
+        let frames = vec![
+            vec![0u8; 8], // too short to be a frame: skipped
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+            frame(1, 4, 1, b"headers"),
+            frame(0, 0, 1, &a[..100]),
+            frame(0, 0, 3, &b[..3]),
+            frame(0, 0x8, 1, &padded),
+            frame(0, 0, 3, &b[3..]),
+            frame(0, 1, 3, &c),
+            frame(0, 1, 1, b""),
+        ];
+        let streams = h2_data_streams(&frames).unwrap();
+        assert_eq!(streams.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(streams[0].1.data, a);
+        assert_eq!(streams[0].1.chunks.iter().map(|c| c.2).collect::<Vec<_>>(), vec![100, 205]);
+        let inputs: Vec<(String, &Stream)> = streams.iter().map(|(sid, s)| (format!("h2 {sid}"), s)).collect();
+        let out = run_mux("grpc", &inputs).unwrap();
+        assert_eq!(out[0].msgs, vec![(a.len(), crate::fnv1a64(&a))]);
+        let want = vec![(b.len(), crate::fnv1a64(&b)), (c.len(), crate::fnv1a64(&c))];
+        assert_eq!(out[1].msgs, want);
+        assert!(out.iter().all(|o| o.error.is_none() && o.in_place));
+        // padding longer than the payload is an error, not a panic
+        assert!(h2_data_streams(&[frame(0, 0x8, 1, &[9, 1, 2])]).is_err());
+    }
 }

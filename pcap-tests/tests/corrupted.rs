@@ -214,3 +214,84 @@ fn a_client_stream_that_wraps_past_2_pow_32_replays_as_a_stream_and_live() {
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(tmp("wrapped-live.pcap"));
 }
+
+/// A message to damage: its size, flow, direction, index and stream offset, and the record
+/// and frame offset of the byte in its middle.
+struct Damaged {
+    len: usize,
+    fi: usize,
+    d: Dir,
+    k: usize,
+    start: u64,
+    record: u64,
+    at: usize,
+}
+
+/// In every fixture, the largest message that spans at least three segments (the first
+/// such in manifest order), damaged three ways in the segment that carries its middle byte:
+/// each report names that flow, direction and message, and only it.
+#[test]
+fn every_fixture_names_the_damaged_message() {
+    for name in ukcm_pcap_tests::FIXTURES {
+        let dir = ukcm_pcap_tests::fixtures_dir();
+        let manifest = Manifest::load(&dir.join(format!("{name}.manifest"))).unwrap();
+        let path = dir.join(format!("{name}.pcap"));
+        let cap = capture::read(&path).unwrap();
+        let found = flows::flows(&cap);
+        let mut best: Option<Damaged> = None;
+        for (fi, spec) in manifest.flows.iter().enumerate() {
+            let f = found.iter().find(|f| f.client == spec.client && f.server == spec.server).unwrap();
+            let fs = flows::reassemble(&cap, f);
+            for d in Dir::BOTH {
+                let limit = spec.unframed_from(d).map_or(spec.msgs(d).len(), |u| u.0);
+                let mut start = 0u64;
+                for (k, m) in spec.msgs(d)[..limit].iter().enumerate() {
+                    let end = start + m.len as u64;
+                    let mid = start + m.len as u64 / 2;
+                    let pieces = fs.dir(d).chunks.iter().filter(|c| c.1 < end && c.1 + c.2 as u64 > start).count();
+                    let at = fs.dir(d).chunks.iter().find(|c| c.1 <= mid && mid < c.1 + c.2 as u64);
+                    if let (true, Some(&(record, off, _))) = (pieces >= 3, at) {
+                        if best.as_ref().is_none_or(|b| m.len > b.len) {
+                            let seg = cap.segments.iter().find(|s| s.record == record).unwrap();
+                            let within = (mid - off) as usize;
+                            best = Some(Damaged { len: m.len, fi, d, k, start, record, at: seg.payload_at + within });
+                        }
+                    }
+                    start = end;
+                }
+            }
+        }
+        let Damaged { len, fi, d, k, start, record, at } =
+            best.unwrap_or_else(|| panic!("{name}: no message spans three segments"));
+        let spec = &manifest.flows[fi];
+        let named =
+            format!("flow {fi} {d} ({}): message {k} (stream bytes {start}..{})", spec.describe(d), start + len as u64);
+        let records = Records::read(&path).unwrap();
+        let i = (record - 1) as usize;
+
+        // a flipped byte with its checksum fixed: delivered, but not the manifest's bytes
+        let mut r = records.clone();
+        r.records[i].1[at] ^= 0x20;
+        fix_checksums(&mut r.records[i].1);
+        let msg = replay(&r, &format!("{name}-flip.pcap"), &manifest);
+        assert!(msg.contains(&format!("{named}: delivered {len} bytes fnv")), "{name}: {msg}");
+        assert_eq!(msg.matches("\n  ").count(), 1, "{name}: {msg}");
+
+        // the same byte flipped, checksum left: the receiver drops the segment
+        let mut r = records.clone();
+        r.records[i].1[at] ^= 0x20;
+        let msg = replay(&r, &format!("{name}-badsum.pcap"), &manifest);
+        assert!(msg.contains(&format!("{named}: not delivered")), "{name}: {msg}");
+        assert!(msg.contains(&format!("record(s) {record} dropped for a bad checksum")), "{name}: {msg}");
+        assert_eq!(msg.matches("\n  ").count(), 1, "{name}: {msg}");
+
+        // the segment missing from the capture: a gap inside the message
+        let mut r = records.clone();
+        r.records.remove(i);
+        let msg = replay(&r, &format!("{name}-missing.pcap"), &manifest);
+        assert!(msg.contains(&format!("{named}: not delivered")), "{name}: {msg}");
+        assert!(msg.contains(&format!("never arrived (inside message {k})")), "{name}: {msg}");
+        assert_eq!(msg.matches("\n  ").count(), 1, "{name}: {msg}");
+        eprintln!("{name}: damage in flow {fi} {d} message {k} ({len} bytes, record {record}) named");
+    }
+}

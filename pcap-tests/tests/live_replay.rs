@@ -21,7 +21,8 @@ fn every_flow_of_every_fixture_plays_live_into_an_engine() {
             let flow = found.iter().find(|f| f.client == spec.client && f.server == spec.server).unwrap();
             let streams = flows::reassemble(&cap, flow);
             let rec = dir.join(format!("{name}-{fi}.pcap"));
-            let out = live::replay_flow(&cap, flow, spec, &manifest.parser, &streams.dir(Dir::S2c).data, &rec)
+            let c2s_parser = manifest.parser_for(Dir::C2s);
+            let out = live::replay_flow(&cap, flow, spec, c2s_parser, &streams.dir(Dir::S2c).data, &rec)
                 .unwrap_or_else(|e| panic!("{name} flow {fi}: {e}"));
             let want: Vec<(usize, u64)> = spec.c2s.iter().map(|m| (m.len, m.fnv)).collect();
             assert_eq!(out.delivered, want, "{name} flow {fi}: the engine's mux delivered other messages");
@@ -35,7 +36,7 @@ fn every_flow_of_every_fixture_plays_live_into_an_engine() {
                 .unwrap();
             assert_ne!(out.engine_isn, server_isn, "{name} flow {fi}");
             // the recording holds the handshake and both streams, as the manifest says
-            let one = Manifest { parser: manifest.parser.clone(), flows: vec![spec.clone()] };
+            let one = manifest.only_flow(fi);
             replay_file(&rec, &one).unwrap_or_else(|e| panic!("{name} flow {fi}: recording: {e}"));
             eprintln!("{name} flow {fi}: {} messages in, {} out, {:?}", out.delivered.len(), out.replies, out.stats);
             let _ = std::fs::remove_file(&rec);

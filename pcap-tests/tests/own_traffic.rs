@@ -5,6 +5,10 @@
 //! must see every request and every reply we sent. A recording with one flipped byte must
 //! be caught (the check can fail).
 //!
+//! And every committed fixture re-recorded: each flow played live into an engine (ukcm's
+//! stack and mux send the server's side), the recordings judged the same way, with the
+//! fixture's own messages counted by tshark's dissectors.
+//!
 //! Needs tshark (scripts/install-deps.sh installs it): without it the tests say SKIP, unless
 //! UKCM_PRIVILEGED=1 (scripts/test.sh as root), where they fail.
 
@@ -279,4 +283,151 @@ fn a_flipped_byte_in_our_recording_is_caught() {
     assert!(tshark::check_frames(&bad, &[]).unwrap().problems.iter().all(|p| !p.contains("checksum")));
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(&bad);
+}
+
+/// How tshark is told about a fixture's protocol and which of its fields gives each
+/// message's length (None where the dissector has no length field to count by).
+struct Judge {
+    fixture: &'static str,
+    decode_as: &'static [&'static str],
+    /// (field, header bytes to add; 0 with `varint` = MQTT's 1 + remaining-length bytes)
+    length: Option<(&'static str, usize)>,
+    varint: bool,
+}
+
+const JUDGES: &[Judge] = &[
+    Judge {
+        fixture: "memcached_binary",
+        decode_as: &[],
+        length: Some(("memcache.total_body_length", 24)),
+        varint: false,
+    },
+    Judge {
+        fixture: "http2_h2c",
+        decode_as: &["tcp.port==8080,http2"],
+        length: Some(("http2.length", 9)),
+        varint: false,
+    },
+    Judge { fixture: "dns_tcp", decode_as: &[], length: Some(("dns.length", 2)), varint: false },
+    Judge {
+        fixture: "thrift_framed",
+        decode_as: &["tcp.port==9090,thrift"],
+        length: Some(("thrift.frame_len", 4)),
+        varint: false,
+    },
+    Judge { fixture: "redis_resp", decode_as: &[], length: None, varint: false },
+    Judge { fixture: "redis_resp3", decode_as: &["tcp.port==6380,resp"], length: None, varint: false },
+    Judge { fixture: "tls", decode_as: &["tcp.port==4433,tls"], length: Some(("tls.record.length", 5)), varint: false },
+    Judge { fixture: "mqtt", decode_as: &[], length: Some(("mqtt.len", 0)), varint: true },
+    Judge { fixture: "http1", decode_as: &["tcp.port==8081,http"], length: None, varint: false },
+    Judge { fixture: "memcache_text", decode_as: &[], length: None, varint: false },
+    Judge { fixture: "kafka", decode_as: &[], length: Some(("kafka.len", 4)), varint: false },
+    Judge {
+        fixture: "grpc_h2c",
+        decode_as: &["tcp.port==50051,http2"],
+        length: Some(("http2.length", 9)),
+        varint: false,
+    },
+];
+
+/// Every fixture's every flow, played live into an engine (the server's side is ukcm's:
+/// its stack and mux send the server's messages) and recorded; the fixture's recordings,
+/// one file, judged by tshark with checksum validation: no malformed frame and no warning
+/// or error that tshark does not also find in the real programs' capture (the dissector's
+/// opinions of their messages, e.g. that a memcached `add` should carry a value; never a
+/// checksum), and where the protocol has a length field its dissector finds exactly the
+/// manifest's messages of each flow, both ways (HTTP/1.1: as many requests and responses;
+/// gRPC: the manifest's inner message lengths).
+#[test]
+fn every_fixture_re_recorded_live_is_judged_by_tshark() {
+    use ukcm_pcap_tests::manifest::{Dir, Manifest};
+    use ukcm_pcap_tests::{capture, flows, live};
+    if !tshark_or_skip("every_fixture_re_recorded_live_is_judged_by_tshark") {
+        return;
+    }
+    for name in ukcm_pcap_tests::FIXTURES {
+        let j = JUDGES.iter().find(|j| j.fixture == *name).unwrap_or_else(|| panic!("{name}: no judge"));
+        let fx = ukcm_pcap_tests::fixtures_dir();
+        let manifest = Manifest::load(&fx.join(format!("{name}.manifest"))).unwrap();
+        let cap = capture::read(&fx.join(format!("{name}.pcap"))).unwrap();
+        let found = flows::flows(&cap);
+        // what tshark already says about the real programs' messages
+        // (each problem line: `frame N: message,message,...|malformed`; judged item by item)
+        let items = |p: &str| -> Vec<String> {
+            let rest = p.split_once(": ").map_or(p, |(_, m)| m);
+            rest.split([',', '|']).map(|i| i.trim().to_string()).filter(|i| !i.is_empty()).collect()
+        };
+        let known: Vec<String> = tshark::check_frames(&fx.join(format!("{name}.pcap")), j.decode_as)
+            .unwrap()
+            .problems
+            .iter()
+            .flat_map(|p| items(p))
+            .filter(|m| !m.contains("hecksum"))
+            .collect();
+        let mut all: Option<Records> = None;
+        for (fi, spec) in manifest.flows.iter().enumerate() {
+            let flow = found.iter().find(|f| f.client == spec.client && f.server == spec.server).unwrap();
+            let streams = flows::reassemble(&cap, flow);
+            let rec = tmp(&format!("judge-{name}-{fi}.pcap"));
+            live::replay_flow(&cap, flow, spec, manifest.parser_for(Dir::C2s), &streams.s2c.data, &rec)
+                .unwrap_or_else(|e| panic!("{name} flow {fi}: {e}"));
+            let r = Records::read(&rec).unwrap();
+            match &mut all {
+                None => all = Some(r),
+                Some(a) => a.records.extend(r.records),
+            }
+            let _ = std::fs::remove_file(&rec);
+        }
+        let rec = tmp(&format!("judge-{name}.pcap"));
+        all.unwrap().write(&rec).unwrap();
+        let v = tshark::check_frames(&rec, j.decode_as).unwrap();
+        let ours: Vec<&String> = v.problems.iter().filter(|p| items(p).iter().any(|i| !known.contains(i))).collect();
+        assert!(v.frames > 0 && ours.is_empty(), "{name}: {ours:?} (the real capture's own: {known:?})");
+        // per frame: source port, destination port, then the judged fields
+        let mut fields =
+            vec!["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;", "-e", "tcp.srcport", "-e", "tcp.dstport"];
+        fields.extend(["-e", j.length.map_or("frame.number", |l| l.0), "-e", "http.request", "-e", "http.response"]);
+        fields.extend(["-e", "grpc.message_length"]);
+        let out = tshark::run(&rec, j.decode_as, &fields).unwrap();
+        let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+        let values = |port: u16, d: Dir, col: usize| -> Vec<usize> {
+            rows.iter()
+                .filter(|r| r.len() > col && r[if d == Dir::C2s { 0 } else { 1 }] == port.to_string())
+                .flat_map(|r| r[col].split(';').filter(|v| !v.is_empty()).map(|v| v.trim().parse::<usize>().unwrap()))
+                .collect()
+        };
+        for (fi, spec) in manifest.flows.iter().enumerate() {
+            let cport = spec.client.port();
+            for d in Dir::BOTH {
+                let mut want: Vec<usize> = spec.msgs(d).iter().map(|m| m.len).collect();
+                if let Some((_, hdr)) = j.length {
+                    if j.decode_as.iter().any(|x| x.ends_with("http2")) && d == Dir::C2s {
+                        assert_eq!(want.first(), Some(&24), "{name} flow {fi}: the connection preface");
+                        want.remove(0);
+                    }
+                    let got: Vec<usize> = values(cport, d, 2)
+                        .into_iter()
+                        .map(|n| n + if j.varint { 1 + (1..=4).find(|b| n < 1 << (7 * b)).unwrap() } else { hdr })
+                        .collect();
+                    assert_eq!(got, want, "{name} flow {fi} {d}: message lengths tshark found in our recording");
+                }
+                if *name == "http1" {
+                    let n = values(cport, d, if d == Dir::C2s { 3 } else { 4 }).len();
+                    assert_eq!(n, want.len(), "{name} flow {fi} {d}: HTTP messages tshark found in our recording");
+                }
+                if manifest.inner.is_some() {
+                    assert_eq!(manifest.inner.as_deref(), Some("grpc"));
+                    let mut got: Vec<usize> = values(cport, d, 5).into_iter().map(|n| n + 5).collect();
+                    let mut want: Vec<usize> =
+                        spec.inner.iter().filter(|i| i.0 == d).flat_map(|i| i.2.iter().map(|m| m.len)).collect();
+                    got.sort_unstable();
+                    want.sort_unstable();
+                    assert!(!want.is_empty(), "{name} flow {fi} {d}");
+                    assert_eq!(got, want, "{name} flow {fi} {d}: gRPC messages tshark found in our recording");
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&rec);
+        eprintln!("{name}: {} flows re-recorded, judged by tshark", manifest.flows.len());
+    }
 }
