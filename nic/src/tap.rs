@@ -293,6 +293,7 @@ impl Port for TapPort {
             let len = r as usize;
             if frame.set_len(len).is_err() {
                 self.stats.rx_dropped += 1;
+                self.stats.rx_invalid += 1;
                 continue;
             }
             self.stats.rx_frames += 1;
