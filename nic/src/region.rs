@@ -594,7 +594,11 @@ mod tests {
             return;
         }
         assert!(free > 0, "{total} hugepages reserved but none free: something else holds them all");
-        let r = PinnedRegion::new(HUGE_PAGE, &PinnedBudget::unlimited(), HugePolicy::Prefer).unwrap();
+        // IfAllowed: the page size is the point here, not the lock (scripts/test.sh also runs
+        // this under an 8 MiB memory-lock limit shared by the tests running beside it).
+        let r =
+            PinnedRegion::with_lock(HUGE_PAGE, &PinnedBudget::unlimited(), HugePolicy::Prefer, LockPolicy::IfAllowed)
+                .unwrap();
         assert_eq!(r.page_kind(), PageKind::Huge2M, "{free} hugepages free, yet the region fell back to 4 KiB pages");
         assert_eq!(kernel_page_kib(r.as_ptr()), Some(2048), "the kernel maps the region with 2 MiB pages");
         assert!(page_use().huge_bytes >= HUGE_PAGE as u64);
