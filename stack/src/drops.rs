@@ -44,11 +44,14 @@ pub enum DropReason {
     PortInvalid,
     /// A frame smoltcp built could not be kept: no pool frame, or larger than one (adapter).
     TxNoFrame,
+    /// A packet to send found no neighbour entry (ARP/NDP solicitation sent): TCP
+    /// retransmits it later, an ICMP reply is lost (adapter).
+    TxNeighbourMiss,
 }
 
 impl DropReason {
     /// Every reason, in table order.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::NotForUs,
         DropReason::UnsupportedEthertype,
@@ -63,6 +66,7 @@ impl DropReason {
         DropReason::PortRingFull,
         DropReason::PortInvalid,
         DropReason::TxNoFrame,
+        DropReason::TxNeighbourMiss,
     ];
 
     /// The counter's name in stats tables.
@@ -82,6 +86,7 @@ impl DropReason {
             DropReason::PortRingFull => "rx_ring_full",
             DropReason::PortInvalid => "rx_invalid",
             DropReason::TxNoFrame => "tx_no_frame",
+            DropReason::TxNeighbourMiss => "tx_neighbour_miss",
         }
     }
 
@@ -102,6 +107,7 @@ impl DropReason {
             DropReason::PortRingFull => "the port's receive ring overflowed: the engine did not poll often enough (busy machine, or raise the per-poll frame budget)",
             DropReason::PortInvalid => "the port got descriptors or frames it could not use (truncated reads, bad descriptors)",
             DropReason::TxNoFrame => "a frame the stack built was lost: no free pool frame, or larger than a pool frame",
+            DropReason::TxNeighbourMiss => "a packet to send had no ARP/NDP entry for its next hop: a solicitation went out, TCP segments wait for the answer and are retransmitted, ICMP replies are lost (repeated misses: the peer or gateway does not answer ARP/NDP)",
         }
     }
 
@@ -189,6 +195,11 @@ impl DropNotes {
     /// [`ukcm_nic::PortCaps`] name); `count` is the count so far.
     pub fn note(&self, r: DropReason, port: &str, count: u64) {
         if !self.first(r) {
+            return;
+        }
+        if r == DropReason::TxNeighbourMiss {
+            // Every start resolves its peers this way: routine, so not a warning.
+            tracing::info!("{port}: {} ({}, {count} so far)", r.meaning(), r.name());
             return;
         }
         let csum = matches!(r, DropReason::BadTcpChecksum | DropReason::BadUdpChecksum);

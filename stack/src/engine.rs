@@ -515,6 +515,7 @@ impl<P: Port> Engine<P> {
             (DropReason::PortRingFull, p.rx_ring_full),
             (DropReason::PortInvalid, p.rx_invalid),
             (DropReason::TxNoFrame, d.tx_dropped),
+            (DropReason::TxNeighbourMiss, d.tx_neighbour_misses),
         ] {
             self.stats.drops.set(r, n);
             if n > 0 {
