@@ -31,6 +31,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod conn_log;
 #[cfg(feature = "dpdk")]
 pub mod dpdk_port;
 pub mod forward;
