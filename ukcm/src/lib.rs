@@ -36,6 +36,7 @@ mod conn_log;
 pub mod dpdk_port;
 pub mod forward;
 pub mod logging;
+pub mod memory;
 pub mod ports;
 pub mod server;
 pub mod signals;
