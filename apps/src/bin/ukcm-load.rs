@@ -182,6 +182,8 @@ fn run_on_stack(
         _ => 0,
     };
     let (port, mac) = open_port(nic, queue, &budget).map_err(std::io::Error::other)?;
+    // stderr: stdout may be the JSON report.
+    eprintln!("{PROG}: {}", ukcm::memory::describe());
     // TAP ports get a made-up MAC: not the one ukcm-echo's TAP uses.
     let mac = mac.map(|_| local_mac(2));
     let mut engine = stack_load::client_engine(port, mac, cidr)?;

@@ -71,10 +71,12 @@ fn start(a: &Args, cfg: &Config) -> Result<Vec<Server>, String> {
         println!("{PROG}: pool {} listening on {} ({})", pool.name, server.local_addr(), server.describe());
         servers.push(server);
     }
+    println!("{PROG}: {}", ukcm::memory::describe());
     Ok(servers)
 }
 
 fn main() {
+    ukcm::logging::init();
     let a: Args = cli::parse_or_exit(PROG);
     let cfg = Config::load(&a.conf).unwrap_or_else(|e| cli::fail(PROG, &e.to_string()));
     if cfg.pools.is_empty() {
@@ -100,14 +102,19 @@ fn main() {
             last = Instant::now();
             for s in &servers {
                 println!("[{:>5.0}s] {}\n{}", t0.elapsed().as_secs_f64(), s.local_addr(), s.snapshot());
+                let status = s.transport_status();
+                if !status.is_empty() {
+                    println!("{status}");
+                }
             }
             let _ = std::io::stdout().flush();
         }
     }
     let mut failed = false;
     for s in servers {
-        match s.stop() {
-            Ok(t) => println!("{PROG}: final stats\n{t}"),
+        match s.stop_with_status() {
+            Ok((t, status)) if status.is_empty() => println!("{PROG}: final stats\n{t}"),
+            Ok((t, status)) => println!("{PROG}: final stats\n{t}\n{status}"),
             Err(e) => {
                 eprintln!("{PROG}: {e}");
                 failed = true;
