@@ -197,7 +197,10 @@ fn run_on_stack(
         drain: cfg.drain,
         progress: cfg.progress,
     };
-    stack_load::run(&mut engine, &scfg, stop)
+    let rep = stack_load::run(&mut engine, &scfg, stop);
+    // stderr, like the memory line: stdout may be the JSON report.
+    eprintln!("{PROG}: load engine: dropped frames by reason: {}", engine.note_port_drops());
+    rep
 }
 
 fn table(cfg: &LoadConfig, r: &LoadReport) -> String {
