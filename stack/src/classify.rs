@@ -241,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn udp_and_unknown_protocols_are_admitted_for_smoltcp_to_answer() {
+    fn unknown_ip_protocols_are_admitted_for_smoltcp_to_answer() {
         let mut f = tcp_frame(TcpControl::Syn, None);
         let mut p = Ipv4Packet::new_unchecked(&mut f[14..]);
         p.set_next_header(IpProtocol::Unknown(253));
