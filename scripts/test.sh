@@ -29,6 +29,16 @@ fi
 
 cargo test --workspace "$@"
 
+# The unprivileged suite once more as an ordinary user gets it (as root, full runs only):
+# no capabilities (so the privileged tests skip; UKCM_PRIVILEGED unset) and Debian's default
+# 8 MiB RLIMIT_MEMLOCK, so that memory which need not be locked keeps working unlocked.
+# Reuses the test binaries built above.
+if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
+  echo "test: the unprivileged suite again, without capabilities, under an 8 MiB memory-lock limit"
+  setpriv --inh-caps=-all --bounding-set=-all prlimit --memlock=8388608:8388608 \
+    env -u UKCM_PRIVILEGED cargo test --workspace
+fi
+
 # Lints and docs stay true (full runs only): clippy and rustdoc with warnings denied.
 if [ $# -eq 0 ]; then
   cargo clippy --workspace --all-targets -- -D warnings

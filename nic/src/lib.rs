@@ -29,7 +29,10 @@ pub use mem_pair::{mem_pair, FaultConfig, FaultCounts, MemPairConfig, MemPort};
 pub use msg_ring::{ByteRing, RingError, RingView};
 pub use pool::{Frame, FramePool, FrameRelease, PoolConfig, PoolError, PoolStats, RawFrame};
 pub use port::{CopyMode, Port, PortCaps, PortError, PortStats};
-pub use region::{HugePolicy, MemError, PageKind, PinnedBudget, PinnedRegion, RegionCarver, RegionSlice};
+pub use region::{
+    memlock_limit, page_use, HugePolicy, LockPolicy, MemError, PageKind, PageUse, PinnedBudget, PinnedRegion,
+    RegionCarver, RegionSlice,
+};
 pub use ring_mem::leak_region;
 pub use smoltcp_device::inplace_rx::{InPlaceError, InPlaceRx, MirrorStorage, SyncResult};
 pub use smoltcp_device::{DeviceStats, PortDevice};

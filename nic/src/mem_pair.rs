@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 
 use crate::pool::{FramePool, PoolConfig};
 use crate::port::{Port, PortCaps, PortError, PortStats};
-use crate::region::{HugePolicy, PinnedBudget};
+use crate::region::{HugePolicy, LockPolicy, PinnedBudget};
 use crate::Frame;
 
 /// Fault rates for one direction (each a probability per frame, 0.0..=1.0).
@@ -171,8 +171,8 @@ pub fn mem_pair(cfg: &MemPairConfig, budget: &Arc<PinnedBudget>) -> Result<(MemP
     if cfg.link_capacity == 0 {
         return Err(PortError::Unsupported("link_capacity must be at least 1".into()));
     }
-    let pool_a = FramePool::with_region(cfg.pool, budget, cfg.huge)?;
-    let pool_b = FramePool::with_region(cfg.pool, budget, cfg.huge)?;
+    let pool_a = FramePool::with_region_lock(cfg.pool, budget, cfg.huge, LockPolicy::IfAllowed)?;
+    let pool_b = FramePool::with_region_lock(cfg.pool, budget, cfg.huge, LockPolicy::IfAllowed)?;
     let ab = Direction::new(cfg.a_to_b, cfg.link_capacity);
     let ba = Direction::new(cfg.b_to_a, cfg.link_capacity);
     let mk = |side, pool, out: &Arc<Direction>, inp: &Arc<Direction>, last| MemPort {

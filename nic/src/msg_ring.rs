@@ -21,7 +21,9 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::region::{errno_str, last_errno, BudgetCharge, PinnedBudget, HUGE_PAGE, SMALL_PAGE};
+use crate::region::{
+    account, errno_str, last_errno, lock_as, BudgetCharge, LockPolicy, PageKind, PinnedBudget, HUGE_PAGE, SMALL_PAGE,
+};
 
 /// Why a ring operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,8 @@ impl std::error::Error for RingError {}
 struct Mirror {
     ptr: NonNull<u8>,
     cap: usize,
+    kind: PageKind,
+    locked: bool,
     _charge: BudgetCharge,
 }
 
@@ -67,14 +71,19 @@ impl Mirror {
         // Hugepage-backed memfd first when the size allows it (it may exist but fail to
         // map when no hugepages are reserved), plain memfd otherwise.
         let huge = cap % HUGE_PAGE == 0;
-        let ptr = match huge.then(|| Self::create_and_map(cap, libc::MFD_HUGETLB)) {
-            Some(Ok(p)) => p,
-            _ => Self::create_and_map(cap, 0)?,
+        let (ptr, locked, kind) = match huge.then(|| Self::create_and_map(cap, libc::MFD_HUGETLB)) {
+            Some(Ok((p, l))) => (p, l, PageKind::Huge2M),
+            _ => {
+                let (p, l) = Self::create_and_map(cap, 0)?;
+                (p, l, PageKind::Small4K)
+            }
         };
-        Ok(Mirror { ptr, cap, _charge: charge })
+        account(kind, locked, cap, true);
+        Ok(Mirror { ptr, cap, kind, locked, _charge: charge })
     }
 
-    fn create_and_map(cap: usize, extra_flags: libc::c_uint) -> Result<NonNull<u8>, RingError> {
+    /// The mirror mapping and whether it is locked.
+    fn create_and_map(cap: usize, extra_flags: libc::c_uint) -> Result<(NonNull<u8>, bool), RingError> {
         // SAFETY: memfd_create with a valid C string; the fd is closed below.
         let fd = unsafe { libc::memfd_create(c"ukcm-ring".as_ptr(), libc::MFD_CLOEXEC | extra_flags) };
         if fd < 0 {
@@ -86,7 +95,7 @@ impl Mirror {
         result
     }
 
-    fn map(fd: i32, cap: usize) -> Result<NonNull<u8>, RingError> {
+    fn map(fd: i32, cap: usize) -> Result<(NonNull<u8>, bool), RingError> {
         // SAFETY: fd is a fresh memfd we own.
         if unsafe { libc::ftruncate(fd, cap as libc::off_t) } != 0 {
             return Err(RingError::Sys("ftruncate", last_errno()));
@@ -119,19 +128,24 @@ impl Mirror {
                 return Err(RingError::Sys("mmap mirror", e));
             }
         }
-        // SAFETY: [base, base+2cap) is ours and mapped.
-        if unsafe { libc::mlock(base, 2 * cap) } != 0 {
-            let e = last_errno();
-            // SAFETY: unmapping our own mapping.
-            unsafe { libc::munmap(base, 2 * cap) };
-            return Err(RingError::Sys("mlock", e));
-        }
-        NonNull::new(base.cast()).ok_or(RingError::Sys("mmap", libc::ENOMEM))
+        // Only this process reads the ring: locked if the limit allows, else unlocked (said
+        // once). [base, base+2cap) is ours and mapped.
+        let locked = match lock_as(base.cast(), 2 * cap, LockPolicy::IfAllowed) {
+            Ok(l) => l,
+            Err(e) => {
+                // SAFETY: unmapping our own mapping.
+                unsafe { libc::munmap(base, 2 * cap) };
+                return Err(RingError::Sys("mlock", e));
+            }
+        };
+        let ptr = NonNull::new(base.cast()).ok_or(RingError::Sys("mmap", libc::ENOMEM))?;
+        Ok((ptr, locked))
     }
 }
 
 impl Drop for Mirror {
     fn drop(&mut self) {
+        account(self.kind, self.locked, self.cap, false);
         // SAFETY: the two halves were mapped by `map` and nothing refers to them any more
         // (every RingView holds an Arc to the shared part that owns this Mirror).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), 2 * self.cap) };

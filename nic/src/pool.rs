@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::region::{HugePolicy, MemError, PinnedBudget, PinnedRegion, RegionCarver, RegionSlice};
+use crate::region::{HugePolicy, LockPolicy, MemError, PinnedBudget, PinnedRegion, RegionCarver, RegionSlice};
 
 /// Not lent (free in the queue, or owned by a `Frame`).
 const OWNED: u8 = 0;
@@ -189,9 +189,22 @@ impl FramePool {
         })
     }
 
-    /// A pool in a pinned region of its own, charged to `budget`.
+    /// A pool in a pinned (locked) region of its own, charged to `budget`: for frames the
+    /// kernel or a device reads (AF_XDP UMEM).
     pub fn with_region(cfg: PoolConfig, budget: &Arc<PinnedBudget>, policy: HugePolicy) -> Result<Self, PoolError> {
-        let region = PinnedRegion::new(cfg.bytes(), budget, policy)?;
+        Self::with_region_lock(cfg, budget, policy, LockPolicy::Required)
+    }
+
+    /// A pool in a region of its own, locked as `lock` asks: [`LockPolicy::IfAllowed`] for
+    /// frames only this process touches (the in-memory pair, TAP, pcap replay), so an
+    /// ordinary user's memory-lock limit does not stop them.
+    pub fn with_region_lock(
+        cfg: PoolConfig,
+        budget: &Arc<PinnedBudget>,
+        policy: HugePolicy,
+        lock: LockPolicy,
+    ) -> Result<Self, PoolError> {
+        let region = PinnedRegion::with_lock(cfg.bytes(), budget, policy, lock)?;
         let mut carver = RegionCarver::new(region);
         let mem = carver.carve(cfg.bytes(), 4096)?;
         Self::new(mem, cfg)

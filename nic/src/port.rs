@@ -71,8 +71,18 @@ pub struct PortStats {
     pub tx_frames: u64,
     /// Bytes in those frames.
     pub tx_bytes: u64,
-    /// Frames the port had to discard on receive (no free frame, oversized, malformed, …).
+    /// Frames the port had to discard on receive, all reasons (the three below, and any a
+    /// backend cannot tell apart).
     pub rx_dropped: u64,
+    /// Of those: no free frame to receive into (AF_XDP: fill ring empty or the frame longer
+    /// than a pool frame; DPDK: `rx_nombuf`). The frame pool is too small for the load.
+    pub rx_no_buffer: u64,
+    /// Of those: the receive ring was full (AF_XDP `rx_ring_full`, DPDK `imissed`): the engine
+    /// did not poll often enough or its per-poll budget is too small for the arrival rate.
+    pub rx_ring_full: u64,
+    /// Of those: a descriptor or frame the port could not use (bad AF_XDP descriptor, a
+    /// truncated TAP read, an mbuf that is not one of ours).
+    pub rx_invalid: u64,
     /// Times `tx_burst` could not take every frame (ring or link full): backpressure events.
     pub tx_full: u64,
     /// Times the port had to wake the kernel (AF_XDP need_wakeup, TAP writes).

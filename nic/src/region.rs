@@ -7,10 +7,16 @@
 //!
 //! Pinned memory is a scarce, system-wide resource (the kernel's `RLIMIT_MEMLOCK`), so each
 //! region is charged to a [`PinnedBudget`]; running out is a [`MemError`], never a crash.
+//!
+//! Only memory the kernel reads on its own needs locking (AF_XDP UMEM): memory nothing
+//! outside the process touches (the in-memory pair, socket rings) asks with
+//! [`LockPolicy::IfAllowed`] and, when `mlock` is refused (an ordinary user's 8 MiB
+//! `RLIMIT_MEMLOCK`), stays unlocked with one warning per process. [`page_use`] says what
+//! the process got, for the apps' startup line.
 
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Size of one huge page (x86_64 default hugepage size).
@@ -43,9 +49,12 @@ impl fmt::Display for MemError {
             }
             MemError::ZeroSize => write!(f, "zero-sized pinned memory request"),
             MemError::Mmap(e) => write!(f, "mmap failed: {}", errno_str(e)),
-            MemError::Mlock(e) => {
-                write!(f, "mlock failed: {} (raise RLIMIT_MEMLOCK or run with CAP_IPC_LOCK)", errno_str(e))
-            }
+            MemError::Mlock(e) => write!(
+                f,
+                "mlock failed: {} (the memory-lock limit RLIMIT_MEMLOCK is {}; raise it: `ulimit -l unlimited` in the shell, `LimitMEMLOCK=infinity` in a systemd unit, or run with CAP_IPC_LOCK)",
+                errno_str(e),
+                memlock_limit_str()
+            ),
             MemError::HugepagesUnavailable(e) => write!(
                 f,
                 "hugepages required but unavailable: {} (reserve some with scripts/hugepages.sh)",
@@ -62,6 +71,102 @@ impl std::error::Error for MemError {}
 
 pub(crate) fn errno_str(e: i32) -> String {
     std::io::Error::from_raw_os_error(e).to_string()
+}
+
+/// The soft `RLIMIT_MEMLOCK` in bytes (`None`: unlimited or unreadable).
+pub fn memlock_limit() -> Option<u64> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer to a local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 || r.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    Some(r.rlim_cur)
+}
+
+fn memlock_limit_str() -> String {
+    match memlock_limit() {
+        Some(b) => format!("{} KiB", b / 1024),
+        None => "unlimited".into(),
+    }
+}
+
+/// Whether memory must be locked, or may stay unlocked when the kernel refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockPolicy {
+    /// `mlock` must succeed ([`MemError::Mlock`] otherwise): memory the kernel reads or
+    /// writes on its own (AF_XDP UMEM).
+    #[default]
+    Required,
+    /// Lock if allowed; if `mlock` is refused for lack of privilege or limit, keep the
+    /// memory unlocked and say so once. For memory only this process touches.
+    IfAllowed,
+}
+
+/// Bytes of pinned memory this process has mapped now, by kind of page and lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageUse {
+    /// In 2 MiB hugepages.
+    pub huge_bytes: u64,
+    /// In 4 KiB pages.
+    pub small_bytes: u64,
+    /// Of both, left unlocked because `mlock` was refused ([`LockPolicy::IfAllowed`]).
+    pub unlocked_bytes: u64,
+    /// A hugepage mapping was wanted and refused (no hugepages reserved) at least once.
+    pub huge_fell_back: bool,
+}
+
+static HUGE_BYTES: AtomicU64 = AtomicU64::new(0);
+static SMALL_BYTES: AtomicU64 = AtomicU64::new(0);
+static UNLOCKED_BYTES: AtomicU64 = AtomicU64::new(0);
+static HUGE_FELL_BACK: AtomicBool = AtomicBool::new(false);
+static UNLOCKED_SAID: AtomicBool = AtomicBool::new(false);
+
+/// What pinned memory the process holds now (regions and mirror-mapped rings).
+pub fn page_use() -> PageUse {
+    PageUse {
+        huge_bytes: HUGE_BYTES.load(Ordering::Relaxed),
+        small_bytes: SMALL_BYTES.load(Ordering::Relaxed),
+        unlocked_bytes: UNLOCKED_BYTES.load(Ordering::Relaxed),
+        huge_fell_back: HUGE_FELL_BACK.load(Ordering::Relaxed),
+    }
+}
+
+/// Accounts a mapping of `len` bytes in [`page_use`] (`map`: mapped, else unmapped).
+pub(crate) fn account(kind: PageKind, locked: bool, len: usize, map: bool) {
+    let len = len as u64;
+    let add = |c: &AtomicU64| {
+        if map {
+            c.fetch_add(len, Ordering::Relaxed);
+        } else {
+            c.fetch_sub(len, Ordering::Relaxed);
+        }
+    };
+    add(if kind == PageKind::Huge2M { &HUGE_BYTES } else { &SMALL_BYTES });
+    if !locked {
+        add(&UNLOCKED_BYTES);
+    }
+}
+
+/// Locks `[ptr, ptr+len)` as `policy` asks: `Ok(true)` locked, `Ok(false)` refused and
+/// allowed to stay unlocked (said once per process).
+pub(crate) fn lock_as(ptr: *mut u8, len: usize, policy: LockPolicy) -> Result<bool, i32> {
+    // SAFETY: the caller passes a mapping of at least `len` bytes it owns; mlock only
+    // changes whether its pages may be paged out.
+    if unsafe { libc::mlock(ptr.cast(), len) } == 0 {
+        return Ok(true);
+    }
+    let e = last_errno();
+    if policy == LockPolicy::Required || !matches!(e, libc::EPERM | libc::ENOMEM | libc::EAGAIN) {
+        return Err(e);
+    }
+    if !UNLOCKED_SAID.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "pinned memory: mlock refused ({}; RLIMIT_MEMLOCK is {}): memory only this process uses (in-memory ports, socket rings) stays unlocked and may be paged out; to pin it raise the limit (`ulimit -l unlimited`, systemd `LimitMEMLOCK=infinity`) or grant CAP_IPC_LOCK",
+            errno_str(e),
+            memlock_limit_str()
+        );
+    }
+    Ok(false)
 }
 
 /// A limit on pinned bytes, shared by every region charged to it (like `RLIMIT_MEMLOCK`,
@@ -159,6 +264,7 @@ pub struct PinnedRegion {
     ptr: NonNull<u8>,
     len: usize,
     kind: PageKind,
+    locked: bool,
     _charge: BudgetCharge,
 }
 
@@ -171,6 +277,17 @@ unsafe impl Sync for PinnedRegion {}
 impl PinnedRegion {
     /// Maps at least `len` bytes (rounded up to the page size), populated and locked.
     pub fn new(len: usize, budget: &Arc<PinnedBudget>, policy: HugePolicy) -> Result<Self, MemError> {
+        Self::with_lock(len, budget, policy, LockPolicy::Required)
+    }
+
+    /// Maps at least `len` bytes (rounded up to the page size), populated, and locked as
+    /// `lock` asks.
+    pub fn with_lock(
+        len: usize,
+        budget: &Arc<PinnedBudget>,
+        policy: HugePolicy,
+        lock: LockPolicy,
+    ) -> Result<Self, MemError> {
         if len == 0 {
             return Err(MemError::ZeroSize);
         }
@@ -181,37 +298,47 @@ impl PinnedRegion {
                 Ok(ptr) => {
                     // hugetlb pages are never swapped, but mlock makes the intent explicit
                     // and keeps accounting identical to the 4 KiB path.
-                    if let Err(e) = lock(ptr, huge_len) {
-                        unmap(ptr, huge_len);
-                        return Err(e);
-                    }
-                    tracing::info!(bytes = huge_len, "pinned region: 2 MiB hugepages");
-                    return Ok(PinnedRegion { ptr, len: huge_len, kind: PageKind::Huge2M, _charge: charge });
+                    let locked = match lock_as(ptr.as_ptr(), huge_len, lock) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            unmap(ptr, huge_len);
+                            return Err(MemError::Mlock(e));
+                        }
+                    };
+                    tracing::info!(bytes = huge_len, locked, "pinned region: 2 MiB hugepages");
+                    account(PageKind::Huge2M, locked, huge_len, true);
+                    return Ok(PinnedRegion { ptr, len: huge_len, kind: PageKind::Huge2M, locked, _charge: charge });
                 }
                 Err(errno) if policy == HugePolicy::Require => {
                     return Err(MemError::HugepagesUnavailable(errno));
                 }
                 Err(errno) => {
                     drop(charge);
-                    tracing::info!(
-                        bytes = len,
-                        reason = %errno_str(errno),
-                        "pinned region: no hugepages, falling back to mlocked 4 KiB pages"
-                    );
+                    if !HUGE_FELL_BACK.swap(true, Ordering::Relaxed) {
+                        tracing::info!(
+                            bytes = len,
+                            reason = %errno_str(errno),
+                            "pinned region: no hugepages, falling back to 4 KiB pages (reserve hugepages: scripts/hugepages.sh reserve N, or sysctl vm.nr_hugepages=N)"
+                        );
+                    }
                 }
             }
         }
         let small_len = round_up(len, SMALL_PAGE);
         let charge = budget.reserve(small_len as u64)?;
         let ptr = map_small(small_len).map_err(MemError::Mmap)?;
-        if let Err(e) = lock(ptr, small_len) {
-            unmap(ptr, small_len);
-            return Err(e);
-        }
+        let locked = match lock_as(ptr.as_ptr(), small_len, lock) {
+            Ok(l) => l,
+            Err(e) => {
+                unmap(ptr, small_len);
+                return Err(MemError::Mlock(e));
+            }
+        };
         if policy == HugePolicy::Never {
-            tracing::info!(bytes = small_len, "pinned region: mlocked 4 KiB pages");
+            tracing::info!(bytes = small_len, locked, "pinned region: 4 KiB pages");
         }
-        Ok(PinnedRegion { ptr, len: small_len, kind: PageKind::Small4K, _charge: charge })
+        account(PageKind::Small4K, locked, small_len, true);
+        Ok(PinnedRegion { ptr, len: small_len, kind: PageKind::Small4K, locked, _charge: charge })
     }
 
     /// Base address.
@@ -234,6 +361,12 @@ impl PinnedRegion {
         self.kind
     }
 
+    /// Whether the region is locked in memory (false only under [`LockPolicy::IfAllowed`]
+    /// when `mlock` was refused).
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+
     /// Whether `[p, p+len)` lies inside this region (used by zero-copy proofs).
     pub fn contains(&self, p: *const u8, len: usize) -> bool {
         let base = self.ptr.as_ptr() as usize;
@@ -244,6 +377,7 @@ impl PinnedRegion {
 
 impl Drop for PinnedRegion {
     fn drop(&mut self) {
+        account(self.kind, self.locked, self.len, false);
         unmap(self.ptr, self.len);
     }
 }
@@ -278,15 +412,6 @@ fn map(len: usize, extra_flags: i32) -> Result<NonNull<u8>, i32> {
         return Err(last_errno());
     }
     NonNull::new(p.cast::<u8>()).ok_or(libc::ENOMEM)
-}
-
-fn lock(ptr: NonNull<u8>, len: usize) -> Result<(), MemError> {
-    // SAFETY: [ptr, ptr+len) is a mapping we just created.
-    let rc = unsafe { libc::mlock(ptr.as_ptr().cast(), len) };
-    if rc != 0 {
-        return Err(MemError::Mlock(last_errno()));
-    }
-    Ok(())
 }
 
 fn unmap(ptr: NonNull<u8>, len: usize) {
@@ -423,6 +548,80 @@ mod tests {
         let r = PinnedRegion::new(HUGE_PAGE, &b, HugePolicy::Prefer).unwrap();
         assert!(r.len() >= HUGE_PAGE);
         assert_eq!(b.used(), r.len() as u64);
+    }
+
+    /// A `/proc/meminfo` field's number (`HugePages_Free:  12` -> 12).
+    fn meminfo(field: &str) -> u64 {
+        let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The kernel's page size (KiB) of the mapping holding `p`, from `/proc/self/smaps`.
+    fn kernel_page_kib(p: *const u8) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let p = p as u64;
+        let mut inside = false;
+        for l in smaps.lines() {
+            if let Some((range, _)) = l.split_once(' ') {
+                if let Some((lo, hi)) = range.split_once('-') {
+                    if let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) {
+                        inside = lo <= p && p < hi;
+                        continue;
+                    }
+                }
+            }
+            if inside {
+                if let Some(v) = l.strip_prefix("KernelPageSize:") {
+                    return v.split_whitespace().next()?.parse().ok();
+                }
+            }
+        }
+        None
+    }
+
+    /// With hugepages reserved (scripts/test.sh reserves them as root), `Prefer` must use
+    /// them: the kernel's own page size for the mapping is 2 MiB. Before, a region that
+    /// silently fell back to 4 KiB pages passed every test.
+    #[test]
+    fn prefer_policy_uses_reserved_hugepages() {
+        let (total, free, size_kib) = (meminfo("HugePages_Total"), meminfo("HugePages_Free"), meminfo("Hugepagesize"));
+        if total == 0 || size_kib != 2048 {
+            eprintln!(
+                "SKIP: prefer_policy_uses_reserved_hugepages: no 2 MiB hugepages reserved (HugePages_Total {total}, Hugepagesize {size_kib} kB; scripts/hugepages.sh reserve N)"
+            );
+            return;
+        }
+        assert!(free > 0, "{total} hugepages reserved but none free: something else holds them all");
+        // IfAllowed: the page size is the point here, not the lock (scripts/test.sh also runs
+        // this under an 8 MiB memory-lock limit shared by the tests running beside it).
+        let r =
+            PinnedRegion::with_lock(HUGE_PAGE, &PinnedBudget::unlimited(), HugePolicy::Prefer, LockPolicy::IfAllowed)
+                .unwrap();
+        assert_eq!(r.page_kind(), PageKind::Huge2M, "{free} hugepages free, yet the region fell back to 4 KiB pages");
+        assert_eq!(kernel_page_kib(r.as_ptr()), Some(2048), "the kernel maps the region with 2 MiB pages");
+        assert!(page_use().huge_bytes >= HUGE_PAGE as u64);
+    }
+
+    #[test]
+    fn if_allowed_region_is_usable_whether_or_not_it_could_be_locked() {
+        let r =
+            PinnedRegion::with_lock(SMALL_PAGE, &PinnedBudget::unlimited(), HugePolicy::Never, LockPolicy::IfAllowed)
+                .unwrap();
+        // SAFETY: the region is ours and one page long.
+        unsafe { r.as_ptr().write(1) };
+        let u = page_use();
+        assert!(u.small_bytes >= SMALL_PAGE as u64);
+        if !r.is_locked() {
+            assert!(u.unlocked_bytes >= SMALL_PAGE as u64, "unlocked memory is reported");
+        }
+    }
+
+    #[test]
+    fn mlock_error_says_how_to_raise_the_limit() {
+        let text = MemError::Mlock(libc::ENOMEM).to_string();
+        assert!(text.contains("ulimit -l") && text.contains("LimitMEMLOCK") && text.contains("CAP_IPC_LOCK"), "{text}");
     }
 
     #[test]

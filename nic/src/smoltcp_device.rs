@@ -27,6 +27,10 @@ pub struct DeviceStats {
     pub tx_dropped: u64,
     /// Polls where smoltcp was refused a tx token because the batch or pool was full.
     pub tx_backpressure: u64,
+    /// ARP requests and IPv6 neighbour solicitations smoltcp sent: each means a packet found
+    /// no neighbour entry. smoltcp does not queue it: TCP retransmits it later, anything else
+    /// (an ICMP reply) is lost.
+    pub tx_neighbour_misses: u64,
     /// Errors returned by the port (the last one is kept in [`PortDevice::take_error`]).
     pub port_errors: u64,
 }
@@ -217,6 +221,9 @@ impl phy::TxToken for FrameTx<'_> {
                 // Cannot fail: capacity checked.
                 let _ = frame.set_len(len);
                 let r = f(frame.data_mut());
+                if is_neighbour_solicitation(frame.data()) {
+                    self.stats.tx_neighbour_misses += 1;
+                }
                 self.tx.push(frame);
                 self.stats.tx_frames += 1;
                 r
@@ -229,6 +236,17 @@ impl phy::TxToken for FrameTx<'_> {
                 f(&mut scratch)
             }
         }
+    }
+}
+
+/// An ARP request or an ICMPv6 neighbour solicitation (what smoltcp sends on a neighbour
+/// miss): a few byte compares per transmitted frame.
+fn is_neighbour_solicitation(f: &[u8]) -> bool {
+    match f.get(12..14) {
+        Some([0x08, 0x06]) => f.get(20..22) == Some(&[0, 1]), // ARP, operation 1 (request)
+        // IPv6, next header ICMPv6 (58), type 135 (no extension headers: as smoltcp sends it)
+        Some([0x86, 0xdd]) => f.get(20) == Some(&58) && f.get(54) == Some(&135),
+        _ => false,
     }
 }
 
@@ -308,6 +326,8 @@ mod tests {
         assert!(got_reply, "echo reply came back through both devices");
         assert!(da.stats().tx_frames >= 2 && db.stats().tx_frames >= 2, "ARP + ICMP each way");
         assert_eq!(da.stats().tx_dropped + db.stats().tx_dropped, 0);
+        assert_eq!(da.stats().tx_neighbour_misses, 1, "A asked for B's MAC once");
+        assert_eq!(db.stats().tx_neighbour_misses, 0, "B learned A's from the request");
         drop((da, db));
         assert_eq!(pool_a.outstanding() + pool_b.outstanding(), 0, "no frame leaked");
     }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::pool::{FramePool, PoolConfig};
 use crate::port::{CopyMode, Port, PortCaps, PortError, PortStats};
-use crate::region::{HugePolicy, PinnedBudget};
+use crate::region::{HugePolicy, LockPolicy, PinnedBudget};
 use crate::Frame;
 
 const TUN_PATH: &CStr = c"/dev/net/tun";
@@ -228,7 +228,7 @@ impl TapPort {
             ports.push(TapPort {
                 fd,
                 name: name.clone(),
-                pool: FramePool::with_region(cfg.pool, budget, huge)?,
+                pool: FramePool::with_region_lock(cfg.pool, budget, huge, LockPolicy::IfAllowed)?,
                 mtu,
                 queues,
                 queue_id: q as u32,
@@ -293,6 +293,7 @@ impl Port for TapPort {
             let len = r as usize;
             if frame.set_len(len).is_err() {
                 self.stats.rx_dropped += 1;
+                self.stats.rx_invalid += 1;
                 continue;
             }
             self.stats.rx_frames += 1;

@@ -21,10 +21,26 @@ use socket2::{Domain, Socket, Type};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// Whether this process may create namespaces and attach XDP programs.
+/// Whether this process may create namespaces and attach XDP programs: root *with* its
+/// capabilities. A root process stripped of them (`setpriv --bounding-set=-all`, as
+/// scripts/test.sh runs the unprivileged suite once) counts as unprivileged.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    let uid0 = unsafe { libc::geteuid() == 0 };
+    // capability(7) numbers: CAP_NET_ADMIN, CAP_SYS_ADMIN.
+    uid0 && has_caps(&[12, 21])
+}
+
+/// Whether every capability in `caps` is in the effective set (`CapEff` of
+/// `/proc/self/status`); false if that cannot be read.
+fn has_caps(caps: &[u32]) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    caps.iter().all(|&c| eff & (1u64 << c) != 0)
 }
 
 /// Whether privileged tests must run (set by scripts/test.sh): then a missing privilege is

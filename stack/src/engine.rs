@@ -39,9 +39,10 @@ use ukcm_nic::{
     SyncResult,
 };
 
-use crate::classify::{classify, tcp_checksum_ok, Class, FourTuple};
+use crate::classify::{admit, Admission, Class, FourTuple};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
+use crate::drops::{DropCounts, DropNotes, DropReason};
 use crate::neighbours::{learned_from, reply_frame, Neighbour, NeighbourShare};
 use crate::rings::{self, SizeClass};
 use crate::strays::StrayShare;
@@ -167,8 +168,8 @@ pub struct EngineStats {
     pub timed_out: u64,
     /// SYNs dropped because the listener's backlog was full.
     pub refused_backlog: u64,
-    /// SYNs to a listener dropped for a bad TCP checksum (typically a veth peer with
-    /// transmit checksum offload on: fix with `ethtool -K PEER tx off`).
+    /// SYNs dropped for a bad TCP checksum (typically a veth peer with transmit checksum
+    /// offload on: fix with `ethtool -K PEER tx off`); also counted in `drops`.
     pub rx_bad_checksum_syn: u64,
     /// Segments of another engine's outgoing connection handed to it (multi-queue; see
     /// [`crate::strays`]), taken in from other engines, and dropped because the owner's
@@ -176,6 +177,9 @@ pub struct EngineStats {
     pub rx_handed_off: u64,
     pub rx_strays_taken: u64,
     pub rx_stray_dropped: u64,
+    /// Frames dropped, by reason (see [`DropReason`]): the engine's own, and — refreshed by
+    /// [`Engine::note_port_drops`] — the port's and the smoltcp adapter's.
+    pub drops: DropCounts,
     /// SYNs dropped / connects refused because the pinned budget was exhausted.
     pub refused_budget: u64,
     /// SYNs dropped / connects refused because pinned memory could not be mapped.
@@ -304,6 +308,12 @@ impl<P: Port> Device for Feed<'_, P> {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut c = self.dev.capabilities();
         c.max_transmission_unit = self.mtu + 14;
+        // Received checksums were verified by `admit` (or by the port): smoltcp would only
+        // repeat the work, and drop silently what `admit` counts.
+        let cs = &mut c.checksum;
+        for k in [&mut cs.ipv4, &mut cs.tcp, &mut cs.udp, &mut cs.icmpv4, &mut cs.icmpv6] {
+            *k = if k.tx() { phy::Checksum::Tx } else { phy::Checksum::None };
+        }
         c
     }
 }
@@ -340,6 +350,12 @@ pub struct Engine<P: Port> {
     idle_polls: u32,
     burst: usize,
     live_slots: u64,
+    /// What `admit` checks on ingress.
+    admission: Admission,
+    /// Which drop reasons the log has explained already.
+    drop_notes: Arc<DropNotes>,
+    /// The port's name, for log lines.
+    port_name: String,
 }
 
 impl<P: Port> fmt::Debug for Engine<P> {
@@ -410,6 +426,8 @@ impl<P: Port> Engine<P> {
             return Err(StackError::Config("bad ephemeral port range".into()));
         }
         let mut dev = PortDevice::new(port);
+        // The port verifies received checksums itself, or `admit` must.
+        let admission = Admission { mac: EthernetAddress(mac), checksums: dev.capabilities().checksum.tcp.rx() };
         let mut ic = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         ic.random_seed = cfg.random_seed.unwrap_or_else(seed);
         let now = clock.now();
@@ -458,6 +476,9 @@ impl<P: Port> Engine<P> {
             idle_polls: 0,
             burst: caps.max_burst.max(1),
             live_slots: 0,
+            admission,
+            drop_notes: DropNotes::process(),
+            port_name: caps.name,
             cfg,
         })
     }
@@ -492,6 +513,33 @@ impl<P: Port> Engine<P> {
     pub fn device_stats(&self) -> DeviceStats {
         self.dev.stats()
     }
+    /// Copies the port's and the smoltcp adapter's drop counters into the engine's
+    /// `drops` and explains any reason seen for the first time (one log line per reason).
+    /// Reading a port's counters can cost a system call (AF_XDP), so this is not done per
+    /// poll: call it when showing stats (the `ukcm` server does every second).
+    pub fn note_port_drops(&mut self) -> DropCounts {
+        let p = self.dev.port().stats();
+        let d = self.dev.stats();
+        for (r, n) in [
+            (DropReason::PortNoBuffer, p.rx_no_buffer),
+            (DropReason::PortRingFull, p.rx_ring_full),
+            (DropReason::PortInvalid, p.rx_invalid),
+            (DropReason::TxNoFrame, d.tx_dropped),
+            (DropReason::TxNeighbourMiss, d.tx_neighbour_misses),
+        ] {
+            self.stats.drops.set(r, n);
+            if n > 0 {
+                self.drop_notes.note(r, &self.port_name, n);
+            }
+        }
+        self.stats.drops
+    }
+
+    /// Uses `notes` instead of the process-wide [`DropNotes`] (tests that check the log).
+    pub fn set_drop_notes(&mut self, notes: Arc<DropNotes>) {
+        self.drop_notes = notes;
+    }
+
     /// Engine counters.
     pub fn stats(&self) -> EngineStats {
         let mut s = self.stats;
@@ -1167,8 +1215,10 @@ impl<P: Port> Engine<P> {
         for _ in 0..crate::strays::CAPACITY {
             let Some(bytes) = share.take(me) else { break };
             any = true;
-            let idx = match classify(&bytes) {
-                Class::Tcp { key, .. } => self.by_tuple.get(&key).copied(),
+            // Admitted (checksums included) by the engine that handed it over.
+            let admission = Admission { checksums: false, ..self.admission };
+            let idx = match admit(&bytes, &admission) {
+                Ok(Class::Tcp { key, .. }) => self.by_tuple.get(&key).copied(),
                 _ => None,
             };
             let Some(idx) = idx else {
@@ -1212,10 +1262,29 @@ impl<P: Port> Engine<P> {
         any
     }
 
+    /// Counts one dropped frame; the first drop of a reason in the process is explained in
+    /// the log (one line per reason, [`DropNotes`]).
+    #[inline]
+    fn count_drop(&mut self, r: DropReason) {
+        let n = self.stats.drops.bump(r);
+        if n == 1 {
+            self.drop_notes.note(r, &self.port_name, n);
+        }
+    }
+
     /// Steers one frame. `Err(frame)` if smoltcp could not take it now (no tx room).
     fn ingress(&mut self, now: Instant, frame: Frame) -> Result<(), Frame> {
         let mtu = self.mtu;
-        let class = classify(frame.data());
+        let class = match admit(frame.data(), &self.admission) {
+            Ok(c) => c,
+            Err(refused) => {
+                if refused.reason == DropReason::BadTcpChecksum && refused.syn {
+                    self.stats.rx_bad_checksum_syn += 1;
+                }
+                self.count_drop(refused.reason);
+                return Ok(()); // dropped, counted; the frame returns to its pool
+            }
+        };
         let target = match class {
             Class::Tcp { key, syn, ack, rst } => match self.by_tuple.get(&key).copied() {
                 Some(idx) => {
@@ -1226,16 +1295,11 @@ impl<P: Port> Engine<P> {
                     }
                     Some(idx)
                 }
-                None if syn
-                    && !ack
-                    && !rst
-                    && self.listeners.contains_key(&key.local.port)
-                    && self.iface.has_ip_addr(key.local.addr) =>
-                {
-                    if self.dev.capabilities().checksum.tcp.rx() && !tcp_checksum_ok(frame.data(), &key) {
-                        self.stats.rx_bad_checksum_syn += 1;
-                        return Ok(()); // dropped, counted; the frame returns to its pool
-                    }
+                None if !self.iface.has_ip_addr(key.local.addr) => {
+                    self.count_drop(DropReason::NotForUs);
+                    return Ok(());
+                }
+                None if syn && !ack && !rst && self.listeners.contains_key(&key.local.port) => {
                     match self.passive_open(key) {
                         Ok(idx) => Some(idx),
                         Err(reason) => {
@@ -1259,9 +1323,19 @@ impl<P: Port> Engine<P> {
                         }
                         return Ok(()); // the frame returns to its pool
                     }
+                    // smoltcp answers with RST (unless it is one); the segment is dropped.
+                    self.count_drop(DropReason::NoSocket);
                     None
                 }
             },
+            Class::Udp => {
+                self.count_drop(DropReason::NoSocket);
+                None
+            }
+            Class::Unsupported => {
+                self.count_drop(DropReason::UnsupportedProtocol);
+                None
+            }
             Class::Neighbor => {
                 self.neighbor_changed = true;
                 if let (Some((share, me, _)), Some(ours)) = (&self.neighbours, self.iface.ipv4_addr()) {

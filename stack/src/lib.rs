@@ -6,6 +6,8 @@
 //!   [`IdleStrategy`]; a [`Clock`] tests can drive ([`ManualClock`]).
 //! - [`rings`]: every socket's rx/tx rings live in pinned memory, are recycled with their
 //!   socket, and are charged to the engine's `PinnedBudget`.
+//! - [`drops`]: every frame dropped is counted by reason, and each reason explained once in
+//!   the log.
 //! - [`thread`]: an engine on its own thread behind bounded command/event queues
 //!   ([`spawn_engine`], [`EngineHandle`]); the run-to-completion mode is `Engine` itself.
 //!
@@ -17,6 +19,7 @@
 pub mod classify;
 pub mod clock;
 pub mod config;
+pub mod drops;
 pub mod echo;
 pub mod engine;
 #[doc(hidden)]
@@ -29,6 +32,7 @@ pub mod thread;
 pub use classify::FourTuple;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
+pub use drops::{DropCounts, DropNotes, DropReason};
 pub use echo::echo_in_place;
 pub use engine::{consume_rx, ConnId, ConnInfo, Engine, EngineStats, Event, RefuseReason, StackError};
 pub use neighbours::NeighbourShare;

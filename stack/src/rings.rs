@@ -14,13 +14,16 @@
 //! Engines charge the bytes of the rings they hold to their own `PinnedBudget`
 //! (see `Engine`); the pool's mappings are charged to a process-wide budget shown by
 //! [`pool_stats`].
+//!
+//! Only this process reads the rings (smoltcp copies frames in and out), so they are locked
+//! when the memory-lock limit allows and stay unlocked otherwise (`LockPolicy::IfAllowed`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use smoltcp::socket::tcp;
-use ukcm_nic::{leak_region, HugePolicy, MemError, MirrorStorage, PinnedBudget, PinnedRegion, RingError};
+use ukcm_nic::{leak_region, HugePolicy, LockPolicy, MemError, MirrorStorage, PinnedBudget, PinnedRegion, RingError};
 
 /// Smallest ring (bytes).
 pub const MIN_RING: usize = 1024;
@@ -132,7 +135,8 @@ pub fn take(class: SizeClass) -> Result<tcp::Socket<'static>, MemError> {
     let (rx, tx) = (class.rx_bytes(), class.tx_bytes());
     let need = rx + tx;
     if p.chunk.len() < need {
-        let region = PinnedRegion::new(need.max(CHUNK), pool_budget(), HugePolicy::Prefer)?;
+        let region =
+            PinnedRegion::with_lock(need.max(CHUNK), pool_budget(), HugePolicy::Prefer, LockPolicy::IfAllowed)?;
         let fresh = leak_region(region);
         p.stats.mapped_bytes += fresh.len() as u64;
         p.stats.wasted_bytes += p.chunk.len() as u64;
@@ -188,7 +192,8 @@ pub fn take_inplace(class: SizeClass) -> Result<InPlaceSocket, RingError> {
     }
     let tx = class.tx_bytes();
     if p.chunk.len() < tx {
-        let region = PinnedRegion::new(tx.max(CHUNK), pool_budget(), HugePolicy::Prefer).map_err(RingError::Budget)?;
+        let region = PinnedRegion::with_lock(tx.max(CHUNK), pool_budget(), HugePolicy::Prefer, LockPolicy::IfAllowed)
+            .map_err(RingError::Budget)?;
         let fresh = leak_region(region);
         p.stats.mapped_bytes += fresh.len() as u64;
         p.stats.wasted_bytes += p.chunk.len() as u64;

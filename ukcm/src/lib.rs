@@ -31,10 +31,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod conn_log;
 #[cfg(feature = "dpdk")]
 pub mod dpdk_port;
 pub mod forward;
 pub mod logging;
+pub mod memory;
 pub mod pool_stats;
 pub mod ports;
 pub mod server;

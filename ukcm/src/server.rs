@@ -31,6 +31,7 @@ use ukcm_mux::{
 use ukcm_nic::PinnedBudget;
 use ukcm_parsers::parser_from_spec;
 
+use crate::conn_log::{ConnEvent, ConnLog};
 use crate::forward::{Forward, ForwardApp, Reload, ReloadShared};
 use crate::pool_stats::UpstreamSnapshot;
 use crate::ports::{open_port, stack_cidr};
@@ -564,6 +565,17 @@ impl Server {
 
     /// [`Server::stop`], returning each engine's final stats.
     pub fn stop_each(mut self) -> io::Result<Vec<StatsTable>> {
+        self.halt()
+    }
+
+    /// [`Server::stop`], with the transport's final counters line ([`Server::transport_status`]:
+    /// engine and port counters, dropped frames by reason).
+    pub fn stop_with_status(mut self) -> io::Result<(StatsTable, String)> {
+        let tables = self.halt()?;
+        Ok((merge_tables(&tables), self.transport_status()))
+    }
+
+    fn halt(&mut self) -> io::Result<Vec<StatsTable>> {
         self.stop.store(true, Ordering::Release);
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -975,26 +987,6 @@ struct EngineCtx<'a> {
     snapshot: &'a Mutex<Published>,
 }
 
-/// Connection-level events that are counted and summarised instead of logged one by one.
-#[derive(Debug, Default)]
-struct ErrorLog {
-    logged: u64,
-    suppressed: u64,
-}
-
-impl ErrorLog {
-    /// Logs the first few, then counts (10,000 clients closing mid-message are a summary,
-    /// not 10,000 lines).
-    fn note(&mut self, what: impl FnOnce() -> String) {
-        if self.logged < 5 {
-            self.logged += 1;
-            eprintln!("ukcm server: {}", what());
-        } else {
-            self.suppressed += 1;
-        }
-    }
-}
-
 /// What runs on the engine thread besides accepting and the mux: the request handler (run to
 /// completion) and anything else the appliance drives there (an upstream pool).
 pub(crate) trait EngineApp<T: Transport> {
@@ -1062,7 +1054,7 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
     let mut closing: HashSet<PsockId> = HashSet::new();
     let mut last_snapshot = Instant::now();
     let mut idle = 0u32;
-    let mut errors = ErrorLog::default();
+    let mut errors = ConnLog::new(Instant::now());
     let result = loop {
         if cx.stop.load(Ordering::Acquire) {
             break Ok(());
@@ -1083,7 +1075,9 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
                 Ok(None) => break,
                 Err(e) => {
                     cx.counters.attach_failed.fetch_add(1, Ordering::Relaxed);
-                    errors.note(|| format!("cannot attach a connection: {e}"));
+                    errors.note(ConnEvent::AttachFailed, Instant::now(), || {
+                        format!("ukcm server: cannot attach a connection: {e}")
+                    });
                     break;
                 }
             }
@@ -1124,7 +1118,7 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
                 }
                 MuxEvent::PsockError(id, e) => {
                     cx.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    errors.note(|| format!("{id}: {e}; unattaching it"));
+                    errors.note(ConnEvent::Error(e.kind), now, || format!("ukcm server: {id}: {e}; unattaching it"));
                     unattach_and_close(t, &mut mux, id);
                     closing.remove(&id);
                 }
@@ -1150,8 +1144,9 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
         }
         if now.duration_since(last_snapshot) >= SNAPSHOT_EVERY {
             if let Some(w) = t.take_warning() {
-                eprintln!("ukcm server: {w}");
+                tracing::warn!("ukcm server: {w}");
             }
+            errors.tick(now);
             *cx.snapshot.lock() = Published { table: mux.stats_table(), status: t.status(), upstream: app.upstream() };
             last_snapshot = now;
         }
@@ -1182,10 +1177,11 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
             break;
         }
     }
-    if errors.suppressed > 0 {
-        eprintln!("ukcm server: {} more connection errors not logged (see the stats table)", errors.suppressed);
-    }
+    errors.finish();
     let table = mux.stats_table();
+    if let Some(w) = t.take_warning() {
+        tracing::warn!("ukcm server: {w}");
+    }
     *cx.snapshot.lock() = Published { table: table.clone(), status: t.status(), upstream: app.upstream() };
     for id in mux.psock_ids() {
         unattach_and_close(t, &mut mux, id);

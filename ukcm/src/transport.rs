@@ -338,6 +338,9 @@ impl<P: Port> Transport for StackTransport<P> {
     }
 
     fn take_warning(&mut self) -> Option<String> {
+        // The port's drop counters cost a system call to read: once per snapshot, here,
+        // which also explains any port drop reason seen for the first time.
+        self.engine.note_port_drops();
         let bad = self.engine.stats().rx_bad_checksum_syn;
         if bad == 0 || self.warned_checksum {
             return None;
@@ -352,7 +355,7 @@ impl<P: Port> Transport for StackTransport<P> {
     fn status(&self) -> String {
         let (e, p) = self.counters();
         format!(
-            "engine: {} connections, accepted {}, closed {}, reset/timed out {}, bad-checksum SYNs {}; port: rx {} frames ({} dropped), tx {} frames, tx_full {}, wakeups {}",
+            "engine: {} connections, accepted {}, closed {}, reset/timed out {}, bad-checksum SYNs {}; port: rx {} frames ({} dropped), tx {} frames, tx_full {}, wakeups {}; dropped frames by reason: {}",
             self.engine.connection_count(),
             e.accepted,
             e.closed,
@@ -362,7 +365,8 @@ impl<P: Port> Transport for StackTransport<P> {
             p.rx_dropped,
             p.tx_frames,
             p.tx_full,
-            p.wakeups
+            p.wakeups,
+            e.drops
         )
     }
 }

@@ -266,5 +266,7 @@ fn syns_with_bad_checksums_are_counted_not_silently_lost() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(bad >= 1);
+    let status = server.transport_status();
+    assert!(status.contains("dropped frames by reason: rx_bad_tcp_csum "), "counted by reason too: {status}");
     drop(server.stop().unwrap());
 }

@@ -103,7 +103,9 @@ fn die(msg: &str) -> ! {
     std::process::exit(1)
 }
 
-type Outcome = (String, LoadReport, StatsTable, Option<Percentiles>);
+/// Transport, load report, mux stats, latency (when measured elsewhere), and the engines'
+/// counters lines (dropped frames by reason).
+type Outcome = (String, LoadReport, StatsTable, Option<Percentiles>, String);
 
 fn main() {
     ukcm::logging::init();
@@ -138,7 +140,7 @@ fn main() {
         }
         n => n,
     };
-    let (transport, rep, table, pct) = match nic {
+    let (transport, rep, table, pct, engines) = match nic {
         DemoNic::Mem => run_mem(&a, framing, echo_cfg, duration, &stop),
         DemoNic::Kernel => run_kernel(&a, framing, echo_cfg, duration, &machine, &stop),
         DemoNic::Afxdp => run_in_namespace(&a, echo_cfg, duration, Want::Afxdp),
@@ -173,6 +175,9 @@ fn main() {
     );
     println!();
     print!("{table}");
+    if !engines.is_empty() {
+        println!("{engines}");
+    }
     for e in &rep.errors {
         eprintln!("{PROG}: {e}");
     }
@@ -193,6 +198,7 @@ fn print_plan(transport: &str, server: &str, a: &Args, mode: Model, duration: f6
     println!("{PROG}: transport: {transport}");
     println!("{PROG}: echo server on {server}: mux, parser {}, {mode}, steer {}", a.parser, a.steer);
     println!("{PROG}: load: {} conns, closed loop depth {}, size {}, {duration:.1}s", a.conns, a.depth, a.size);
+    println!("{PROG}: {}", ukcm::memory::describe());
 }
 
 /// Two engines over the in-memory pair: the server (mux echo) on its own thread, the client
@@ -224,11 +230,13 @@ fn run_mem(a: &Args, framing: Framing, cfg: ServerConfig, duration: f64, stop: &
         progress: true,
     };
     let rep = stack_load::run(&mut client, &lcfg, stop);
-    let table = server.stop();
+    let stopped = server.stop_with_status();
+    let client_drops = client.note_port_drops();
     drop(client);
     let rep = rep.unwrap_or_else(|e| die(&format!("load failed: {e}")));
-    let table = table.unwrap_or_else(|e| die(&format!("echo server failed: {e}")));
-    (transport, rep, table, None)
+    let (table, status) = stopped.unwrap_or_else(|e| die(&format!("echo server failed: {e}")));
+    let engines = format!("echo server {status}\nload engine: dropped frames by reason: {client_drops}");
+    (transport, rep, table, None, engines)
 }
 
 fn run_kernel(
@@ -264,7 +272,7 @@ fn run_kernel(
     let table = server.stop();
     let rep = rep.unwrap_or_else(|e| die(&format!("load failed: {e}")));
     let table = table.unwrap_or_else(|e| die(&format!("echo server failed: {e}")));
-    (transport, rep, table, None)
+    (transport, rep, table, None, String::new())
 }
 
 /// What `run_in_namespace` serves on.
@@ -363,11 +371,11 @@ fn run_in_namespace(a: &Args, cfg: ServerConfig, duration: f64, want: Want) -> O
         .args(["--duration", &duration.to_string(), "--json"])
         .output()
         .unwrap_or_else(|e| die(&format!("cannot run ukcm-load in {}: {e}", net.ns)));
-    let table = server.stop().unwrap_or_else(|e| die(&format!("echo server failed: {e}")));
+    let (table, status) = server.stop_with_status().unwrap_or_else(|e| die(&format!("echo server failed: {e}")));
     let json = String::from_utf8_lossy(&out.stdout).into_owned();
     let (rep, pct) = report_from_json(&json)
         .unwrap_or_else(|| die(&format!("ukcm-load gave no result: {}", String::from_utf8_lossy(&out.stderr).trim())));
-    (transport, rep, table, Some(pct))
+    (transport, rep, table, Some(pct), format!("echo server {status}"))
 }
 
 /// The numbers the demo prints, from `ukcm-load --json`, and its latency percentiles.

@@ -109,6 +109,7 @@ fn main() {
         a.parser,
         a.steer
     );
+    println!("{PROG}: {}", ukcm::memory::describe());
     let _ = std::io::stdout().flush();
     let t0 = Instant::now();
     let mut last = (t0, 0u64);
@@ -140,10 +141,9 @@ fn main() {
     let lingered = server.counters().lingered.load(Ordering::Relaxed);
     let what = server.describe().to_owned();
     let elapsed = t0.elapsed().as_secs_f64();
-    let status = server.transport_status();
-    let result = server.stop();
+    let result = server.stop_with_status();
     match result {
-        Ok(t) => {
+        Ok((t, status)) => {
             let copies =
                 if t.total.rx_bytes > 0 { t.total.rx_copied_bytes as f64 / t.total.rx_bytes as f64 } else { 0.0 };
             println!(

@@ -182,6 +182,8 @@ fn run_on_stack(
         _ => 0,
     };
     let (port, mac) = open_port(nic, queue, &budget).map_err(std::io::Error::other)?;
+    // stderr: stdout may be the JSON report.
+    eprintln!("{PROG}: {}", ukcm::memory::describe());
     // TAP ports get a made-up MAC: not the one ukcm-echo's TAP uses.
     let mac = mac.map(|_| local_mac(2));
     let mut engine = stack_load::client_engine(port, mac, cidr)?;
@@ -195,7 +197,10 @@ fn run_on_stack(
         drain: cfg.drain,
         progress: cfg.progress,
     };
-    stack_load::run(&mut engine, &scfg, stop)
+    let rep = stack_load::run(&mut engine, &scfg, stop);
+    // stderr, like the memory line: stdout may be the JSON report.
+    eprintln!("{PROG}: load engine: dropped frames by reason: {}", engine.note_port_drops());
+    rep
 }
 
 fn table(cfg: &LoadConfig, r: &LoadReport) -> String {

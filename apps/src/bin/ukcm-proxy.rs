@@ -151,6 +151,7 @@ fn start(a: &Args, cfg: &Config) -> Result<Vec<Running>, String> {
         println!("{PROG}: pool {} listening on {} ({})", pool.name, server.local_addr(), server.describe());
         servers.push(Running { server, reload });
     }
+    println!("{PROG}: {}", ukcm::memory::describe());
     Ok(servers)
 }
 
@@ -215,6 +216,7 @@ fn reload(path: &std::path::Path, current: &mut Config, running: &[Running], sho
 }
 
 fn main() {
+    ukcm::logging::init();
     let a: Args = cli::parse_or_exit(PROG);
     let mut cfg = Config::load(&a.conf).unwrap_or_else(|e| cli::fail(PROG, &e.to_string()));
     if cfg.pools.is_empty() {
@@ -253,6 +255,10 @@ fn main() {
             last = Instant::now();
             for (f, s) in figures(&shown).iter().zip(&servers) {
                 println!("[{:>5.0}s] {}\n{}", t0.elapsed().as_secs_f64(), stats::summary_line(f), s.snapshot());
+                let status = s.transport_status();
+                if !status.is_empty() {
+                    println!("{status}");
+                }
             }
             let _ = std::io::stdout().flush();
         }
@@ -264,8 +270,9 @@ fn main() {
     let mut failed = false;
     drop(servers);
     for r in running {
-        match r.server.stop() {
-            Ok(t) => println!("{PROG}: final stats\n{t}"),
+        match r.server.stop_with_status() {
+            Ok((t, status)) if status.is_empty() => println!("{PROG}: final stats\n{t}"),
+            Ok((t, status)) => println!("{PROG}: final stats\n{t}\n{status}"),
             Err(e) => {
                 eprintln!("{PROG}: {e}");
                 failed = true;

@@ -308,6 +308,7 @@ impl Port for AfXdpPort {
         self.stats.rx_frames += n as u64;
         self.stats.rx_bytes += bytes;
         self.stats.rx_dropped += bad;
+        self.stats.rx_invalid += bad;
         self.refill()?;
         if n == 0 {
             if self.busy_poll {
@@ -385,6 +386,8 @@ impl Port for AfXdpPort {
             // Frames the kernel had to drop for us: no fill buffer or too long (rx_dropped),
             // no room on the rx ring (rx_ring_full).
             s.rx_dropped += k.rx_dropped + k.rx_ring_full;
+            s.rx_no_buffer += k.rx_dropped;
+            s.rx_ring_full += k.rx_ring_full;
         }
         s
     }

@@ -447,7 +447,10 @@ impl Port for DpdkPort {
                     out.push(f);
                     taken += 1;
                 }
-                None => self.stats.rx_dropped += 1,
+                None => {
+                    self.stats.rx_dropped += 1;
+                    self.stats.rx_invalid += 1;
+                }
             }
         }
         self.stats.rx_frames += taken as u64;
@@ -491,6 +494,8 @@ impl Port for DpdkPort {
         if self.dev.queues == 1 {
             if let Ok(e) = self.eth_stats() {
                 s.rx_dropped += e.imissed + e.rx_nombuf;
+                s.rx_ring_full += e.imissed;
+                s.rx_no_buffer += e.rx_nombuf;
             }
         }
         s

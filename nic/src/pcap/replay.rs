@@ -13,7 +13,7 @@ use pcap_file::{DataLink, PcapError, TsResolution};
 
 use crate::pool::{FramePool, PoolConfig};
 use crate::port::{Port, PortCaps, PortError, PortStats};
-use crate::region::{HugePolicy, PinnedBudget};
+use crate::region::{HugePolicy, LockPolicy, PinnedBudget};
 use crate::Frame;
 
 /// When replayed frames become available.
@@ -121,7 +121,7 @@ const PCAP_MAGICS: [u32; 4] = [0xA1B2_C3D4, 0xD4C3_B2A1, 0xA1B2_3C4D, 0x4D3C_B2A
 impl PcapReplayPort {
     /// Opens `path` (pcap or pcapng, told apart by the magic number) with a pool of its own.
     pub fn open(path: impl AsRef<Path>, cfg: &PcapReplayConfig, budget: &Arc<PinnedBudget>) -> Result<Self, PortError> {
-        let pool = FramePool::with_region(cfg.pool, budget, cfg.huge)?;
+        let pool = FramePool::with_region_lock(cfg.pool, budget, cfg.huge, LockPolicy::IfAllowed)?;
         Self::open_with_pool(path, cfg, pool)
     }
 
