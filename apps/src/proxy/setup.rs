@@ -46,6 +46,11 @@ pub const MEMCACHE_CLIENT_RING: usize = (1 << 20) + (64 << 10);
 /// get is every value asked of that server (a larger one fails, and its connection with it).
 pub const MEMCACHE_BACKEND_RING: usize = 4 << 20;
 
+/// Requests in flight per backend connection at most (past it a request gets a "busy"
+/// error reply, counted in the stats): a bound on memory (about 40 bytes an entry), far
+/// above what tens of thousands of clients with a request each need.
+pub const MAX_PENDING: usize = 1 << 16;
+
 /// The pool's servers as upstream backends, with twemproxy's settings mapped.
 pub fn pool_config(pool: &Pool) -> Result<PoolConfig, ConfigError> {
     let mut backends = Vec::with_capacity(pool.servers.len());
@@ -61,6 +66,9 @@ pub fn pool_config(pool: &Pool) -> Result<PoolConfig, ConfigError> {
         failure_limit: pool.server_failure_limit.max(1),
         retry_after: Duration::from_millis(pool.server_retry_timeout_ms.into()),
         setup: if pool.redis { redis_setup(pool) } else { None },
+        // Every client may have requests in flight to one backend connection (twemproxy
+        // queues without a limit): 10,000 clients with one request each must not be "busy".
+        max_pending: MAX_PENDING,
         rx_ring: if pool.redis { PoolConfig::default().rx_ring } else { MEMCACHE_BACKEND_RING },
         ..PoolConfig::default()
     })
