@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ukcm::testing::{free_port, programs_or_skip, scratch_dir, wait_for_port, ChildGuard};
+use ukcm::testing::{can_drop_root_or_skip, free_port, programs_or_skip, scratch_dir, wait_for_port, ChildGuard};
 use ukcm_apps::proxy::config::Config;
 use ukcm_apps::proxy::dist::Selector;
 use ukcm_parsers::{MemcacheText, Memcached, Parse, Parser};
@@ -173,7 +173,7 @@ fn fields(p: &[u8]) -> (u8, u16, u32, Vec<u8>, Vec<u8>) {
 
 #[test]
 fn text_commands_through_the_proxy_land_where_twemproxy_puts_them() {
-    if !programs_or_skip("proxy_memcache", &["memcached"]) {
+    if !programs_or_skip("proxy_memcache", &["memcached"]) || !can_drop_root_or_skip("proxy_memcache") {
         return;
     }
     let s = Setup::new();
@@ -283,7 +283,7 @@ fn text_commands_through_the_proxy_land_where_twemproxy_puts_them() {
 
 #[test]
 fn garbage_from_one_client_leaves_the_others_served() {
-    if !programs_or_skip("proxy_memcache", &["memcached"]) {
+    if !programs_or_skip("proxy_memcache", &["memcached"]) || !can_drop_root_or_skip("proxy_memcache") {
         return;
     }
     let s = Setup::new();
@@ -304,7 +304,7 @@ fn garbage_from_one_client_leaves_the_others_served() {
 
 #[test]
 fn binary_clients_share_the_port_and_quiet_gets_batch_with_noop() {
-    if !programs_or_skip("proxy_memcache", &["memcached"]) {
+    if !programs_or_skip("proxy_memcache", &["memcached"]) || !can_drop_root_or_skip("proxy_memcache") {
         return;
     }
     let s = Setup::new();
@@ -436,7 +436,8 @@ fn libmemcached_tools_and_pymemcache_through_the_proxy() {
     if !programs_or_skip(
         "proxy_memcache",
         &["memcached", "memccp", "memccat", "memcrm", "memcstat", "memcflush", "python3"],
-    ) {
+    ) || !can_drop_root_or_skip("proxy_memcache")
+    {
         return;
     }
     let has_pymemcache = Command::new("python3").args(["-c", "import pymemcache"]).status().is_ok_and(|s| s.success());
@@ -528,7 +529,7 @@ print("ok")
 
 #[test]
 fn a_killed_backend_fails_only_its_own_keys() {
-    if !programs_or_skip("proxy_memcache", &["memcached"]) {
+    if !programs_or_skip("proxy_memcache", &["memcached"]) || !can_drop_root_or_skip("proxy_memcache") {
         return;
     }
     let mut s = Setup::new();
@@ -570,7 +571,7 @@ fn a_killed_backend_fails_only_its_own_keys() {
 
 #[test]
 fn an_ejected_backend_s_keys_move_to_the_others_as_under_twemproxy() {
-    if !programs_or_skip("proxy_memcache", &["memcached"]) {
+    if !programs_or_skip("proxy_memcache", &["memcached"]) || !can_drop_root_or_skip("proxy_memcache") {
         return;
     }
     let extra = "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 600000\n";

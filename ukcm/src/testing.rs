@@ -60,6 +60,26 @@ pub fn programs_or_skip(test: &str, cmds: &[&str]) -> bool {
     false
 }
 
+/// Whether a daemon that drops root to another user (memcached's `-u`) can start here:
+/// not root, or root with CAP_SETUID and CAP_SETGID. Root without capabilities (the test
+/// command's run under a user's limits) cannot; then it prints `SKIP` and returns `false`,
+/// or fails when `UKCM_PRIVILEGED=1`.
+pub fn can_drop_root_or_skip(test: &str) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("");
+    let uid0 = field("Uid:").split_whitespace().nth(1) == Some("0");
+    let caps = u64::from_str_radix(field("CapEff:"), 16).unwrap_or(0);
+    const SETGID: u64 = 1 << 6;
+    const SETUID: u64 = 1 << 7;
+    if !uid0 || caps & (SETGID | SETUID) == SETGID | SETUID {
+        return true;
+    }
+    let required = std::env::var_os("UKCM_PRIVILEGED").is_some_and(|v| v == "1");
+    assert!(!required, "{test}: root without CAP_SETUID/CAP_SETGID cannot start a daemon that drops root");
+    eprintln!("SKIP: {test}: root without CAP_SETUID/CAP_SETGID (memcached cannot drop to its user)");
+    false
+}
+
 /// A loopback port nothing listens on (now).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
