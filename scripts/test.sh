@@ -29,19 +29,14 @@ fi
 
 cargo test --workspace "$@"
 
-# The unprivileged suites that allocate pinned memory once more as an ordinary user gets
-# them (as root, full runs only): no capabilities (so the privileged tests skip;
-# UKCM_PRIVILEGED unset) and Debian's default 8 MiB RLIMIT_MEMLOCK, so that memory which need
-# not be locked keeps working unlocked. The library crates, the capture replays and the
-# demo/echo runs over the in-memory pair and kernel sockets; not the suites that only drive
-# real programs (the proxy's) or tshark (which lock nothing of ours). Reuses the test
-# binaries built above.
+# The unprivileged suite once more as an ordinary user gets it (as root, full runs only):
+# no capabilities (so the privileged tests skip; UKCM_PRIVILEGED unset) and Debian's default
+# 8 MiB RLIMIT_MEMLOCK, so that memory which need not be locked keeps working unlocked.
+# Reuses the test binaries built above.
 if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
-  echo "test: the unprivileged suites again, without capabilities, under an 8 MiB memory-lock limit"
-  as_user() { setpriv --inh-caps=-all --bounding-set=-all prlimit --memlock=8388608:8388608 env -u UKCM_PRIVILEGED "$@"; }
-  as_user cargo test -p ukcm-nic -p ukcm-stack -p ukcm-mux -p ukcm-parsers -p ukcm
-  as_user cargo test -p ukcm-pcap-tests --test stream_replay --test live_replay
-  as_user cargo test -p ukcm-apps --test echo_load --test cli
+  echo "test: the unprivileged suite again, without capabilities, under an 8 MiB memory-lock limit"
+  setpriv --inh-caps=-all --bounding-set=-all prlimit --memlock=8388608:8388608 \
+    env -u UKCM_PRIVILEGED cargo test --workspace
 fi
 
 # Lints and docs stay true (full runs only): clippy and rustdoc with warnings denied.
