@@ -31,6 +31,18 @@ fn as_nobody_with(caps: &[&str]) -> Command {
     c
 }
 
+/// A redis-server on the namespace's address, port 7001.
+fn redis_in(net: &TestNet) -> ChildGuard {
+    let backend = net
+        .peer_command("redis-server")
+        .args(["--bind", &net.peer_ip.to_string(), "--port", "7001", "--save", "", "--appendonly", "no"])
+        .args(["--protected-mode", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    ChildGuard::new(backend, None)
+}
+
 fn redis_cli_in(net: &TestNet, args: &[&str]) -> String {
     let out = net.peer_command("redis-cli").args(args).output().unwrap();
     assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -45,14 +57,7 @@ fn proxy_on_afxdp_runs_unprivileged_with_four_capabilities_and_speaks_clean_resp
         return;
     }
     let net = TestNet::new("pxy", &TestNetOptions::default()).unwrap();
-    let backend = net
-        .peer_command("redis-server")
-        .args(["--bind", &net.peer_ip.to_string(), "--port", "7001", "--save", "", "--appendonly", "no"])
-        .args(["--protected-mode", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _backend = ChildGuard::new(backend, None);
+    let _backend = redis_in(&net);
     // The config and the capture directory, readable (and writable) by nobody.
     let dir = scratch_dir("proxy-afxdp");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -144,14 +149,7 @@ fn proxy_on_two_queues_runs_an_engine_with_its_own_backend_connections_on_each()
         return;
     }
     let net = TestNet::new("pq2", &TestNetOptions { queues: 2, ..TestNetOptions::default() }).unwrap();
-    let backend = net
-        .peer_command("redis-server")
-        .args(["--bind", &net.peer_ip.to_string(), "--port", "7001", "--save", "", "--appendonly", "no"])
-        .args(["--protected-mode", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _backend = ChildGuard::new(backend, None);
+    let _backend = redis_in(&net);
     let dir = scratch_dir("proxy-afxdp-2q");
     let conf = dir.join("nutcracker.yml");
     std::fs::write(

@@ -16,6 +16,10 @@ use ukcm_apps::proxy::config::Config;
 use ukcm_apps::proxy::dist::Selector;
 use ukcm_parsers::{MemcacheText, Memcached, Parse, Parser};
 
+mod proxy_common;
+
+use proxy_common::proxy;
+
 const WATCHDOG: Duration = Duration::from_secs(30);
 
 fn memcached(port: u16) -> ChildGuard {
@@ -27,22 +31,6 @@ fn memcached(port: u16) -> ChildGuard {
     let g = ChildGuard::new(child, None);
     wait_for_port(port, WATCHDOG);
     g
-}
-
-fn proxy(config: &str, port: u16) -> ChildGuard {
-    let dir = scratch_dir(&format!("mc-proxy-conf-{port}"));
-    let path = dir.join("nutcracker.yml");
-    std::fs::write(&path, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ukcm-proxy"))
-        .arg("-c")
-        .arg(&path)
-        .args(["--nic", "kernel"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = ChildGuard::new(child, Some(dir));
-    wait_for_port(port, WATCHDOG);
-    p
 }
 
 /// A ketama pool over `backends`; `extra`: more pool keys (indented lines).

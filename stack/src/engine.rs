@@ -1210,10 +1210,9 @@ impl<P: Port> Engine<P> {
     /// Takes in the segments other engines handed over (bounded by one queue's capacity
     /// per poll).
     fn take_strays(&mut self, now: Instant) -> bool {
-        let Some((share, me)) = self.strays.clone() else { return false };
         let mut any = false;
         for _ in 0..crate::strays::CAPACITY {
-            let Some(bytes) = share.take(me) else { break };
+            let Some(bytes) = self.strays.as_ref().and_then(|(share, me)| share.take(*me)) else { break };
             any = true;
             // Admitted (checksums included) by the engine that handed it over.
             let admission = Admission { checksums: false, ..self.admission };

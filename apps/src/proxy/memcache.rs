@@ -25,17 +25,16 @@
 //! pipelined requests for one key may overtake each other there.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ukcm::{Clients, Forward, Reply, Upstream, UpstreamError};
 use ukcm_mux::ReplySlot;
 
 use super::config::Pool;
-use super::dist::Selector;
 use super::memcache_binary::{self as binary, Pending, Plan};
 use super::memcache_merge::Gather;
 use super::memcache_text::{self as text, Command, Hide, Kind};
+use super::placement::Placement;
 use super::redis::reason;
 
 /// What travels with a backend request.
@@ -91,10 +90,8 @@ struct Counts {
 /// A memcached pool's forwarder (one per engine; a clone starts with no state).
 #[derive(Debug)]
 pub struct MemcacheForward {
-    pool: Arc<Pool>,
-    names: Arc<Vec<String>>,
-    selector: Selector,
-    live: Vec<bool>,
+    /// Where keys go.
+    at: Placement,
     gathers: HashMap<u64, Gather<Waiter>>,
     next_id: u64,
     started: Instant,
@@ -103,7 +100,7 @@ pub struct MemcacheForward {
 
 impl Clone for MemcacheForward {
     fn clone(&self) -> MemcacheForward {
-        MemcacheForward::new(&self.pool)
+        MemcacheForward::new(&self.at.pool)
     }
 }
 
@@ -135,10 +132,7 @@ impl MemcacheForward {
     /// A forwarder for `pool` (its servers are the upstream backends, in file order).
     pub fn new(pool: &Pool) -> MemcacheForward {
         MemcacheForward {
-            names: Arc::new(pool.servers.iter().map(|s| s.ketama_name()).collect()),
-            selector: pool.selector(),
-            live: vec![true; pool.servers.len()],
-            pool: Arc::new(pool.clone()),
+            at: Placement::new(pool),
             gathers: HashMap::new(),
             next_id: 0,
             started: Instant::now(),
@@ -149,26 +143,7 @@ impl MemcacheForward {
     /// Takes a reloaded pool's settings (servers, distribution, hash): requests from now on
     /// use them; split gets in flight finish with the parts they have.
     pub fn reconfigure(&mut self, pool: &Pool) {
-        self.names = Arc::new(pool.servers.iter().map(|s| s.ketama_name()).collect());
-        self.selector = pool.selector();
-        self.pool = Arc::new(pool.clone());
-        self.live = vec![true; pool.servers.len()];
-    }
-
-    /// With `auto_eject_hosts`, keys of an ejected server rehash (as under twemproxy).
-    fn sync_live(&mut self, up: &dyn Upstream<Tag>) {
-        if !self.pool.auto_eject_hosts {
-            return;
-        }
-        let mut changed = false;
-        for i in 0..self.live.len() {
-            let live = !up.is_ejected(i);
-            changed |= live != self.live[i];
-            self.live[i] = live;
-        }
-        if changed {
-            self.selector.set_live(&self.live);
-        }
+        self.at.reconfigure(pool);
     }
 
     /// Sends `bytes` to `server` with the tag `make` builds around the deferred slot; a
@@ -231,7 +206,7 @@ impl MemcacheForward {
                 self.send_one(server, &cmd.forwarded(), (reply, up), Form::Text, Tag::Pass);
             }
             Kind::Keyed { .. } => {
-                let server = cmd.keys().next().and_then(|k| self.selector.server_for(&k));
+                let server = cmd.keys().next().and_then(|k| self.at.selector.server_for(&k));
                 let bytes = cmd.forwarded();
                 match cmd.quiet {
                     Some(Hide::All) => {
@@ -257,7 +232,7 @@ impl MemcacheForward {
         let keys = &cmd.tokens[first_key..];
         let mut by_server: Vec<(usize, Vec<usize>)> = Vec::new();
         for (pos, k) in keys.iter().enumerate() {
-            let Some(s) = self.selector.server_for(k) else {
+            let Some(s) = self.at.selector.server_for(k) else {
                 let _ = reply.send(&text_error(UpstreamError::BackendDown));
                 return;
             };
@@ -282,7 +257,7 @@ impl MemcacheForward {
         for (server, positions) in by_server {
             let mut tokens: Vec<&[u8]> = cmd.tokens[..first_key].to_vec();
             tokens.extend(positions.iter().map(|&p| keys[p]));
-            let part = g.add_part(positions, self.names[server].clone());
+            let part = g.add_part(positions, self.at.names[server].clone());
             self.counts.fragments += 1;
             if let Err((e, _)) = up.send(server, &text::encode(&tokens, &[]), Tag::Part { id, part }) {
                 self.counts.backend_errors += 1;
@@ -315,15 +290,15 @@ impl MemcacheForward {
         let id = self.next_id;
         self.next_id += 1;
         let mut complete = false;
-        for server in (0..self.live.len()).filter(|&i| self.live[i]) {
-            let part = g.add_part(Vec::new(), self.names[server].clone());
+        for server in (0..self.at.live.len()).filter(|&i| self.at.live[i]) {
+            let part = g.add_part(Vec::new(), self.at.names[server].clone());
             self.counts.fragments += 1;
             if let Err((e, _)) = up.send(server, bytes, Tag::Part { id, part }) {
                 self.counts.backend_errors += 1;
                 complete = g.failed(part, reason(e));
             }
         }
-        if !self.live.iter().any(|&l| l) {
+        if !self.at.live.iter().any(|&l| l) {
             let part = g.add_part(Vec::new(), "(none)".into());
             complete = g.failed(part, "down");
         }
@@ -370,7 +345,7 @@ impl MemcacheForward {
                 self.send_one(server, b"version\r\n", (reply, up), Form::Binary(&form), |s| Tag::Binary(s, p));
             }
             Plan::Keyed { key, text, pending } => {
-                let server = self.selector.server_for(&key);
+                let server = self.at.selector.server_for(&key);
                 let form = pending.clone();
                 self.send_one(server, &text, (reply, up), Form::Binary(&form), |s| Tag::Binary(s, pending));
             }
@@ -385,10 +360,10 @@ impl MemcacheForward {
             ("uptime".into(), self.started.elapsed().as_secs().to_string()),
             ("time".into(), now.to_string()),
             ("version".into(), concat!("ukcm-proxy-", env!("CARGO_PKG_VERSION")).into()),
-            ("pool".into(), self.pool.name.clone()),
-            ("servers".into(), self.names.len().to_string()),
+            ("pool".into(), self.at.pool.name.clone()),
+            ("servers".into(), self.at.names.len().to_string()),
         ];
-        for (i, name) in self.names.iter().enumerate() {
+        for (i, name) in self.at.names.iter().enumerate() {
             let state = if up.is_ejected(i) {
                 "ejected"
             } else if up.is_up(i) {
@@ -414,7 +389,7 @@ impl Forward for MemcacheForward {
 
     fn request(&mut self, req: &[u8], reply: &mut Reply<'_>, up: &mut dyn Upstream<Tag>) {
         self.counts.requests += 1;
-        self.sync_live(up);
+        self.at.sync_live(up);
         if req.first() == Some(&ukcm_parsers::memcache_any::REQUEST_MAGIC) {
             return self.binary(req, reply, up);
         }

@@ -28,6 +28,7 @@ pub mod memcache_binary;
 pub mod memcache_merge;
 pub mod memcache_text;
 pub mod merge;
+pub mod placement;
 pub mod redis;
 pub mod reload;
 pub mod resp;

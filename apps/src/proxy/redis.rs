@@ -3,15 +3,14 @@
 //! splits multi-key commands per server (see [`super::merge`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use ukcm::{Clients, Forward, ForwardStats, Reply, Upstream, UpstreamError};
 use ukcm_mux::{PsockId, ReplySlot};
 
 use super::commands::{key_positions, kind, Kind};
 use super::config::Pool;
-use super::dist::Selector;
 use super::merge::Merge;
+use super::placement::Placement;
 use super::resp;
 
 /// What travels with a backend request.
@@ -26,10 +25,8 @@ pub enum Tag {
 /// A Redis pool's forwarder (one per engine; a clone starts with no connection state).
 #[derive(Debug)]
 pub struct RedisForward {
-    pool: Arc<Pool>,
-    names: Arc<Vec<String>>,
-    selector: Selector,
-    live: Vec<bool>,
+    /// Where keys go.
+    at: Placement,
     /// Connections that gave the right password (only with `redis_auth`).
     authed: HashSet<PsockId>,
     merges: HashMap<u64, Merge>,
@@ -67,7 +64,7 @@ fn wrong_args(name: &[u8]) -> Vec<u8> {
 
 impl Clone for RedisForward {
     fn clone(&self) -> RedisForward {
-        RedisForward::new(&self.pool)
+        RedisForward::new(&self.at.pool)
     }
 }
 
@@ -75,12 +72,8 @@ impl RedisForward {
     /// A forwarder for `pool` (a `redis: true` pool; its servers are the upstream backends,
     /// in file order).
     pub fn new(pool: &Pool) -> RedisForward {
-        let n = pool.servers.len();
         RedisForward {
-            names: Arc::new(pool.servers.iter().map(|s| s.ketama_name()).collect()),
-            selector: pool.selector(),
-            pool: Arc::new(pool.clone()),
-            live: vec![true; n],
+            at: Placement::new(pool),
             authed: HashSet::new(),
             merges: HashMap::new(),
             next_id: 0,
@@ -93,33 +86,12 @@ impl RedisForward {
     /// from now on use them; split commands in flight finish with the parts they have.
     /// Connections that authenticated stay authenticated.
     pub fn reconfigure(&mut self, pool: &Pool) {
-        self.names = Arc::new(pool.servers.iter().map(|s| s.ketama_name()).collect());
-        self.selector = pool.selector();
-        self.pool = Arc::new(pool.clone());
-        self.live = vec![true; pool.servers.len()];
-    }
-
-    /// With `auto_eject_hosts`, the selector follows the pool's ejections (keys of an
-    /// ejected server rehash, as under twemproxy; a server still connecting or briefly
-    /// reconnecting keeps its keys).
-    fn sync_live(&mut self, up: &dyn Upstream<Tag>) {
-        if !self.pool.auto_eject_hosts {
-            return;
-        }
-        let mut changed = false;
-        for i in 0..self.live.len() {
-            let live = !up.is_ejected(i);
-            changed |= live != self.live[i];
-            self.live[i] = live;
-        }
-        if changed {
-            self.selector.set_live(&self.live);
-        }
+        self.at.reconfigure(pool);
     }
 
     /// A command answered by the proxy itself, if it is one; `None` to forward it.
     fn local(&mut self, k: Kind, args: &[&[u8]], origin: PsockId) -> Option<Vec<u8>> {
-        let auth = self.pool.redis_auth.as_deref();
+        let auth = self.at.pool.redis_auth.as_deref();
         if auth.is_some() && !self.authed.contains(&origin) && !matches!(k, Kind::Auth | Kind::Quit) {
             return Some(b"-NOAUTH Authentication required.\r\n".to_vec());
         }
@@ -141,7 +113,7 @@ impl RedisForward {
                     b"-ERR invalid password\r\n".to_vec()
                 }
             },
-            Kind::Select if args.len() == 2 && args[1] == self.pool.redis_db.to_string().as_bytes() => {
+            Kind::Select if args.len() == 2 && args[1] == self.at.pool.redis_db.to_string().as_bytes() => {
                 b"+OK\r\n".to_vec()
             }
             Kind::Select | Kind::Unsupported => unsupported(args[0]),
@@ -162,7 +134,7 @@ impl RedisForward {
 
     /// Sends the whole command to the server of its key `args[key]`.
     fn single(&mut self, req: &[u8], args: &[&[u8]], reply: &mut Reply<'_>, up: &mut dyn Upstream<Tag>, key: usize) {
-        let Some(server) = self.selector.server_for(args[key]) else {
+        let Some(server) = self.at.selector.server_for(args[key]) else {
             let _ = reply.send(&error_reply(UpstreamError::BackendDown));
             return;
         };
@@ -191,7 +163,7 @@ impl RedisForward {
         let keys: Vec<&[&[u8]]> = args[1..].chunks(step).collect();
         let mut by_server: Vec<(usize, Vec<usize>)> = Vec::new();
         for (pos, kv) in keys.iter().enumerate() {
-            let Some(s) = self.selector.server_for(kv[0]) else {
+            let Some(s) = self.at.selector.server_for(kv[0]) else {
                 let _ = reply.send(&error_reply(UpstreamError::BackendDown));
                 return;
             };
@@ -212,7 +184,7 @@ impl RedisForward {
         for (server, positions) in by_server {
             let mut part_args: Vec<&[u8]> = vec![args[0]];
             positions.iter().for_each(|&p| part_args.extend_from_slice(keys[p]));
-            let part = merge.add_part(positions, self.names[server].clone());
+            let part = merge.add_part(positions, self.at.names[server].clone());
             if let Err((e, _)) = up.send(server, &resp::encode(&part_args), Tag::Part { id, part }) {
                 complete = merge.failed(part, reason(e));
             }
@@ -244,12 +216,12 @@ impl Forward for RedisForward {
             let _ = reply.send(&answer);
             return;
         }
-        self.sync_live(up);
+        self.at.sync_live(up);
         match k {
             Kind::Single => self.single(req, &args, reply, up, 1),
             Kind::SameServer(spec) => {
                 let keys = key_positions(spec, &args).unwrap_or_default();
-                let servers: Vec<Option<usize>> = keys.iter().map(|&i| self.selector.server_for(args[i])).collect();
+                let servers: Vec<Option<usize>> = keys.iter().map(|&i| self.at.selector.server_for(args[i])).collect();
                 if servers.iter().all(|s| *s == servers[0]) {
                     self.single(req, &args, reply, up, keys[0]);
                 } else {
