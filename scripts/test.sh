@@ -27,7 +27,22 @@ else
   echo "test: not root: privileged integration tests will be skipped (run as root for all)"
 fi
 
-cargo test --workspace "$@"
+# DPDK (root, full runs): the `dpdk` features of the crates that have one, so that the DPDK
+# tests (nic/tests/dpdk_port.rs, stack/tests/kernel_interop_dpdk.rs, apps/tests/dpdk_echo.rs)
+# build and run with everything else, in one build, instead of rebuilding the workspace with
+# other features afterwards. The system DPDK comes from scripts/install-dpdk.sh; each DPDK
+# scenario runs in a process of its own (one EAL each).
+features=()
+if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
+  if ! scripts/install-dpdk.sh; then
+    # As root the DPDK tests must run (like every privileged test under UKCM_PRIVILEGED=1).
+    echo "test: DPDK could not be installed (scripts/install-dpdk.sh): the DPDK tests cannot run" >&2
+    exit 1
+  fi
+  features=(--features ukcm-nic/dpdk,ukcm-stack/dpdk,ukcm/dpdk,ukcm-apps/dpdk)
+fi
+
+cargo test --workspace "${features[@]}" "$@"
 
 # The unprivileged suite once more as an ordinary user gets it (as root, full runs only):
 # no capabilities (so the privileged tests skip; UKCM_PRIVILEGED unset) and Debian's default
@@ -36,7 +51,7 @@ cargo test --workspace "$@"
 if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
   echo "test: the unprivileged suite again, without capabilities, under an 8 MiB memory-lock limit"
   setpriv --inh-caps=-all --bounding-set=-all prlimit --memlock=8388608:8388608 \
-    env -u UKCM_PRIVILEGED cargo test --workspace
+    env -u UKCM_PRIVILEGED cargo test --workspace "${features[@]}"
 fi
 
 # Lints and docs stay true (full runs only): clippy and rustdoc with warnings denied.
@@ -49,18 +64,4 @@ fi
 # our patch (vendor/smoltcp/UKCM-PATCH.md): full runs only. Opt-level 1 keeps netsim short.
 if [ $# -eq 0 ]; then
   (cd vendor/smoltcp && CARGO_PROFILE_DEV_OPT_LEVEL=1 cargo test --features _netsim --lib --test netsim)
-fi
-
-# DPDK (feature `dpdk`, root only, full runs only): the system DPDK is installed by
-# scripts/install-dpdk.sh; each DPDK scenario runs in a process of its own (one EAL each).
-if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
-  if scripts/install-dpdk.sh; then
-    cargo test -p ukcm-nic --features dpdk --test dpdk_port
-    cargo test -p ukcm-stack --features dpdk --test kernel_interop_dpdk
-    cargo test -p ukcm-apps --features dpdk --test dpdk_echo
-  else
-    # As root the DPDK tests must run (like every privileged test under UKCM_PRIVILEGED=1).
-    echo "test: DPDK could not be installed (scripts/install-dpdk.sh): the DPDK tests cannot run" >&2
-    exit 1
-  fi
 fi
