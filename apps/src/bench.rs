@@ -129,6 +129,26 @@ pub struct Row {
     pub note: String,
     /// (fraction, µs) latency distribution from the load generator's histogram.
     pub cdf: Vec<(f64, f64)>,
+    /// The load generator's CPU use over its run, % of one core (its own getrusage).
+    pub load_cpu: Option<f64>,
+    /// The server's CPU use over the load's run, % of one core (from /proc; a busy-polling
+    /// ukcm-echo shows 100 whatever its load).
+    pub server_cpu: Option<f64>,
+}
+
+/// A load generator at or above this share of its core is taken to be the limit of a row.
+pub const LOAD_BOUND_PCT: f64 = 90.0;
+
+impl Row {
+    /// Which side limits the row: the load generator when it used ≥ 90 % of its core,
+    /// otherwise the server side (the server and the kernel path between them).
+    pub fn bound(&self) -> &'static str {
+        match self.load_cpu {
+            Some(c) if c >= LOAD_BOUND_PCT => "load",
+            Some(_) => "server",
+            None => "—",
+        }
+    }
 }
 
 impl Row {
@@ -149,6 +169,8 @@ impl Row {
             copies: None,
             note: String::new(),
             cdf: Vec::new(),
+            load_cpu: None,
+            server_cpu: None,
         }
     }
 }
@@ -176,6 +198,23 @@ pub struct BenchRun<'a> {
     pub quick: bool,
     /// Server and load CPUs.
     pub cpus: (&'a str, &'a str),
+    /// ukcm-load against the plain C epoll client, on the same epoll-echo server.
+    pub load_checks: &'a [LoadCheck],
+}
+
+/// The load generator checked against a plain C epoll client (`apps/bench-clients/
+/// epoll-client.c`) on the same server, size and depth: if the C client gets more out of
+/// the server, ukcm-load is the limit of its rows there.
+#[derive(Debug, Clone)]
+pub struct LoadCheck {
+    /// Message size.
+    pub size: usize,
+    /// Outstanding messages per connection.
+    pub depth: usize,
+    /// ukcm-load's msgs/s and CPU % (the epoll row).
+    pub ukcm_load: (f64, f64),
+    /// The C client's msgs/s and CPU %, or why it did not run.
+    pub c_client: Result<(f64, f64), String>,
 }
 
 fn find(rows: &[Row], sys: System, size: usize, depth: usize) -> Option<&Row> {
@@ -289,6 +328,10 @@ pub fn goals(rows: &[Row], sizes: &[usize]) -> Vec<Goal> {
     out
 }
 
+fn pct(x: Option<f64>) -> String {
+    x.map_or("—".into(), |c| format!("{c:.0}%"))
+}
+
 fn ok_cell(r: &Row) -> String {
     if r.ok {
         "yes".to_owned()
@@ -312,9 +355,9 @@ pub fn markdown(b: &BenchRun<'_>) -> String {
     let _ = writeln!(s, "Ratio = msgs/s against `epoll-echo` at the same size and depth. Latency in microseconds, measured by the load generator (send to verified echo).\n");
     let _ = writeln!(
         s,
-        "| size | depth | server | msgs/s | MB/s | p50 us | p99 us | p99.9 us | vs epoll | mux copies/B | ok |"
+        "| size | depth | server | msgs/s | MB/s | p50 us | p99 us | p99.9 us | vs epoll | mux copies/B | load cpu | server cpu | bound by | ok |"
     );
-    let _ = writeln!(s, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(s, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for &size in b.sizes {
         for &depth in b.depths {
             let base = baseline(rows, size, depth);
@@ -326,13 +369,16 @@ pub fn markdown(b: &BenchRun<'_>) -> String {
                 let copies = r.copies.map_or("—".into(), |c| format!("{c:.2}"));
                 let _ = writeln!(
                     s,
-                    "| {size} | {depth} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {ratio} | {copies} | {} |",
+                    "| {size} | {depth} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {ratio} | {copies} | {} | {} | {} | {} |",
                     r.system.name(),
                     r.msgs_per_s,
                     r.bytes_per_s / 1e6,
                     r.p50,
                     r.p99,
                     r.p999,
+                    pct(r.load_cpu),
+                    pct(r.server_cpu),
+                    r.bound(),
                     ok_cell(r)
                 );
             }
@@ -343,9 +389,9 @@ pub fn markdown(b: &BenchRun<'_>) -> String {
         let _ = writeln!(s, "ukcm ↔ ukcm: `ukcm-load --nic afxdp:PEER` (the load on its own ukcm engine, AF_XDP on the namespace's veth end, one busy-polling thread) against `ukcm-echo` on AF_XDP, run-to-completion. kernel ↔ kernel: the `epoll-echo` row above (kernel-socket load, kernel server). Same veth, same CPUs. Goal: ≥ 3×.\n");
         let _ = writeln!(
             s,
-            "| size | depth | ukcm ↔ ukcm msgs/s | p50 us | p99 us | kernel ↔ kernel msgs/s | p50 us | p99 us | ratio | ≥ 3× | ok |"
+            "| size | depth | ukcm ↔ ukcm msgs/s | p50 us | p99 us | kernel ↔ kernel msgs/s | p50 us | p99 us | ratio | ≥ 3× | ukcm load cpu | ok |"
         );
-        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|");
         for &size in b.sizes {
             for &depth in b.depths {
                 let Some(u) = rows.iter().find(|r| r.system.load_on_ukcm() && r.size == size && r.depth == depth)
@@ -366,13 +412,35 @@ pub fn markdown(b: &BenchRun<'_>) -> String {
                 };
                 let _ = writeln!(
                     s,
-                    "| {size} | {depth} | {:.0} | {:.1} | {:.1} | {kk} | {ratio} | {met} | {} |",
+                    "| {size} | {depth} | {:.0} | {:.1} | {:.1} | {kk} | {ratio} | {met} | {} | {} |",
                     u.msgs_per_s,
                     u.p50,
                     u.p99,
+                    pct(u.load_cpu),
                     ok_cell(u)
                 );
             }
+        }
+    }
+    if !b.load_checks.is_empty() {
+        let _ = writeln!(s, "\n## The load generator against a plain epoll client\n");
+        let _ = writeln!(s, "Same `epoll-echo` server, size, depth and connections; the C client (`apps/bench-clients/epoll-client.c`: one thread, level-triggered epoll, every echoed byte compared) on the same core as ukcm-load. Where the C client gets clearly more from the server, the rows above at that size and depth are bound by ukcm-load.\n");
+        let _ = writeln!(
+            s,
+            "| size | depth | ukcm-load msgs/s | its cpu | C epoll client msgs/s | its cpu | ukcm-load / C |"
+        );
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|");
+        for c in b.load_checks {
+            let (cc, ratio) = match &c.c_client {
+                Ok((m, cpu)) if *m > 0.0 => (format!("{m:.0} | {cpu:.0}%"), format!("{:.2}x", c.ukcm_load.0 / m)),
+                Ok(_) => ("0 | —".into(), "—".into()),
+                Err(e) => (format!("did not run: {} | —", e.replace('|', "/")), "—".into()),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {:.0}% | {cc} | {ratio} |",
+                c.size, c.depth, c.ukcm_load.0, c.ukcm_load.1
+            );
         }
     }
     let gs = goals(rows, b.sizes);
@@ -427,6 +495,9 @@ pub fn to_json(b: &BenchRun<'_>) -> String {
             .str("ratio_against", base)
             .num("ratio", baseline(rows, r.size, r.depth).map_or(f64::NAN, |x| r.msgs_per_s / x))
             .num("mux_copies_per_byte", r.copies.unwrap_or(f64::NAN))
+            .num("load_cpu_pct", r.load_cpu.unwrap_or(f64::NAN))
+            .num("server_cpu_pct", r.server_cpu.unwrap_or(f64::NAN))
+            .str("bound_by", r.bound())
             .str("note", &r.note)
             .pairs("latency_cdf_us", &r.cdf);
         runs.push_str(&o.finish());
@@ -449,6 +520,23 @@ pub fn to_json(b: &BenchRun<'_>) -> String {
         gj.push_str(&o.finish());
     }
     gj.push(']');
+    let mut lc = String::from("[");
+    for (i, c) in b.load_checks.iter().enumerate() {
+        if i > 0 {
+            lc.push(',');
+        }
+        let mut o = JsonObject::new();
+        o.int("size", c.size as u64)
+            .int("depth", c.depth as u64)
+            .num("ukcm_load_msgs_per_s", c.ukcm_load.0)
+            .num("ukcm_load_cpu_pct", c.ukcm_load.1);
+        match &c.c_client {
+            Ok((m, cpu)) => o.num("c_client_msgs_per_s", *m).num("c_client_cpu_pct", *cpu),
+            Err(e) => o.str("c_client_error", e),
+        };
+        lc.push_str(&o.finish());
+    }
+    lc.push(']');
     let mut o = JsonObject::new();
     o.str("tool", "ukcm-bench")
         .bool("quick", b.quick)
@@ -462,7 +550,7 @@ pub fn to_json(b: &BenchRun<'_>) -> String {
     // JsonObject has no raw-array member: splice the arrays in before the closing brace.
     let mut text = o.finish();
     text.pop();
-    let _ = write!(text, ",\"goals\":{gj},\"runs\":{runs}}}");
+    let _ = write!(text, ",\"goals\":{gj},\"load_checks\":{lc},\"runs\":{runs}}}");
     text.push('\n');
     text
 }
@@ -534,8 +622,18 @@ mod tests {
             total_s: 1.0,
             quick: false,
             cpus: ("1", "0"),
+            load_checks: &[
+                LoadCheck { size: 64, depth: 64, ukcm_load: (90.0, 99.0), c_client: Ok((100.0, 80.0)) },
+                LoadCheck { size: 64, depth: 1, ukcm_load: (9.0, 40.0), c_client: Err("no cc".into()) },
+            ],
         };
+        assert_eq!(Row { load_cpu: Some(95.0), ..Row::new(System::Epoll, 64, 64) }.bound(), "load");
+        assert_eq!(Row { load_cpu: Some(50.0), ..Row::new(System::Epoll, 64, 64) }.bound(), "server");
+        assert_eq!(Row::new(System::Epoll, 64, 64).bound(), "—");
         let md = markdown(&b);
+        let check = md.split("## The load generator").nth(1).expect("load check table");
+        assert!(check.contains("| 64 | 64 | 90 | 99% | 100 | 80% | 0.90x |"), "{check}");
+        assert!(check.contains("did not run: no cc"), "{check}");
         let both = md.split("## Both ends").nth(1).expect("both-ends table");
         assert!(both.contains("| 64 | 64 | 250 |") && both.contains("| 2.50x | not met |"), "{both}");
         assert!(both.contains("NO: 0 lost, 0 corrupt a/b"), "{both}");
@@ -544,6 +642,10 @@ mod tests {
         assert!(md.contains("| both ends on ukcm ≥ 3× kernel↔kernel msgs/s (depth 64) | 64 B | 250 vs 100 msgs/s = 2.50× | not met |"), "{md}");
         let json = to_json(&b);
         assert!(json.contains("\"goals\":[{") && json.ends_with("]}\n"), "{json}");
+        assert!(
+            json.contains("\"c_client_msgs_per_s\":100") && json.contains("\"c_client_error\":\"no cc\""),
+            "{json}"
+        );
         assert!(json.contains("\"latency_cdf_us\":[[0,5],[0.5,20],[0.99,40]]"), "{json}");
         let svg = plot(&rows, &[64], 1, "sub");
         assert_eq!(svg.matches("<polyline").count(), 2 * 3, "three clean depth-1 rows, two plot rows");

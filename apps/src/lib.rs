@@ -16,6 +16,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod cpu;
 pub mod echo;
 pub mod load;
 pub mod proxy;

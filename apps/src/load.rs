@@ -27,7 +27,7 @@ use ukcm_parsers::{parser_from_spec, Parse, Parser};
 
 use crate::cli::SizeRange;
 use crate::report::{new_histogram, Percentiles};
-use crate::wire::{verify, Arrival, EchoWindow, Framing, Generator};
+use crate::wire::{Arrival, EchoWindow, Framing, Generator};
 
 /// Load settings.
 #[derive(Debug, Clone)]
@@ -123,7 +123,6 @@ struct Conn {
     stream: TcpStream,
     gen: Generator,
     parser: Box<dyn Parser>,
-    header: usize,
     tx: Vec<u8>,
     tx_pos: usize,
     rx: Vec<u8>,
@@ -274,7 +273,6 @@ fn drive(
             stream,
             gen: Generator::new(cfg.framing.clone(), id, cfg.sizes),
             parser: parser_from_spec(cfg.framing.spec()).map_err(|e| io::Error::other(e.to_string()))?,
-            header: cfg.framing.header_len(),
             tx: Vec::with_capacity(cfg.depth * cfg.sizes.max),
             tx_pos: 0,
             rx: vec![0; (4 * cfg.sizes.max).max(64 * 1024)],
@@ -430,6 +428,10 @@ fn read_and_check(c: &mut Conn, now_ns: u64, r: &mut ThreadResult) -> io::Result
             Err(e) => return Err(e),
         };
         c.rx_end += n;
+        // A read that did not fill the buffer drained the socket: with edge-triggered epoll
+        // any later arrival raises a new event, so the usual extra read that would only say
+        // WouldBlock (one more syscall per wakeup) is skipped.
+        let drained = c.rx_end < c.rx.len();
         loop {
             let avail = &c.rx[c.rx_start..c.rx_end];
             let len = match c.parser.parse(avail) {
@@ -450,7 +452,7 @@ fn read_and_check(c: &mut Conn, now_ns: u64, r: &mut ThreadResult) -> io::Result
             c.parser.reset();
             let m = &c.rx[c.rx_start..c.rx_start + len];
             c.rx_start += len;
-            match verify(m, c.header, c.id) {
+            match c.gen.verify(m) {
                 Ok(e) => {
                     match c.window.echoed(e.seq) {
                         Arrival::NeverSent => {
@@ -475,6 +477,9 @@ fn read_and_check(c: &mut Conn, now_ns: u64, r: &mut ThreadResult) -> io::Result
         if c.rx_start == c.rx_end {
             c.rx_start = 0;
             c.rx_end = 0;
+        }
+        if drained {
+            return Ok(());
         }
     }
 }

@@ -17,7 +17,7 @@ use ukcm_stack::{ConnId, Engine, EngineConfig};
 use crate::cli::SizeRange;
 use crate::load::LoadReport;
 use crate::report::new_histogram;
-use crate::wire::{verify, Arrival, EchoWindow, Framing, Generator};
+use crate::wire::{Arrival, EchoWindow, Framing, Generator};
 use ukcm::transport::server_tcp_options;
 
 /// Settings of a stack load run (closed loop).
@@ -74,7 +74,6 @@ struct Conn {
 /// Runs the load on `engine` (polled here, on this thread); `stop` ends sending early.
 pub fn run<P: Port>(engine: &mut Engine<P>, cfg: &StackLoadConfig, stop: &AtomicBool) -> io::Result<LoadReport> {
     cfg.framing.check_sizes(cfg.sizes).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let header = cfg.framing.header_len();
     let mut conns = Vec::with_capacity(cfg.conns);
     for i in 0..cfg.conns {
         let conn =
@@ -182,7 +181,7 @@ pub fn run<P: Port>(engine: &mut Engine<P>, cfg: &StackLoadConfig, stop: &Atomic
         engine.poll().map_err(|e| io::Error::other(format!("engine: {e}")))?;
         let at_ns = Instant::now().duration_since(start).as_nanos() as u64;
         for c in conns.iter_mut().filter(|c| !c.dead) {
-            if let Err(e) = read_and_check(engine, c, header, at_ns, &mut rep) {
+            if let Err(e) = read_and_check(engine, c, at_ns, &mut rep) {
                 rep.errors.push(format!("connection {}: {e}", c.id));
                 c.dead = true;
             }
@@ -201,13 +200,7 @@ pub fn run<P: Port>(engine: &mut Engine<P>, cfg: &StackLoadConfig, stop: &Atomic
     Ok(rep)
 }
 
-fn read_and_check<P: Port>(
-    engine: &mut Engine<P>,
-    c: &mut Conn,
-    header: usize,
-    now_ns: u64,
-    r: &mut LoadReport,
-) -> io::Result<()> {
+fn read_and_check<P: Port>(engine: &mut Engine<P>, c: &mut Conn, now_ns: u64, r: &mut LoadReport) -> io::Result<()> {
     loop {
         if c.rx_end == c.rx.len() {
             c.rx.copy_within(c.rx_start..c.rx_end, 0);
@@ -246,7 +239,7 @@ fn read_and_check<P: Port>(
             c.parser.reset();
             let m = &c.rx[c.rx_start..c.rx_start + len];
             c.rx_start += len;
-            match verify(m, header, c.id) {
+            match c.gen.verify(m) {
                 Ok(e) => {
                     match c.window.echoed(e.seq) {
                         Arrival::NeverSent => {

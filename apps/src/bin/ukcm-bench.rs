@@ -33,8 +33,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ukcm_apps::bench::{markdown, plot, to_json, BenchRun, Row, System};
+use ukcm_apps::bench::{markdown, plot, to_json, BenchRun, LoadCheck, Row, System};
 use ukcm_apps::cli;
+use ukcm_apps::cpu::pid_cpu_time;
 use ukcm_apps::report::{parse_pairs, Machine};
 use ukcm_nic::testnet::{is_root, run, TestNet, TestNetOptions};
 
@@ -76,6 +77,10 @@ struct Args {
     /// ukcm_both_ends, mux_kernel_rtc, epoll, tokio (default all)
     #[arg(long, value_delimiter = ',', value_parser = system_key)]
     systems: Vec<String>,
+    /// Skip running the plain C epoll client against epoll-echo (the check that ukcm-load is
+    /// not the limit of the kernel rows)
+    #[arg(long)]
+    no_load_check: bool,
 }
 
 fn system_key(s: &str) -> Result<String, String> {
@@ -86,6 +91,7 @@ fn system_key(s: &str) -> Result<String, String> {
 }
 
 struct Server {
+    pid: u32,
     child: Option<Child>,
     rest: Option<std::thread::JoinHandle<String>>,
 }
@@ -117,7 +123,7 @@ impl Server {
             let _ = err.read_to_string(&mut e);
             s + &e
         });
-        Ok(Server { child: Some(child), rest: Some(rest) })
+        Ok(Server { pid: child.id(), child: Some(child), rest: Some(rest) })
     }
 
     /// SIGINT, wait (bounded), and the rest of its output.
@@ -211,6 +217,81 @@ fn load(
         return Err(format!("ukcm-load: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(json)
+}
+
+/// The plain C epoll client, compiled from the copy built into this program.
+const EPOLL_CLIENT_C: &str = include_str!("../../bench-clients/epoll-client.c");
+
+/// Compiles the C client with `cc -O2` into a temporary folder.
+fn build_c_client() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("ukcm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (src, bin) = (dir.join("epoll-client.c"), dir.join("epoll-client"));
+    std::fs::write(&src, EPOLL_CLIENT_C).map_err(|e| format!("{}: {e}", src.display()))?;
+    let out = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .map_err(|e| format!("cc: {e} (install gcc)"))?;
+    if !out.status.success() {
+        return Err(format!("cc failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(bin)
+}
+
+/// For every clean epoll-echo row: the C epoll client against a fresh epoll-echo, same
+/// size, depth, connections and core as ukcm-load had.
+fn check_load(
+    bins: &Path,
+    net: Option<&TestNet>,
+    server_ip: &str,
+    rows: &[Row],
+    conns: usize,
+    secs: f64,
+    notes: &mut Vec<String>,
+) -> Vec<LoadCheck> {
+    let client = match build_c_client() {
+        Ok(c) => c,
+        Err(e) => {
+            notes.push(format!("load generator check skipped: {e}"));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (k, r) in rows.iter().filter(|r| r.system == System::Epoll && r.ok).enumerate() {
+        let port = 7300 + k as u16;
+        eprintln!("{PROG}: load check: C epoll client, size {} depth {} ...", r.size, r.depth);
+        let c_client = Server::start(&bins.join("epoll-echo"), &["--listen".into(), format!("{server_ip}:{port}")])
+            .and_then(|server| {
+                let mut cmd = pinned(net, LOAD_CPU);
+                cmd.arg(&client).args(["-c", &format!("{server_ip}:{port}")]);
+                if let Some(n) = net {
+                    cmd.args(["-I", &n.peer_if]);
+                }
+                cmd.args(["-n", &conns.to_string(), "-d", &r.depth.to_string(), "-s", &r.size.to_string()])
+                    .args(["-t", &secs.to_string()]);
+                let res = cmd.output().map_err(|e| format!("run {}: {e}", client.display()));
+                server.stop();
+                let o = res?;
+                let json = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+                match (o.status.success(), json_num(&json, "msgs_per_s"), json_num(&json, "cpu_pct")) {
+                    (true, Some(m), Some(c)) => Ok((m, c)),
+                    _ => Err(format!("epoll-client: {}{}", json, String::from_utf8_lossy(&o.stderr).trim())),
+                }
+            });
+        if let Ok((m, _)) = &c_client {
+            eprintln!("{PROG}:        {m:.0} msgs/s (ukcm-load: {:.0})", r.msgs_per_s);
+        }
+        out.push(LoadCheck {
+            size: r.size,
+            depth: r.depth,
+            ukcm_load: (r.msgs_per_s, r.load_cpu.unwrap_or(f64::NAN)),
+            c_client,
+        });
+    }
+    let _ = std::fs::remove_dir_all(client.parent().unwrap_or(Path::new("/nonexistent")));
+    out
 }
 
 fn loadavg() -> String {
@@ -359,7 +440,12 @@ fn main() {
                     Err(e) => row.note = e,
                     Ok(server) => {
                         let connect = format!("{server_ip}:{port}");
+                        let (cpu0, t) = (pid_cpu_time(server.pid), Instant::now());
                         let r = load(&bins, net.as_ref(), sys.load_on_ukcm(), &connect, a.conns, size, depth, secs);
+                        if let (Some(c0), Some(c1)) = (cpu0, pid_cpu_time(server.pid)) {
+                            row.server_cpu =
+                                Some(100.0 * c1.saturating_sub(c0).as_secs_f64() / t.elapsed().as_secs_f64());
+                        }
                         let rest = server.stop();
                         if let Some(l) = rest.lines().find(|l| l.contains("mux copies/payload byte")) {
                             row.copies = l
@@ -378,6 +464,7 @@ fn main() {
                                 row.lost = json_num(&json, "lost").unwrap_or(0.0) as u64;
                                 row.ok = json.contains("\"ok\":true");
                                 row.cdf = parse_pairs(&json, "latency_cdf_us").unwrap_or_default();
+                                row.load_cpu = json_num(&json, "load_cpu_pct");
                             }
                             Err(e) => row.note = e,
                         }
@@ -394,6 +481,11 @@ fn main() {
             }
         }
     }
+    let load_checks = if plan.contains(&System::Epoll) && !a.no_load_check {
+        check_load(&bins, net.as_ref(), &server_ip, &rows, a.conns, secs, &mut notes)
+    } else {
+        Vec::new()
+    };
     if addr_added {
         if let Some(n) = &net {
             let _ = run(Command::new("ip").args(["addr", "flush", "dev", &n.host_if]));
@@ -416,6 +508,7 @@ fn main() {
         total_s: total,
         quick: a.quick,
         cpus: (SERVER_CPU, LOAD_CPU),
+        load_checks: &load_checks,
     };
     let md = markdown(&b);
     let json = to_json(&b);

@@ -27,6 +27,7 @@ use clap::Parser;
 use ukcm::ports::{local_mac, open_port, stack_cidr};
 use ukcm::signals;
 use ukcm_apps::cli::{self, SizeRange, TransportSpec};
+use ukcm_apps::cpu::CpuMeter;
 use ukcm_apps::load::{self, Live, LoadConfig, LoadReport};
 use ukcm_apps::report::{cdf_points, machine_json, percentiles_json, si, JsonObject, Machine};
 use ukcm_apps::route::check_load_path;
@@ -118,12 +119,16 @@ fn main() {
         drain: Duration::from_secs(2),
         progress: true,
     };
+    let cpu = CpuMeter::start();
     let result = if on_stack {
         let addr = a.addr.unwrap_or_else(|| unreachable!("checked above"));
         run_on_stack(&a.nic, addr, &cfg, &stop)
     } else {
         load::run(&cfg, &stop, &Arc::new(Live::default()))
     };
+    // This process's CPU use over the run (connects and drain included): a client near 100 %
+    // of its cores is the limit of what it measures.
+    let load_cpu = cpu.busy();
     let rep = match result {
         Ok(r) => r,
         Err(e) => {
@@ -132,9 +137,9 @@ fn main() {
         }
     };
     if a.json {
-        println!("{}", json(&a, &cfg, &rep, &machine));
+        println!("{}", json(&a, &cfg, &rep, &machine, load_cpu));
     } else {
-        print!("{}", table(&cfg, &rep));
+        print!("{}", table(&cfg, &rep, load_cpu));
     }
     if !rep.clean() {
         eprintln!(
@@ -203,7 +208,7 @@ fn run_on_stack(
     rep
 }
 
-fn table(cfg: &LoadConfig, r: &LoadReport) -> String {
+fn table(cfg: &LoadConfig, r: &LoadReport, load_cpu: f64) -> String {
     let p = r.percentiles();
     let mode = match r.rate {
         Some(x) => format!("open loop at {} msgs/s (latency from intended send time), depth cap {}", si(x), cfg.depth),
@@ -219,7 +224,8 @@ fn table(cfg: &LoadConfig, r: &LoadReport) -> String {
          lost            {:>12}\n\
          duplicate       {:>12}\n\
          out-of-order    {:>12}\n\
-         latency us      p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}\n",
+         latency us      p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}\n\
+         load cpu        {:>11.0}% of a core (this process, whole run)\n",
         cfg.conns,
         cfg.connect,
         cfg.sizes,
@@ -237,11 +243,12 @@ fn table(cfg: &LoadConfig, r: &LoadReport) -> String {
         p.p90_us,
         p.p99_us,
         p.p999_us,
-        p.max_us
+        p.max_us,
+        load_cpu * 100.0
     )
 }
 
-fn json(a: &Args, cfg: &LoadConfig, r: &LoadReport, m: &Machine) -> String {
+fn json(a: &Args, cfg: &LoadConfig, r: &LoadReport, m: &Machine, load_cpu: f64) -> String {
     let mut o = JsonObject::new();
     o.str("tool", PROG)
         .str("nic", &a.nic.to_string())
@@ -256,6 +263,7 @@ fn json(a: &Args, cfg: &LoadConfig, r: &LoadReport, m: &Machine) -> String {
         .num("duration_s", r.elapsed.as_secs_f64())
         .num("msgs_per_s", r.msgs_per_sec())
         .num("bytes_per_s", r.bytes_per_sec())
+        .num("load_cpu_pct", load_cpu * 100.0)
         .int("sent", r.sent)
         .int("received", r.received)
         .int("corrupt", r.corrupt)
