@@ -24,6 +24,7 @@ pub mod ring_mem;
 pub mod smoltcp_device;
 pub mod tap;
 pub mod testnet;
+pub mod wakeup;
 
 pub use mem_pair::{mem_pair, FaultConfig, FaultCounts, MemPairConfig, MemPort};
 pub use msg_ring::{ByteRing, RingError, RingView};

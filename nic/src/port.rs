@@ -148,6 +148,13 @@ pub trait Port {
 
     /// The pool transmit frames should be allocated from (the one the device can read).
     fn tx_pool(&self) -> &FramePool;
+
+    /// A descriptor that polls readable when frames are waiting (the AF_XDP socket, the TAP
+    /// device), for an idle engine to sleep on ([`crate::wakeup::wait_readable`]); `None`
+    /// when the port has none (in-memory, pcap, DPDK), and the engine sleeps by the clock.
+    fn wakeup_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 impl<P: Port + ?Sized> Port for Box<P> {
@@ -165,5 +172,8 @@ impl<P: Port + ?Sized> Port for Box<P> {
     }
     fn tx_pool(&self) -> &FramePool {
         (**self).tx_pool()
+    }
+    fn wakeup_fd(&self) -> Option<std::os::fd::RawFd> {
+        (**self).wakeup_fd()
     }
 }

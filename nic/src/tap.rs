@@ -361,6 +361,10 @@ impl Port for TapPort {
     fn tx_pool(&self) -> &FramePool {
         &self.pool
     }
+
+    fn wakeup_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
 }
 
 #[cfg(test)]

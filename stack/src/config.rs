@@ -88,6 +88,56 @@ impl Default for IdleStrategy {
     }
 }
 
+/// What an idle loop does next (see [`IdleStrategy::step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleStep {
+    /// Spin once (`spin_loop` hint) and poll again.
+    Spin,
+    /// Yield the core, then poll again.
+    Yield,
+    /// Sleep at most this long on the loop's wakeup source (the port's descriptor through
+    /// `Engine::wait_for_frames`, or the clock).
+    Sleep(StdDuration),
+}
+
+impl IdleStrategy {
+    /// The one idle policy every engine loop follows (the engine's `run_until`, the
+    /// server's engine threads): the step after `idle_polls` consecutive polls that found
+    /// nothing to do (1 for the first).
+    pub fn step(&self, idle_polls: u32) -> IdleStep {
+        match *self {
+            IdleStrategy::Spin => IdleStep::Spin,
+            IdleStrategy::Yield => IdleStep::Yield,
+            IdleStrategy::Park(d) => IdleStep::Sleep(d),
+            IdleStrategy::Backoff { spins, yields, park } => {
+                if idle_polls <= spins {
+                    IdleStep::Spin
+                } else if idle_polls <= spins.saturating_add(yields) {
+                    IdleStep::Yield
+                } else {
+                    IdleStep::Sleep(park)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod idle_tests {
+    use super::*;
+
+    #[test]
+    fn backoff_spins_then_yields_then_sleeps_and_busy_polling_never_sleeps() {
+        let b = IdleStrategy::Backoff { spins: 2, yields: 1, park: StdDuration::from_micros(7) };
+        let steps: Vec<IdleStep> = (1..=5).map(|i| b.step(i)).collect();
+        let sleep = IdleStep::Sleep(StdDuration::from_micros(7));
+        assert_eq!(steps, [IdleStep::Spin, IdleStep::Spin, IdleStep::Yield, sleep, sleep]);
+        let busy = IdleStrategy::Backoff { spins: 2, yields: u32::MAX, park: StdDuration::from_micros(7) };
+        assert_eq!(busy.step(u32::MAX), IdleStep::Yield);
+        assert_eq!(IdleStrategy::Spin.step(u32::MAX), IdleStep::Spin);
+    }
+}
+
 /// Configuration of one engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

@@ -41,7 +41,7 @@ use ukcm_nic::{
 
 use crate::classify::{admit, Admission, Class, FourTuple};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
+use crate::config::{Congestion, EngineConfig, IdleStep, TcpOptions};
 use crate::drops::{DropCounts, DropNotes, DropReason};
 use crate::neighbours::{learned_from, reply_frame, Neighbour, NeighbourShare};
 use crate::rings::{self, SizeClass};
@@ -196,6 +196,10 @@ pub struct EngineStats {
     pub timer_fires: u64,
     /// Entries in the timer heap now (live and superseded).
     pub timer_entries: u64,
+    /// Idle sleeps ([`Engine::wait_for_frames`]), and how many of them the port's wakeup
+    /// descriptor ended (a frame arrived) rather than the clock.
+    pub idle_sleeps: u64,
+    pub idle_port_wakeups: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1435,30 +1439,45 @@ impl<P: Port> Engine<P> {
         }
     }
 
+    /// Changes what `run_until` does when a poll found nothing to do.
+    pub fn set_idle(&mut self, idle: crate::config::IdleStrategy) {
+        self.cfg.idle = idle;
+        self.idle_polls = 0;
+    }
+
     /// One idle step of the configured strategy (called by `run_until`).
     pub fn idle(&mut self) {
         self.idle_polls = self.idle_polls.saturating_add(1);
-        let park = |d: std::time::Duration, next: Option<Instant>, now: Instant| {
-            let d = match next {
-                Some(t) if t > now => d.min(std::time::Duration::from_micros((t - now).total_micros())),
-                Some(_) => return,
-                None => d,
-            };
-            std::thread::sleep(d);
+        match self.cfg.idle.step(self.idle_polls) {
+            IdleStep::Spin => std::hint::spin_loop(),
+            IdleStep::Yield => std::thread::yield_now(),
+            IdleStep::Sleep(d) => self.wait_for_frames(d),
+        }
+    }
+
+    /// Sleeps until the port has frames, the next TCP timer is due, or `max` has passed,
+    /// whichever comes first: on the port's wakeup descriptor when it has one (so the first
+    /// frame after a quiet spell is served at once, and an idle engine costs almost no
+    /// CPU), by the clock otherwise. Returns at once when work is pending. For idle loops,
+    /// after a poll found nothing to do.
+    pub fn wait_for_frames(&mut self, max: std::time::Duration) {
+        // Segments another engine hands us (multi-queue, see crate::strays) do not ring our
+        // port: nap briefly then.
+        let max = if self.strays.is_some() { max.min(STRAY_NAP) } else { max };
+        let now = self.clock.now();
+        let d = match self.poll_at() {
+            Some(t) if t <= now => return,
+            Some(t) => max.min(std::time::Duration::from_micros((t - now).total_micros())),
+            None => max,
         };
-        match self.cfg.idle {
-            IdleStrategy::Spin => std::hint::spin_loop(),
-            IdleStrategy::Yield => std::thread::yield_now(),
-            IdleStrategy::Park(d) => park(d, self.poll_at(), self.clock.now()),
-            IdleStrategy::Backoff { spins, yields, park: d } => {
-                if self.idle_polls <= spins {
-                    std::hint::spin_loop();
-                } else if self.idle_polls <= spins.saturating_add(yields) {
-                    std::thread::yield_now();
-                } else {
-                    park(d, self.poll_at(), self.clock.now());
+        self.stats.idle_sleeps += 1;
+        match self.dev.port().wakeup_fd() {
+            Some(fd) => {
+                if matches!(ukcm_nic::wakeup::wait_readable(fd, d), Ok(true)) {
+                    self.stats.idle_port_wakeups += 1;
                 }
             }
+            None => std::thread::sleep(d),
         }
     }
 
@@ -1475,6 +1494,9 @@ impl<P: Port> Drop for Engine<P> {
         self.shutdown_slots();
     }
 }
+
+/// Longest idle sleep of an engine that shares a queue group's strays.
+const STRAY_NAP: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Dequeues `n` bytes from a socket's rx ring (after a `peek`), across the ring's wrap;
 /// returns how many were dequeued (fewer only if fewer were queued). Frees window space.

@@ -31,7 +31,7 @@ pub mod thread;
 
 pub use classify::FourTuple;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
+pub use config::{Congestion, EngineConfig, IdleStep, IdleStrategy, TcpOptions};
 pub use drops::{DropCounts, DropNotes, DropReason};
 pub use echo::echo_in_place;
 pub use engine::{consume_rx, ConnId, ConnInfo, Engine, EngineStats, Event, RefuseReason, StackError};

@@ -6,7 +6,9 @@
 
 mod kernel_peer;
 
-use kernel_peer::{engine_config, kernel_clients_to_ukcm_echo, ukcm_clients_to_kernel_echo};
+use kernel_peer::{
+    engine_config, idle_engine_wakes_for_frames, kernel_clients_to_ukcm_echo, ukcm_clients_to_kernel_echo,
+};
 use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort};
 use ukcm_nic::testnet::{privileged_or_skip, TestNet, TestNetOptions};
 use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig};
@@ -52,5 +54,13 @@ fn ukcm_client_to_kernel_echo_64_conns() {
     if privileged_or_skip("ukcm_client_to_kernel_echo_64_conns") {
         let (e, net) = afxdp_engine();
         ukcm_clients_to_kernel_echo(&net, e, 64);
+    }
+}
+
+#[test]
+fn idle_afxdp_engine_wakes_for_frames() {
+    if privileged_or_skip("idle_afxdp_engine_wakes_for_frames") {
+        let (e, net) = afxdp_engine();
+        idle_engine_wakes_for_frames(&net, e);
     }
 }

@@ -9,7 +9,9 @@ mod kernel_peer;
 
 use std::io;
 
-use kernel_peer::{engine_config, kernel_clients_to_ukcm_echo, ukcm_clients_to_kernel_echo};
+use kernel_peer::{
+    engine_config, idle_engine_wakes_for_frames, kernel_clients_to_ukcm_echo, ukcm_clients_to_kernel_echo,
+};
 use ukcm_nic::tap::{TapConfig, TapPort};
 use ukcm_nic::testnet::{privileged_or_skip, TestNet};
 use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig};
@@ -57,5 +59,13 @@ fn tap_ukcm_client_to_kernel_echo_64_conns() {
     if privileged_or_skip("tap_ukcm_client_to_kernel_echo_64_conns") {
         let (e, net) = tap_engine();
         ukcm_clients_to_kernel_echo(&net, e, 64);
+    }
+}
+
+#[test]
+fn idle_tap_engine_wakes_for_frames() {
+    if privileged_or_skip("idle_tap_engine_wakes_for_frames") {
+        let (e, net) = tap_engine();
+        idle_engine_wakes_for_frames(&net, e);
     }
 }

@@ -30,6 +30,7 @@ use ukcm_mux::{
 };
 use ukcm_nic::PinnedBudget;
 use ukcm_parsers::parser_from_spec;
+use ukcm_stack::{IdleStep, IdleStrategy};
 
 use crate::conn_log::{ConnEvent, ConnLog};
 use crate::forward::{Forward, ForwardApp, Reload, ReloadShared};
@@ -910,15 +911,28 @@ pub fn header_len_of(spec: &str) -> usize {
     }
 }
 
-/// spin → yield → (unless `busy`) short sleep, for idle loops.
+/// The idle policy of the server's threads (one [`IdleStrategy`], as the engine's own
+/// loop): spin a little, yield, then nap, never napping when `busy` (`--busy-poll`).
+/// Workers nap 50 µs by the clock. Engine threads nap on their port through
+/// [`Transport::idle_wait`]: run-to-completion up to [`RTC_NAP`], since only frames and
+/// timers bring it work and the port's descriptor wakes it for frames; worker mode 50 µs,
+/// since a worker's reply does not ring the port.
+fn idle_policy(busy: bool, nap: Duration) -> IdleStrategy {
+    IdleStrategy::Backoff { spins: 32, yields: if busy { u32::MAX } else { 64 }, park: nap }
+}
+
+/// Longest idle nap of a run-to-completion engine thread (its port wakes it sooner).
+pub const RTC_NAP: Duration = Duration::from_millis(1);
+/// Longest idle nap of a thread nothing can wake but the clock.
+const SHORT_NAP: Duration = Duration::from_micros(50);
+
+/// One idle step of a thread without a port (workers): spin, yield or nap by the clock.
 fn backoff(idle: &mut u32, busy: bool) {
-    *idle += 1;
-    if *idle < 32 {
-        std::hint::spin_loop();
-    } else if *idle < 96 || busy {
-        std::thread::yield_now();
-    } else {
-        std::thread::sleep(Duration::from_micros(50));
+    *idle = idle.saturating_add(1);
+    match idle_policy(busy, SHORT_NAP).step(*idle) {
+        IdleStep::Spin => std::hint::spin_loop(),
+        IdleStep::Yield => std::thread::yield_now(),
+        IdleStep::Sleep(d) => std::thread::sleep(d),
     }
 }
 
@@ -1157,7 +1171,12 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
             // while the worker holds a message or its reply waits.
             std::thread::yield_now();
         } else {
-            backoff(&mut idle, cfg.busy_poll);
+            idle = idle.saturating_add(1);
+            match idle_policy(cfg.busy_poll, if rtc { RTC_NAP } else { SHORT_NAP }).step(idle) {
+                IdleStep::Spin => std::hint::spin_loop(),
+                IdleStep::Yield => std::thread::yield_now(),
+                IdleStep::Sleep(d) => t.idle_wait(d),
+            }
         }
     };
     // Stopping: write out replies already queued (bounded), then close every connection.

@@ -10,7 +10,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ukcm_mux::kernel::KernelPsock;
 use ukcm_mux::stack_psock::StackPsock;
@@ -22,6 +22,9 @@ use ukcm_stack::{ConnId, Engine, EngineConfig, EngineStats, Event, TcpOptions};
 
 /// A run-to-completion handler: each message in place, with its reply buffer.
 pub type RtcFn<'a> = dyn FnMut(&mut Request<'_>) + 'a;
+
+/// Longest idle nap over kernel sockets (nothing to wait on but the clock).
+const KERNEL_NAP: Duration = Duration::from_micros(50);
 
 /// A source of connections for the echo engine loop.
 pub trait Transport {
@@ -65,6 +68,13 @@ pub trait Transport {
 
     /// One line: what carries the bytes (e.g. `ukcm stack on afxdp:veth0:0 (native, copy)`).
     fn describe(&self) -> String;
+
+    /// Waits at most `max` for work, after a round found none (the idle step of the
+    /// engine loop): the stack sleeps on its port's wakeup descriptor and its TCP timers;
+    /// kernel sockets nap by the clock.
+    fn idle_wait(&mut self, max: Duration) {
+        std::thread::sleep(max);
+    }
 
     /// One line of transport counters for the periodic and final stats (empty: none).
     fn status(&self) -> String {
@@ -133,6 +143,11 @@ impl Transport for KernelTransport {
 
     fn step(&mut self) -> io::Result<bool> {
         Ok(false)
+    }
+
+    /// Kernel sockets have no single descriptor here: a short nap bounds the latency.
+    fn idle_wait(&mut self, max: Duration) {
+        std::thread::sleep(max.min(KERNEL_NAP));
     }
 
     fn accept(&mut self, rx_ring: usize, budget: &Arc<PinnedBudget>) -> io::Result<Option<KernelPsock>> {
@@ -320,6 +335,10 @@ impl<P: Port> Transport for StackTransport<P> {
 
     fn ctx(&mut self) -> &mut Engine<P> {
         &mut self.engine
+    }
+
+    fn idle_wait(&mut self, max: Duration) {
+        self.engine.wait_for_frames(max);
     }
 
     fn poll_mux(&mut self, mux: &mut Mux<StackPsock<P>>, now: Instant, rtc: Option<&mut RtcFn<'_>>) -> bool {

@@ -395,4 +395,10 @@ impl Port for AfXdpPort {
     fn tx_pool(&self) -> &FramePool {
         &self.pool
     }
+
+    /// The XSK socket: it polls readable when the rx ring holds descriptors (and a poll
+    /// gives the kernel the rx wakeup a need-wakeup fill ring asks for).
+    fn wakeup_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.sock.fd())
+    }
 }

@@ -275,4 +275,8 @@ impl<P: Port> Port for PcapRecorder<P> {
     fn tx_pool(&self) -> &FramePool {
         self.inner.tx_pool()
     }
+
+    fn wakeup_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner.wakeup_fd()
+    }
 }
