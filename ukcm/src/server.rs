@@ -915,8 +915,9 @@ pub fn header_len_of(spec: &str) -> usize {
 /// loop): spin a little, yield, then nap, never napping when `busy` (`--busy-poll`).
 /// Workers nap 50 µs by the clock. Engine threads nap on their port through
 /// [`Transport::idle_wait`]: run-to-completion up to [`RTC_NAP`], since only frames and
-/// timers bring it work and the port's descriptor wakes it for frames; worker mode 50 µs,
-/// since a worker's reply does not ring the port.
+/// timers bring it work and the port's descriptor wakes it for frames (a port without one,
+/// DPDK's, and kernel sockets nap 50 µs); worker mode 50 µs, since a worker's reply does
+/// not ring the port.
 fn idle_policy(busy: bool, nap: Duration) -> IdleStrategy {
     IdleStrategy::Backoff { spins: 32, yields: if busy { u32::MAX } else { 64 }, park: nap }
 }

@@ -23,8 +23,9 @@ use ukcm_stack::{ConnId, Engine, EngineConfig, EngineStats, Event, TcpOptions};
 /// A run-to-completion handler: each message in place, with its reply buffer.
 pub type RtcFn<'a> = dyn FnMut(&mut Request<'_>) + 'a;
 
-/// Longest idle nap over kernel sockets (nothing to wait on but the clock).
-const KERNEL_NAP: Duration = Duration::from_micros(50);
+/// Longest idle nap with nothing to wait on but the clock (kernel sockets, ports without a
+/// wakeup descriptor such as DPDK's): it bounds the latency an idle spell adds.
+const CLOCK_NAP: Duration = Duration::from_micros(50);
 
 /// A source of connections for the echo engine loop.
 pub trait Transport {
@@ -147,7 +148,7 @@ impl Transport for KernelTransport {
 
     /// Kernel sockets have no single descriptor here: a short nap bounds the latency.
     fn idle_wait(&mut self, max: Duration) {
-        std::thread::sleep(max.min(KERNEL_NAP));
+        std::thread::sleep(max.min(CLOCK_NAP));
     }
 
     fn accept(&mut self, rx_ring: usize, budget: &Arc<PinnedBudget>) -> io::Result<Option<KernelPsock>> {
@@ -338,6 +339,7 @@ impl<P: Port> Transport for StackTransport<P> {
     }
 
     fn idle_wait(&mut self, max: Duration) {
+        let max = if self.engine.port().wakeup_fd().is_some() { max } else { max.min(CLOCK_NAP) };
         self.engine.wait_for_frames(max);
     }
 
