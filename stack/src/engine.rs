@@ -43,7 +43,7 @@ use crate::classify::{admit, Admission, Class, FourTuple};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
 use crate::drops::{DropCounts, DropNotes, DropReason};
-use crate::neighbours::{learned_from, reply_frame, Neighbour, NeighbourShare};
+use crate::neighbours::{learned_from, reply_frame, Neighbour, NeighbourShare, Ours};
 use crate::rings::{self, SizeClass};
 use crate::strays::StrayShare;
 
@@ -1183,8 +1183,8 @@ impl<P: Port> Engine<P> {
 
     /// Shares what this engine learns about neighbours with the engines of the other queues
     /// of the same address (engine `me` of the group), and learns what they do: see
-    /// [`crate::neighbours`]. Without it, a peer whose ARP exchange went through another
-    /// queue cannot be answered from this one.
+    /// [`crate::neighbours`]. Without it, a peer whose ARP or neighbour discovery exchange
+    /// went through another queue cannot be answered from this one.
     pub fn share_neighbours(&mut self, share: Arc<NeighbourShare>, me: usize) {
         self.neighbours = Some((share, me, 0));
     }
@@ -1237,20 +1237,25 @@ impl<P: Port> Engine<P> {
         any
     }
 
-    /// Feeds the neighbours other engines learned to smoltcp, as ARP replies.
+    /// Our addresses, as the neighbour share needs them.
+    fn ours(&self) -> Ours {
+        Ours { v4: self.iface.ipv4_addr(), v6: self.iface.ipv6_addr() }
+    }
+
+    /// Feeds the neighbours other engines learned to smoltcp, as ARP replies (IPv4) or
+    /// neighbour advertisements (IPv6).
     fn take_neighbour_news(&mut self, now: Instant) -> bool {
         let Some((share, me, seen)) = self.neighbours.as_mut() else { return false };
         let mut news = std::mem::take(&mut self.neighbour_news);
         share.news(*me, seen, &mut news);
-        let (Some(ip), HardwareAddress::Ethernet(mac)) = (self.iface.ipv4_addr(), self.iface.hardware_addr()) else {
-            news.clear();
-            self.neighbour_news = news;
-            return false;
-        };
+        // The engine's interfaces are Ethernet (the only medium built in).
+        let HardwareAddress::Ethernet(mac) = self.iface.hardware_addr();
+        let ours = self.ours();
         let any = !news.is_empty();
         let mtu = self.mtu;
         for n in news.drain(..) {
-            let mut feed = Feed { dev: &mut self.dev, frame: Some(OwnedRx::Made(reply_frame(n, ip, mac))), mtu };
+            let Some(frame) = reply_frame(n, ours, mac) else { continue };
+            let mut feed = Feed { dev: &mut self.dev, frame: Some(OwnedRx::Made(frame)), mtu };
             // No tx token now: the neighbour is learned from its own traffic later.
             let _ = self.iface.poll_ingress_single(now, &mut feed, &mut self.control);
         }
@@ -1337,8 +1342,8 @@ impl<P: Port> Engine<P> {
             }
             Class::Neighbor => {
                 self.neighbor_changed = true;
-                if let (Some((share, me, _)), Some(ours)) = (&self.neighbours, self.iface.ipv4_addr()) {
-                    if let Some(n) = learned_from(frame.data(), ours) {
+                if let Some((share, me, _)) = &self.neighbours {
+                    if let Some(n) = learned_from(frame.data(), self.ours()) {
                         share.publish(*me, n);
                     }
                 }
