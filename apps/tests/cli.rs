@@ -61,7 +61,11 @@ fn dpdk_and_mem_are_refused() {
             "ukcm-echo: --nic dpdk:-l0: DPDK is not built into this binary (build with --features dpdk, after scripts/install-dpdk.sh)"
         );
     }
-    refused(ECHO, &echo_args(&[("--nic", "mem")]), "--nic mem: the in-memory pair has no peer outside this process");
+    refused(
+        ECHO,
+        &echo_args(&[("--nic", "mem")]),
+        "--nic mem: the in-memory pair's other end lives inside this process",
+    );
     refused(LOAD, &["--nic", "mem", "--connect", "127.0.0.1:1"], "--nic mem: the in-memory pair has no peer");
     refused(LOAD, &["--nic", "dpdk:-l0", "--connect", "127.0.0.1:1"], "DPDK is not built into this build");
 }
