@@ -84,7 +84,7 @@ fn load_on_the_stack_refuses_bad_flags_and_unsafe_paths() {
         "--rate (open loop) runs over kernel sockets only",
     );
     refused(LOAD, &with(&["--addr", "10.213.0.3/24", "--threads", "2"]), "runs on one engine thread");
-    refused(LOAD, &with(&["--addr", "fd00::3/64"]), "IPv4 --addr");
+    refused(LOAD, &with(&["--addr", "fd00::3/64"]), "is not on the subnet of --addr fd00::3/64");
     refused(LOAD, &with(&["--addr", "10.99.0.3/24"]), "is not on the subnet of --addr 10.99.0.3/24");
     refused(
         LOAD,
