@@ -184,6 +184,10 @@ pub struct EngineStats {
     pub refused_budget: u64,
     /// SYNs dropped / connects refused because pinned memory could not be mapped.
     pub refused_memory: u64,
+    /// Connections that asked for an in-place rx ring (`TcpOptions::inplace_rx`, the
+    /// default) and got an ordinary one because the mirror mapping failed: they work, but a
+    /// psock over them copies what it receives once more (counted in its `rx_copied_bytes`).
+    pub inplace_fallbacks: u64,
     /// Events dropped because the event queue was full.
     pub events_dropped: u64,
     /// Connection slots with a socket now (listening handshakes included).
@@ -869,8 +873,22 @@ impl<P: Port> Engine<P> {
         };
         let charge = self.cfg.budget.reserve(class.bytes() as u64).map_err(RefuseReason::Budget)?;
         let (mut sock, storage) = if opts.inplace_rx {
-            let s = rings::take_inplace(class).map_err(|e| RefuseReason::Memory(ring_mem_error(e)))?;
-            (s.socket, Some(s.storage))
+            match rings::take_inplace(class) {
+                Ok(s) => (s.socket, Some(s.storage)),
+                // The mirror mapping was refused (e.g. the process's map count is used up):
+                // an ordinary ring still carries the connection, without zero-copy receive.
+                Err(RingError::Sys(call, errno)) => {
+                    self.stats.inplace_fallbacks += 1;
+                    if self.stats.inplace_fallbacks == 1 {
+                        tracing::warn!(
+                            "{}: no in-place rx ring ({call} failed, errno {errno}): connections fall back to ordinary rings, and their received messages are copied once more (inplace_fallbacks, rx_copied_bytes)",
+                            self.port_name
+                        );
+                    }
+                    (rings::take(class).map_err(RefuseReason::Memory)?, None)
+                }
+                Err(e) => return Err(RefuseReason::Memory(ring_mem_error(e))),
+            }
         } else {
             (rings::take(class).map_err(RefuseReason::Memory)?, None)
         };
