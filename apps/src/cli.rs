@@ -150,7 +150,9 @@ mod tests {
             let e = dpdk.unwrap_err();
             assert!(e.contains("DPDK is not built into this binary (build with --features dpdk"), "{e}");
         }
-        assert!(TransportSpec::Mem.require_server().unwrap_err().contains("run ukcm-demo --nic mem"));
+        assert!(TransportSpec::Mem.require_server().is_ok(), "the server makes the pair (Server::take_mem_peer)");
+        let e = TransportSpec::Mem.require_reachable_server().unwrap_err();
+        assert!(e.contains("ukcm-demo --nic mem") && e.contains("take_mem_peer"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ukcm_nic::Port;
 use ukcm_parsers::{parser_from_spec, Parse, Parser};
 use ukcm_stack::smoltcp::socket::tcp::State;
-use ukcm_stack::smoltcp::wire::{IpEndpoint, Ipv4Address, Ipv4Cidr};
+use ukcm_stack::smoltcp::wire::{IpCidr, IpEndpoint};
 use ukcm_stack::{ConnId, Engine, EngineConfig};
 
 use crate::cli::SizeRange;
@@ -41,17 +41,15 @@ pub struct StackLoadConfig {
     pub progress: bool,
 }
 
-/// The load generator's own engine on `port`: address `addr` (no gateway: it talks to
-/// on-link servers), `mac` or the port's own, the echo server's TCP options (Nagle off,
-/// 512 KiB rings).
-pub fn client_engine<P: Port>(port: P, mac: Option<[u8; 6]>, addr: Ipv4Cidr) -> io::Result<Engine<P>> {
-    let cfg = EngineConfig {
-        mac,
-        ipv4: Some(addr),
-        gateway_v4: None::<Ipv4Address>,
-        default_tcp: server_tcp_options(),
-        ..EngineConfig::default()
-    };
+/// The load generator's own engine on `port`: address `addr`, IPv4 or IPv6 (no gateway:
+/// it talks to on-link servers), `mac` or the port's own, the echo server's TCP options
+/// (Nagle off, 512 KiB rings).
+pub fn client_engine<P: Port>(port: P, mac: Option<[u8; 6]>, addr: IpCidr) -> io::Result<Engine<P>> {
+    let mut cfg = EngineConfig { mac, default_tcp: server_tcp_options(), ..EngineConfig::default() };
+    match addr {
+        IpCidr::Ipv4(a) => cfg.ipv4 = Some(a),
+        IpCidr::Ipv6(a) => cfg.ipv6 = Some(a),
+    }
     Engine::new(port, cfg).map_err(|e| io::Error::other(format!("client engine: {e}")))
 }
 

@@ -61,7 +61,11 @@ fn dpdk_and_mem_are_refused() {
             "ukcm-echo: --nic dpdk:-l0: DPDK is not built into this binary (build with --features dpdk, after scripts/install-dpdk.sh)"
         );
     }
-    refused(ECHO, &echo_args(&[("--nic", "mem")]), "--nic mem: the in-memory pair has no peer outside this process");
+    refused(
+        ECHO,
+        &echo_args(&[("--nic", "mem")]),
+        "--nic mem: the in-memory pair's other end lives inside this process",
+    );
     refused(LOAD, &["--nic", "mem", "--connect", "127.0.0.1:1"], "--nic mem: the in-memory pair has no peer");
     refused(LOAD, &["--nic", "dpdk:-l0", "--connect", "127.0.0.1:1"], "DPDK is not built into this build");
 }
@@ -80,7 +84,7 @@ fn load_on_the_stack_refuses_bad_flags_and_unsafe_paths() {
         "--rate (open loop) runs over kernel sockets only",
     );
     refused(LOAD, &with(&["--addr", "10.213.0.3/24", "--threads", "2"]), "runs on one engine thread");
-    refused(LOAD, &with(&["--addr", "fd00::3/64"]), "IPv4 --addr");
+    refused(LOAD, &with(&["--addr", "fd00::3/64"]), "is not on the subnet of --addr fd00::3/64");
     refused(LOAD, &with(&["--addr", "10.99.0.3/24"]), "is not on the subnet of --addr 10.99.0.3/24");
     refused(
         LOAD,

@@ -3,15 +3,16 @@
 //! here: the AF_XDP test serves on the host end of a `TestNet` veth and runs `ukcm-load`
 //! inside its namespace (whose only route is the veth's subnet); the TAP test runs both
 //! the server and the load inside a fresh namespace holding nothing but the TAP. Both
-//! ends on ukcm: `ukcm-load --nic afxdp` on the namespace's veth end. `ukcm-demo` as root
+//! ends on ukcm: `ukcm-load --nic afxdp` on the namespace's veth end (IPv4 and IPv6). `ukcm-demo` as root
 //! (its default: AF_XDP) and with `--nic tap` makes its own TestNet.
 
 mod echo_process;
 
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 
 use echo_process::{load_clean, start_echo, stop_echo};
-use ukcm_nic::testnet::{privileged_or_skip, run, TestNet, TestNetOptions};
+use ukcm_nic::testnet::{privileged_or_skip, run, Family, TestNet, TestNetOptions};
 
 const ECHO: &str = env!("CARGO_BIN_EXE_ukcm-echo");
 const LOAD: &str = env!("CARGO_BIN_EXE_ukcm-load");
@@ -103,20 +104,44 @@ fn echo_on_tap_loses_nothing() {
 /// the subnet's .3), the echo on AF_XDP on the host end.
 #[test]
 fn load_on_afxdp_against_echo_on_afxdp_loses_nothing() {
-    if !privileged_or_skip("load_on_afxdp_against_echo_on_afxdp_loses_nothing") {
-        return;
+    if privileged_or_skip("load_on_afxdp_against_echo_on_afxdp_loses_nothing") {
+        both_ends_on_afxdp(Family::V4);
     }
+}
+
+/// [`load_on_afxdp_against_echo_on_afxdp_loses_nothing`] over IPv6 (`fd00:213:N::3/64`
+/// against `::1`): the two engines resolve each other by neighbour discovery.
+#[test]
+fn ipv6_load_on_afxdp_against_echo_on_afxdp_loses_nothing() {
+    if privileged_or_skip("ipv6_load_on_afxdp_against_echo_on_afxdp_loses_nothing") {
+        both_ends_on_afxdp(Family::V6);
+    }
+}
+
+fn both_ends_on_afxdp(family: Family) {
     let net = TestNet::new("apps2", &TestNetOptions::default()).unwrap();
+    let link = net.link(family).unwrap();
     let mut cmd = Command::new(ECHO);
-    cmd.args(["--nic", &format!("afxdp:{}:0", net.host_if), "--addr", &format!("{}/{}", net.ukcm_ip, net.prefix)])
+    cmd.args(["--nic", &format!("afxdp:{}:0", net.host_if), "--addr", &format!("{}/{}", link.ukcm, link.prefix)])
         .args(["--listen", "7000", "--parser", "thrift", "--rtc"]);
-    let (reap, _first, rest) = start_echo(cmd);
-    let o = net.peer_ip.octets();
-    let me = format!("{}.{}.{}.3/{}", o[0], o[1], o[2], net.prefix);
+    let (reap, first, rest) = start_echo(cmd);
+    assert!(first.contains(&format!("listening on {}", SocketAddr::new(link.ukcm, 7000))), "{first}");
+    // The load's address: the peer's, with .3 / ::3 at the end.
+    let me = match link.peer {
+        IpAddr::V4(p) => {
+            let o = p.octets();
+            IpAddr::from([o[0], o[1], o[2], 3])
+        }
+        IpAddr::V6(p) => {
+            let mut seg = p.segments();
+            seg[7] = 3;
+            IpAddr::from(seg)
+        }
+    };
     let out = net
         .peer_command(LOAD)
-        .args(["--nic", &format!("afxdp:{}:0", net.peer_if), "--addr", &me])
-        .args(["--connect", &format!("{}:7000", net.ukcm_ip), "--conns", "4", "--depth", "16"])
+        .args(["--nic", &format!("afxdp:{}:0", net.peer_if), "--addr", &format!("{me}/{}", link.prefix)])
+        .args(["--connect", &SocketAddr::new(link.ukcm, 7000).to_string(), "--conns", "4", "--depth", "16"])
         .args(["--size", "36-20000", "--duration", "3", "--json"])
         .output()
         .expect("run ukcm-load in the namespace");

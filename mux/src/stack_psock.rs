@@ -4,9 +4,10 @@
 //! mux and the engine share one thread and no locks.
 //!
 //! Receive is zero-copy when the connection was opened with `TcpOptions::inplace_rx` (the
-//! server and upstream pool of the `ukcm` crate always do): smoltcp's rx ring is then
+//! default; the server and upstream pool of the `ukcm` crate set it too): smoltcp's rx ring is then
 //! mirror-mapped pinned memory and messages are lent out of it in place
 //! ([`ukcm_nic::InPlaceRx`]); the only copy is smoltcp's, frame to ring. Other connections
+//! (opened with it off, or whose mirror mapping failed: the engine's `inplace_fallbacks`)
 //! fall back to moving bytes from smoltcp's ring into a psock ring of their own — one copy
 //! more, counted in `rx_copied_bytes` so it shows in every stats table, and logged once.
 //!
@@ -72,7 +73,7 @@ impl<P: Port> StackPsock<P> {
                 // Visible, not silent: the copy is counted in rx_copied_bytes, and said once here.
                 if !COPY_FALLBACK_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     tracing::warn!(
-                        "connection {conn} has no in-place rx ring ({e}): its messages are copied once more (rx_copied_bytes); open connections with TcpOptions::inplace_rx for zero-copy receive"
+                        "connection {conn} has no in-place rx ring ({e}): its messages are copied once more (rx_copied_bytes); connections get zero-copy receive with TcpOptions::inplace_rx (the default) when their ring can be mirror-mapped"
                     );
                 }
                 Rx::Copy(ByteRing::new(ring_bytes, max_views, budget).map_err(io::Error::other)?)

@@ -4,7 +4,8 @@
 //! Checked: messages arrive whole (zero-copy views), replies go to their origin and every
 //! cookie completes once; EMSGSIZE, EPROTO and EPIPE each stop only their own psock; a
 //! receiver that does not read closes the kernel's window and nothing is lost; four threads
-//! sending at once never interleave messages on a connection.
+//! sending at once never interleave messages on a connection. Each check runs over IPv4 and
+//! over IPv6 (the kernel resolves the engine by neighbour discovery).
 //!
 //! Runs as root (`UKCM_PRIVILEGED=1` makes a missing privilege a failure, not a skip).
 
@@ -17,13 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smoltcp::wire::Ipv4Cidr;
+use smoltcp::wire::{IpAddress, IpCidr};
 use ukcm_mux::stack_psock::StackPsock;
 use ukcm_mux::{
     Completion, CompletionStatus, Msg, MsgSocket, Mux, MuxConfig, MuxEvent, PsockErrorKind, PsockId, SocketConfig,
 };
 use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort};
-use ukcm_nic::testnet::{privileged_or_skip, TestNet, TestNetOptions};
+use ukcm_nic::testnet::{privileged_or_skip, Family, Link, TestNet, TestNetOptions};
 use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig};
 use ukcm_parsers::LengthField;
 use ukcm_stack::{Engine, EngineConfig, IdleStrategy, TcpOptions};
@@ -42,19 +43,18 @@ struct Server {
 }
 
 impl Server {
-    fn new(net: &TestNet) -> (Server, MsgSocket) {
+    fn new(net: &TestNet, link: &Link) -> (Server, MsgSocket) {
         let xcfg = AfXdpConfig {
             pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 8192 },
             ring_size: 2048,
             ..AfXdpConfig::new(&net.host_if, 0)
         };
         let port = AfXdpPort::open(&xcfg, &PinnedBudget::unlimited(), HugePolicy::Never).expect("AF_XDP port");
-        let cfg = EngineConfig {
-            mac: Some(net.host_mac),
-            ipv4: Some(Ipv4Cidr::new(net.ukcm_ip, net.prefix)),
-            idle: IdleStrategy::Spin,
-            ..EngineConfig::default()
-        };
+        let mut cfg = EngineConfig { mac: Some(net.host_mac), idle: IdleStrategy::Spin, ..EngineConfig::default() };
+        match IpCidr::new(IpAddress::from(link.ukcm), link.prefix) {
+            IpCidr::Ipv4(c) => cfg.ipv4 = Some(c),
+            IpCidr::Ipv6(c) => cfg.ipv6 = Some(c),
+        }
         let mut engine = Engine::new(port, cfg).expect("engine");
         let tcp = TcpOptions { rx_buf: 256 * 1024, tx_buf: 256 * 1024, inplace_rx: true, ..TcpOptions::default() };
         engine.listen_with(PORT, 16, tcp).unwrap();
@@ -81,16 +81,23 @@ impl Server {
     }
 }
 
-fn connect(net: &TestNet) -> TcpStream {
-    let s = net.peer_tcp_connect(SocketAddr::new(net.ukcm_ip.into(), PORT), Duration::from_secs(10)).unwrap();
+/// A topology and the link's addresses in `family`.
+fn topology(tag: &str, family: Family) -> (TestNet, Link) {
+    let net = TestNet::new(tag, &TestNetOptions::default()).unwrap();
+    let link = net.link(family).unwrap();
+    (net, link)
+}
+
+fn connect(net: &TestNet, link: &Link) -> TcpStream {
+    let s = net.peer_tcp_connect(SocketAddr::new(link.ukcm, PORT), Duration::from_secs(10)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s
 }
 
 /// `n` kernel connections, made while the server runs (it answers ARP and the handshakes).
-fn connect_while_serving(srv: &mut Server, net: &TestNet, n: usize) -> Vec<TcpStream> {
+fn connect_while_serving(srv: &mut Server, net: &TestNet, link: &Link, n: usize) -> Vec<TcpStream> {
     std::thread::scope(|sc| {
-        let h = sc.spawn(|| (0..n).map(|_| connect(net)).collect::<Vec<_>>());
+        let h = sc.spawn(|| (0..n).map(|_| connect(net, link)).collect::<Vec<_>>());
         while !h.is_finished() {
             srv.round();
         }
@@ -115,19 +122,29 @@ fn body_len(conn: usize, seq: u32) -> usize {
 
 #[test]
 fn kernel_clients_get_every_message_back_whole_from_its_origin() {
-    if !privileged_or_skip("kernel_clients_get_every_message_back_whole_from_its_origin") {
-        return;
+    if privileged_or_skip("kernel_clients_get_every_message_back_whole_from_its_origin") {
+        every_message_back_whole_from_its_origin(Family::V4);
     }
+}
+
+#[test]
+fn ipv6_kernel_clients_get_every_message_back_whole_from_its_origin() {
+    if privileged_or_skip("ipv6_kernel_clients_get_every_message_back_whole_from_its_origin") {
+        every_message_back_whole_from_its_origin(Family::V6);
+    }
+}
+
+fn every_message_back_whole_from_its_origin(family: Family) {
     const CONNS: usize = 4;
     const PER_CONN: u32 = 200;
-    let net = TestNet::new("mxk", &TestNetOptions::default()).unwrap();
-    let (mut srv, mut sock) = Server::new(&net);
+    let (net, link) = topology("mxk", family);
+    let (mut srv, mut sock) = Server::new(&net, &link);
     let done = Arc::new(AtomicUsize::new(0));
     std::thread::scope(|sc| {
         for c in 0..CONNS {
-            let (net, done) = (&net, done.clone());
+            let (net, link, done) = (&net, &link, done.clone());
             sc.spawn(move || {
-                let mut s = connect(net);
+                let mut s = connect(net, link);
                 let mut w = s.try_clone().unwrap();
                 let writer = std::thread::spawn(move || {
                     for seq in 0..PER_CONN {
@@ -169,20 +186,30 @@ fn kernel_clients_get_every_message_back_whole_from_its_origin() {
 
 #[test]
 fn msgsize_eproto_and_epipe_stop_only_their_own_psock() {
-    if !privileged_or_skip("msgsize_eproto_and_epipe_stop_only_their_own_psock") {
-        return;
+    if privileged_or_skip("msgsize_eproto_and_epipe_stop_only_their_own_psock") {
+        errors_stop_only_their_own_psock(Family::V4);
     }
-    let net = TestNet::new("mxe", &TestNetOptions::default()).unwrap();
-    let (mut srv, mut sock) = Server::new(&net);
+}
+
+#[test]
+fn ipv6_msgsize_eproto_and_epipe_stop_only_their_own_psock() {
+    if privileged_or_skip("ipv6_msgsize_eproto_and_epipe_stop_only_their_own_psock") {
+        errors_stop_only_their_own_psock(Family::V6);
+    }
+}
+
+fn errors_stop_only_their_own_psock(family: Family) {
+    let (net, link) = topology("mxe", family);
+    let (mut srv, mut sock) = Server::new(&net, &link);
     let stop = AtomicBool::new(false);
     std::thread::scope(|sc| {
         // four clients: too big, negative length, half a message then close, and a good one
         let bad = sc.spawn(|| {
-            let mut big = connect(&net);
+            let mut big = connect(&net, &link);
             big.write_all(&((MAX_MESSAGE as u32) * 2).to_be_bytes()).unwrap();
-            let mut neg = connect(&net);
+            let mut neg = connect(&net, &link);
             neg.write_all(&(-5i32).to_be_bytes()).unwrap();
-            let mut half = connect(&net);
+            let mut half = connect(&net, &link);
             half.write_all(&message(9, 0, 1000)[..600]).unwrap();
             half.shutdown(std::net::Shutdown::Write).unwrap();
             while !stop.load(Ordering::Relaxed) {
@@ -191,7 +218,7 @@ fn msgsize_eproto_and_epipe_stop_only_their_own_psock() {
             (big, neg, half)
         });
         let good = sc.spawn(|| {
-            let mut s = connect(&net);
+            let mut s = connect(&net, &link);
             for seq in 0..50 {
                 s.write_all(&message(1, seq, 3000)).unwrap();
                 assert_eq!(check_message(&read_message(&mut s)), Ok((1, seq)));
@@ -227,14 +254,24 @@ fn msgsize_eproto_and_epipe_stop_only_their_own_psock() {
 
 #[test]
 fn a_receiver_that_does_not_read_closes_the_window_and_nothing_is_lost() {
-    if !privileged_or_skip("a_receiver_that_does_not_read_closes_the_window_and_nothing_is_lost") {
-        return;
+    if privileged_or_skip("a_receiver_that_does_not_read_closes_the_window_and_nothing_is_lost") {
+        closed_window_loses_nothing(Family::V4);
     }
+}
+
+#[test]
+fn ipv6_a_receiver_that_does_not_read_closes_the_window_and_nothing_is_lost() {
+    if privileged_or_skip("ipv6_a_receiver_that_does_not_read_closes_the_window_and_nothing_is_lost") {
+        closed_window_loses_nothing(Family::V6);
+    }
+}
+
+fn closed_window_loses_nothing(family: Family) {
     const COUNT: u32 = 400; // ~8 MiB: far more than the 256 KiB ring and the kernel's buffers
-    let net = TestNet::new("mxb", &TestNetOptions::default()).unwrap();
-    let (mut srv, sock) = Server::new(&net);
+    let (net, link) = topology("mxb", family);
+    let (mut srv, sock) = Server::new(&net, &link);
     let written = Arc::new(AtomicUsize::new(0));
-    let s = connect_while_serving(&mut srv, &net, 1).pop().unwrap();
+    let s = connect_while_serving(&mut srv, &net, &link, 1).pop().unwrap();
     let mut w = s.try_clone().unwrap();
     let writer = {
         let written = written.clone();
@@ -278,15 +315,25 @@ fn a_receiver_that_does_not_read_closes_the_window_and_nothing_is_lost() {
 
 #[test]
 fn four_threads_sending_at_once_never_interleave_messages() {
-    if !privileged_or_skip("four_threads_sending_at_once_never_interleave_messages") {
-        return;
+    if privileged_or_skip("four_threads_sending_at_once_never_interleave_messages") {
+        sends_never_interleave(Family::V4);
     }
+}
+
+#[test]
+fn ipv6_four_threads_sending_at_once_never_interleave_messages() {
+    if privileged_or_skip("ipv6_four_threads_sending_at_once_never_interleave_messages") {
+        sends_never_interleave(Family::V6);
+    }
+}
+
+fn sends_never_interleave(family: Family) {
     const CONNS: usize = 4;
     const THREADS: u32 = 4;
     const PER_THREAD: u32 = 2_000;
-    let net = TestNet::new("mxa", &TestNetOptions::default()).unwrap();
-    let (mut srv, sock) = Server::new(&net);
-    let mut clients = connect_while_serving(&mut srv, &net, CONNS);
+    let (net, link) = topology("mxa", family);
+    let (mut srv, sock) = Server::new(&net, &link);
+    let mut clients = connect_while_serving(&mut srv, &net, &link, CONNS);
     while srv.psocks.len() < CONNS {
         srv.round();
     }

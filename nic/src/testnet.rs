@@ -11,7 +11,7 @@
 //! a generator can only ever send through the device this topology created.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -89,6 +89,28 @@ impl Default for TestNetOptions {
     fn default() -> Self {
         TestNetOptions { queues: 1, mtu: 1500, peer_tx_checksum_off: true }
     }
+}
+
+/// An address family a test runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 (ARP resolves addresses).
+    V4,
+    /// IPv6 (neighbour discovery resolves addresses).
+    V6,
+}
+
+/// The addresses of one family on a topology's link: ukcm's, the kernel peer's, the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Which family.
+    pub family: Family,
+    /// ukcm's address (the stack's own; nothing in the kernel has it).
+    pub ukcm: IpAddr,
+    /// The kernel peer's address, in the namespace.
+    pub peer: IpAddr,
+    /// Prefix length of the subnet.
+    pub prefix: u8,
 }
 
 /// A namespace + veth pair, removed on drop.
@@ -223,14 +245,26 @@ impl TestNet {
 
     /// IPv6 on the link: the peer gets `fd00:213:N::2/64` (no duplicate address detection,
     /// so it is usable at once); returns (ukcm's address `fd00:213:N::1`, the peer's). The
-    /// host end keeps IPv6 off: that side belongs to ukcm.
-    pub fn enable_ipv6(&self) -> io::Result<(std::net::Ipv6Addr, std::net::Ipv6Addr)> {
+    /// host end keeps IPv6 off: that side belongs to ukcm. Calling it again changes nothing.
+    pub fn enable_ipv6(&self) -> io::Result<(Ipv6Addr, Ipv6Addr)> {
         let n = u16::from(self.ukcm_ip.octets()[2]);
-        let ukcm = std::net::Ipv6Addr::new(0xfd00, 0x213, n, 0, 0, 0, 0, 1);
-        let peer = std::net::Ipv6Addr::new(0xfd00, 0x213, n, 0, 0, 0, 0, 2);
+        let ukcm = Ipv6Addr::new(0xfd00, 0x213, n, 0, 0, 0, 0, 1);
+        let peer = Ipv6Addr::new(0xfd00, 0x213, n, 0, 0, 0, 0, 2);
         self.peer_cmd(&["sysctl", "-qw", &format!("net.ipv6.conf.{}.disable_ipv6=0", self.peer_if)])?;
-        self.peer_ip_cmd(&["-6", "addr", "add", &format!("{peer}/64"), "dev", &self.peer_if, "nodad"])?;
+        self.peer_ip_cmd(&["-6", "addr", "replace", &format!("{peer}/64"), "dev", &self.peer_if, "nodad"])?;
         Ok((ukcm, peer))
+    }
+
+    /// The link's addresses in `family` (for IPv6, [`TestNet::enable_ipv6`] first), so one
+    /// test body runs over either family.
+    pub fn link(&self, family: Family) -> io::Result<Link> {
+        Ok(match family {
+            Family::V4 => Link { family, ukcm: self.ukcm_ip.into(), peer: self.peer_ip.into(), prefix: self.prefix },
+            Family::V6 => {
+                let (ukcm, peer) = self.enable_ipv6()?;
+                Link { family, ukcm: ukcm.into(), peer: peer.into(), prefix: 64 }
+            }
+        })
     }
 
     /// [`TestNet::peer_tcp_listener`] on any of the peer's addresses (IPv6 too).
@@ -249,10 +283,26 @@ impl TestNet {
     /// A permanent neighbour entry in the peer for ukcm's address and `host_mac`: the kernel
     /// sends to ukcm without asking ARP, so no ARP responder is needed.
     pub fn static_neighbour(&self) -> io::Result<()> {
-        let mac = self.host_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-        let ip = self.ukcm_ip.to_string();
+        self.static_neighbour_at(self.ukcm_ip.into())
+    }
+
+    /// [`TestNet::static_neighbour`] for any of ukcm's addresses (IPv6: the kernel sends no
+    /// neighbour solicitation for it).
+    pub fn static_neighbour_at(&self, ip: IpAddr) -> io::Result<()> {
+        let (mac, ip) = (self.host_mac_string(), ip.to_string());
         self.peer_ip_cmd(&["neigh", "replace", &ip, "lladdr", &mac, "dev", &self.peer_if, "nud", "permanent"])?;
         Ok(())
+    }
+
+    /// The peer kernel's neighbour entry for `ip` (`ip neigh show`: address, `lladdr`, state),
+    /// empty if it has none: says whether ukcm answered its ARP or neighbour solicitation.
+    pub fn peer_neighbour(&self, ip: IpAddr) -> io::Result<String> {
+        Ok(self.peer_ip_cmd(&["neigh", "show", &ip.to_string(), "dev", &self.peer_if])?.trim().to_owned())
+    }
+
+    /// `host_mac` as `ip` prints it (`0e:1f:aa:00:b2:03`).
+    pub fn host_mac_string(&self) -> String {
+        self.host_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
     }
 
     /// Runs `ip -n NS ARGS`.

@@ -292,12 +292,13 @@ fn kernel_rr_server(mut s: TcpStream) -> Res<()> {
 
 type Eng = Engine<AfXdpPort>;
 
+/// Raw engine connections, read with `with_tcp`: no in-place ring (nothing is lent).
 fn stream_opts() -> TcpOptions {
-    TcpOptions { rx_buf: STREAM_RING, tx_buf: STREAM_RING, ..TcpOptions::default() }
+    TcpOptions { rx_buf: STREAM_RING, tx_buf: STREAM_RING, inplace_rx: false, ..TcpOptions::default() }
 }
 
 fn rr_opts() -> TcpOptions {
-    TcpOptions { nagle: false, ..TcpOptions::default() }
+    TcpOptions { nagle: false, inplace_rx: false, ..TcpOptions::default() }
 }
 
 fn eng_err(e: ukcm_stack::StackError) -> String {

@@ -42,7 +42,10 @@ pub struct TcpOptions {
     pub user_timeout: Option<Duration>,
     /// Give the connection a mirror-mapped receive ring so received messages can be lent
     /// out in place (`Engine::take_inplace_rx`): the zero-copy receive path of the mux.
-    /// The ring is then at least 4 KiB.
+    /// The ring is then at least 4 KiB. On by default: a psock over a connection without
+    /// it copies every received byte once more. Off saves the mirror mapping (two page
+    /// mappings per connection) for connections read only with `recv`/`with_tcp`. If the
+    /// mapping fails, the connection gets an ordinary ring (`EngineStats::inplace_fallbacks`).
     pub inplace_rx: bool,
 }
 
@@ -57,7 +60,7 @@ impl Default for TcpOptions {
             timestamps: true,
             keep_alive: None,
             user_timeout: None,
-            inplace_rx: false,
+            inplace_rx: true,
         }
     }
 }

@@ -43,7 +43,7 @@ use crate::classify::{admit, Admission, Class, FourTuple};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Congestion, EngineConfig, IdleStep, TcpOptions};
 use crate::drops::{DropCounts, DropNotes, DropReason};
-use crate::neighbours::{learned_from, reply_frame, Neighbour, NeighbourShare};
+use crate::neighbours::{learned_from, reply_frame, Neighbour, NeighbourShare, Ours};
 use crate::rings::{self, SizeClass};
 use crate::strays::StrayShare;
 
@@ -184,6 +184,10 @@ pub struct EngineStats {
     pub refused_budget: u64,
     /// SYNs dropped / connects refused because pinned memory could not be mapped.
     pub refused_memory: u64,
+    /// Connections that asked for an in-place rx ring (`TcpOptions::inplace_rx`, the
+    /// default) and got an ordinary one because the mirror mapping failed: they work, but a
+    /// psock over them copies what it receives once more (counted in its `rx_copied_bytes`).
+    pub inplace_fallbacks: u64,
     /// Events dropped because the event queue was full.
     pub events_dropped: u64,
     /// Connection slots with a socket now (listening handshakes included).
@@ -873,8 +877,22 @@ impl<P: Port> Engine<P> {
         };
         let charge = self.cfg.budget.reserve(class.bytes() as u64).map_err(RefuseReason::Budget)?;
         let (mut sock, storage) = if opts.inplace_rx {
-            let s = rings::take_inplace(class).map_err(|e| RefuseReason::Memory(ring_mem_error(e)))?;
-            (s.socket, Some(s.storage))
+            match rings::take_inplace(class) {
+                Ok(s) => (s.socket, Some(s.storage)),
+                // The mirror mapping was refused (e.g. the process's map count is used up):
+                // an ordinary ring still carries the connection, without zero-copy receive.
+                Err(RingError::Sys(call, errno)) => {
+                    self.stats.inplace_fallbacks += 1;
+                    if self.stats.inplace_fallbacks == 1 {
+                        tracing::warn!(
+                            "{}: no in-place rx ring ({call} failed, errno {errno}): connections fall back to ordinary rings, and their received messages are copied once more (inplace_fallbacks, rx_copied_bytes)",
+                            self.port_name
+                        );
+                    }
+                    (rings::take(class).map_err(RefuseReason::Memory)?, None)
+                }
+                Err(e) => return Err(RefuseReason::Memory(ring_mem_error(e))),
+            }
         } else {
             (rings::take(class).map_err(RefuseReason::Memory)?, None)
         };
@@ -1187,8 +1205,8 @@ impl<P: Port> Engine<P> {
 
     /// Shares what this engine learns about neighbours with the engines of the other queues
     /// of the same address (engine `me` of the group), and learns what they do: see
-    /// [`crate::neighbours`]. Without it, a peer whose ARP exchange went through another
-    /// queue cannot be answered from this one.
+    /// [`crate::neighbours`]. Without it, a peer whose ARP or neighbour discovery exchange
+    /// went through another queue cannot be answered from this one.
     pub fn share_neighbours(&mut self, share: Arc<NeighbourShare>, me: usize) {
         self.neighbours = Some((share, me, 0));
     }
@@ -1241,20 +1259,25 @@ impl<P: Port> Engine<P> {
         any
     }
 
-    /// Feeds the neighbours other engines learned to smoltcp, as ARP replies.
+    /// Our addresses, as the neighbour share needs them.
+    fn ours(&self) -> Ours {
+        Ours { v4: self.iface.ipv4_addr(), v6: self.iface.ipv6_addr() }
+    }
+
+    /// Feeds the neighbours other engines learned to smoltcp, as ARP replies (IPv4) or
+    /// neighbour advertisements (IPv6).
     fn take_neighbour_news(&mut self, now: Instant) -> bool {
         let Some((share, me, seen)) = self.neighbours.as_mut() else { return false };
         let mut news = std::mem::take(&mut self.neighbour_news);
         share.news(*me, seen, &mut news);
-        let (Some(ip), HardwareAddress::Ethernet(mac)) = (self.iface.ipv4_addr(), self.iface.hardware_addr()) else {
-            news.clear();
-            self.neighbour_news = news;
-            return false;
-        };
+        // The engine's interfaces are Ethernet (the only medium built in).
+        let HardwareAddress::Ethernet(mac) = self.iface.hardware_addr();
+        let ours = self.ours();
         let any = !news.is_empty();
         let mtu = self.mtu;
         for n in news.drain(..) {
-            let mut feed = Feed { dev: &mut self.dev, frame: Some(OwnedRx::Made(reply_frame(n, ip, mac))), mtu };
+            let Some(frame) = reply_frame(n, ours, mac) else { continue };
+            let mut feed = Feed { dev: &mut self.dev, frame: Some(OwnedRx::Made(frame)), mtu };
             // No tx token now: the neighbour is learned from its own traffic later.
             let _ = self.iface.poll_ingress_single(now, &mut feed, &mut self.control);
         }
@@ -1341,8 +1364,8 @@ impl<P: Port> Engine<P> {
             }
             Class::Neighbor => {
                 self.neighbor_changed = true;
-                if let (Some((share, me, _)), Some(ours)) = (&self.neighbours, self.iface.ipv4_addr()) {
-                    if let Some(n) = learned_from(frame.data(), ours) {
+                if let Some((share, me, _)) = &self.neighbours {
+                    if let Some(n) = learned_from(frame.data(), self.ours()) {
                         share.publish(*me, n);
                     }
                 }

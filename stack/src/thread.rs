@@ -11,6 +11,11 @@
 //! zero-copy path is the run-to-completion mode: the caller's thread owns the [`Engine`],
 //! calls [`Engine::poll`] (or [`Engine::run_until`]) and handles data inline with
 //! [`Engine::drain_ready`] and [`Engine::with_tcp`].
+//!
+//! "Engine thread" means one thing across the crates: a thread that owns one engine and
+//! polls it. [`spawn_engine`] starts one whose application talks bytes to it through an
+//! [`EngineHandle`]; the `ukcm` crate's server starts one per NIC queue whose mux and
+//! handlers run on it (the run-to-completion mode above, with messages).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;

@@ -14,7 +14,7 @@ mod kernel_peer;
 use kernel_peer::{engine_config, kernel_clients_to_ukcm_echo, ukcm_clients_to_kernel_echo};
 use ukcm_nic::dpdk::testing::{in_own_process, is_child, test_eal_args};
 use ukcm_nic::dpdk::{DpdkConfig, DpdkPort, Eal};
-use ukcm_nic::testnet::{privileged_or_skip, TestNet, TestNetOptions};
+use ukcm_nic::testnet::{privileged_or_skip, Family, TestNet, TestNetOptions};
 use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig};
 use ukcm_stack::Engine;
 
@@ -39,7 +39,8 @@ fn veth_engine(kind: &str) -> (Engine<DpdkPort>, TestNet, Eal) {
     let mbufs = if kind == "net_af_xdp" { 32767 } else { 8191 };
     let cfg = DpdkConfig { mbufs, ..dpdk_config(&name) };
     let port = DpdkPort::open(&eal, &cfg, &PinnedBudget::unlimited()).expect("DPDK port");
-    (Engine::new(port, engine_config(&net)).expect("engine"), net, eal)
+    let link = net.link(Family::V4).unwrap();
+    (Engine::new(port, engine_config(&net, &link)).expect("engine"), net, eal)
 }
 
 /// A `net_tap` vdev; its kernel side becomes the peer in a fresh namespace.
@@ -52,7 +53,8 @@ fn tap_engine() -> (Engine<DpdkPort>, TestNet, Eal) {
         p
     })
     .expect("TAP topology");
-    (Engine::new(port, engine_config(&net)).expect("engine"), net, eal.unwrap())
+    let link = net.link(Family::V4).unwrap();
+    (Engine::new(port, engine_config(&net, &link)).expect("engine"), net, eal.unwrap())
 }
 
 macro_rules! scenario {
@@ -72,7 +74,7 @@ macro_rules! scenario {
                 return;
             }
             let (e, net, eal) = $setup;
-            $check(&net, e, $conns);
+            $check(&net, &net.link(Family::V4).unwrap(), e, $conns);
             drop(eal);
         }
     };

@@ -1,9 +1,10 @@
 //! ukcm for appliance authors: the one crate to depend on.
 //!
 //! * [`Server`]: a message server on any transport (`kernel`, `afxdp:IF[:Q]`, `tap:NAME`,
-//!   `dpdk:ARGS`, or a port you open yourself, e.g. one end of the in-memory pair): a
-//!   parser delineates requests, a [`Handler`] answers each through its [`Reply`], replies
-//!   leave every connection in request order however many workers answer.
+//!   `dpdk:ARGS`, `mem` — the in-memory pair, whose other end [`Server::take_mem_peer`]
+//!   hands to an in-process client — or a port you open yourself): a parser delineates
+//!   requests, a [`Handler`] answers each through its [`Reply`], replies leave every
+//!   connection in request order however many workers answer.
 //! * [`upstream::Pool`]: K connections to each of a list of backends from the same engine,
 //!   requests routed by key, replies matched back in FIFO order per connection, with
 //!   connect timeouts, reconnects, ejection and per-request timeouts.
@@ -36,6 +37,7 @@ mod conn_log;
 pub mod dpdk_port;
 pub mod forward;
 pub mod logging;
+pub mod mem;
 pub mod memory;
 pub mod pool_stats;
 pub mod ports;
@@ -48,6 +50,7 @@ pub mod transport;
 pub mod upstream;
 
 pub use forward::{Clients, Forward, Relay, Reload, UpdateForward, Upstream};
+pub use mem::MemPeer;
 pub use pool_stats::{BackendStats, ForwardStats, UpstreamSnapshot};
 pub use server::{
     serve_spec, Handler, Model, Reply, ReplyFailed, Server, ServerBuilder, ServerConfig, ServerCounters, StatsHandle,

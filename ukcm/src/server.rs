@@ -34,6 +34,7 @@ use ukcm_stack::{IdleStep, IdleStrategy};
 
 use crate::conn_log::{ConnEvent, ConnLog};
 use crate::forward::{Forward, ForwardApp, Reload, ReloadShared};
+use crate::mem::MemPeer;
 use crate::pool_stats::UpstreamSnapshot;
 use crate::ports::{open_port, stack_cidr};
 use crate::spec::{SteerKind, TransportSpec};
@@ -353,6 +354,8 @@ pub struct Server {
     counters: Arc<ServerCounters>,
     local: SocketAddr,
     describe: String,
+    /// The other end of a `mem` server's pair, until taken.
+    mem_peer: Option<MemPeer>,
 }
 
 /// Reads a server's published stats (see [`Server::stats_handle`]); cheap to clone.
@@ -500,6 +503,13 @@ impl Server {
     /// What carries the bytes (`kernel TCP`, `ukcm stack on afxdp:…`, `… × 2 engines`).
     pub fn describe(&self) -> &str {
         &self.describe
+    }
+
+    /// The other end of the in-memory pair of a server on the `mem` transport, once (then
+    /// `None`; always `None` on other transports): an engine on it reaches the server
+    /// ([`MemPeer::engine`]). Nothing outside the process can.
+    pub fn take_mem_peer(&mut self) -> Option<MemPeer> {
+        self.mem_peer.take()
     }
 
     /// Engines (one per NIC queue served).
@@ -665,6 +675,7 @@ where
         counters: Arc::clone(&counters),
         local: SocketAddr::from(([0, 0, 0, 0], 0)),
         describe: String::new(),
+        mem_peer: None,
     };
     let n_engines = makes.len();
     for (ei, make) in makes.into_iter().enumerate() {
@@ -837,7 +848,9 @@ impl ServerBuilder {
     }
 }
 
-/// Opens the transport `spec` names on `addr`/`listen` and serves `handler` on it.
+/// Opens the transport `spec` names on `addr`/`listen` and serves `handler` on it. On `mem`
+/// the server makes an in-memory port pair and keeps its other end for the caller
+/// ([`Server::take_mem_peer`]).
 pub fn serve_spec<H: Handler + Clone>(
     spec: &TransportSpec,
     addr: (IpAddr, Option<u8>),
@@ -852,6 +865,12 @@ pub fn serve_spec<H: Handler + Clone>(
             let l =
                 TcpListener::bind(at).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {at}: {e}")))?;
             Server::kernel(l, cfg, handler)
+        }
+        TransportSpec::Mem => {
+            let (make, peer) = crate::mem::pair(stack_cidr(addr).map_err(invalid)?, gateway, listen)?;
+            let mut server = Server::start(make, cfg, handler)?;
+            server.mem_peer = Some(peer);
+            Ok(server)
         }
         other => {
             let makes = stack_engines(other, addr, gateway, listen)?;

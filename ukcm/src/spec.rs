@@ -140,18 +140,31 @@ impl TransportSpec {
         }
     }
 
-    /// Ok for the transports a server can run on: kernel, AF_XDP and TAP. DPDK is refused
-    /// (not built in), and so is `mem` (its peer lives in the same process: ukcm-demo).
+    /// Ok for the transports a [`crate::Server`] can run on: kernel, AF_XDP, TAP and `mem`
+    /// (its peer is the caller's, [`crate::Server::take_mem_peer`]). DPDK is refused unless
+    /// built in.
     pub fn require_server(&self) -> Result<(), String> {
         match self {
-            TransportSpec::Kernel | TransportSpec::Afxdp { .. } | TransportSpec::Tap { .. } => Ok(()),
-            TransportSpec::Mem => {
-                Err("--nic mem: the in-memory pair has no peer outside this process; run ukcm-demo --nic mem".into())
+            TransportSpec::Kernel | TransportSpec::Mem | TransportSpec::Afxdp { .. } | TransportSpec::Tap { .. } => {
+                Ok(())
             }
             TransportSpec::Dpdk { .. } if cfg!(feature = "dpdk") => Ok(()),
             TransportSpec::Dpdk { .. } => Err(format!(
                 "--nic {self}: DPDK is not built into this binary (build with --features dpdk, after scripts/install-dpdk.sh)"
             )),
+        }
+    }
+
+    /// [`TransportSpec::require_server`] for a server program whose clients are other
+    /// programs (`ukcm-echo`, `ukcm-proxy`): `mem` is refused too, in one line saying where
+    /// it runs instead.
+    pub fn require_reachable_server(&self) -> Result<(), String> {
+        match self {
+            TransportSpec::Mem => Err(
+                "--nic mem: the in-memory pair's other end lives inside this process, so no client could connect (`ukcm-demo --nic mem` runs the echo server with a load generator on that end; a program of your own takes it with ukcm::Server::take_mem_peer)"
+                    .into(),
+            ),
+            other => other.require_server(),
         }
     }
 }

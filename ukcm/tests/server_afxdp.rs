@@ -2,7 +2,8 @@
 //! own namespace and veth and removes them): kernel clients get replies in request order
 //! from four workers; the unanswered-request limit holds a kernel sender back without loss;
 //! a forwarder on ukcm's stack reaches kernel backends in the namespace through its
-//! upstream pool, loses one and takes it back.
+//! upstream pool, loses one and takes it back; two queues get an engine each, over IPv4 and
+//! IPv6 (the engines share the neighbours they learn).
 
 mod common;
 
@@ -199,6 +200,37 @@ fn every_queue_of_the_interface_gets_an_engine_and_every_message_comes_back() {
     assert!(attached.iter().all(|&n| n > 0), "connections per engine: {attached:?}");
     assert_eq!(attached.iter().sum::<u64>(), 24);
     assert_eq!(t.total.rx_msgs, 24 * 60, "the total adds the engines up");
+}
+
+#[test]
+fn ipv6_on_every_queue_the_engines_share_what_neighbour_discovery_taught_them() {
+    if !privileged_or_skip("ipv6_on_every_queue_the_engines_share_what_neighbour_discovery_taught_them") {
+        return;
+    }
+    let net = TestNet::new("sq6", &TestNetOptions { queues: 2, ..TestNetOptions::default() }).unwrap();
+    let (ukcm6, _) = net.enable_ipv6().unwrap();
+    // The kernel knows ukcm's MAC (a permanent entry), so the only neighbour discovery on
+    // the link is an engine soliciting the peer and the kernel's advertisement in answer,
+    // which the veth puts on one queue (by the hash of its addresses) whichever engine
+    // asked. The other queue's engine can learn the peer only from the share: without it,
+    // the connections whose SYN lands there never get a SYN-ACK.
+    net.static_neighbour_at(ukcm6.into()).unwrap();
+    let spec: TransportSpec = format!("afxdp:{}", net.host_if).parse().unwrap();
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::Workers(2), ..ServerConfig::default() };
+    let server = serve_spec(&spec, (IpAddr::V6(ukcm6), Some(64)), None, PORT, cfg, slow_echo).unwrap();
+    assert_eq!(server.engine_count(), 2);
+    let at = SocketAddr::new(ukcm6.into(), PORT);
+    // 24 connections: both queues get some (a 2^-23 chance otherwise).
+    pipelined_clients_with(24, 60, || {
+        let s = net.peer_tcp_connect(at, Duration::from_secs(10)).expect("connected within 10 s");
+        s.set_read_timeout(Some(WATCHDOG)).unwrap();
+        s
+    });
+    let per_engine = server.stop_each().unwrap();
+    let attached: Vec<u64> = per_engine.iter().map(|e| e.mux.psock_attach).collect();
+    assert!(attached.iter().all(|&n| n > 0), "connections per engine: {attached:?}");
+    assert_eq!(attached.iter().sum::<u64>(), 24);
+    assert_eq!(ukcm::server::merge_tables(&per_engine).total.rx_msgs, 24 * 60);
 }
 
 #[test]

@@ -1,14 +1,15 @@
 //! The server on the userspace stack over the in-memory port pair with seeded faults (loss,
 //! reordering, duplication, corruption both ways; no privileges): a client on a second
 //! engine pipelines requests on a few connections and gets every reply, byte-exact, in
-//! request order, from 2 and 4 workers under every steering policy.
+//! request order, from 2 and 4 workers under every steering policy. And `mem` as a transport
+//! spec: the server makes the pair and hands its other end to the test, over IPv4 and IPv6.
 
 mod common;
 
 use std::time::Instant;
 
 use common::{body, frame, slow_echo, WATCHDOG};
-use ukcm::nic::{mem_pair, FaultConfig, HugePolicy, MemPairConfig, PinnedBudget, PoolConfig};
+use ukcm::nic::{mem_pair, FaultConfig, HugePolicy, MemPairConfig, MemPort, PinnedBudget, PoolConfig};
 use ukcm::stack::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
 use ukcm::stack::{Engine, EngineConfig, TcpOptions};
 use ukcm::{Model, Server, ServerConfig, StackTransport, SteerKind};
@@ -46,6 +47,14 @@ fn run(model: Model, steer: SteerKind, seed: u64) {
     let mut client = Engine::new(client_port, ccfg).unwrap();
     let (conns, n) = (3usize, 150usize);
     let to = IpEndpoint::new(IpAddress::Ipv4(SERVER), PORT);
+    pipeline(&mut client, to, conns, n, &format!("{model} {steer}"));
+    let t = server.stop().unwrap();
+    assert_eq!(t.total.rx_msgs, (conns * n) as u64);
+}
+
+/// `conns` connections from `client` to `to`, `n` pipelined requests each; every reply
+/// checked byte for byte, in order (quiet requests get none).
+fn pipeline(client: &mut Engine<MemPort>, to: IpEndpoint, conns: usize, n: usize, what: &str) {
     let ids: Vec<_> = (0..conns).map(|_| client.connect(to).unwrap()).collect();
     let outgoing: Vec<Vec<u8>> = (0..conns).map(|c| (0..n).flat_map(|i| frame(&body(c, i))).collect()).collect();
     let expected: Vec<Vec<u8>> =
@@ -63,17 +72,44 @@ fn run(model: Model, steer: SteerKind, seed: u64) {
             let k = client.recv(ids[c], &mut buf).unwrap_or(0);
             got[c].extend_from_slice(&buf[..k]);
             let len = got[c].len().min(expected[c].len());
-            assert!(got[c][..len] == expected[c][..len], "{model} {steer}: connection {c} out of order or corrupt");
+            assert!(got[c][..len] == expected[c][..len], "{what}: connection {c} out of order or corrupt");
         }
-        assert!(
-            Instant::now() < end,
-            "watchdog: {model} {steer}: replies {:?}",
-            got.iter().map(Vec::len).collect::<Vec<_>>()
-        );
+        assert!(Instant::now() < end, "watchdog: {what}: replies {:?}", got.iter().map(Vec::len).collect::<Vec<_>>());
         std::thread::yield_now();
     }
-    let t = server.stop().unwrap();
-    assert_eq!(t.total.rx_msgs, (conns * n) as u64);
+}
+
+#[test]
+fn mem_as_a_transport_spec_hands_the_other_end_of_the_pair_to_the_caller() {
+    for (addr, server_at, peer_at) in
+        [("10.9.1.1/24", "10.9.1.1:7500", "10.9.1.2/24"), ("fd00:9::1/64", "[fd00:9::1]:7500", "fd00:9::2/64")]
+    {
+        let mut server = Server::builder()
+            .transport("mem")
+            .addr(addr)
+            .listen(PORT)
+            .parser("thrift")
+            .workers(2)
+            .serve(slow_echo)
+            .unwrap();
+        let peer = server.take_mem_peer().expect("a mem server keeps the pair's other end for the caller");
+        assert!(server.take_mem_peer().is_none(), "taken once");
+        assert_eq!(peer.server, server_at.parse().unwrap());
+        assert_eq!(server.local_addr(), peer.server);
+        assert_eq!(peer.addr.to_string(), peer_at);
+        let to = IpEndpoint::from(peer.server);
+        let mut client = peer.engine().unwrap();
+        pipeline(&mut client, to, 2, 100, addr);
+        assert_eq!(server.stop().unwrap().total.rx_msgs, 200);
+    }
+}
+
+#[test]
+fn other_transports_have_no_mem_peer() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut server = Server::kernel(l, ServerConfig::default(), slow_echo).unwrap();
+    assert!(server.take_mem_peer().is_none());
+    drop(server.stop().unwrap());
 }
 
 #[test]

@@ -42,12 +42,11 @@ use ukcm_mux::StatsTable;
 use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort};
 use ukcm_nic::tap::{TapConfig, TapPort};
 use ukcm_nic::testnet::{is_root, TestNet, TestNetOptions};
-use ukcm_nic::{mem_pair, HugePolicy, MemPairConfig, PinnedBudget, PoolConfig};
-use ukcm_stack::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
+use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig};
+use ukcm_stack::smoltcp::wire::{IpEndpoint, Ipv4Address, Ipv4Cidr};
 
 const PROG: &str = "ukcm-demo";
-const MEM_SERVER: Ipv4Address = Ipv4Address::new(10, 77, 0, 1);
-const MEM_CLIENT: Ipv4Address = Ipv4Address::new(10, 77, 0, 2);
+const MEM_SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const PORT: u16 = 7000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -201,26 +200,20 @@ fn print_plan(transport: &str, server: &str, a: &Args, mode: Model, duration: f6
     println!("{PROG}: {}", ukcm::memory::describe());
 }
 
-/// Two engines over the in-memory pair: the server (mux echo) on its own thread, the client
-/// (stack load generator) on this one.
+/// Two engines over the in-memory pair: the echo server on the `mem` transport (its own
+/// thread), the client (stack load generator) on the pair's other end, on this one.
 fn run_mem(a: &Args, framing: Framing, cfg: ServerConfig, duration: f64, stop: &Arc<AtomicBool>) -> Outcome {
-    let pc = MemPairConfig {
-        pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 8192 },
-        link_capacity: 2048,
-        huge: HugePolicy::Prefer,
-        ..MemPairConfig::default()
-    };
-    let (ps, pcl) = mem_pair(&pc, &PinnedBudget::unlimited()).unwrap_or_else(|e| die(&format!("in-memory pair: {e}")));
     let mode = cfg.model;
-    let server =
-        echo::start_with(move || StackTransport::new(ps, None, Ipv4Cidr::new(MEM_SERVER, 24), None, PORT, 1024), cfg)
-            .unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
+    let at = (IpAddr::V4(MEM_SERVER), Some(24));
+    let mut server = ukcm::serve_spec(&ukcm::TransportSpec::Mem, at, None, PORT, cfg, echo::echo)
+        .unwrap_or_else(|e| die(&format!("cannot start the echo server: {e}")));
+    let peer = server.take_mem_peer().unwrap_or_else(|| die("the mem server kept no peer"));
     let transport = "ukcm stack ↔ ukcm stack over the in-memory pair".to_owned();
     print_plan(&transport, &server.local_addr().to_string(), a, mode, duration);
-    let mut client =
-        stack_load::client_engine(pcl, None, Ipv4Cidr::new(MEM_CLIENT, 24)).unwrap_or_else(|e| die(&e.to_string()));
+    let to = IpEndpoint::from(peer.server);
+    let mut client = stack_load::client_engine(peer.port, None, peer.addr).unwrap_or_else(|e| die(&e.to_string()));
     let lcfg = StackLoadConfig {
-        server: IpEndpoint::new(IpAddress::Ipv4(MEM_SERVER), PORT),
+        server: to,
         conns: a.conns,
         depth: a.depth,
         sizes: a.size,

@@ -42,7 +42,7 @@ const PROG: &str = "ukcm-echo";
 #[derive(Debug, Parser)]
 #[command(name = "ukcm-echo", version)]
 struct Args {
-    /// Transport: kernel | afxdp:IF[:QUEUE[,QUEUE...]] (all queues by default, one engine each) | tap:NAME | dpdk:ARGS (EAL arguments, with --features dpdk)
+    /// Transport: kernel | afxdp:IF[:QUEUE[,QUEUE...]] (all queues by default, one engine each) | tap:NAME | dpdk:ARGS (EAL arguments, with --features dpdk); mem (the in-memory pair) is refused: no client outside the process could reach it (ukcm-demo --nic mem runs it)
     #[arg(long, value_name = "SPEC")]
     nic: TransportSpec,
     /// Address, IP[/PREFIX]: the stack's own address for afxdp/tap (IPv4, default /24); the
@@ -81,7 +81,7 @@ struct Args {
 fn main() {
     ukcm::logging::init();
     let a: Args = cli::parse_or_exit(PROG);
-    if let Err(e) = a.nic.require_server() {
+    if let Err(e) = a.nic.require_reachable_server() {
         cli::fail(PROG, &e);
     }
     let mode = if a.rtc { Model::RunToCompletion } else { Model::Workers(a.workers.unwrap_or(1)) };

@@ -12,8 +12,8 @@
 //!
 //! `--nic kernel` uses kernel sockets (`--threads` of them). `--nic afxdp:IF[:Q]` or
 //! `tap:NAME` runs the load on its own ukcm engine over that port (`--addr` is its
-//! address; one thread, busy-polling; closed loop): both ends on ukcm. It sends only on
-//! links without the default route, to servers on its own subnet (no gateway).
+//! address, IPv4 or IPv6; one thread, busy-polling; closed loop): both ends on ukcm. It
+//! sends only on links without a default route, to servers on its own subnet (no gateway).
 
 // Doc comments here are clap's --help text (`[:QUEUE]` is a syntax, not a link).
 #![allow(rustdoc::broken_intra_doc_links)]
@@ -34,7 +34,7 @@ use ukcm_apps::route::check_load_path;
 use ukcm_apps::stack_load::{self, StackLoadConfig};
 use ukcm_apps::wire::Framing;
 use ukcm_nic::PinnedBudget;
-use ukcm_stack::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+use ukcm_stack::smoltcp::wire::IpEndpoint;
 
 const PROG: &str = "ukcm-load";
 
@@ -45,7 +45,7 @@ struct Args {
     /// Transport: kernel (kernel sockets) | afxdp:IF[:QUEUE] | tap:NAME (its own ukcm engine)
     #[arg(long, value_name = "SPEC")]
     nic: TransportSpec,
-    /// The load's own address on --nic afxdp/tap, IPv4/PREFIX (default /24); not for kernel
+    /// The load's own address on --nic afxdp/tap, IP/PREFIX (IPv4, default /24, or IPv6, default /64; the server's family); not for kernel
     #[arg(long, value_name = "IP[/PREFIX]", value_parser = cli::addr_arg)]
     addr: Option<(IpAddr, Option<u8>)>,
     /// Server address
@@ -163,21 +163,14 @@ fn run_on_stack(
     cfg: &LoadConfig,
     stop: &AtomicBool,
 ) -> std::io::Result<LoadReport> {
-    let cidr = match stack_cidr(addr).unwrap_or_else(|e| cli::fail(PROG, &e)) {
-        ukcm::stack::smoltcp::wire::IpCidr::Ipv4(c) => c,
-        _ => cli::fail(PROG, "--addr: the load on the ukcm stack takes an IPv4 --addr in this build"),
-    };
-    let server = match cfg.connect.ip() {
-        IpAddr::V4(v4) => v4,
-        IpAddr::V6(_) => cli::fail(PROG, "--connect: the load on the ukcm stack takes an IPv4 server in this build"),
-    };
+    let cidr = stack_cidr(addr).unwrap_or_else(|e| cli::fail(PROG, &e));
+    let server = cfg.connect.ip();
     let ifname = match nic {
         TransportSpec::Afxdp { ifname, .. } => ifname.as_str(),
         TransportSpec::Tap { name } => name.as_str(),
         _ => unreachable!("require_load and on_stack leave AF_XDP and TAP"),
     };
-    let me = std::net::Ipv4Addr::from(cidr.address().octets());
-    if let Err(e) = check_load_path(ifname, me, cidr.prefix_len(), server) {
+    if let Err(e) = check_load_path(ifname, IpAddr::from(cidr.address()), cidr.prefix_len(), server) {
         cli::fail(PROG, &format!("--nic {nic}: {e}"));
     }
     let budget = PinnedBudget::unlimited();
@@ -193,7 +186,7 @@ fn run_on_stack(
     let mac = mac.map(|_| local_mac(2));
     let mut engine = stack_load::client_engine(port, mac, cidr)?;
     let scfg = StackLoadConfig {
-        server: IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::from(server.octets())), cfg.connect.port()),
+        server: IpEndpoint::from(cfg.connect),
         conns: cfg.conns,
         depth: cfg.depth,
         sizes: cfg.sizes,

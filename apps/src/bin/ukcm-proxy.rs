@@ -134,6 +134,7 @@ struct Running {
 
 fn start(a: &Args, cfg: &Config) -> Result<Vec<Running>, String> {
     let nic = a.nic.clone().or_else(|| cfg.ukcm.transport.clone()).unwrap_or(TransportSpec::Kernel);
+    nic.require_reachable_server()?;
     let stack = !matches!(nic, TransportSpec::Kernel);
     if stack && cfg.pools.len() != 1 {
         return Err(format!("{nic}: one pool per process on a userspace stack transport"));

@@ -1,7 +1,9 @@
-//! The kernel-peer checks every port backend runs (AF_XDP, TAP, ...): the Linux kernel in a
-//! `TestNet` namespace pings the engine, kernel clients use ukcm as an echo server, and ukcm
-//! clients use a kernel echo server — 1 MiB each way per connection, byte-exact. Every
-//! kernel-side socket is created inside the namespace and bound to its interface.
+//! The kernel-peer checks every port backend runs (AF_XDP, TAP, ...), over IPv4 or IPv6 (a
+//! [`Link`] of the topology): the Linux kernel in a `TestNet` namespace pings the engine
+//! (ARP or neighbour discovery and ICMP echo answered by it), kernel clients use ukcm as an
+//! echo server, and ukcm clients use a kernel echo server — 1 MiB each way per connection,
+//! byte-exact. Every kernel-side socket is created inside the namespace and bound to its
+//! interface.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,23 +12,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smoltcp::socket::tcp;
-use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Cidr};
-use ukcm_nic::testnet::TestNet;
+use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
+use ukcm_nic::testnet::{Link, TestNet};
 use ukcm_nic::Port;
 use ukcm_stack::{echo_in_place, ConnId, Engine, EngineConfig, IdleStrategy, TcpOptions};
 
 pub const BYTES: usize = 1 << 20;
 
-/// The engine configuration the checks expect: the topology's MAC and address, 256 KiB
-/// socket buffers, a backoff idle loop (the kernel peer shares the machine's cores).
-pub fn engine_config(net: &TestNet) -> EngineConfig {
-    EngineConfig {
+/// The engine configuration the checks expect: the topology's MAC, ukcm's address of
+/// `link` (only that family), 256 KiB socket buffers, a backoff idle loop (the kernel peer
+/// shares the machine's cores).
+pub fn engine_config(net: &TestNet, link: &Link) -> EngineConfig {
+    let mut cfg = EngineConfig {
         mac: Some(net.host_mac),
-        ipv4: Some(Ipv4Cidr::new(net.ukcm_ip, net.prefix)),
         default_tcp: TcpOptions { rx_buf: 256 * 1024, tx_buf: 256 * 1024, ..TcpOptions::default() },
         idle: IdleStrategy::Backoff { spins: 200, yields: 50, park: Duration::from_micros(100) },
         ..EngineConfig::default()
+    };
+    match IpCidr::new(IpAddress::from(link.ukcm), link.prefix) {
+        IpCidr::Ipv4(c) => cfg.ipv4 = Some(c),
+        IpCidr::Ipv6(c) => cfg.ipv6 = Some(c),
     }
+    cfg
 }
 
 fn pattern(seed: u64, i: u64) -> u8 {
@@ -58,9 +65,15 @@ fn echo_ready<P: Port>(e: &mut Engine<P>, ready: &mut Vec<ConnId>) {
     }
 }
 
-/// The kernel pings the engine (ARP + ICMP echo answered by it), then `conns` kernel
+/// The kernel pings the engine (ARP or neighbour solicitation, and ICMP echo, answered by
+/// it: the kernel's neighbour entry then holds the engine's MAC), then `conns` kernel
 /// clients each send 1 MiB to the engine's echo server on port 7 and check the echo.
-pub fn kernel_clients_to_ukcm_echo<P: Port + Send + 'static>(net: &TestNet, mut e: Engine<P>, conns: usize) {
+pub fn kernel_clients_to_ukcm_echo<P: Port + Send + 'static>(
+    net: &TestNet,
+    link: &Link,
+    mut e: Engine<P>,
+    conns: usize,
+) {
     let stop = Arc::new(AtomicBool::new(false));
     e.listen(7, conns.max(16)).unwrap();
     let stop2 = stop.clone();
@@ -74,7 +87,7 @@ pub fn kernel_clients_to_ukcm_echo<P: Port + Send + 'static>(net: &TestNet, mut 
         .unwrap();
         (e.stats(), e.port_stats())
     });
-    let ping = net.peer_cmd(&["ping", "-c", "2", "-W", "2", "-I", &net.peer_if, &net.ukcm_ip.to_string()]);
+    let ping = net.peer_cmd(&["ping", "-c", "2", "-W", "2", "-I", &net.peer_if, &link.ukcm.to_string()]);
     let ping = match ping {
         Ok(out) => out,
         Err(err) => {
@@ -84,7 +97,9 @@ pub fn kernel_clients_to_ukcm_echo<P: Port + Send + 'static>(net: &TestNet, mut 
         }
     };
     assert!(ping.contains(" 0% packet loss"), "{ping}");
-    let to = SocketAddr::new(net.ukcm_ip.into(), 7);
+    let neighbour = net.peer_neighbour(link.ukcm).unwrap();
+    assert!(neighbour.contains(&format!("lladdr {}", net.host_mac_string())), "the kernel's entry: {neighbour:?}");
+    let to = SocketAddr::new(link.ukcm, 7);
     std::thread::scope(|sc| {
         let hs: Vec<_> = (0..conns)
             .map(|i| {
@@ -106,8 +121,8 @@ pub fn kernel_clients_to_ukcm_echo<P: Port + Send + 'static>(net: &TestNet, mut 
 
 /// `conns` engine clients each send 1 MiB to a kernel echo server in the namespace, check
 /// every echoed byte, close, and wait until the kernel's side has seen EOF.
-pub fn ukcm_clients_to_kernel_echo<P: Port>(net: &TestNet, mut e: Engine<P>, conns: usize) {
-    let listener = net.peer_tcp_listener(7007).expect("kernel listener");
+pub fn ukcm_clients_to_kernel_echo<P: Port>(net: &TestNet, link: &Link, mut e: Engine<P>, conns: usize) {
+    let listener = net.peer_tcp_listener_at(SocketAddr::new(link.peer, 7007)).expect("kernel listener");
     let kernel = std::thread::spawn(move || {
         let mut hs = Vec::new();
         for _ in 0..conns {
@@ -128,7 +143,7 @@ pub fn ukcm_clients_to_kernel_echo<P: Port>(net: &TestNet, mut e: Engine<P>, con
             h.join().unwrap();
         }
     });
-    let remote = IpEndpoint::new(IpAddress::Ipv4(net.peer_ip), 7007);
+    let remote = IpEndpoint::new(IpAddress::from(link.peer), 7007);
     let cs: Vec<ConnId> = (0..conns).map(|_| e.connect(remote).unwrap()).collect();
     let mut sent = vec![0usize; conns];
     let mut got = vec![0usize; conns];
