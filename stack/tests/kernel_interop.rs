@@ -84,7 +84,7 @@ fn ipv6_ukcm_client_to_kernel_echo_64_conns() {
 #[test]
 fn idle_afxdp_engine_wakes_for_frames() {
     if privileged_or_skip("idle_afxdp_engine_wakes_for_frames") {
-        let (e, net) = afxdp_engine();
-        idle_engine_wakes_for_frames(&net, e);
+        let (e, net, link) = afxdp_engine(Family::V4);
+        idle_engine_wakes_for_frames(&net, &link, e);
     }
 }

@@ -78,7 +78,7 @@ fn tap_ipv6_ukcm_client_to_kernel_echo_64_conns() {
 #[test]
 fn idle_tap_engine_wakes_for_frames() {
     if privileged_or_skip("idle_tap_engine_wakes_for_frames") {
-        let (e, net) = tap_engine();
-        idle_engine_wakes_for_frames(&net, e);
+        let (e, net, link) = tap_engine(Family::V4);
+        idle_engine_wakes_for_frames(&net, &link, e);
     }
 }

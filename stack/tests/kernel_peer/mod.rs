@@ -218,7 +218,7 @@ pub fn ukcm_clients_to_kernel_echo<P: Port>(net: &TestNet, link: &Link, mut e: E
 /// An idle engine sleeps on its port's descriptor. With naps of 2 s and no connection (so
 /// no TCP timer to cut them short), the kernel's pings are answered within ping's 1 s
 /// deadline only if each frame wakes the engine; the stats count those wakeups.
-pub fn idle_engine_wakes_for_frames<P: Port + Send + 'static>(net: &TestNet, mut e: Engine<P>) {
+pub fn idle_engine_wakes_for_frames<P: Port + Send + 'static>(net: &TestNet, link: &Link, mut e: Engine<P>) {
     e.set_idle(IdleStrategy::Park(Duration::from_secs(2)));
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -226,7 +226,7 @@ pub fn idle_engine_wakes_for_frames<P: Port + Send + 'static>(net: &TestNet, mut
         e.run_until(|_| stop2.load(Ordering::Relaxed)).unwrap();
         e.stats()
     });
-    let ping = net.peer_cmd(&["ping", "-c", "3", "-i", "0.3", "-W", "1", "-I", &net.peer_if, &net.ukcm_ip.to_string()]);
+    let ping = net.peer_cmd(&["ping", "-c", "3", "-i", "0.3", "-W", "1", "-I", &net.peer_if, &link.ukcm.to_string()]);
     stop.store(true, Ordering::Relaxed);
     // The engine notices the stop flag after its current nap (at most 2 s).
     let st = server.join().unwrap();
