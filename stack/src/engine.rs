@@ -1486,7 +1486,8 @@ impl<P: Port> Engine<P> {
     pub fn wait_for_frames(&mut self, max: std::time::Duration) {
         // Segments another engine hands us (multi-queue, see crate::strays) do not ring our
         // port: nap briefly then.
-        let max = if self.strays.is_some() { max.min(STRAY_NAP) } else { max };
+        let grouped = self.strays.as_ref().is_some_and(|(share, _)| share.engines() > 1);
+        let max = if grouped { max.min(STRAY_NAP) } else { max };
         let now = self.clock.now();
         let d = match self.poll_at() {
             Some(t) if t <= now => return,
