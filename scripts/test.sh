@@ -63,5 +63,6 @@ fi
 # The vendored smoltcp (outside the workspace) against upstream's own suite plus the tests of
 # our patch (vendor/smoltcp/UKCM-PATCH.md): full runs only. Opt-level 1 keeps netsim short.
 if [ $# -eq 0 ]; then
-  (cd vendor/smoltcp && CARGO_PROFILE_DEV_OPT_LEVEL=1 cargo test --features _netsim --lib --test netsim)
+  (cd vendor/smoltcp && CARGO_PROFILE_DEV_OPT_LEVEL=1 CARGO_PROFILE_DEV_DEBUG=line-tables-only \
+    cargo test --features _netsim --lib --test netsim)
 fi
