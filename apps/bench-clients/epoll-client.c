@@ -82,7 +82,13 @@ static void put_msg(uint8_t *p, uint32_t id, uint64_t seq) {
 /* Queues messages up to the depth (when `refill`) and writes what the socket takes; 1 when
  * bytes remain. */
 static int fill_and_write(struct conn *c, uint64_t t, int refill) {
-    if (c->tx_pos == c->tx_len) c->tx_pos = c->tx_len = 0;
+    /* Unsent bytes belong to outstanding messages, so after this the buffer (depth messages)
+     * has room for every message the loop below adds. */
+    if (c->tx_pos > 0) {
+        memmove(c->tx, c->tx + c->tx_pos, c->tx_len - c->tx_pos);
+        c->tx_len -= c->tx_pos;
+        c->tx_pos = 0;
+    }
     while (refill && c->outstanding < depth) {
         put_msg(c->tx + c->tx_len, c->id, c->next_seq);
         c->sent_ns[c->next_seq % depth] = t;
