@@ -185,10 +185,20 @@ impl<P: Port> std::fmt::Debug for StackTransport<P> {
 }
 
 /// TCP options of the echo server's (and the stack client's) connections: Nagle off (as
-/// the kernel paths set `TCP_NODELAY`), 512 KiB rings so a 64 KiB message at depth 64
-/// keeps the window open.
+/// the kernel paths set `TCP_NODELAY`); rings that start at 4 KiB each (an idle connection
+/// pins 8 KiB) and double under pressure up to 512 KiB, so a 64 KiB message at depth 64
+/// keeps the window open and a 256 KiB message arrives whole, in place
+/// (`ukcm_stack::autosize`).
 pub fn server_tcp_options() -> TcpOptions {
-    TcpOptions { nagle: false, rx_buf: 512 * 1024, tx_buf: 512 * 1024, inplace_rx: true, ..TcpOptions::default() }
+    TcpOptions {
+        nagle: false,
+        rx_buf: 512 * 1024,
+        tx_buf: 512 * 1024,
+        rx_start: ukcm_stack::START_RING,
+        tx_start: ukcm_stack::START_RING,
+        inplace_rx: true,
+        ..TcpOptions::default()
+    }
 }
 
 impl<P: Port> StackTransport<P> {
