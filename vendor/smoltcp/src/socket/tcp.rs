@@ -511,6 +511,9 @@ pub struct Socket<'a> {
     /// [`Socket::set_recv_capacity_max`]); the window scale is chosen for it. 0: the buffer's
     /// own capacity.
     rx_capacity_max: usize,
+    /// `remote_last_win` was sent in a SYN, where it is not scaled (ukcm patch): the edge
+    /// it advertised is `remote_last_ack + remote_last_win`, not shifted.
+    remote_last_win_unscaled: bool,
     /// The remote window size, relative to local_seq_no
     /// I.e. we're allowed to send octets until local_seq_no+remote_win_len
     remote_win_len: usize,
@@ -616,6 +619,7 @@ impl<'a> Socket<'a> {
             remote_win_len: 0,
             remote_win_shift: rx_cap_log2.saturating_sub(16) as u8,
             rx_capacity_max: 0,
+            remote_last_win_unscaled: false,
             remote_win_scale: None,
             remote_has_sack: false,
             remote_mss: DEFAULT_MSS,
@@ -929,6 +933,7 @@ impl<'a> Socket<'a> {
         self.remote_last_seq = TcpSeqNumber::default();
         self.remote_last_ack = None;
         self.remote_last_win = 0;
+        self.remote_last_win_unscaled = false;
         self.remote_max_win_edge = None;
         self.remote_win_len = 0;
         self.remote_win_scale = None;
@@ -1590,6 +1595,7 @@ impl<'a> Socket<'a> {
         // segments, is right-shifted by [advertised scale value] bits[...]
         reply_repr.window_len = self.scaled_window();
         self.remote_last_win = reply_repr.window_len;
+        self.remote_last_win_unscaled = false; // ukcm patch
         self.remote_max_win_edge = self.max_win_edge();
 
         // If the remote supports selective acknowledgement, add the option to the outgoing
@@ -1636,12 +1642,20 @@ impl<'a> Socket<'a> {
         (ip_reply_repr, reply_repr)
     }
 
+    /// The window last advertised, in octets (ukcm patch: a SYN's is not scaled).
+    fn last_win_octets(&self) -> usize {
+        match self.remote_last_win_unscaled {
+            true => self.remote_last_win as usize,
+            false => (self.remote_last_win as usize) << self.remote_win_shift,
+        }
+    }
+
     /// `remote_max_win_edge` with the window last advertised folded in (ukcm patch).
     fn max_win_edge(&self) -> Option<TcpSeqNumber> {
         let Some(last_ack) = self.remote_last_ack else {
             return self.remote_max_win_edge;
         };
-        let edge = last_ack + ((self.remote_last_win as usize) << self.remote_win_shift);
+        let edge = last_ack + self.last_win_octets();
         Some(match self.remote_max_win_edge {
             Some(max_edge) => max_edge.max(edge),
             None => edge,
@@ -1849,7 +1863,9 @@ impl<'a> Socket<'a> {
 
         let window_start = self.remote_seq_no + self.rx_buffer.len();
         let window_end = if let Some(last_ack) = self.remote_last_ack {
-            last_ack + ((self.remote_last_win as usize) << self.remote_win_shift)
+            // ukcm patch: after a SYN, its unscaled window (the buffer may be smaller than
+            // the scale suggests: `set_recv_capacity_max`)
+            last_ack + self.last_win_octets()
         } else {
             window_start
         };
@@ -2995,6 +3011,8 @@ impl<'a> Socket<'a> {
             .max(repr.seq_number + repr.segment_len());
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
+        // ukcm patch: a SYN's window is not scaled (RFC 7323 2.2).
+        self.remote_last_win_unscaled = repr.control == TcpControl::Syn;
         self.remote_max_win_edge = self.max_win_edge();
 
         if repr.segment_len() > 0 {
@@ -8400,6 +8418,11 @@ mod test {
                 ..RECV_TEMPL
             }]
         );
+        // the edge the SYN-ACK advertised is RCV.NXT + 1024, not 1024 << 4: a 2 KiB
+        // buffer can take it, a 512-octet one cannot
+        assert!(s.remote_last_win_unscaled);
+        assert!(s.replace_recv_buffer(SocketBuffer::new(vec![0; 512])).is_err());
+        assert!(s.replace_recv_buffer(SocketBuffer::new(vec![0; 2048])).is_ok());
         s.abort();
         assert_eq!(s.remote_win_shift, 4, "kept across a reset");
     }
