@@ -256,7 +256,7 @@ mod tests {
         let mut b = take_plain((1 << 13) - 5).unwrap();
         assert_eq!(pool_stats().rings_created, before, "reused, not made");
         assert!(b.is_empty());
-        b.enqueue_slice(b"left over");
+        assert_eq!(b.enqueue_slice(b"left over"), 9);
         give_plain(b);
         assert!(take_plain(1 << 13).unwrap().is_empty(), "cleared when given back");
     }
