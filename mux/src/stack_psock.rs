@@ -80,7 +80,15 @@ impl<P: Port> StackPsock<P> {
                 Rx::Copy(ByteRing::new(ring_bytes, max_views, budget).map_err(io::Error::other)?)
             }
         };
-        Ok(StackPsock { conn, ring, rx_max: info.recv_capacity_max, written: 0, label, keyed: true, _port: PhantomData })
+        Ok(StackPsock {
+            conn,
+            ring,
+            rx_max: info.recv_capacity_max,
+            written: 0,
+            label,
+            keyed: true,
+            _port: PhantomData,
+        })
     }
 
     /// Leaves the engine's readiness list to another mux: this psock is visited on every

@@ -13,6 +13,13 @@
 //!   never lent before it is whole, so waiting for views never waits for itself.
 //! - tx: a write found the ring full with bytes still to write.
 //!
+//! Memory goes back on the tx side: a tx ring that grew is checked [`SHRINK_AFTER`] later
+//! (and again every [`SHRINK_AFTER`] while it holds bytes) and swapped back to the starting
+//! ring once everything written was acknowledged. An rx ring does not shrink: smoltcp may
+//! not take back window it advertised (RFC 9293 3.8.6: the right edge never moves left, and
+//! `replace_recv_buffer` refuses a ring smaller than the edge), and after a burst the edge is
+//! a whole big ring past RCV.NXT until the peer sends that much again.
+//!
 //! The maximum still bounds the largest message (a 256 KiB message needs a 256 KiB ring to
 //! arrive whole and in place). A growth the pinned budget cannot cover is counted and
 //! skipped: the connection keeps its ring and its window says so (backpressure), and the
@@ -22,6 +29,9 @@
 /// smallest mirror-mappable ring (one page), which holds 64 B ping-pong traffic with room
 /// to spare.
 pub const START_RING: usize = 4096;
+
+/// How long after growing a tx ring is first checked for idleness.
+pub const SHRINK_AFTER: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(1);
 
 /// Whether `queued` bytes of a `cap`-byte rx ring call for a bigger one.
 pub fn rx_pressure(queued: usize, cap: usize) -> bool {

@@ -40,13 +40,13 @@ use ukcm_nic::{
     SyncResult,
 };
 
+use crate::autosize;
 use crate::classify::{admit, Admission, Class, FourTuple};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
+use crate::cost::ConnCost;
 use crate::drops::{DropCounts, DropNotes, DropReason};
 use crate::neighbours::{learned_from, reply_frame, Neighbour, NeighbourShare};
-use crate::autosize;
-use crate::cost::ConnCost;
 use crate::rings::{self, MirrorRing};
 use crate::strays::StrayShare;
 
@@ -201,6 +201,8 @@ pub struct EngineStats {
     /// memory could not be mapped.
     pub ring_grow_refused_budget: u64,
     pub ring_grow_refused_memory: u64,
+    /// Tx rings given back (shrunk to the starting ring) after a quiet spell.
+    pub tx_ring_shrinks: u64,
     /// Bytes moved from an old ring into the bigger one (held, not yet lent or sent): the
     /// one copy a growth costs, counted.
     pub ring_grow_copied_bytes: u64,
@@ -228,6 +230,10 @@ struct Live {
     tx_max: usize,
     /// The rx ring came under pressure since it last grew (see `crate::autosize`).
     rx_pressure: bool,
+    /// The tx ring the connection started with (it shrinks back to it when idle).
+    tx_start: usize,
+    /// A tx shrink check is scheduled (`Engine::shrink_checks`).
+    shrink_armed: bool,
     tuple: Option<FourTuple>,
     role: Role,
     state: tcp::State,
@@ -361,6 +367,8 @@ pub struct Engine<P: Port> {
     dirty: Vec<u32>,
     dirty_scratch: Vec<u32>,
     timers: BinaryHeap<Reverse<(Instant, u32, u64)>>,
+    /// When connections whose tx ring grew are checked for idleness: (at, slot, generation).
+    shrink_checks: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     timer_seq: u64,
     ready: Vec<ConnId>,
     events: VecDeque<Event>,
@@ -489,6 +497,7 @@ impl<P: Port> Engine<P> {
             dirty: Vec::new(),
             dirty_scratch: Vec::new(),
             timers: BinaryHeap::new(),
+            shrink_checks: BinaryHeap::new(),
             timer_seq: 0,
             ready: Vec::new(),
             events: VecDeque::new(),
@@ -931,6 +940,8 @@ impl<P: Port> Engine<P> {
             rx_max,
             tx_max,
             rx_pressure: false,
+            tx_start,
+            shrink_armed: false,
             tuple: None,
             role: Role::Active,
             state: tcp::State::Closed,
@@ -977,7 +988,43 @@ impl<P: Port> Engine<P> {
         live.tx_charge = charge;
         self.stats.tx_ring_grows += 1;
         self.stats.ring_grow_copied_bytes += queued as u64;
+        if !live.shrink_armed {
+            live.shrink_armed = true;
+            let at = self.clock.now() + autosize::SHRINK_AFTER;
+            self.shrink_checks.push(Reverse((at, conn.idx, conn.gen)));
+        }
         true
+    }
+
+    /// A scheduled check of a tx ring that grew: back to the starting ring if nothing is
+    /// queued (sent and acknowledged), else checked again later (see [`crate::autosize`]).
+    fn check_tx_shrink(&mut self, idx: u32, gen: u32, now: Instant) {
+        let Some(slot) = self.slots.get_mut(idx as usize).filter(|s| s.gen == gen) else { return };
+        let Some(live) = slot.live.as_mut().filter(|l| !l.dead) else { return };
+        live.shrink_armed = false;
+        let sock = slot.set.get_mut::<tcp::Socket<'static>>(live.handle);
+        let cap = sock.send_capacity();
+        if cap <= live.tx_start {
+            return;
+        }
+        if sock.send_queue() > 0 {
+            live.shrink_armed = true;
+            self.shrink_checks.push(Reverse((now + autosize::SHRINK_AFTER, idx, gen)));
+            return;
+        }
+        // A smaller charge always fits where the bigger one was: reserve, then refund.
+        let Ok(charge) = self.cfg.budget.reserve(live.tx_start as u64) else { return };
+        let Ok(buf) = rings::take_plain(live.tx_start) else { return };
+        match sock.replace_send_buffer(buf) {
+            Ok(old) => rings::give_plain(old),
+            Err(buf) => {
+                rings::give_plain(buf);
+                return;
+            }
+        }
+        self.stats.ring_bytes_in_use = self.stats.ring_bytes_in_use + charge.bytes() - live.tx_charge.bytes();
+        live.tx_charge = charge;
+        self.stats.tx_ring_shrinks += 1;
     }
 
     /// After a segment arrived on `idx`: notes rx pressure, and grows at once a ring no
@@ -1219,6 +1266,15 @@ impl<P: Port> Engine<P> {
                     self.mark_dirty(idx);
                 }
             }
+        }
+
+        // 2b. tx rings that grew and may have gone idle
+        while let Some(Reverse((at, idx, gen))) = self.shrink_checks.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.shrink_checks.pop();
+            self.check_tx_shrink(idx, gen, now);
         }
 
         // 3. egress for connections with work
@@ -1525,7 +1581,8 @@ impl<P: Port> Engine<P> {
         if !self.dirty.is_empty() || !self.rx_retry.is_empty() || self.dev.tx_pending() > 0 {
             return Some(self.clock.now());
         }
-        self.timers.peek().map(|Reverse((t, _, _))| *t)
+        let shrink = self.shrink_checks.peek().map(|Reverse((t, _, _))| *t);
+        self.timers.peek().map(|Reverse((t, _, _))| *t).into_iter().chain(shrink).min()
     }
 
     /// Polls until `done(self)` returns true, idling per the configured strategy when a

@@ -33,16 +33,16 @@ pub mod rings;
 pub mod strays;
 pub mod thread;
 
+pub use autosize::START_RING;
 pub use classify::FourTuple;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use cost::ConnCost;
 pub use config::{Congestion, EngineConfig, IdleStrategy, TcpOptions};
+pub use cost::ConnCost;
 pub use drops::{DropCounts, DropNotes, DropReason};
 pub use echo::echo_in_place;
 pub use engine::{consume_rx, ConnId, ConnInfo, Engine, EngineStats, Event, RefuseReason, StackError};
 pub use neighbours::NeighbourShare;
 pub use rings::{pool_stats, RingPoolStats, SizeClass};
-pub use autosize::START_RING;
 pub use smoltcp;
 pub use strays::StrayShare;
 pub use thread::{spawn_engine, spawn_engine_with, AppEvent, EngineHandle, ThreadConfig};

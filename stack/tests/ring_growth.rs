@@ -1,8 +1,9 @@
 //! Rings that grow with the traffic (`ukcm_stack::autosize`), at every boundary: a message
 //! exactly the starting ring, one byte over, a ring that wraps when it grows, views alive
-//! while growth is due, the budget running out in the middle of growing, the tx ring, and
-//! the per-connection cost figure. Two engines over the in-memory pair on a manual clock;
-//! the server side lends its rx ring in place (`InPlaceRx`), as the mux does.
+//! while growth is due, the budget running out in the middle of growing, the tx ring (and
+//! its shrinking back once idle), and the per-connection cost figure. Two engines over the
+//! in-memory pair on a manual clock; the server side lends its rx ring in place
+//! (`InPlaceRx`), as the mux does.
 
 mod common;
 
@@ -237,6 +238,12 @@ fn a_write_that_finds_the_tx_ring_full_grows_it_and_the_bytes_arrive() {
         got.len() == m.len()
     });
     assert!(got == m, "intact and in order");
+    // acknowledged, then quiet for a while: the tx ring goes back to the small one
+    c.p.settle(smoltcp::time::Duration::from_secs(3));
+    let i = c.p.b.info(c.b).unwrap();
+    assert_eq!(i.send_capacity, START_RING, "shrunk once idle");
+    assert_eq!(c.p.b.stats().tx_ring_shrinks, 1);
+    assert_eq!(c.p.b.stats().ring_bytes_in_use, (i.recv_capacity + START_RING) as u64, "and the budget refunded");
     // a bigger write than the maximum takes what the maximum ring holds
     let big = bytes(9, MAX + 1000);
     let n = c.p.b.send(c.b, &big).unwrap();

@@ -691,8 +691,12 @@ where
             ..MuxConfig::default()
         };
         let (mux, first) = Mux::<T::Io>::new(mux_cfg, &budget).map_err(io::Error::other)?;
-        let snapshot =
-            Arc::new(Mutex::new(Published { table: mux.stats_table(), status: String::new(), upstream: None, cost: None }));
+        let snapshot = Arc::new(Mutex::new(Published {
+            table: mux.stats_table(),
+            status: String::new(),
+            upstream: None,
+            cost: None,
+        }));
         type Ready = io::Result<(SocketAddr, String)>;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
         // In worker mode the workers own every socket; run to completion, the engine does.
@@ -1160,8 +1164,12 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
                 tracing::warn!("ukcm server: {w}");
             }
             errors.tick(now);
-            *cx.snapshot.lock() =
-                Published { table: mux.stats_table(), status: t.status(), upstream: app.upstream(), cost: t.conn_cost() };
+            *cx.snapshot.lock() = Published {
+                table: mux.stats_table(),
+                status: t.status(),
+                upstream: app.upstream(),
+                cost: t.conn_cost(),
+            };
             last_snapshot = now;
         }
         if work {
