@@ -395,8 +395,8 @@ impl StatsHandle {
         &self.counters
     }
 
-    /// What the connections pin in rings, all engines together (refreshed every
-    /// [`SNAPSHOT_EVERY`]); `None` over kernel TCP.
+    /// What the connections pin in rings, all engines together (refreshed with every stats
+    /// snapshot, 5 times a second); `None` over kernel TCP.
     pub fn conn_cost(&self) -> Option<CostReport> {
         self.published.iter().filter_map(|p| p.lock().cost).reduce(|a, b| a.add(&b))
     }
