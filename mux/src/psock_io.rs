@@ -77,7 +77,8 @@ pub trait PsockIo: Send {
     /// Total stream bytes the peer has acknowledged.
     fn acked_total(&mut self, ctx: &mut Self::Ctx) -> io::Result<u64>;
 
-    /// The rx ring's size: the largest message this psock can hold in place.
+    /// The largest message this psock can hold in place: the rx ring's size, or for a ring
+    /// that grows with the traffic, the size it may grow to.
     fn rx_capacity(&self) -> usize;
 
     /// A short label for stats (e.g. the peer address).

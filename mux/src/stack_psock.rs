@@ -46,6 +46,8 @@ enum Rx {
 pub struct StackPsock<P> {
     conn: ConnId,
     ring: Rx,
+    /// The largest the in-place rx ring may grow to (the engine grows it under pressure).
+    rx_max: usize,
     written: u64,
     label: String,
     /// Reports the engine's readiness key (off: visited every mux round).
@@ -79,7 +81,15 @@ impl<P: Port> StackPsock<P> {
                 Rx::Copy(ByteRing::new(ring_bytes, max_views, budget).map_err(io::Error::other)?)
             }
         };
-        Ok(StackPsock { conn, ring, written: 0, label, keyed: true, _port: PhantomData })
+        Ok(StackPsock {
+            conn,
+            ring,
+            rx_max: info.recv_capacity_max,
+            written: 0,
+            label,
+            keyed: true,
+            _port: PhantomData,
+        })
     }
 
     /// Leaves the engine's readiness list to another mux: this psock is visited on every
@@ -215,7 +225,8 @@ impl<P: Port> PsockIo for StackPsock<P> {
 
     fn rx_capacity(&self) -> usize {
         match &self.ring {
-            Rx::InPlace(rx) => rx.capacity(),
+            // the ring starts small and grows to this as messages need it
+            Rx::InPlace(_) => self.rx_max,
             Rx::Copy(ring) => ring.capacity(),
         }
     }

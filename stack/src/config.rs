@@ -28,11 +28,19 @@ pub struct TcpOptions {
     pub ack_delay: Option<Duration>,
     /// Congestion control.
     pub congestion: Congestion,
-    /// Receive ring bytes (rounded up to a power of two, at least 1 KiB). Rings above
-    /// 64 KiB make smoltcp offer window scaling.
+    /// Largest receive ring (bytes, rounded up to a power of two, at least 1 KiB): it
+    /// bounds the largest message received in place. Above 64 KiB smoltcp offers window
+    /// scaling, chosen at SYN time for this size even while the ring is smaller.
     pub rx_buf: usize,
-    /// Transmit ring bytes (rounded up to a power of two, at least 1 KiB).
+    /// Largest transmit ring (bytes, rounded up to a power of two, at least 1 KiB).
     pub tx_buf: usize,
+    /// Receive ring the connection starts with (rounded like `rx_buf`, at most `rx_buf`);
+    /// it doubles under pressure up to `rx_buf` (see `ukcm_stack::autosize`). 0 (the
+    /// default) or `rx_buf`: a fixed ring of `rx_buf`.
+    pub rx_start: usize,
+    /// Transmit ring the connection starts with; doubles up to `tx_buf` when a write
+    /// finds it full. 0 (the default): a fixed ring of `tx_buf`.
+    pub tx_start: usize,
     /// RFC 7323 timestamps.
     pub timestamps: bool,
     /// Keep-alive probe interval; `None` disables keep-alive.
@@ -57,6 +65,8 @@ impl Default for TcpOptions {
             congestion: Congestion::Cubic,
             rx_buf: 64 * 1024,
             tx_buf: 64 * 1024,
+            rx_start: 0,
+            tx_start: 0,
             timestamps: true,
             keep_alive: None,
             user_timeout: None,

@@ -34,17 +34,20 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 use ukcm_nic::region::BudgetCharge;
+use ukcm_nic::PinnedBudget;
 use ukcm_nic::{
     DeviceStats, Frame, InPlaceRx, MemError, MirrorStorage, Port, PortDevice, PortError, PortStats, RingError,
     SyncResult,
 };
 
+use crate::autosize;
 use crate::classify::{admit, Admission, Class, FourTuple};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Congestion, EngineConfig, IdleStep, TcpOptions};
+use crate::cost::ConnCost;
 use crate::drops::{DropCounts, DropNotes, DropReason};
 use crate::neighbours::{learned_from, reply_frame, Neighbour, NeighbourShare, Ours};
-use crate::rings::{self, SizeClass};
+use crate::rings::{self, MirrorRing};
 use crate::strays::StrayShare;
 
 /// A connection of one engine (slot index + generation, so stale ids are detected).
@@ -194,6 +197,19 @@ pub struct EngineStats {
     pub sockets_in_use: u64,
     /// Ring bytes charged to the budget now.
     pub ring_bytes_in_use: u64,
+    /// Rx rings and tx rings grown (each one doubling; see [`crate::autosize`]).
+    pub rx_ring_grows: u64,
+    pub tx_ring_grows: u64,
+    /// Growths skipped because the pinned budget could not cover the bigger ring (the
+    /// connection kept its ring; its window stays what that ring takes) or because pinned
+    /// memory could not be mapped.
+    pub ring_grow_refused_budget: u64,
+    pub ring_grow_refused_memory: u64,
+    /// Tx rings given back (shrunk to the starting ring) after a quiet spell.
+    pub tx_ring_shrinks: u64,
+    /// Bytes moved from an old ring into the bigger one (held, not yet lent or sent): the
+    /// one copy a growth costs, counted.
+    pub ring_grow_copied_bytes: u64,
     /// Connection egress polls.
     pub egress_polls: u64,
     /// Timer expiries handled.
@@ -214,7 +230,18 @@ enum Role {
 
 struct Live {
     handle: SocketHandle,
-    _charge: BudgetCharge,
+    /// The budget's charge for the rx ring and the tx ring as they are now.
+    rx_charge: BudgetCharge,
+    tx_charge: BudgetCharge,
+    /// Largest rings the connection may grow to (bytes).
+    rx_max: usize,
+    tx_max: usize,
+    /// The rx ring came under pressure since it last grew (see `crate::autosize`).
+    rx_pressure: bool,
+    /// The tx ring the connection started with (it shrinks back to it when idle).
+    tx_start: usize,
+    /// A tx shrink check is scheduled (`Engine::shrink_checks`).
+    shrink_armed: bool,
     tuple: Option<FourTuple>,
     role: Role,
     state: tcp::State,
@@ -263,10 +290,14 @@ pub struct ConnInfo {
     pub recv_queue: usize,
     /// Bytes waiting to be sent or acknowledged.
     pub send_queue: usize,
-    /// Receive ring size.
+    /// Receive ring size now.
     pub recv_capacity: usize,
-    /// Transmit ring size.
+    /// Transmit ring size now.
     pub send_capacity: usize,
+    /// Largest receive ring the connection may grow to: the largest message it can hold.
+    pub recv_capacity_max: usize,
+    /// Largest transmit ring the connection may grow to.
+    pub send_capacity_max: usize,
 }
 
 /// A device that yields at most one given frame, and transmits through the port device.
@@ -344,6 +375,8 @@ pub struct Engine<P: Port> {
     dirty: Vec<u32>,
     dirty_scratch: Vec<u32>,
     timers: BinaryHeap<Reverse<(Instant, u32, u64)>>,
+    /// When connections whose tx ring grew are checked for idleness: (at, slot, generation).
+    shrink_checks: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     timer_seq: u64,
     ready: Vec<ConnId>,
     events: VecDeque<Event>,
@@ -472,6 +505,7 @@ impl<P: Port> Engine<P> {
             dirty: Vec::new(),
             dirty_scratch: Vec::new(),
             timers: BinaryHeap::new(),
+            shrink_checks: BinaryHeap::new(),
             timer_seq: 0,
             ready: Vec::new(),
             events: VecDeque::new(),
@@ -759,45 +793,28 @@ impl<P: Port> Engine<P> {
         Ok(r)
     }
 
-    /// Copies as much of `data` into the tx ring as fits; returns the bytes taken.
+    /// Copies as much of `data` into the tx ring as fits; returns the bytes taken. A full
+    /// ring below the connection's maximum doubles first (see [`crate::autosize`]).
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, StackError> {
-        self.with_socket(conn, |s| s.send_slice(data))?.map_err(|_| StackError::InvalidState)
+        self.send_vectored(conn, &[data])
     }
 
     /// Copies as much of the concatenation of `bufs` into the tx ring as fits, in one visit
-    /// of the connection (one lookup, one egress mark, at most two ring regions); returns
-    /// the bytes taken. For a caller with many small messages for one connection.
+    /// of the connection (one lookup, one egress mark, at most two ring regions per ring
+    /// size); returns the bytes taken. For a caller with many small messages for one
+    /// connection. A full ring below the connection's maximum doubles, and the rest is
+    /// written into the bigger ring.
     pub fn send_vectored(&mut self, conn: ConnId, bufs: &[&[u8]]) -> Result<usize, StackError> {
-        self.with_socket(conn, |s| {
-            let (mut i, mut off, mut total) = (0usize, 0usize, 0usize);
-            // The free space can wrap the ring's end: at most two contiguous regions.
-            for _ in 0..2 {
-                if i == bufs.len() {
-                    break;
-                }
-                let n = s.send(|space| {
-                    let mut n = 0;
-                    while n < space.len() && i < bufs.len() {
-                        let src = &bufs[i][off..];
-                        let k = src.len().min(space.len() - n);
-                        space[n..n + k].copy_from_slice(&src[..k]);
-                        n += k;
-                        off += k;
-                        if off == bufs[i].len() {
-                            i += 1;
-                            off = 0;
-                        }
-                    }
-                    (n, n)
-                })?;
-                if n == 0 {
-                    break;
-                }
-                total += n;
+        let want: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut total = 0;
+        loop {
+            total += self
+                .with_socket(conn, |s| write_bufs(s, bufs, total))?
+                .map_err(|_: tcp::SendError| StackError::InvalidState)?;
+            if total == want || !self.grow_tx(conn) {
+                return Ok(total);
             }
-            Ok(total)
-        })?
-        .map_err(|_: smoltcp::socket::tcp::SendError| StackError::InvalidState)
+        }
     }
 
     /// Starts lending the connection's received bytes in place (zero-copy receive): the
@@ -823,13 +840,22 @@ impl<P: Port> Engine<P> {
 
     /// Releases what the application has dropped (reopening the window) and records what
     /// has arrived, for a connection lent with [`Engine::take_inplace_rx`].
+    ///
+    /// This is also where a lent ring grows (see [`crate::autosize`]): when it came under
+    /// pressure and no view of it is alive, its bytes move to a ring twice the size.
     pub fn inplace_sync(&mut self, conn: ConnId, rx: &mut InPlaceRx) -> Result<SyncResult, StackError> {
-        let (set, live) = self.live_mut(conn)?;
+        let slot =
+            self.slots.get_mut(conn.idx as usize).filter(|s| s.gen == conn.gen).ok_or(StackError::NoSuchConn(conn))?;
+        let live = slot.live.as_mut().filter(|l| !l.dead).ok_or(StackError::NoSuchConn(conn))?;
         if !live.lending {
             return Err(StackError::InvalidState);
         }
-        let r = rx.sync(set.get_mut::<tcp::Socket<'static>>(live.handle)).map_err(|_| StackError::InvalidState)?;
-        if r.freed > 0 {
+        let sock = slot.set.get_mut::<tcp::Socket<'static>>(live.handle);
+        let r = rx.sync(sock).map_err(|_| StackError::InvalidState)?;
+        let grew = live.rx_pressure
+            && rx.views_outstanding() == 0
+            && grow_rx(live, sock, Some(rx), &self.cfg.budget, &mut self.stats);
+        if r.freed > 0 || grew {
             self.mark_dirty(conn.idx); // window update
         }
         Ok(r)
@@ -855,6 +881,8 @@ impl<P: Port> Engine<P> {
             send_queue: s.send_queue(),
             recv_capacity: s.recv_capacity(),
             send_capacity: s.send_capacity(),
+            recv_capacity_max: live.rx_max,
+            send_capacity_max: live.tx_max,
         })
     }
 
@@ -870,15 +898,20 @@ impl<P: Port> Engine<P> {
     // ---------------------------------------------------------------- slots
 
     fn new_slot(&mut self, opts: &TcpOptions) -> Result<u32, RefuseReason> {
-        let class = if opts.inplace_rx {
-            rings::inplace_class(opts.rx_buf, opts.tx_buf)
-        } else {
-            SizeClass::new(opts.rx_buf, opts.tx_buf)
+        let floor = if opts.inplace_rx { rings::MIN_MIRROR_RING } else { rings::MIN_RING };
+        let sizes = |start: usize, max: usize| {
+            let max = rings::ring_size(max.max(floor));
+            let start = if start == 0 { max } else { rings::ring_size(start.max(floor)).min(max) };
+            (start, max)
         };
-        let charge = self.cfg.budget.reserve(class.bytes() as u64).map_err(RefuseReason::Budget)?;
-        let (mut sock, storage) = if opts.inplace_rx {
-            match rings::take_inplace(class) {
-                Ok(s) => (s.socket, Some(s.storage)),
+        let (rx_start, rx_max) = sizes(opts.rx_start, opts.rx_buf);
+        let (tx_start, tx_max) = sizes(opts.tx_start, opts.tx_buf);
+        let rx_charge = self.cfg.budget.reserve(rx_start as u64).map_err(RefuseReason::Budget)?;
+        let tx_charge = self.cfg.budget.reserve(tx_start as u64).map_err(RefuseReason::Budget)?;
+        let tx = rings::take_plain(tx_start).map_err(RefuseReason::Memory)?;
+        let (rx, storage) = if opts.inplace_rx {
+            match rings::take_mirror(rx_start) {
+                Ok(r) => (r.buf, Some(r.storage)),
                 // The mirror mapping was refused (e.g. the process's map count is used up):
                 // an ordinary ring still carries the connection, without zero-copy receive.
                 Err(RingError::Sys(call, errno)) => {
@@ -889,13 +922,31 @@ impl<P: Port> Engine<P> {
                             self.port_name
                         );
                     }
-                    (rings::take(class).map_err(RefuseReason::Memory)?, None)
+                    match rings::take_plain(rx_start) {
+                        Ok(b) => (b, None),
+                        Err(e) => {
+                            rings::give_plain(tx);
+                            return Err(RefuseReason::Memory(e));
+                        }
+                    }
                 }
-                Err(e) => return Err(RefuseReason::Memory(ring_mem_error(e))),
+                Err(e) => {
+                    rings::give_plain(tx);
+                    return Err(RefuseReason::Memory(ring_mem_error(e)));
+                }
             }
         } else {
-            (rings::take(class).map_err(RefuseReason::Memory)?, None)
+            match rings::take_plain(rx_start) {
+                Ok(b) => (b, None),
+                Err(e) => {
+                    rings::give_plain(tx);
+                    return Err(RefuseReason::Memory(e));
+                }
+            }
         };
+        let mut sock = tcp::Socket::new(rx, tx);
+        // The window scale offered at SYN time is the maximum ring's (vendored smoltcp patch).
+        sock.set_recv_capacity_max(rx_max);
         apply_options(&mut sock, opts);
         let idx = match self.free_slots.pop() {
             Some(i) => i,
@@ -907,10 +958,16 @@ impl<P: Port> Engine<P> {
         let slot = &mut self.slots[idx as usize];
         let handle = slot.set.add(sock);
         self.live_slots += 1;
-        self.stats.ring_bytes_in_use += charge.bytes();
+        self.stats.ring_bytes_in_use += rx_charge.bytes() + tx_charge.bytes();
         slot.live = Some(Live {
             handle,
-            _charge: charge,
+            rx_charge,
+            tx_charge,
+            rx_max,
+            tx_max,
+            rx_pressure: false,
+            tx_start,
+            shrink_armed: false,
             tuple: None,
             role: Role::Active,
             state: tcp::State::Closed,
@@ -928,6 +985,107 @@ impl<P: Port> Engine<P> {
             lending: false,
         });
         Ok(idx)
+    }
+
+    /// Doubles the tx ring of `conn` if it is full and below its maximum; false when it
+    /// did not grow (room left, at the maximum, budget or memory refused: counted).
+    fn grow_tx(&mut self, conn: ConnId) -> bool {
+        let Some(slot) = self.slots.get_mut(conn.idx as usize).filter(|s| s.gen == conn.gen) else { return false };
+        let Some(live) = slot.live.as_mut().filter(|l| !l.dead) else { return false };
+        let sock = slot.set.get_mut::<tcp::Socket<'static>>(live.handle);
+        let (cap, queued) = (sock.send_capacity(), sock.send_queue());
+        let Some(next) = autosize::next_size(cap, live.tx_max).filter(|_| queued == cap) else { return false };
+        let Ok(charge) = self.cfg.budget.reserve(next as u64) else {
+            self.stats.ring_grow_refused_budget += 1;
+            return false;
+        };
+        let Ok(buf) = rings::take_plain(next) else {
+            self.stats.ring_grow_refused_memory += 1;
+            return false;
+        };
+        match sock.replace_send_buffer(buf) {
+            Ok(old) => rings::give_plain(old),
+            Err(buf) => {
+                rings::give_plain(buf);
+                return false;
+            }
+        }
+        self.stats.ring_bytes_in_use = self.stats.ring_bytes_in_use + charge.bytes() - live.tx_charge.bytes();
+        live.tx_charge = charge;
+        self.stats.tx_ring_grows += 1;
+        self.stats.ring_grow_copied_bytes += queued as u64;
+        if !live.shrink_armed {
+            live.shrink_armed = true;
+            let at = self.clock.now() + autosize::SHRINK_AFTER;
+            self.shrink_checks.push(Reverse((at, conn.idx, conn.gen)));
+        }
+        true
+    }
+
+    /// A scheduled check of a tx ring that grew: back to the starting ring if nothing is
+    /// queued (sent and acknowledged), else checked again later (see [`crate::autosize`]).
+    fn check_tx_shrink(&mut self, idx: u32, gen: u32, now: Instant) {
+        let Some(slot) = self.slots.get_mut(idx as usize).filter(|s| s.gen == gen) else { return };
+        let Some(live) = slot.live.as_mut().filter(|l| !l.dead) else { return };
+        live.shrink_armed = false;
+        let sock = slot.set.get_mut::<tcp::Socket<'static>>(live.handle);
+        let cap = sock.send_capacity();
+        if cap <= live.tx_start {
+            return;
+        }
+        if sock.send_queue() > 0 {
+            live.shrink_armed = true;
+            self.shrink_checks.push(Reverse((now + autosize::SHRINK_AFTER, idx, gen)));
+            return;
+        }
+        // A smaller charge always fits where the bigger one was: reserve, then refund.
+        let Ok(charge) = self.cfg.budget.reserve(live.tx_start as u64) else { return };
+        let Ok(buf) = rings::take_plain(live.tx_start) else { return };
+        match sock.replace_send_buffer(buf) {
+            Ok(old) => rings::give_plain(old),
+            Err(buf) => {
+                rings::give_plain(buf);
+                return;
+            }
+        }
+        self.stats.ring_bytes_in_use = self.stats.ring_bytes_in_use + charge.bytes() - live.tx_charge.bytes();
+        live.tx_charge = charge;
+        self.stats.tx_ring_shrinks += 1;
+    }
+
+    /// After a segment arrived on `idx`: notes rx pressure, and grows at once a ring no
+    /// view is lent from (a lent ring grows in `inplace_sync`, once no view is alive).
+    fn after_rx(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        let Some(live) = slot.live.as_mut().filter(|l| !l.dead) else { return };
+        let sock = slot.set.get_mut::<tcp::Socket<'static>>(live.handle);
+        let cap = sock.recv_capacity();
+        if cap < live.rx_max && autosize::rx_pressure(sock.recv_queue(), cap) {
+            live.rx_pressure = true;
+        }
+        if live.rx_pressure && !live.lending && grow_rx(live, sock, None, &self.cfg.budget, &mut self.stats) {
+            self.mark_dirty(idx); // window update
+        }
+    }
+
+    /// Pinned ring bytes of the connections, idle (nothing queued) and active: the
+    /// per-connection cost figure (see [`crate::cost`]). Walks every connection: for stats
+    /// snapshots, not for every poll.
+    pub fn conn_cost(&self) -> ConnCost {
+        let mut c = ConnCost::default();
+        for slot in &self.slots {
+            let Some(live) = slot.live.as_ref().filter(|l| !l.dead) else { continue };
+            let s = slot.set.get::<tcp::Socket<'static>>(live.handle);
+            let bytes = live.rx_charge.bytes() + live.tx_charge.bytes();
+            if s.recv_queue() == 0 && s.send_queue() == 0 {
+                c.idle_conns += 1;
+                c.idle_bytes += bytes;
+            } else {
+                c.active_conns += 1;
+                c.active_bytes += bytes;
+            }
+        }
+        c
     }
 
     /// Gives the slot's socket back to the pool, refunds the budget, bumps the generation.
@@ -950,12 +1108,14 @@ impl<P: Port> Engine<P> {
             }
         }
         if let smoltcp::socket::Socket::Tcp(s) = slot.set.remove(live.handle) {
+            let (rx, tx) = s.into_buffers();
             match live.storage {
-                Some(storage) => rings::give_inplace(rings::InPlaceSocket { socket: s, storage }),
-                None => rings::give(s),
+                Some(storage) => rings::give_mirror(MirrorRing { buf: rx, storage }),
+                None => rings::give_plain(rx),
             }
+            rings::give_plain(tx);
         }
-        self.stats.ring_bytes_in_use -= live._charge.bytes();
+        self.stats.ring_bytes_in_use -= live.rx_charge.bytes() + live.tx_charge.bytes();
         self.live_slots -= 1;
         slot.gen = slot.gen.wrapping_add(1);
         self.free_slots.push(idx);
@@ -1132,6 +1292,15 @@ impl<P: Port> Engine<P> {
                     self.mark_dirty(idx);
                 }
             }
+        }
+
+        // 2b. tx rings that grew and may have gone idle
+        while let Some(Reverse((at, idx, gen))) = self.shrink_checks.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.shrink_checks.pop();
+            self.check_tx_shrink(idx, gen, now);
         }
 
         // 3. egress for connections with work
@@ -1386,6 +1555,7 @@ impl<P: Port> Engine<P> {
                 }
                 drop(feed);
                 self.after_ingress_passive(idx);
+                self.after_rx(idx);
                 self.mark_dirty(idx);
                 self.after_activity(idx, now, true);
             }
@@ -1442,7 +1612,8 @@ impl<P: Port> Engine<P> {
         if !self.dirty.is_empty() || !self.rx_retry.is_empty() || self.dev.tx_pending() > 0 {
             return Some(self.clock.now());
         }
-        self.timers.peek().map(|Reverse((t, _, _))| *t)
+        let shrink = self.shrink_checks.peek().map(|Reverse((t, _, _))| *t);
+        self.timers.peek().map(|Reverse((t, _, _))| *t).into_iter().chain(shrink).min()
     }
 
     /// Polls until `done(self)` returns true, idling per the configured strategy when a
@@ -1536,4 +1707,117 @@ pub fn consume_rx(s: &mut tcp::Socket<'_>, n: usize) -> usize {
         }
     }
     n - left
+}
+
+/// Writes the concatenation of `bufs`, from byte `skip` on, into the socket's tx ring (at
+/// most two contiguous regions: the free space can wrap the ring's end); returns the bytes
+/// taken.
+fn write_bufs(s: &mut tcp::Socket<'_>, bufs: &[&[u8]], mut skip: usize) -> Result<usize, tcp::SendError> {
+    let (mut i, mut off) = (0usize, 0usize);
+    while i < bufs.len() && skip >= bufs[i].len() {
+        skip -= bufs[i].len();
+        i += 1;
+    }
+    off += skip;
+    let mut total = 0;
+    for _ in 0..2 {
+        if i == bufs.len() {
+            break;
+        }
+        let n = s.send(|space| {
+            let mut n = 0;
+            while n < space.len() && i < bufs.len() {
+                let src = &bufs[i][off..];
+                let k = src.len().min(space.len() - n);
+                space[n..n + k].copy_from_slice(&src[..k]);
+                n += k;
+                off += k;
+                if off == bufs[i].len() {
+                    i += 1;
+                    off = 0;
+                }
+            }
+            (n, n)
+        })?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    Ok(total)
+}
+
+/// Doubles a connection's rx ring (see [`crate::autosize`]): takes a ring of the next size,
+/// charges it to `budget`, lets smoltcp move the held bytes into it
+/// (`replace_recv_buffer`, which refuses anything that would retract the window), moves the
+/// in-place lender `rx` over, and gives the old ring back. A ring being lent grows only
+/// when no view of it is alive (`InPlaceRx::can_move`). Returns whether it grew; a refusal
+/// by the budget or the memory is counted and leaves everything as it was.
+#[allow(unsafe_code)]
+fn grow_rx(
+    live: &mut Live,
+    sock: &mut tcp::Socket<'static>,
+    rx: Option<&mut InPlaceRx>,
+    budget: &Arc<PinnedBudget>,
+    stats: &mut EngineStats,
+) -> bool {
+    let cap = sock.recv_capacity();
+    let Some(next) = autosize::next_size(cap, live.rx_max) else {
+        live.rx_pressure = false;
+        return false;
+    };
+    if live.lending && !rx.as_ref().is_some_and(|r| r.can_move()) {
+        return false;
+    }
+    let Ok(charge) = budget.reserve(next as u64) else {
+        stats.ring_grow_refused_budget += 1;
+        return false;
+    };
+    let queued = sock.recv_queue();
+    match live.storage.take() {
+        Some(old_storage) => {
+            let Ok(mut ring) = rings::take_mirror(next) else {
+                live.storage = Some(old_storage);
+                stats.ring_grow_refused_memory += 1;
+                return false;
+            };
+            let old = match sock.replace_recv_buffer(ring.buf) {
+                Ok(old) => old,
+                Err(buf) => {
+                    rings::give_mirror(MirrorRing { buf, storage: ring.storage });
+                    live.storage = Some(old_storage);
+                    return false;
+                }
+            };
+            if let Some(rx) = rx {
+                // SAFETY: `ring.storage`'s slice is now `sock`'s rx buffer (swapped in just
+                // above), and this connection is lending, so only `inplace_sync` dequeues
+                // from it (`with_tcp` and `recv` refuse it). `can_move` checked that no view
+                // of the old ring is alive, so the old ring can be reused by anyone.
+                unsafe { rx.move_to(&mut ring.storage, sock) }
+                    .expect("the lender moves to the ring just swapped in, with nothing lent");
+            }
+            rings::give_mirror(MirrorRing { buf: old, storage: old_storage });
+            live.storage = Some(ring.storage);
+        }
+        None => {
+            let Ok(buf) = rings::take_plain(next) else {
+                stats.ring_grow_refused_memory += 1;
+                return false;
+            };
+            match sock.replace_recv_buffer(buf) {
+                Ok(old) => rings::give_plain(old),
+                Err(buf) => {
+                    rings::give_plain(buf);
+                    return false;
+                }
+            }
+        }
+    }
+    stats.ring_bytes_in_use = stats.ring_bytes_in_use + charge.bytes() - live.rx_charge.bytes();
+    live.rx_charge = charge;
+    live.rx_pressure = false;
+    stats.rx_ring_grows += 1;
+    stats.ring_grow_copied_bytes += queued as u64;
+    true
 }

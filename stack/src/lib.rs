@@ -4,8 +4,10 @@
 //!   accept / connect / close / abort with per-connection [`TcpOptions`]; connection
 //!   [`Event`]s and per-connection readiness; bounded `poll()` steps; an
 //!   [`IdleStrategy`]; a [`Clock`] tests can drive ([`ManualClock`]).
-//! - [`rings`]: every socket's rx/tx rings live in pinned memory, are recycled with their
-//!   socket, and are charged to the engine's `PinnedBudget`.
+//! - [`rings`]: every socket's rx/tx rings live in pinned memory, are recycled by size,
+//!   and are charged to the engine's `PinnedBudget` as they are.
+//! - [`autosize`]: rings start small and double under pressure up to the configured
+//!   maximum; [`cost`]: what connections pin, idle and active.
 //! - [`drops`]: every frame dropped is counted by reason, and each reason explained once in
 //!   the log.
 //! - [`thread`]: an engine on its own thread behind bounded command/event queues
@@ -16,9 +18,11 @@
 // `Engine::take_inplace_rx`); everything else is safe code.
 #![deny(unsafe_code)]
 
+pub mod autosize;
 pub mod classify;
 pub mod clock;
 pub mod config;
+pub mod cost;
 pub mod drops;
 pub mod echo;
 pub mod engine;
@@ -29,9 +33,11 @@ pub mod rings;
 pub mod strays;
 pub mod thread;
 
+pub use autosize::START_RING;
 pub use classify::FourTuple;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Congestion, EngineConfig, IdleStep, IdleStrategy, TcpOptions};
+pub use cost::ConnCost;
 pub use drops::{DropCounts, DropNotes, DropReason};
 pub use echo::echo_in_place;
 pub use engine::{consume_rx, ConnId, ConnInfo, Engine, EngineStats, Event, RefuseReason, StackError};

@@ -2,17 +2,18 @@
 //!
 //! smoltcp sockets borrow their rings, and engines keep sockets in `SocketSet<'static>`, so
 //! rings are `'static` slices of pinned regions leaked with [`ukcm_nic::leak_region`] (the
-//! mapping is never unmapped) and carved with `split_at_mut`. The recyclable unit is the
-//! smoltcp socket *together with* its rings: when a connection ends the engine takes its
-//! socket out, and [`give`] puts it on a free list for its [`SizeClass`]; [`take`] hands it
-//! out again (smoltcp resets a closed socket on `listen`/`connect`). Ring memory is never
-//! given to anything but the socket it was made for.
+//! mapping is never unmapped) and carved with `split_at_mut`. The recyclable unit is one
+//! ring (a smoltcp `SocketBuffer` over its slice), by size: a connection takes a small rx
+//! and tx ring when it opens, swaps a ring for one of the next size when it grows
+//! (`tcp::Socket::replace_recv_buffer`, the vendored smoltcp patch), and gives every ring
+//! back when it ends ([`give_plain`], [`give_mirror`]); [`take_plain`] and [`take_mirror`]
+//! hand them out again. Ring memory is only ever given to one socket at a time.
 //!
 //! The free lists are process-wide, so many engines in one process (tests, one engine per
-//! NIC queue) reuse each other's sockets instead of leaking more: pinned memory in use by
-//! the pool is bounded by the peak number of rings in use at once, plus one chunk.
-//! Engines charge the bytes of the rings they hold to their own `PinnedBudget`
-//! (see `Engine`); the pool's mappings are charged to a process-wide budget shown by
+//! NIC queue) reuse each other's rings instead of leaking more: pinned memory in use by the
+//! pool is bounded by the peak bytes of rings in use at once (per size), plus one chunk.
+//! Engines charge the bytes of the rings they hold to their own `PinnedBudget` (see
+//! `Engine`); the pool's mappings are charged to a process-wide budget shown by
 //! [`pool_stats`].
 //!
 //! Only this process reads the rings (smoltcp copies frames in and out), so they are locked
@@ -22,17 +23,24 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
-use smoltcp::socket::tcp;
+use smoltcp::socket::tcp::SocketBuffer;
 use ukcm_nic::{leak_region, HugePolicy, LockPolicy, MemError, MirrorStorage, PinnedBudget, PinnedRegion, RingError};
 
 /// Smallest ring (bytes).
 pub const MIN_RING: usize = 1024;
+/// Smallest mirror-mapped ring (bytes): mirror mappings are page-granular.
+pub const MIN_MIRROR_RING: usize = 4096;
 /// Largest ring smoltcp accepts with window scaling (bytes).
 pub const MAX_RING: usize = 1 << 30;
 /// Pinned memory is mapped in chunks of at least this size.
 pub const CHUNK: usize = 2 << 20;
 
-/// A pair of ring sizes (powers of two), the key of the free lists.
+/// The ring size for at least `n` bytes: a power of two in `MIN_RING..=MAX_RING`.
+pub fn ring_size(n: usize) -> usize {
+    n.clamp(MIN_RING, MAX_RING).next_power_of_two()
+}
+
+/// A pair of ring sizes (powers of two): what a connection holds at one time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SizeClass {
     rx_log2: u8,
@@ -42,7 +50,7 @@ pub struct SizeClass {
 impl SizeClass {
     /// The class for rings of at least `rx` and `tx` bytes.
     pub fn new(rx: usize, tx: usize) -> Self {
-        let f = |n: usize| n.clamp(MIN_RING, MAX_RING).next_power_of_two().trailing_zeros() as u8;
+        let f = |n: usize| ring_size(n).trailing_zeros() as u8;
         SizeClass { rx_log2: f(rx), tx_log2: f(tx) }
     }
     /// Receive ring bytes.
@@ -59,46 +67,48 @@ impl SizeClass {
     }
 }
 
-/// Counters of the process-wide socket pool.
+/// Counters of the process-wide ring pool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RingPoolStats {
     /// Pinned bytes mapped for rings (never returned to the OS).
     pub mapped_bytes: u64,
     /// Bytes of mapped memory not yet carved.
     pub uncarved_bytes: u64,
-    /// Bytes lost at the ends of chunks too small for the next ring pair.
+    /// Bytes lost at the ends of chunks too small for the next ring.
     pub wasted_bytes: u64,
-    /// Sockets (with rings) ever made.
-    pub sockets_created: u64,
-    /// Sockets on the free lists now.
-    pub sockets_free: u64,
-    /// Ring bytes of the sockets on the free lists.
+    /// Rings ever made.
+    pub rings_created: u64,
+    /// Rings on the free lists now (quarantined ones included).
+    pub rings_free: u64,
+    /// Bytes of the rings on the free lists.
     pub free_ring_bytes: u64,
-    /// Sockets currently taken by engines.
-    pub sockets_out: u64,
+    /// Rings currently taken by engines.
+    pub rings_out: u64,
 }
 
-/// A socket whose rx ring is mirror-mapped storage for in-place receive, with its storage.
-pub struct InPlaceSocket {
-    /// The socket (its rx ring is `storage`).
-    pub socket: tcp::Socket<'static>,
-    /// The rx ring's storage; lent views keep it "in use".
+/// A mirror-mapped ring for in-place receive: the `SocketBuffer` over its first half, and
+/// the storage token that lends views of it.
+pub struct MirrorRing {
+    /// The ring smoltcp writes into.
+    pub buf: SocketBuffer<'static>,
+    /// Its storage; lent views keep it "in use".
     pub storage: MirrorStorage,
 }
 
-impl std::fmt::Debug for InPlaceSocket {
+impl std::fmt::Debug for MirrorRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InPlaceSocket").field("storage", &self.storage).finish()
+        f.debug_struct("MirrorRing").field("storage", &self.storage).finish()
     }
 }
 
 struct Pool {
-    free: HashMap<SizeClass, Vec<tcp::Socket<'static>>>,
-    /// In-place sockets ready for reuse, by class.
-    free_inplace: HashMap<SizeClass, Vec<InPlaceSocket>>,
-    /// In-place sockets whose storage still has live views: reused only once it has none,
-    /// so bytes an application still reads are never overwritten by a new connection.
-    quarantine: Vec<(SizeClass, InPlaceSocket)>,
+    /// Plain rings by log2 of their size.
+    plain: HashMap<u8, Vec<SocketBuffer<'static>>>,
+    /// Mirror-mapped rings ready for reuse, by log2 of their size.
+    mirror: HashMap<u8, Vec<MirrorRing>>,
+    /// Mirror rings whose storage still has live views: reused only once it has none, so
+    /// bytes an application still reads are never overwritten by another connection.
+    quarantine: Vec<MirrorRing>,
     chunk: &'static mut [u8],
     stats: RingPoolStats,
 }
@@ -107,8 +117,8 @@ fn pool() -> &'static Mutex<Pool> {
     static POOL: OnceLock<Mutex<Pool>> = OnceLock::new();
     POOL.get_or_init(|| {
         Mutex::new(Pool {
-            free: HashMap::new(),
-            free_inplace: HashMap::new(),
+            plain: HashMap::new(),
+            mirror: HashMap::new(),
             quarantine: Vec::new(),
             chunk: Default::default(),
             stats: RingPoolStats::default(),
@@ -121,110 +131,101 @@ fn pool_budget() -> &'static Arc<PinnedBudget> {
     B.get_or_init(PinnedBudget::unlimited)
 }
 
-/// Takes a closed socket with rings of `class`, making one if the free list is empty.
+fn log2(bytes: usize) -> u8 {
+    bytes.trailing_zeros() as u8
+}
+
+impl Pool {
+    fn taken(&mut self, bytes: usize) {
+        self.stats.rings_free -= 1;
+        self.stats.free_ring_bytes -= bytes as u64;
+        self.stats.rings_out += 1;
+    }
+    fn given(&mut self, bytes: usize) {
+        self.stats.rings_free += 1;
+        self.stats.free_ring_bytes += bytes as u64;
+        self.stats.rings_out -= 1;
+    }
+    /// `bytes` carved from the current chunk (a new chunk is mapped when it is too small).
+    fn carve(&mut self, bytes: usize) -> Result<&'static mut [u8], MemError> {
+        if self.chunk.len() < bytes {
+            let region =
+                PinnedRegion::with_lock(bytes.max(CHUNK), pool_budget(), HugePolicy::Prefer, LockPolicy::IfAllowed)?;
+            let fresh = leak_region(region);
+            self.stats.mapped_bytes += fresh.len() as u64;
+            self.stats.wasted_bytes += self.chunk.len() as u64;
+            self.chunk = fresh;
+        }
+        let chunk = std::mem::take(&mut self.chunk);
+        let (mem, rest) = chunk.split_at_mut(bytes);
+        self.chunk = rest;
+        self.stats.uncarved_bytes = self.chunk.len() as u64;
+        Ok(mem)
+    }
+}
+
+/// Takes an empty plain ring of `ring_size(bytes)` bytes, making one if none is free.
 ///
 /// Fails only if a new pinned chunk cannot be mapped or locked.
-pub fn take(class: SizeClass) -> Result<tcp::Socket<'static>, MemError> {
+pub fn take_plain(bytes: usize) -> Result<SocketBuffer<'static>, MemError> {
+    let bytes = ring_size(bytes);
     let mut p = pool().lock();
-    if let Some(s) = p.free.get_mut(&class).and_then(Vec::pop) {
-        p.stats.sockets_free -= 1;
-        p.stats.free_ring_bytes -= class.bytes() as u64;
-        p.stats.sockets_out += 1;
-        return Ok(s);
+    if let Some(b) = p.plain.get_mut(&log2(bytes)).and_then(Vec::pop) {
+        p.taken(bytes);
+        return Ok(b);
     }
-    let (rx, tx) = (class.rx_bytes(), class.tx_bytes());
-    let need = rx + tx;
-    if p.chunk.len() < need {
-        let region =
-            PinnedRegion::with_lock(need.max(CHUNK), pool_budget(), HugePolicy::Prefer, LockPolicy::IfAllowed)?;
-        let fresh = leak_region(region);
-        p.stats.mapped_bytes += fresh.len() as u64;
-        p.stats.wasted_bytes += p.chunk.len() as u64;
-        p.chunk = fresh;
-    }
-    let chunk = std::mem::take(&mut p.chunk);
-    let (rx_mem, rest) = chunk.split_at_mut(rx);
-    let (tx_mem, rest) = rest.split_at_mut(tx);
-    p.chunk = rest;
-    p.stats.uncarved_bytes = p.chunk.len() as u64;
-    p.stats.sockets_created += 1;
-    p.stats.sockets_out += 1;
-    drop(p);
-    Ok(tcp::Socket::new(tcp::SocketBuffer::new(rx_mem), tcp::SocketBuffer::new(tx_mem)))
+    let mem = p.carve(bytes)?;
+    p.stats.rings_created += 1;
+    p.stats.rings_out += 1;
+    Ok(SocketBuffer::new(mem))
 }
 
-/// Returns a socket taken with [`take`] (it is aborted first, so it is closed).
-pub fn give(mut socket: tcp::Socket<'static>) {
-    socket.abort();
-    let class = SizeClass::new(socket.recv_capacity(), socket.send_capacity());
+/// Returns a ring taken with [`take_plain`] (its contents are dropped).
+pub fn give_plain(mut buf: SocketBuffer<'static>) {
+    buf.clear();
+    let bytes = buf.capacity();
     let mut p = pool().lock();
-    p.stats.sockets_free += 1;
-    p.stats.free_ring_bytes += class.bytes() as u64;
-    p.stats.sockets_out -= 1;
-    p.free.entry(class).or_default().push(socket);
+    p.given(bytes);
+    p.plain.entry(log2(bytes)).or_default().push(buf);
 }
 
-/// The class of an in-place socket: its rx ring is at least a page (mirror mappings are
-/// page-granular).
-pub fn inplace_class(rx: usize, tx: usize) -> SizeClass {
-    SizeClass::new(rx.max(4096), tx)
-}
-
-/// Takes a closed socket whose rx ring is mirror-mapped storage (see [`InPlaceSocket`]),
-/// making one if none is free. The tx ring comes from the ordinary pinned chunks.
-pub fn take_inplace(class: SizeClass) -> Result<InPlaceSocket, RingError> {
+/// Takes an empty mirror-mapped ring of `ring_size(bytes)` bytes (at least
+/// [`MIN_MIRROR_RING`]), making one if none is free.
+pub fn take_mirror(bytes: usize) -> Result<MirrorRing, RingError> {
+    let bytes = ring_size(bytes.max(MIN_MIRROR_RING));
     let mut p = pool().lock();
-    // Sockets out of quarantine first.
+    // Rings out of quarantine first.
     let mut i = 0;
     while i < p.quarantine.len() {
-        if p.quarantine[i].1.storage.in_use() {
+        if p.quarantine[i].storage.in_use() {
             i += 1;
         } else {
-            let (c, s) = p.quarantine.swap_remove(i);
-            p.free_inplace.entry(c).or_default().push(s);
+            let r = p.quarantine.swap_remove(i);
+            p.mirror.entry(log2(r.buf.capacity())).or_default().push(r);
         }
     }
-    if let Some(s) = p.free_inplace.get_mut(&class).and_then(Vec::pop) {
-        p.stats.sockets_free -= 1;
-        p.stats.free_ring_bytes -= class.bytes() as u64;
-        p.stats.sockets_out += 1;
-        return Ok(s);
+    if let Some(r) = p.mirror.get_mut(&log2(bytes)).and_then(Vec::pop) {
+        p.taken(bytes);
+        return Ok(r);
     }
-    let tx = class.tx_bytes();
-    if p.chunk.len() < tx {
-        let region = PinnedRegion::with_lock(tx.max(CHUNK), pool_budget(), HugePolicy::Prefer, LockPolicy::IfAllowed)
-            .map_err(RingError::Budget)?;
-        let fresh = leak_region(region);
-        p.stats.mapped_bytes += fresh.len() as u64;
-        p.stats.wasted_bytes += p.chunk.len() as u64;
-        p.chunk = fresh;
-    }
-    let chunk = std::mem::take(&mut p.chunk);
-    let (tx_mem, rest) = chunk.split_at_mut(tx);
-    p.chunk = rest;
-    let (storage, rx_mem) = MirrorStorage::new(class.rx_bytes(), pool_budget())?;
-    p.stats.mapped_bytes += class.rx_bytes() as u64;
-    p.stats.uncarved_bytes = p.chunk.len() as u64;
-    p.stats.sockets_created += 1;
-    p.stats.sockets_out += 1;
-    drop(p);
-    let socket = tcp::Socket::new(tcp::SocketBuffer::new(rx_mem), tcp::SocketBuffer::new(tx_mem));
-    Ok(InPlaceSocket { socket, storage })
+    let (storage, mem) = MirrorStorage::new(bytes, pool_budget())?;
+    p.stats.mapped_bytes += bytes as u64;
+    p.stats.rings_created += 1;
+    p.stats.rings_out += 1;
+    Ok(MirrorRing { buf: SocketBuffer::new(mem), storage })
 }
 
-/// Returns an in-place socket (aborted first). While views lent from its ring are alive it
-/// waits in quarantine; it is reused only after.
-pub fn give_inplace(mut s: InPlaceSocket) {
-    s.socket.abort();
-    let class = inplace_class(s.socket.recv_capacity(), s.socket.send_capacity());
+/// Returns a ring taken with [`take_mirror`]. While views lent from it are alive it waits in
+/// quarantine; it is reused only after.
+pub fn give_mirror(mut r: MirrorRing) {
+    r.buf.clear();
+    let bytes = r.buf.capacity();
     let mut p = pool().lock();
-    p.stats.sockets_free += 1;
-    p.stats.free_ring_bytes += class.bytes() as u64;
-    p.stats.sockets_out -= 1;
-    if s.storage.in_use() {
-        p.quarantine.push((class, s));
+    p.given(bytes);
+    if r.storage.in_use() {
+        p.quarantine.push(r);
     } else {
-        p.free_inplace.entry(class).or_default().push(s);
+        p.mirror.entry(log2(bytes)).or_default().push(r);
     }
 }
 
@@ -242,20 +243,21 @@ mod tests {
         let c = SizeClass::new(100, 70_000);
         assert_eq!((c.rx_bytes(), c.tx_bytes()), (1024, 131_072));
         assert_eq!(SizeClass::new(4096, 4096).bytes(), 8192);
+        assert_eq!(ring_size(4097), 8192);
     }
 
     #[test]
-    fn sockets_come_back_and_are_reused() {
-        // an unusual class so parallel tests do not share it
-        let class = SizeClass::new(1 << 13, 1 << 11);
-        let a = take(class).unwrap();
-        assert_eq!(a.recv_capacity(), 1 << 13);
-        assert_eq!(a.send_capacity(), 1 << 11);
-        let before = pool_stats().sockets_created;
-        give(a);
-        let b = take(class).unwrap();
-        assert_eq!(pool_stats().sockets_created, before, "reused, not made");
-        assert_eq!(b.state(), tcp::State::Closed);
-        give(b);
+    fn rings_come_back_and_are_reused() {
+        // an unusual size so parallel tests do not share it
+        let a = take_plain(1 << 13).unwrap();
+        assert_eq!(a.capacity(), 1 << 13);
+        let before = pool_stats().rings_created;
+        give_plain(a);
+        let mut b = take_plain((1 << 13) - 5).unwrap();
+        assert_eq!(pool_stats().rings_created, before, "reused, not made");
+        assert!(b.is_empty());
+        assert_eq!(b.enqueue_slice(b"left over"), 9);
+        give_plain(b);
+        assert!(take_plain(1 << 13).unwrap().is_empty(), "cleared when given back");
     }
 }

@@ -333,6 +333,8 @@ fn options_are_applied_per_connection_and_user_timeout_times_out() {
         congestion: ukcm_stack::Congestion::Reno,
         rx_buf: 128 * 1024,
         tx_buf: 8 * 1024,
+        rx_start: 0,
+        tx_start: 0,
         timestamps: false,
         keep_alive: Some(Duration::from_secs(5)),
         user_timeout: Some(Duration::from_secs(2)),

@@ -56,7 +56,7 @@ pub use server::{
     serve_spec, Handler, Model, Reply, ReplyFailed, Server, ServerBuilder, ServerConfig, ServerCounters, StatsHandle,
 };
 pub use spec::{SteerKind, TransportSpec};
-pub use transport::{KernelTransport, StackTransport, Transport};
+pub use transport::{CostReport, KernelTransport, StackTransport, Transport};
 pub use ukcm_mux::{Msg, MsgSocket, PsockId, ReplySlot, StatsTable};
 pub use upstream::{Pool, PoolConfig, UpstreamError};
 

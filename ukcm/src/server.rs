@@ -38,7 +38,7 @@ use crate::mem::MemPeer;
 use crate::pool_stats::UpstreamSnapshot;
 use crate::ports::{open_port, stack_cidr};
 use crate::spec::{SteerKind, TransportSpec};
-use crate::transport::{KernelTransport, StackTransport, Transport};
+use crate::transport::{CostReport, KernelTransport, StackTransport, Transport};
 use crate::upstream::{Pool, PoolConfig};
 
 /// Threading model.
@@ -342,6 +342,8 @@ struct Published {
     status: String,
     /// The upstream pool's figures (forwarding servers).
     upstream: Option<UpstreamSnapshot>,
+    /// What the transport's connections pin.
+    cost: Option<CostReport>,
 }
 
 /// A running server: one shared-nothing engine per NIC queue (one for kernel TCP), each with
@@ -395,6 +397,12 @@ impl StatsHandle {
     /// The engines' own counters.
     pub fn counters(&self) -> &ServerCounters {
         &self.counters
+    }
+
+    /// What the connections pin in rings, all engines together (refreshed with every stats
+    /// snapshot, 5 times a second); `None` over kernel TCP.
+    pub fn conn_cost(&self) -> Option<CostReport> {
+        self.published.iter().filter_map(|p| p.lock().cost).reduce(|a, b| a.add(&b))
     }
 }
 
@@ -536,6 +544,11 @@ impl Server {
     /// The latest transport counters, one line per engine (empty for kernel TCP).
     pub fn transport_status(&self) -> String {
         self.stats_handle().transport_status()
+    }
+
+    /// What the connections pin in rings (see [`StatsHandle::conn_cost`]).
+    pub fn conn_cost(&self) -> Option<CostReport> {
+        self.stats_handle().conn_cost()
     }
 
     /// The engines' own counters (all engines).
@@ -690,8 +703,12 @@ where
             ..MuxConfig::default()
         };
         let (mux, first) = Mux::<T::Io>::new(mux_cfg, &budget).map_err(io::Error::other)?;
-        let snapshot =
-            Arc::new(Mutex::new(Published { table: mux.stats_table(), status: String::new(), upstream: None }));
+        let snapshot = Arc::new(Mutex::new(Published {
+            table: mux.stats_table(),
+            status: String::new(),
+            upstream: None,
+            cost: None,
+        }));
         type Ready = io::Result<(SocketAddr, String)>;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
         // In worker mode the workers own every socket; run to completion, the engine does.
@@ -1181,7 +1198,12 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
                 tracing::warn!("ukcm server: {w}");
             }
             errors.tick(now);
-            *cx.snapshot.lock() = Published { table: mux.stats_table(), status: t.status(), upstream: app.upstream() };
+            *cx.snapshot.lock() = Published {
+                table: mux.stats_table(),
+                status: t.status(),
+                upstream: app.upstream(),
+                cost: t.conn_cost(),
+            };
             last_snapshot = now;
         }
         if work {
@@ -1221,7 +1243,8 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
     if let Some(w) = t.take_warning() {
         tracing::warn!("ukcm server: {w}");
     }
-    *cx.snapshot.lock() = Published { table: table.clone(), status: t.status(), upstream: app.upstream() };
+    *cx.snapshot.lock() =
+        Published { table: table.clone(), status: t.status(), upstream: app.upstream(), cost: t.conn_cost() };
     for id in mux.psock_ids() {
         unattach_and_close(t, &mut mux, id);
     }

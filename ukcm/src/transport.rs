@@ -18,7 +18,7 @@ use ukcm_mux::{Mux, PsockIo, Request};
 use ukcm_nic::{PinnedBudget, Port, PortStats};
 use ukcm_stack::smoltcp::socket::tcp::State;
 use ukcm_stack::smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
-use ukcm_stack::{ConnId, Engine, EngineConfig, EngineStats, Event, TcpOptions};
+use ukcm_stack::{ConnCost, ConnId, Engine, EngineConfig, EngineStats, Event, TcpOptions};
 
 /// A run-to-completion handler: each message in place, with its reply buffer.
 pub type RtcFn<'a> = dyn FnMut(&mut Request<'_>) + 'a;
@@ -83,8 +83,32 @@ pub trait Transport {
     }
 
     /// Something the operator must hear about, once (e.g. SYNs dropped for bad checksums).
+    /// Called before every stats snapshot.
     fn take_warning(&mut self) -> Option<String> {
         None
+    }
+
+    /// What the connections pin in rings, as of the last snapshot and at the snapshot with
+    /// the most connections (`None`: the transport pins nothing per connection).
+    fn conn_cost(&self) -> Option<CostReport> {
+        None
+    }
+}
+
+/// Pinned ring bytes of a transport's connections (see `ukcm_stack::cost`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CostReport {
+    /// As of the last snapshot.
+    pub now: ConnCost,
+    /// At the snapshot with the most connections so far (what an exit table shows after
+    /// the clients are gone).
+    pub peak: ConnCost,
+}
+
+impl CostReport {
+    /// The sum of two engines' reports.
+    pub fn add(&self, o: &CostReport) -> CostReport {
+        CostReport { now: self.now.add(&o.now), peak: self.peak.add(&o.peak) }
     }
 }
 
@@ -192,6 +216,8 @@ pub struct StackTransport<P: Port> {
     resets: u64,
     /// The bad-checksum warning was given.
     warned_checksum: bool,
+    /// Pinned ring bytes of the connections (refreshed before every snapshot).
+    cost: CostReport,
 }
 
 impl<P: Port> std::fmt::Debug for StackTransport<P> {
@@ -201,10 +227,20 @@ impl<P: Port> std::fmt::Debug for StackTransport<P> {
 }
 
 /// TCP options of the echo server's (and the stack client's) connections: Nagle off (as
-/// the kernel paths set `TCP_NODELAY`), 512 KiB rings so a 64 KiB message at depth 64
-/// keeps the window open.
+/// the kernel paths set `TCP_NODELAY`); rings that start at 4 KiB each (an idle connection
+/// pins 8 KiB) and double under pressure up to 512 KiB, so a 64 KiB message at depth 64
+/// keeps the window open and a 256 KiB message arrives whole, in place
+/// (`ukcm_stack::autosize`).
 pub fn server_tcp_options() -> TcpOptions {
-    TcpOptions { nagle: false, rx_buf: 512 * 1024, tx_buf: 512 * 1024, inplace_rx: true, ..TcpOptions::default() }
+    TcpOptions {
+        nagle: false,
+        rx_buf: 512 * 1024,
+        tx_buf: 512 * 1024,
+        rx_start: ukcm_stack::START_RING,
+        tx_start: ukcm_stack::START_RING,
+        inplace_rx: true,
+        ..TcpOptions::default()
+    }
 }
 
 impl<P: Port> StackTransport<P> {
@@ -247,6 +283,7 @@ impl<P: Port> StackTransport<P> {
             what: format!("ukcm stack on {}", caps.name),
             resets: 0,
             warned_checksum: false,
+            cost: CostReport::default(),
         })
     }
 
@@ -362,6 +399,11 @@ impl<P: Port> Transport for StackTransport<P> {
         // The port's drop counters cost a system call to read: once per snapshot, here,
         // which also explains any port drop reason seen for the first time.
         self.engine.note_port_drops();
+        self.cost.now = self.engine.conn_cost();
+        let conns = |c: &ConnCost| c.idle_conns + c.active_conns;
+        if conns(&self.cost.now) >= conns(&self.cost.peak) {
+            self.cost.peak = self.cost.now;
+        }
         let bad = self.engine.stats().rx_bad_checksum_syn;
         if bad == 0 || self.warned_checksum {
             return None;
@@ -373,15 +415,28 @@ impl<P: Port> Transport for StackTransport<P> {
         ))
     }
 
+    fn conn_cost(&self) -> Option<CostReport> {
+        Some(self.cost)
+    }
+
     fn status(&self) -> String {
         let (e, p) = self.counters();
+        let peak = &self.cost.peak;
         format!(
-            "engine: {} connections, accepted {}, closed {}, reset/timed out {}, bad-checksum SYNs {}; port: rx {} frames ({} dropped), tx {} frames, tx_full {}, wakeups {}; dropped frames by reason: {}",
+            "engine: {} connections, accepted {}, closed {}, reset/timed out {}, bad-checksum SYNs {}; rings: {} pinned now; at most connections ({}): {} B per idle one, {} B per active one, {} B in all; ring growths rx {} tx {}, refused by the budget {}; port: rx {} frames ({} dropped), tx {} frames, tx_full {}, wakeups {}; dropped frames by reason: {}",
             self.engine.connection_count(),
             e.accepted,
             e.closed,
             self.resets,
             e.rx_bad_checksum_syn,
+            e.ring_bytes_in_use,
+            peak.idle_conns + peak.active_conns,
+            peak.per_idle(),
+            peak.per_active(),
+            peak.total(),
+            e.rx_ring_grows,
+            e.tx_ring_grows,
+            e.ring_grow_refused_budget,
             p.rx_frames,
             p.rx_dropped,
             p.tx_frames,

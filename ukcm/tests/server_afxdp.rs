@@ -302,3 +302,77 @@ fn syns_with_bad_checksums_are_counted_not_silently_lost() {
     assert!(status.contains("dropped frames by reason: rx_bad_tcp_csum "), "counted by reason too: {status}");
     drop(server.stop().unwrap());
 }
+
+/// Rings that grow with the traffic (issue 14), against the kernel: 500 connections
+/// exchange one small message and go idle while four others carry 256 KiB messages; every
+/// byte comes back intact, the bulk connections' rings grew (the messages arrived whole and
+/// in place), and the stats say an idle connection pins at most the small rings. The cost
+/// is read while each bulk connection holds half a message in its server's ring (active,
+/// deterministically), then the halves are completed.
+#[test]
+fn idle_connections_pin_the_small_rings_while_bulk_ones_carry_256k_messages() {
+    if !privileged_or_skip("idle_connections_pin_the_small_rings_while_bulk_ones_carry_256k_messages") {
+        return;
+    }
+    const IDLE: usize = 500;
+    const BULK: usize = 4;
+    const BIG: usize = 256 * 1024;
+    let net = TestNet::new("sgrow", &TestNetOptions::default()).unwrap();
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::Workers(2), ..ServerConfig::default() };
+    let echo = |req: &[u8], reply: &mut Reply<'_>| {
+        let _ = reply.send(req);
+    };
+    let server = serve_spec(&afxdp(&net), addr(&net), None, PORT, cfg, echo).unwrap();
+    let mut idle = Vec::new();
+    for i in 0..IDLE {
+        let mut s = connect(&net);
+        let body = vec![i as u8; 60];
+        s.write_all(&frame(&body)).unwrap();
+        assert_eq!(read_frame(&mut s).unwrap(), body, "idle connection {i}");
+        idle.push(s);
+    }
+    let body = |c: usize, k: usize| -> Vec<u8> {
+        (0..BIG - 4).map(|j| (j as u64).wrapping_mul(2654435761).wrapping_add((c * 131 + k) as u64) as u8).collect()
+    };
+    let mut bulk: Vec<TcpStream> = (0..BULK).map(|_| connect(&net)).collect();
+    for (c, s) in bulk.iter_mut().enumerate() {
+        for k in 0..3 {
+            let b = body(c, k);
+            let mut r = s.try_clone().unwrap();
+            let sent = frame(&b);
+            let writer = std::thread::spawn(move || r.write_all(&sent));
+            assert!(read_frame(s).unwrap() == b, "bulk connection {c} message {k} intact");
+            writer.join().unwrap().unwrap();
+        }
+    }
+    // half a message in each bulk connection's ring: active while the cost is read
+    let halves: Vec<Vec<u8>> = (0..BULK).map(|c| frame(&body(c, 9))).collect();
+    for (s, h) in bulk.iter_mut().zip(&halves) {
+        s.write_all(&h[..BIG / 2]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(700)); // a few stats snapshots (every 200 ms)
+    let cost = server.conn_cost().expect("the userspace stack reports what its connections pin").now;
+    eprintln!("{cost}");
+    assert_eq!(cost.idle_conns, IDLE as u64, "{cost}");
+    assert!(cost.per_idle() <= 2 * ukcm_stack_start() as u64, "an idle connection pins the small rings: {cost}");
+    assert_eq!(cost.active_conns, BULK as u64, "{cost}");
+    assert!(cost.per_active() >= BIG as u64, "the bulk connections' rx rings grew to hold 256 KiB: {cost}");
+    for (c, (s, h)) in bulk.iter_mut().zip(&halves).enumerate() {
+        s.write_all(&h[BIG / 2..]).unwrap();
+        assert!(read_frame(s).unwrap() == h[4..], "bulk connection {c}: the completed message intact");
+    }
+    // the idle ones still work
+    for (i, s) in idle.iter_mut().enumerate().step_by(50) {
+        s.write_all(&frame(b"again")).unwrap();
+        assert_eq!(read_frame(s).unwrap(), b"again", "idle connection {i}");
+    }
+    let (t, status) = server.stop_with_status().unwrap();
+    eprintln!("{status}");
+    assert_eq!(t.total.rx_msgs, (IDLE + BULK * 4 + IDLE.div_ceil(50)) as u64);
+    assert_eq!(t.total.rx_copied_bytes, 0, "zero-copy receive, 256 KiB messages included");
+    assert_eq!(t.total.rx_msg_too_big, 0);
+}
+
+fn ukcm_stack_start() -> usize {
+    ukcm::stack::START_RING
+}

@@ -218,6 +218,40 @@ impl InPlaceRx {
         Ok(SyncResult { freed, new_bytes: queued.saturating_sub(before) })
     }
 
+    /// Whether [`InPlaceRx::move_to`] may move now: no view lent and alive, nothing lent
+    /// still held in the socket (as of the last sync).
+    pub fn can_move(&self) -> bool {
+        self.live == 0 && self.spans.is_empty() && Arc::strong_count(&self.shared) == 1
+    }
+
+    /// Moves lending to `storage`, the socket's new rx ring after it grew or shrank
+    /// (`tcp::Socket::replace_recv_buffer` moved the queued bytes there), then syncs with
+    /// `sock` so the read position is the new ring's. Stream offsets go on where they were.
+    ///
+    /// Refused (`StorageInUse`) while a view lent from the old ring is alive or unreleased
+    /// in our books, or while `storage` is lent by another `InPlaceRx`: the engine moves a
+    /// ring only when nothing is lent, so no view ever points into memory that is reused.
+    ///
+    /// # Safety
+    /// As for [`InPlaceRx::new`]: `storage`'s slice must now be `sock`'s rx buffer, and from
+    /// now on only `sync` dequeues from it.
+    pub unsafe fn move_to(
+        &mut self,
+        storage: &mut MirrorStorage,
+        sock: &mut tcp::Socket<'_>,
+    ) -> Result<(), InPlaceError> {
+        if !self.can_move() || storage.in_use() {
+            return Err(InPlaceError::StorageInUse);
+        }
+        let shared = Shared::leaked(storage.base, self.max_views);
+        storage.last = Arc::downgrade(&shared);
+        self.shared = shared;
+        self.cap = storage.cap;
+        self.read_off = 0;
+        self.sync(sock)?;
+        Ok(())
+    }
+
     /// Received bytes not lent yet, from the start of the next message (contiguous thanks
     /// to the mirror mapping), as of the last sync.
     pub fn unlent(&self) -> &[u8] {

@@ -507,6 +507,13 @@ pub struct Socket<'a> {
     /// The sending window scaling factor advertised to remotes which support RFC 1323.
     /// It is zero if the window <= 64KiB and/or the remote does not support it.
     remote_win_shift: u8,
+    /// The largest receive buffer this socket may be given while connected (ukcm patch, see
+    /// [`Socket::set_recv_capacity_max`]); the window scale is chosen for it. 0: the buffer's
+    /// own capacity.
+    rx_capacity_max: usize,
+    /// `remote_last_win` was sent in a SYN, where it is not scaled (ukcm patch): the edge
+    /// it advertised is `remote_last_ack + remote_last_win`, not shifted.
+    remote_last_win_unscaled: bool,
     /// The remote window size, relative to local_seq_no
     /// I.e. we're allowed to send octets until local_seq_no+remote_win_len
     remote_win_len: usize,
@@ -611,6 +618,8 @@ impl<'a> Socket<'a> {
             remote_max_win_edge: None,
             remote_win_len: 0,
             remote_win_shift: rx_cap_log2.saturating_sub(16) as u8,
+            rx_capacity_max: 0,
+            remote_last_win_unscaled: false,
             remote_win_scale: None,
             remote_has_sack: false,
             remote_mss: DEFAULT_MSS,
@@ -907,8 +916,8 @@ impl<'a> Socket<'a> {
     }
 
     fn reset(&mut self) {
-        let rx_cap_log2 =
-            mem::size_of::<usize>() * 8 - self.rx_buffer.capacity().leading_zeros() as usize;
+        // ukcm patch: the scale is chosen for the largest buffer the socket may grow to.
+        let rx_cap_log2 = Self::rx_cap_log2(self.rx_buffer.capacity().max(self.rx_capacity_max));
 
         self.state = State::Closed;
         self.timer = Timer::new();
@@ -924,6 +933,7 @@ impl<'a> Socket<'a> {
         self.remote_last_seq = TcpSeqNumber::default();
         self.remote_last_ack = None;
         self.remote_last_win = 0;
+        self.remote_last_win_unscaled = false;
         self.remote_max_win_edge = None;
         self.remote_win_len = 0;
         self.remote_win_scale = None;
@@ -1223,6 +1233,94 @@ impl<'a> Socket<'a> {
         !self.tx_buffer.is_full()
     }
 
+    /// Bits needed for `cap` (`floor(log2(cap)) + 1`): the window shift is this minus 16.
+    fn rx_cap_log2(cap: usize) -> usize {
+        mem::size_of::<usize>() * 8 - cap.leading_zeros() as usize
+    }
+
+    /// Declares the largest receive buffer this socket may be given by
+    /// [`Socket::replace_recv_buffer`] while connected (ukcm patch): the window scale
+    /// offered in the SYN or SYN-ACK is chosen for it rather than for the current buffer,
+    /// so a connection that starts with a small buffer can later advertise a large window.
+    /// The window advertised is still what the current buffer can take (rounded down to
+    /// the scale's granularity). Takes effect now in the CLOSED and LISTEN states (before
+    /// a SYN was exchanged), otherwise from the next connection; kept across resets.
+    ///
+    /// # Panics
+    /// If `cap` exceeds 1 GiB (as [`Socket::new`] does for the buffer).
+    pub fn set_recv_capacity_max(&mut self, cap: usize) {
+        #[cfg(not(target_pointer_width = "16"))]
+        if cap > (1 << 30) {
+            panic!("receiving buffer too large, cannot exceed 1 GiB")
+        }
+        self.rx_capacity_max = cap;
+        if matches!(self.state, State::Closed | State::Listen) {
+            let log2 = Self::rx_cap_log2(self.rx_buffer.capacity().max(cap));
+            self.remote_win_shift = log2.saturating_sub(16) as u8;
+        }
+    }
+
+    /// Moves the received octets (in order, and out-of-order octets at their offsets) into
+    /// `buffer` and returns the old buffer (ukcm patch): how a receive buffer grows or
+    /// shrinks under a live connection. `buffer` must be empty and able to hold everything
+    /// from RCV.NXT's start of buffer up to the furthest right edge ever advertised, so the
+    /// window never has to retract (RFC 9293 3.8.6); otherwise it is handed back as `Err`
+    /// and nothing changes. Costs one copy of the octets held.
+    pub fn replace_recv_buffer(
+        &mut self,
+        mut buffer: SocketBuffer<'a>,
+    ) -> Result<SocketBuffer<'a>, SocketBuffer<'a>> {
+        let len = self.rx_buffer.len();
+        let ooo_end = self.assembler.iter_data().last().map_or(0, |(_, end)| end);
+        let edge = self
+            .max_win_edge()
+            .map_or(0, |e| e.max(self.remote_seq_no) - self.remote_seq_no);
+        if !buffer.is_empty() || buffer.capacity() < (len + ooo_end).max(edge) {
+            return Err(buffer);
+        }
+        let mut off = 0;
+        while off < len {
+            let n = buffer.enqueue_slice(self.rx_buffer.get_allocated(off, len - off));
+            off += n;
+        }
+        // Out-of-order octets sit past the queued ones; the assembler keeps their offsets.
+        let mut off = 0;
+        while off < ooo_end {
+            let chunk = self.rx_buffer.get_unallocated(off, ooo_end - off);
+            let n = chunk.len();
+            buffer.write_unallocated(off, chunk);
+            off += n;
+        }
+        Ok(mem::replace(&mut self.rx_buffer, buffer))
+    }
+
+    /// Consumes the socket and returns its receive and transmit buffers (ukcm patch), so
+    /// buffers borrowed from a pool can be given back when a connection ends. Whatever
+    /// they hold is left as it is; clear them before reuse.
+    pub fn into_buffers(self) -> (SocketBuffer<'a>, SocketBuffer<'a>) {
+        (self.rx_buffer, self.tx_buffer)
+    }
+
+    /// Moves the octets queued for sending (sent and unsent) into `buffer` and returns the
+    /// old buffer (ukcm patch): how a transmit buffer grows or shrinks under a live
+    /// connection. `buffer` must be empty and hold at least [`Socket::send_queue`] octets,
+    /// otherwise it is handed back as `Err` and nothing changes.
+    pub fn replace_send_buffer(
+        &mut self,
+        mut buffer: SocketBuffer<'a>,
+    ) -> Result<SocketBuffer<'a>, SocketBuffer<'a>> {
+        let len = self.tx_buffer.len();
+        if !buffer.is_empty() || buffer.capacity() < len {
+            return Err(buffer);
+        }
+        let mut off = 0;
+        while off < len {
+            let n = buffer.enqueue_slice(self.tx_buffer.get_allocated(off, len - off));
+            off += n;
+        }
+        Ok(mem::replace(&mut self.tx_buffer, buffer))
+    }
+
     /// Return the maximum number of bytes inside the recv buffer.
     #[inline]
     pub fn recv_capacity(&self) -> usize {
@@ -1497,6 +1595,7 @@ impl<'a> Socket<'a> {
         // segments, is right-shifted by [advertised scale value] bits[...]
         reply_repr.window_len = self.scaled_window();
         self.remote_last_win = reply_repr.window_len;
+        self.remote_last_win_unscaled = false; // ukcm patch
         self.remote_max_win_edge = self.max_win_edge();
 
         // If the remote supports selective acknowledgement, add the option to the outgoing
@@ -1543,12 +1642,20 @@ impl<'a> Socket<'a> {
         (ip_reply_repr, reply_repr)
     }
 
+    /// The window last advertised, in octets (ukcm patch: a SYN's is not scaled).
+    fn last_win_octets(&self) -> usize {
+        match self.remote_last_win_unscaled {
+            true => self.remote_last_win as usize,
+            false => (self.remote_last_win as usize) << self.remote_win_shift,
+        }
+    }
+
     /// `remote_max_win_edge` with the window last advertised folded in (ukcm patch).
     fn max_win_edge(&self) -> Option<TcpSeqNumber> {
         let Some(last_ack) = self.remote_last_ack else {
             return self.remote_max_win_edge;
         };
-        let edge = last_ack + ((self.remote_last_win as usize) << self.remote_win_shift);
+        let edge = last_ack + self.last_win_octets();
         Some(match self.remote_max_win_edge {
             Some(max_edge) => max_edge.max(edge),
             None => edge,
@@ -1756,7 +1863,9 @@ impl<'a> Socket<'a> {
 
         let window_start = self.remote_seq_no + self.rx_buffer.len();
         let window_end = if let Some(last_ack) = self.remote_last_ack {
-            last_ack + ((self.remote_last_win as usize) << self.remote_win_shift)
+            // ukcm patch: after a SYN, its unscaled window (the buffer may be smaller than
+            // the scale suggests: `set_recv_capacity_max`)
+            last_ack + self.last_win_octets()
         } else {
             window_start
         };
@@ -2902,6 +3011,8 @@ impl<'a> Socket<'a> {
             .max(repr.seq_number + repr.segment_len());
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
+        // ukcm patch: a SYN's window is not scaled (RFC 7323 2.2).
+        self.remote_last_win_unscaled = repr.control == TcpControl::Syn;
         self.remote_max_win_edge = self.max_win_edge();
 
         if repr.segment_len() > 0 {
@@ -8271,6 +8382,204 @@ mod test {
             ..RECV_TEMPL
         }));
         recv_nothing!(s, time 1100);
+    }
+
+    // ukcm patch: the window scale chosen for the largest receive buffer, and buffers
+    // replaced under a live connection (UKCM-PATCH.md, second change).
+
+    #[test]
+    fn test_recv_capacity_max_sets_win_scale() {
+        let mut s = socket_with_buffer_sizes(64, 1024);
+        assert_eq!(s.remote_win_shift, 0);
+        s.set_recv_capacity_max(524288);
+        assert_eq!(s.remote_win_shift, 4, "chosen for 512 KiB, not for the 1 KiB buffer");
+        s.state = State::Listen;
+        s.listen_endpoint = LISTEN_END;
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: REMOTE_SEQ,
+                ack_number: None,
+                window_scale: Some(0),
+                ..SEND_TEMPL
+            }
+        );
+        recv!(
+            s,
+            [TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: LOCAL_SEQ,
+                ack_number: Some(REMOTE_SEQ + 1),
+                max_seg_size: Some(BASE_MSS),
+                window_scale: Some(4),
+                // a SYN's window is never scaled (RFC 7323 2.2): the 1 KiB buffer's
+                window_len: 1024,
+                ..RECV_TEMPL
+            }]
+        );
+        // the edge the SYN-ACK advertised is RCV.NXT + 1024, not 1024 << 4: a 2 KiB
+        // buffer can take it, a 512-octet one cannot
+        assert!(s.remote_last_win_unscaled);
+        assert!(s.replace_recv_buffer(SocketBuffer::new(vec![0; 512])).is_err());
+        assert!(s.replace_recv_buffer(SocketBuffer::new(vec![0; 2048])).is_ok());
+        s.abort();
+        assert_eq!(s.remote_win_shift, 4, "kept across a reset");
+    }
+
+    #[test]
+    fn test_replace_recv_buffer_keeps_queued_wrapped_and_out_of_order_octets() {
+        let mut s = socket_established_with_buffer_sizes(64, 16);
+        // 10 octets in and read: the ring's read position is at 10
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"0123456789"[..],
+                ..SEND_TEMPL
+            }
+        );
+        let mut sink = [0; 10];
+        assert_eq!(s.recv_slice(&mut sink), Ok(10));
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 10),
+                window_len: 16,
+                ..RECV_TEMPL
+            }]
+        );
+        // "abcdef" queued across the ring's end, "jk" out of order past a 3-octet hole
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 10,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            }
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 19,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"jk"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 16),
+                window_len: 10,
+                sack_ranges: [None, None, None],
+                ..RECV_TEMPL
+            })
+        );
+        let old = s.replace_recv_buffer(SocketBuffer::new(vec![0; 64])).unwrap();
+        assert_eq!(old.capacity(), 16);
+        assert_eq!((s.recv_capacity(), s.recv_queue()), (64, 6));
+        // the hole fills: the ACK covers the out-of-order octets, the window is the new
+        // buffer's, and everything comes out in order
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 16,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"ghi"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 21),
+                window_len: 64 - 11,
+                ..RECV_TEMPL
+            })
+        );
+        let mut data = [0; 11];
+        assert_eq!(s.recv_slice(&mut data), Ok(11));
+        assert_eq!(&data, b"abcdefghijk");
+    }
+
+    #[test]
+    fn test_replace_recv_buffer_never_retracts_the_window() {
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        // 64 octets advertised: a 32-octet buffer could not take what the peer may send
+        let small = s.replace_recv_buffer(SocketBuffer::new(vec![0; 32])).unwrap_err();
+        assert_eq!(small.capacity(), 32);
+        assert_eq!(s.recv_capacity(), 64, "nothing changed");
+        // a non-empty buffer is refused too
+        let mut full = SocketBuffer::new(vec![0; 128]);
+        full.enqueue_slice(b"x");
+        assert!(s.replace_recv_buffer(full).is_err());
+        // once the peer has filled and we have read 40 octets of the edge, 64 is still needed
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &[7; 40][..],
+                ..SEND_TEMPL
+            }
+        );
+        let mut sink = [0; 40];
+        assert_eq!(s.recv_slice(&mut sink), Ok(40));
+        // the edge is RCV.NXT + 24 until a new window is sent: 24 octets of room suffice
+        assert!(s.replace_recv_buffer(SocketBuffer::new(vec![0; 16])).is_err());
+        let old = s.replace_recv_buffer(SocketBuffer::new(vec![0; 32])).unwrap();
+        assert_eq!(old.capacity(), 64);
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 40),
+                window_len: 32,
+                ..RECV_TEMPL
+            }]
+        );
+    }
+
+    #[test]
+    fn test_replace_send_buffer_keeps_unacked_and_unsent_octets() {
+        let mut s = socket_established_with_buffer_sizes(8, 64);
+        s.set_nagle_enabled(false);
+        assert_eq!(s.send_slice(b"abcdefghij"), Ok(8), "the 8-octet buffer fills");
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"abcdefgh"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        assert!(s.replace_send_buffer(SocketBuffer::new(vec![0; 4])).is_err(), "8 unacked octets");
+        let old = s.replace_send_buffer(SocketBuffer::new(vec![0; 32])).unwrap();
+        assert_eq!(old.capacity(), 8);
+        let (rx, tx) = socket_with_buffer_sizes(8, 16).socket.into_buffers();
+        assert_eq!((rx.capacity(), tx.capacity()), (16, 8), "into_buffers gives both back");
+        assert_eq!((s.send_capacity(), s.send_queue()), (32, 8));
+        assert_eq!(s.send_slice(b"ij"), Ok(2));
+        // the ACK of the first 4 octets frees them from the new buffer; "ij" goes out next
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 4),
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.send_queue(), 6);
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 8,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"ij"[..],
+                ..RECV_TEMPL
+            }]
+        );
     }
 
     #[test]
