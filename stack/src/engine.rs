@@ -47,7 +47,7 @@ use crate::config::{Congestion, EngineConfig, IdleStep, TcpOptions};
 use crate::cost::ConnCost;
 use crate::drops::{DropCounts, DropNotes, DropReason};
 use crate::neighbours::{learned_from, reply_frame, Neighbour, NeighbourShare, Ours};
-use crate::rings::{self, MirrorRing};
+use crate::rings::{self, MirrorRing, SwapRefused};
 use crate::strays::StrayShare;
 
 /// A connection of one engine (slot index + generation, so stale ids are detected).
@@ -897,6 +897,32 @@ impl<P: Port> Engine<P> {
 
     // ---------------------------------------------------------------- slots
 
+    /// A connection's first rx ring: mirror-mapped when it is to be lent in place, else (or
+    /// when the mirror mapping is refused, e.g. the process's map count is used up: counted
+    /// and logged once, and the connection's messages are then copied once more) plain.
+    fn take_rx_ring(
+        &mut self,
+        bytes: usize,
+        inplace: bool,
+    ) -> Result<(tcp::SocketBuffer<'static>, Option<MirrorStorage>), MemError> {
+        if inplace {
+            match rings::take_mirror(bytes) {
+                Ok(r) => return Ok((r.buf, Some(r.storage))),
+                Err(RingError::Sys(call, errno)) => {
+                    self.stats.inplace_fallbacks += 1;
+                    if self.stats.inplace_fallbacks == 1 {
+                        tracing::warn!(
+                            "{}: no in-place rx ring ({call} failed, errno {errno}): connections fall back to ordinary rings, and their received messages are copied once more (inplace_fallbacks, rx_copied_bytes)",
+                            self.port_name
+                        );
+                    }
+                }
+                Err(e) => return Err(ring_mem_error(e)),
+            }
+        }
+        Ok((rings::take_plain(bytes)?, None))
+    }
+
     fn new_slot(&mut self, opts: &TcpOptions) -> Result<u32, RefuseReason> {
         let floor = if opts.inplace_rx { rings::MIN_MIRROR_RING } else { rings::MIN_RING };
         let sizes = |start: usize, max: usize| {
@@ -909,39 +935,11 @@ impl<P: Port> Engine<P> {
         let rx_charge = self.cfg.budget.reserve(rx_start as u64).map_err(RefuseReason::Budget)?;
         let tx_charge = self.cfg.budget.reserve(tx_start as u64).map_err(RefuseReason::Budget)?;
         let tx = rings::take_plain(tx_start).map_err(RefuseReason::Memory)?;
-        let (rx, storage) = if opts.inplace_rx {
-            match rings::take_mirror(rx_start) {
-                Ok(r) => (r.buf, Some(r.storage)),
-                // The mirror mapping was refused (e.g. the process's map count is used up):
-                // an ordinary ring still carries the connection, without zero-copy receive.
-                Err(RingError::Sys(call, errno)) => {
-                    self.stats.inplace_fallbacks += 1;
-                    if self.stats.inplace_fallbacks == 1 {
-                        tracing::warn!(
-                            "{}: no in-place rx ring ({call} failed, errno {errno}): connections fall back to ordinary rings, and their received messages are copied once more (inplace_fallbacks, rx_copied_bytes)",
-                            self.port_name
-                        );
-                    }
-                    match rings::take_plain(rx_start) {
-                        Ok(b) => (b, None),
-                        Err(e) => {
-                            rings::give_plain(tx);
-                            return Err(RefuseReason::Memory(e));
-                        }
-                    }
-                }
-                Err(e) => {
-                    rings::give_plain(tx);
-                    return Err(RefuseReason::Memory(ring_mem_error(e)));
-                }
-            }
-        } else {
-            match rings::take_plain(rx_start) {
-                Ok(b) => (b, None),
-                Err(e) => {
-                    rings::give_plain(tx);
-                    return Err(RefuseReason::Memory(e));
-                }
+        let (rx, storage) = match self.take_rx_ring(rx_start, opts.inplace_rx) {
+            Ok(r) => r,
+            Err(e) => {
+                rings::give_plain(tx);
+                return Err(RefuseReason::Memory(e));
             }
         };
         let mut sock = tcp::Socket::new(rx, tx);
@@ -999,16 +997,13 @@ impl<P: Port> Engine<P> {
             self.stats.ring_grow_refused_budget += 1;
             return false;
         };
-        let Ok(buf) = rings::take_plain(next) else {
-            self.stats.ring_grow_refused_memory += 1;
-            return false;
-        };
-        match sock.replace_send_buffer(buf) {
-            Ok(old) => rings::give_plain(old),
-            Err(buf) => {
-                rings::give_plain(buf);
+        match rings::swap_plain(next, |b| sock.replace_send_buffer(b)) {
+            Ok(()) => {}
+            Err(SwapRefused::Memory) => {
+                self.stats.ring_grow_refused_memory += 1;
                 return false;
             }
+            Err(SwapRefused::Socket) => return false,
         }
         self.stats.ring_bytes_in_use = self.stats.ring_bytes_in_use + charge.bytes() - live.tx_charge.bytes();
         live.tx_charge = charge;
@@ -1040,13 +1035,8 @@ impl<P: Port> Engine<P> {
         }
         // A smaller charge always fits where the bigger one was: reserve, then refund.
         let Ok(charge) = self.cfg.budget.reserve(live.tx_start as u64) else { return };
-        let Ok(buf) = rings::take_plain(live.tx_start) else { return };
-        match sock.replace_send_buffer(buf) {
-            Ok(old) => rings::give_plain(old),
-            Err(buf) => {
-                rings::give_plain(buf);
-                return;
-            }
+        if rings::swap_plain(live.tx_start, |b| sock.replace_send_buffer(b)).is_err() {
+            return;
         }
         self.stats.ring_bytes_in_use = self.stats.ring_bytes_in_use + charge.bytes() - live.tx_charge.bytes();
         live.tx_charge = charge;
@@ -1800,19 +1790,14 @@ fn grow_rx(
             rings::give_mirror(MirrorRing { buf: old, storage: old_storage });
             live.storage = Some(ring.storage);
         }
-        None => {
-            let Ok(buf) = rings::take_plain(next) else {
+        None => match rings::swap_plain(next, |b| sock.replace_recv_buffer(b)) {
+            Ok(()) => {}
+            Err(SwapRefused::Memory) => {
                 stats.ring_grow_refused_memory += 1;
                 return false;
-            };
-            match sock.replace_recv_buffer(buf) {
-                Ok(old) => rings::give_plain(old),
-                Err(buf) => {
-                    rings::give_plain(buf);
-                    return false;
-                }
             }
-        }
+            Err(SwapRefused::Socket) => return false,
+        },
     }
     stats.ring_bytes_in_use = stats.ring_bytes_in_use + charge.bytes() - live.rx_charge.bytes();
     live.rx_charge = charge;

@@ -189,6 +189,35 @@ pub fn give_plain(mut buf: SocketBuffer<'static>) {
     p.plain.entry(log2(bytes)).or_default().push(buf);
 }
 
+/// Why [`swap_plain`] left a socket's buffer as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapRefused {
+    /// No ring of that size could be mapped.
+    Memory,
+    /// The socket refused the new buffer (smaller than the window it advertised).
+    Socket,
+}
+
+/// Replaces a socket buffer with a plain ring of `bytes` through `replace` (smoltcp's
+/// `replace_send_buffer` / `replace_recv_buffer`), giving whichever ring is left over back
+/// to the pool: how a ring grows or shrinks.
+pub fn swap_plain(
+    bytes: usize,
+    replace: impl FnOnce(SocketBuffer<'static>) -> Result<SocketBuffer<'static>, SocketBuffer<'static>>,
+) -> Result<(), SwapRefused> {
+    let buf = take_plain(bytes).map_err(|_| SwapRefused::Memory)?;
+    match replace(buf) {
+        Ok(old) => {
+            give_plain(old);
+            Ok(())
+        }
+        Err(buf) => {
+            give_plain(buf);
+            Err(SwapRefused::Socket)
+        }
+    }
+}
+
 /// Takes an empty mirror-mapped ring of `ring_size(bytes)` bytes (at least
 /// [`MIN_MIRROR_RING`]), making one if none is free.
 pub fn take_mirror(bytes: usize) -> Result<MirrorRing, RingError> {
