@@ -46,6 +46,11 @@ pub struct Request<'a> {
     origin: PsockId,
     bytes: &'a [u8],
     out: &'a mut Vec<u8>,
+    /// The transport's free send space, when this reply is next on the wire: replies built
+    /// here need no copy above the transport.
+    direct: Option<&'a mut [u8]>,
+    /// Bytes of `direct` this request's reply has used.
+    direct_used: usize,
     /// The message's reply position (ordered replies only).
     seq: Option<u64>,
     releases: &'a Arc<SlotReleases>,
@@ -64,8 +69,36 @@ impl<'a> Request<'a> {
     }
 
     /// Where the reply goes: bytes appended here are the reply (nothing appended: no reply).
+    /// They follow any part of the reply built with [`Request::reply_with`], and are copied
+    /// once more on their way out: prefer `reply_with` where the length is known.
     pub fn reply_buf(&mut self) -> &mut Vec<u8> {
         self.out
+    }
+
+    /// Appends `len` reply bytes that `build` writes: it is given exactly `len` bytes and
+    /// must fill them all (in place they are not zeroed first). When the reply is next on the wire and fits
+    /// in the transport's free send space, it is built there, in place: over the userspace
+    /// stack that is smoltcp's tx ring, so nothing copies it before the frame. Otherwise it
+    /// goes to the reply buffer ([`Request::reply_buf`]).
+    pub fn reply_with(&mut self, len: usize, build: impl FnOnce(&mut [u8])) {
+        // In place only while nothing of this reply went to the buffer (bytes keep their order).
+        if self.out.is_empty() {
+            if let Some(d) = self.direct.as_deref_mut() {
+                if let Some(dst) = d.get_mut(self.direct_used..self.direct_used + len) {
+                    build(dst);
+                    self.direct_used += len;
+                    return;
+                }
+            }
+        }
+        let at = self.out.len();
+        self.out.resize(at + len, 0);
+        build(&mut self.out[at..]);
+    }
+
+    /// Appends `bytes` to the reply ([`Request::reply_with`] with a copy of them).
+    pub fn reply(&mut self, bytes: &[u8]) {
+        self.reply_with(bytes.len(), |dst| dst.copy_from_slice(bytes));
     }
 
     /// Answers later: the returned slot holds the request's place in the connection's reply
@@ -943,6 +976,12 @@ impl<T: PsockIo> Mux<T> {
 
     /// Run-to-completion receive: each message goes to the handler in place; the psock
     /// stops at a reply the transport cannot take yet (backpressure).
+    ///
+    /// Replies are built where they will be sent from: while a reply is next on the wire
+    /// (nothing queued or held ahead of it) and fits, the handler writes it straight into
+    /// the transport's own send buffer ([`PsockIo::tx_space`]), committed once per round —
+    /// no copy above the transport. Otherwise it goes to `rtc_out`, written (and counted in
+    /// `tx_copied_bytes` where the transport copies it) after the in-place ones.
     fn rx_psock_rtc(&mut self, ctx: &mut T::Ctx, p: &mut Psock<T>, now: Instant, handler: &mut RtcHandler<'_>) -> bool {
         let mut work = false;
         let Some(fill) = self.fill_psock(ctx, p, &mut work) else { return work };
@@ -952,7 +991,15 @@ impl<T: PsockIo> Mux<T> {
         // transport has only partly taken, must finish before more replies are made.
         let ordered = self.cfg.ordered;
         let limit = self.order_limit();
-        while handled < self.cfg.rx_batch && p.cur.is_none() && p.rtc_done == 0 && p.rtc_out.len() < RTC_OUT_MAX {
+        let can_run = |p: &Psock<T>| p.cur.is_none() && p.rtc_done == 0 && p.rtc_out.len() < RTC_OUT_MAX;
+        if !can_run(p) {
+            return work;
+        }
+        // The transport's send space for this round (none: every reply goes to `rtc_out`).
+        let mut space = if p.queue.is_empty() && p.rtc_out.is_empty() { p.io.tx_space(ctx) } else { None };
+        let mut in_place = 0;
+        let mut failed = None;
+        while handled < self.cfg.rx_batch && can_run(p) {
             if p.order_full(limit) {
                 break;
             }
@@ -962,24 +1009,36 @@ impl<T: PsockIo> Mux<T> {
                     Step::Message(len) => len,
                     Step::Wait => break,
                     Step::Failed(e) => {
-                        self.fail_psock(ctx, p, e);
-                        return true;
+                        failed = Some(e);
+                        break;
                     }
                 },
             };
             let before = p.rtc_out.len();
+            // In place only while this reply is next on the wire: nothing in `rtc_out` or
+            // queued ahead of it and, ordered, no earlier request unanswered.
+            let next_on_wire = before == 0 && p.queue.is_empty() && (!ordered || p.order.unanswered() == 0);
+            let direct = match space.as_deref_mut() {
+                Some(s) if next_on_wire && in_place < s.len() => Some(&mut s[in_place..]),
+                _ => None,
+            };
             // The fast path: in order and nothing queued ahead, the reply stays in `rtc_out`.
             let seq = ordered.then(|| p.order.assign());
             let mut req = Request {
                 origin: p.id,
                 bytes: &p.io.unparsed()[..len],
                 out: &mut p.rtc_out,
+                direct,
+                direct_used: 0,
                 seq,
                 releases: &self.shared.releases,
                 deferred: false,
             };
             handler(&mut req);
             let deferred = req.deferred;
+            // Bytes a deferring handler wrote in place are not committed.
+            let built_in_place = if deferred { 0 } else { req.direct_used };
+            in_place += built_in_place;
             // Cannot fail: `len` bytes are unparsed (the assembler just saw them).
             let _ = p.io.discard(len);
             if let Some(seq) = seq {
@@ -989,7 +1048,7 @@ impl<T: PsockIo> Mux<T> {
                     // Only this request is outstanding: its reply is next on the wire.
                     let mut none = None;
                     let _ = p.order.answer(seq, &mut none);
-                    if p.rtc_out.len() == before {
+                    if p.rtc_out.len() == before && built_in_place == 0 {
                         p.stats.tx_slots_released += 1;
                     }
                 } else {
@@ -1012,12 +1071,24 @@ impl<T: PsockIo> Mux<T> {
                     }
                 }
             }
-            if p.rtc_out.len() > before {
+            let replied = p.rtc_out.len() - before + built_in_place;
+            if replied > 0 {
                 p.stats.tx_msgs += 1;
-                p.stats.tx_bytes += (p.rtc_out.len() - before) as u64;
+                p.stats.tx_bytes += replied as u64;
             }
             handled += 1;
             work = true;
+        }
+        // What was built in place goes out first: `rtc_out` holds only later replies.
+        if in_place > 0 {
+            match p.io.tx_commit(ctx, in_place) {
+                Ok(()) => p.completions.written(in_place, None, SockId(u32::MAX)),
+                Err(_) => failed = failed.or(Some(PsockError::new(PsockErrorKind::Pipe))),
+            }
+        }
+        if let Some(e) = failed {
+            self.fail_psock(ctx, p, e);
+            return true;
         }
         if !p.rtc_out.is_empty() {
             self.flush_rtc(ctx, p);

@@ -66,6 +66,23 @@ pub trait PsockIo: Send {
         Ok(total)
     }
 
+    /// The free space at the end of the transport's own send buffer, for replies built in
+    /// place (see [`crate::Request::reply_with`]); `None` where there is no such buffer
+    /// (kernel sockets: their write is the one copy) or it is full. Bytes written there are
+    /// sent only once [`PsockIo::tx_commit`] queues them.
+    fn tx_space<'c>(&mut self, _ctx: &'c mut Self::Ctx) -> Option<&'c mut [u8]> {
+        None
+    }
+
+    /// Queues the first `len` bytes of the space [`PsockIo::tx_space`] gave, as written.
+    fn tx_commit(&mut self, _ctx: &mut Self::Ctx, len: usize) -> io::Result<()> {
+        if len == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::other("this transport has no in-place send space"))
+        }
+    }
+
     /// Whether bytes given to [`PsockIo::write`] are copied once more than the design allows
     /// (counted in `tx_copied_bytes`): true over the userspace stack, where they land in
     /// smoltcp's tx ring and smoltcp copies them into frames again; false over kernel

@@ -11,11 +11,13 @@
 //! fall back to moving bytes from smoltcp's ring into a psock ring of their own — one copy
 //! more, counted in `rx_copied_bytes` so it shows in every stats table, and logged once.
 //!
-//! Transmit has one copy more than the design allows, in both threading models: the bytes
-//! of a message (built in the socket's pinned tx ring, or a run-to-completion reply) are
-//! copied into smoltcp's tx ring, and smoltcp copies them into frames. It is counted in
-//! `tx_copied_bytes`. Removing it needs messages built in smoltcp's own tx ring, which a
-//! socket on another thread cannot reach.
+//! Transmit: a run-to-completion reply built with `Request::reply_with` (the `ukcm`
+//! server's `Reply::send_with`/`send`) while it is next on the wire is built in smoltcp's tx
+//! ring itself ([`PsockIo::tx_space`]), and smoltcp's frame serialisation is its only copy.
+//! Everything else has one copy more than the design allows, counted in `tx_copied_bytes`:
+//! messages built in a socket's pinned tx ring on another thread (which cannot reach
+//! smoltcp's ring), replies held behind a deferred answer, and replies that did not fit the
+//! free space (the ring then grows, see `ukcm_stack::autosize`).
 
 use std::io;
 use std::marker::PhantomData;
@@ -209,6 +211,16 @@ impl<P: Port> PsockIo for StackPsock<P> {
 
     fn write_copies(&self) -> bool {
         true
+    }
+
+    fn tx_space<'c>(&mut self, engine: &'c mut Engine<P>) -> Option<&'c mut [u8]> {
+        engine.send_space(self.conn).ok().filter(|s| !s.is_empty())
+    }
+
+    fn tx_commit(&mut self, engine: &mut Engine<P>, len: usize) -> io::Result<()> {
+        engine.send_commit(self.conn, len).map_err(stack_err)?;
+        self.written += len as u64;
+        Ok(())
     }
 
     fn acked_total(&mut self, engine: &mut Engine<P>) -> io::Result<u64> {

@@ -817,6 +817,32 @@ impl<P: Port> Engine<P> {
         }
     }
 
+    /// The free space at the end of the connection's tx ring, contiguous, for a message
+    /// built in place: nothing is queued until [`Engine::send_commit`] says how much of it
+    /// was written, so smoltcp's frame serialisation is the only copy of those bytes. The
+    /// ring does not grow here (a caller whose message does not fit writes it with
+    /// [`Engine::send`], which grows it); empty when the ring is full.
+    pub fn send_space(&mut self, conn: ConnId) -> Result<&mut [u8], StackError> {
+        let (set, live) = self.live_mut(conn)?;
+        let s = set.get_mut::<tcp::Socket<'static>>(live.handle);
+        // Enqueues nothing: hands out the window that a later `send` of n bytes fills.
+        s.send(|free| (0, free)).map_err(|_| StackError::InvalidState)
+    }
+
+    /// Queues the first `len` bytes of the space [`Engine::send_space`] gave, as written
+    /// there. Refused (`InvalidState`) if more than that space.
+    pub fn send_commit(&mut self, conn: ConnId, len: usize) -> Result<(), StackError> {
+        let queued = self.with_socket(conn, |s| {
+            // The same window as `send_space` gave: nothing ran on the socket in between
+            // (the caller held the engine), and an empty ring restarts at 0 both times.
+            s.send(|free| if len <= free.len() { (len, true) } else { (0, false) })
+        })?;
+        match queued {
+            Ok(true) => Ok(()),
+            _ => Err(StackError::InvalidState),
+        }
+    }
+
     /// Starts lending the connection's received bytes in place (zero-copy receive): the
     /// connection must have been opened with `TcpOptions::inplace_rx`. Afterwards `recv`
     /// and `with_tcp` are refused for it, and [`Engine::inplace_sync`] is the only way its

@@ -164,8 +164,10 @@ impl Reply<'_> {
         self.sink.send_slice(bytes)
     }
 
-    /// Sends a `len`-byte reply built in place (in pinned memory, or the engine's reply
-    /// buffer): no copy of its own.
+    /// Sends a `len`-byte reply built in place, by `build`, which must write all `len`
+    /// bytes (they are not zeroed first): in run-to-completion mode over the userspace stack
+    /// straight into smoltcp's tx ring while the reply is next on the wire and fits, else in
+    /// the engine's reply buffer; in worker mode in the socket's pinned tx ring.
     pub fn send_with(&mut self, len: usize, build: impl FnOnce(&mut [u8])) -> Result<(), ReplyFailed> {
         let mut build = Some(build);
         self.sink.send(len, &mut |b| (build.take().expect("built once"))(b))
@@ -231,10 +233,9 @@ impl ReplySink for EngineSink<'_, '_> {
             return Err(ReplyFailed::AlreadyAnswered);
         }
         self.answered = true;
-        let out = self.req.reply_buf();
-        let at = out.len();
-        out.resize(at + len, 0);
-        build(&mut out[at..]);
+        // In smoltcp's tx ring when the reply is next on the wire and fits (no copy above
+        // the stack), else in the connection's reply buffer.
+        self.req.reply_with(len, build);
         Ok(())
     }
     fn send_slice(&mut self, bytes: &[u8]) -> Result<(), ReplyFailed> {
@@ -242,7 +243,7 @@ impl ReplySink for EngineSink<'_, '_> {
             return Err(ReplyFailed::AlreadyAnswered);
         }
         self.answered = true;
-        self.req.reply_buf().extend_from_slice(bytes);
+        self.req.reply(bytes);
         Ok(())
     }
     fn defer(&mut self) -> Option<ReplySlot> {

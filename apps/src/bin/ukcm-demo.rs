@@ -169,7 +169,7 @@ fn main() {
     );
     let tx_copies = if t.tx_bytes > 0 { t.tx_copied_bytes as f64 / t.tx_bytes as f64 } else { f64::NAN };
     println!(
-        "mux tx copies/byte       {tx_copies:.3} (measured: tx_copied_bytes {} / tx_bytes {}; over the userspace stack the socket's tx ring or a reply is copied into smoltcp's tx ring, one copy more than the design allows)",
+        "mux tx copies/byte       {tx_copies:.3} (measured: tx_copied_bytes {} / tx_bytes {}; a run-to-completion reply next on the wire is built in smoltcp's tx ring, no copy; a worker's message, a reply that did not fit or one held behind a deferred answer is copied into it once more)",
         t.tx_copied_bytes, t.tx_bytes
     );
     println!();
