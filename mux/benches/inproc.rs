@@ -5,7 +5,8 @@
 //! find lengths, copy each message out and back) — the same stack, with and without the mux.
 //!
 //! `cargo bench -p ukcm-mux --bench inproc` (UKCM_BENCH_SECS to change the 2 s per case;
-//! UKCM_BENCH_ONLY=mux64|rtc64|raw64 runs one server at 64 B, e.g. under a profiler).
+//! UKCM_BENCH_ONLY=mux64|rtc64|rtcip64|raw64 runs one server at 64 B x depth 64, and
+//! rtc4k|rtcip4k at 4 KiB x depth 16, e.g. under a profiler; `ip`: replies built in place).
 
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,11 @@ const CONNS: usize = 4;
 enum Server {
     /// Mux with a message socket: `Msg` views, queues, `send_to`.
     Mux,
-    /// Mux run-to-completion: handler in place, reply written straight to the connection.
+    /// Mux run-to-completion: handler in place, reply appended to the reply buffer and
+    /// written to the connection (one copy into smoltcp's ring).
     MuxRtc,
+    /// Mux run-to-completion with the reply built in smoltcp's tx ring (`reply_with`).
+    MuxRtcInPlace,
     /// Raw smoltcp, the application doing its own framing and copying.
     Raw,
 }
@@ -140,7 +144,7 @@ fn run_with(server: Server, size: usize, depth: usize, secs: f64, idle: usize, o
         b.poll().unwrap();
         while let Some(conn) = b.accept(PORT) {
             match server {
-                Server::Mux | Server::MuxRtc => {
+                Server::Mux | Server::MuxRtc | Server::MuxRtcInPlace => {
                     let io = StackPsock::new(&mut b, conn, 4 << 20, 8192, &budget).unwrap();
                     mux.attach(io, Box::new(LengthField::thrift()));
                 }
@@ -167,6 +171,12 @@ fn run_with(server: Server, size: usize, depth: usize, secs: f64, idle: usize, o
             }
             Server::MuxRtc => {
                 mux.poll_engine_rtc(&mut b, Instant::now(), |_, m, out| out.extend_from_slice(m));
+            }
+            Server::MuxRtcInPlace => {
+                mux.poll_engine_requests(&mut b, Instant::now(), |r| {
+                    let m = r.bytes();
+                    r.reply_with(m.len(), |dst| dst.copy_from_slice(m));
+                });
             }
             Server::Raw => {
                 for (conn, inb, outb) in raw_conns.iter_mut() {
@@ -243,17 +253,22 @@ fn main() {
         return;
     }
     let secs: f64 = std::env::var("UKCM_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
-    // For profiling one server at 64 B x depth 64: UKCM_BENCH_ONLY=mux64 | rtc64 | raw64.
+    // For profiling one server: UKCM_BENCH_ONLY=mux64 | rtc64 | rtcip64 | raw64 | … (64 B x
+    // depth 64; `o`: ordered replies), rtc4k | rtcip4k (4 KiB x depth 16).
     let only = std::env::var("UKCM_BENCH_ONLY").unwrap_or_default();
-    for (name, server, ordered) in [
-        ("mux64", Server::Mux, false),
-        ("rtc64", Server::MuxRtc, false),
-        ("raw64", Server::Raw, false),
-        ("mux64o", Server::Mux, true),
-        ("rtc64o", Server::MuxRtc, true),
+    for (name, server, ordered, size, depth) in [
+        ("mux64", Server::Mux, false, 64, 64),
+        ("rtc64", Server::MuxRtc, false, 64, 64),
+        ("rtcip64", Server::MuxRtcInPlace, false, 64, 64),
+        ("raw64", Server::Raw, false, 64, 64),
+        ("mux64o", Server::Mux, true, 64, 64),
+        ("rtc64o", Server::MuxRtc, true, 64, 64),
+        ("rtcip64o", Server::MuxRtcInPlace, true, 64, 64),
+        ("rtc4k", Server::MuxRtc, false, 4096, 16),
+        ("rtcip4k", Server::MuxRtcInPlace, false, 4096, 16),
     ] {
         if only == name {
-            println!("{name}: {:.0} msgs/s", run_with(server, 64, 64, secs, 0, ordered));
+            println!("{name}: {:.0} msgs/s", run_with(server, size, depth, secs, 0, ordered));
             return;
         }
     }
@@ -262,13 +277,19 @@ fn main() {
         return;
     }
     println!("in-process echo, {CONNS} connections, both engines and the server on one thread, {secs} s per case");
-    println!("| size | depth | raw smoltcp + own framing (msgs/s) | mux, message socket (msgs/s) | ratio | mux, run-to-completion (msgs/s) | ratio |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| size | depth | raw smoltcp + own framing (msgs/s) | mux, message socket (msgs/s) | ratio | mux, run-to-completion (msgs/s) | ratio | rtc, reply built in place (msgs/s) | ratio |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &(size, depth) in &[(64usize, 64usize), (4096, 16)] {
         let raw = run(Server::Raw, size, depth, secs, 0);
         let mux = run(Server::Mux, size, depth, secs, 0);
         let rtc = run(Server::MuxRtc, size, depth, secs, 0);
-        println!("| {size} | {depth} | {raw:.0} | {mux:.0} | {:.2} | {rtc:.0} | {:.2} |", mux / raw, rtc / raw);
+        let ip = run(Server::MuxRtcInPlace, size, depth, secs, 0);
+        println!(
+            "| {size} | {depth} | {raw:.0} | {mux:.0} | {:.2} | {rtc:.0} | {:.2} | {ip:.0} | {:.2} |",
+            mux / raw,
+            rtc / raw,
+            ip / raw
+        );
     }
     println!();
     ordered_cost(secs);
