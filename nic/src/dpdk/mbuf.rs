@@ -26,6 +26,16 @@ pub(crate) struct Mempool {
     _eal: Eal,
 }
 
+/// How a pool's mbufs are laid out in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PoolLayout {
+    /// `rte_pktmbuf_pool_create`'s.
+    Default,
+    /// Objects of exactly one page, packed edge to edge (for `net_af_xdp`: see
+    /// `ukcm_pktmbuf_pool_create_paged` in the shim).
+    Paged,
+}
+
 // SAFETY: rte_mempool's default ops (ring_mp_mc) are thread-safe for get and put; the
 // pointer is only freed in Drop, when no user is left.
 unsafe impl Send for Mempool {}
@@ -33,17 +43,45 @@ unsafe impl Send for Mempool {}
 unsafe impl Sync for Mempool {}
 
 impl Mempool {
-    /// `n` mbufs with `data_room` bytes of buffer each (headroom included), on `socket`.
-    pub(crate) fn new(eal: &Eal, tag: &str, n: u32, data_room: u16, socket: i32) -> Result<Arc<Mempool>, DpdkError> {
+    /// `n` mbufs with `data_room` bytes of buffer each (headroom included), on `socket`;
+    /// with [`PoolLayout::Paged`] the data room is what fills a page instead.
+    pub(crate) fn new(
+        eal: &Eal,
+        tag: &str,
+        n: u32,
+        data_room: u16,
+        socket: i32,
+        layout: PoolLayout,
+    ) -> Result<Arc<Mempool>, DpdkError> {
         let k = NEXT_POOL.fetch_add(1, Ordering::Relaxed);
         // Mempool names are global and at most 25 characters (RTE_MEMPOOL_NAMESIZE - 7).
         let name = format!("ukcm{}_{k}", &tag[..tag.len().min(12)]);
         let c = CString::new(name).map_err(|_| DpdkError::Unsupported("NUL in mempool name".into()))?;
         let cache = 256.min(n / 2);
-        // SAFETY: the EAL is initialised (eal exists); c is a valid name.
-        let mp = unsafe { sys::rte_pktmbuf_pool_create(c.as_ptr(), n, cache, 0, data_room, socket) };
-        let mp = NonNull::new(mp).ok_or(DpdkError::Call { op: "rte_pktmbuf_pool_create", rc: -eal::errno() })?;
+        let (mp, op) = match layout {
+            PoolLayout::Default => {
+                // SAFETY: the EAL is initialised (eal exists); c is a valid name.
+                let mp = unsafe { sys::rte_pktmbuf_pool_create(c.as_ptr(), n, cache, 0, data_room, socket) };
+                (mp, "rte_pktmbuf_pool_create")
+            }
+            PoolLayout::Paged => {
+                // SAFETY: as above.
+                let mp = unsafe { sys::ukcm_pktmbuf_pool_create_paged(c.as_ptr(), n, cache, socket) };
+                (mp, "page-sized mbuf pool")
+            }
+        };
+        let mp = NonNull::new(mp).ok_or(DpdkError::Call { op, rc: -eal::errno() })?;
         Ok(Arc::new(Mempool { mp, size: n, _eal: eal.clone() }))
+    }
+
+    /// (bytes from the pool's first page to the end of its last mbuf, bytes `net_af_xdp`
+    /// registers as UMEM for it): an mbuf past the registered bytes makes descriptors the
+    /// kernel rejects.
+    pub(crate) fn umem_fit(&self) -> (u64, u64) {
+        let (mut span, mut registered) = (0u64, 0u64);
+        // SAFETY: mp is a live mempool; both out pointers are valid.
+        unsafe { sys::ukcm_mempool_umem_fit(self.mp.as_ptr(), &mut span, &mut registered) };
+        (span, registered)
     }
 
     pub(crate) fn as_ptr(&self) -> *mut sys::rte_mempool {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ukcm_dpdk_sys as sys;
 
-use super::mbuf::{self, MbufRelease, Mempool};
+use super::mbuf::{self, MbufRelease, Mempool, PoolLayout};
 use super::{DpdkError, Eal};
 use crate::pool::{Frame, FramePool, FrameRelease, PoolConfig, PoolError};
 use crate::port::{CopyMode, Port, PortCaps, PortError, PortStats};
@@ -233,8 +233,22 @@ impl DpdkPort {
         })?;
         let mut pools = Vec::with_capacity(cfg.queues as usize);
         let data_room = sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
+        // net_af_xdp (DPDK 22.11) registers the mempool as UMEM assuming objects packed edge
+        // to edge; the default layout on 4 KiB pages is not (see `PoolLayout::Paged`), and
+        // the mbufs past the registered bytes were silently dropped by the kernel as invalid
+        // descriptors: bulk TCP stalled with an 8191-mbuf pool.
+        let af_xdp = driver.starts_with("net_af_xdp");
+        let layout = if af_xdp { PoolLayout::Paged } else { PoolLayout::Default };
         for q in 0..cfg.queues {
-            let mp = Mempool::new(eal, &format!("{id}q{q}"), cfg.mbufs, data_room, socket)?;
+            let mp = Mempool::new(eal, &format!("{id}q{q}"), cfg.mbufs, data_room, socket, layout)?;
+            if af_xdp {
+                let (span, registered) = mp.umem_fit();
+                if span > registered {
+                    return Err(DpdkError::Unsupported(format!(
+                        "{name}: the mbuf pool spans {span} bytes but net_af_xdp registers only {registered} as UMEM; mbufs past that would be dropped by the kernel as invalid descriptors"
+                    )));
+                }
+            }
             // SAFETY: configured port, queue in range, a live mempool; NULL conf = defaults.
             call("rte_eth_rx_queue_setup", unsafe {
                 sys::rte_eth_rx_queue_setup(id, q, nb_rx, socket as u32, std::ptr::null(), mp.as_ptr())
