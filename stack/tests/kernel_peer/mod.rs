@@ -5,6 +5,8 @@
 //! byte-exact. Every kernel-side socket is created inside the namespace and bound to its
 //! interface.
 
+#![allow(dead_code)] // each test binary uses its own part of this module
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,7 +75,7 @@ pub fn kernel_clients_to_ukcm_echo<P: Port + Send + 'static>(
     link: &Link,
     mut e: Engine<P>,
     conns: usize,
-) {
+) -> ukcm_nic::PortStats {
     let stop = Arc::new(AtomicBool::new(false));
     e.listen(7, conns.max(16)).unwrap();
     let stop2 = stop.clone();
@@ -117,11 +119,17 @@ pub fn kernel_clients_to_ukcm_echo<P: Port + Send + 'static>(
     let (st, pst) = server.join().unwrap();
     assert_eq!(st.accepted, conns as u64, "{st:?}");
     assert!(pst.rx_frames > 0 && pst.tx_frames > 0, "{pst:?}");
+    pst
 }
 
 /// `conns` engine clients each send 1 MiB to a kernel echo server in the namespace, check
 /// every echoed byte, close, and wait until the kernel's side has seen EOF.
-pub fn ukcm_clients_to_kernel_echo<P: Port>(net: &TestNet, link: &Link, mut e: Engine<P>, conns: usize) {
+pub fn ukcm_clients_to_kernel_echo<P: Port>(
+    net: &TestNet,
+    link: &Link,
+    mut e: Engine<P>,
+    conns: usize,
+) -> ukcm_nic::PortStats {
     let listener = net.peer_tcp_listener_at(SocketAddr::new(link.peer, 7007)).expect("kernel listener");
     let kernel = std::thread::spawn(move || {
         let mut hs = Vec::new();
@@ -213,6 +221,7 @@ pub fn ukcm_clients_to_kernel_echo<P: Port>(net: &TestNet, link: &Link, mut e: E
     assert!(kernel_done.load(Ordering::Relaxed), "the kernel's echo threads never saw EOF");
     waiter.join().unwrap().unwrap();
     assert_eq!(e.stats().connected, conns as u64);
+    e.port_stats()
 }
 
 /// An idle engine sleeps on its port's descriptor. With naps of 2 s and no connection (so
