@@ -34,7 +34,9 @@ pub trait Upstream<C> {
     /// A backend for a key hash (see [`Pool::pick`]).
     fn pick(&self, hash: u64) -> usize;
     /// Sends one whole request to backend `i`; `tag` comes back with its reply. On error
-    /// nothing was sent and the tag comes back.
+    /// nothing was sent and the tag comes back. Through a forwarding server, the requests
+    /// of one client connection to one backend go on one backend connection, in order
+    /// ([`Pool::send_affine`]).
     fn send(&mut self, i: usize, req: &[u8], tag: C) -> Result<(), (UpstreamError, C)>;
 }
 
@@ -229,10 +231,13 @@ impl<T: Transport, W: Forward> ForwardApp<T, W> {
     }
 }
 
-/// The pool as the forwarder sees it, counting the sends it refuses.
+/// The pool as the forwarder sees it for one client request: counts the sends it refuses,
+/// and sends on the client connection's backend connections ([`Pool::send_affine`]).
 struct Counted<'a, T: Transport, C> {
     pool: &'a mut Pool<T, C>,
     refused: &'a mut u64,
+    /// The client connection the request came from.
+    client: u64,
 }
 
 impl<T: Transport, C> Upstream<C> for Counted<'_, T, C> {
@@ -249,7 +254,7 @@ impl<T: Transport, C> Upstream<C> for Counted<'_, T, C> {
         Pool::pick(self.pool, hash)
     }
     fn send(&mut self, i: usize, req: &[u8], tag: C) -> Result<(), (UpstreamError, C)> {
-        let r = Pool::send(self.pool, i, req, tag);
+        let r = Pool::send_affine(self.pool, i, self.client, req, tag);
         *self.refused += u64::from(r.is_err());
         r
     }
@@ -264,7 +269,8 @@ impl<T: Transport, W: Forward> EngineApp<T> for ForwardApp<T, W> {
         let bytes = r.bytes();
         let mut sink = EngineSink { req: r, answered: false, close: false };
         self.requests += 1;
-        let mut up = Counted { pool: &mut self.pool, refused: &mut self.errors };
+        let client = sink.req.origin().index() as u64;
+        let mut up = Counted { pool: &mut self.pool, refused: &mut self.errors, client };
         self.fwd.request(bytes, &mut Reply { sink: &mut sink }, &mut up);
         // A deferred request counts as answered (its reply comes later).
         Handled { replied: sink.answered, close: sink.close }

@@ -581,6 +581,19 @@ impl<T: Transport, C> Pool<T, C> {
     /// requests in flight; `tag` comes back with the reply. On error nothing was sent and
     /// the tag comes back.
     pub fn send(&mut self, i: usize, req: &[u8], tag: C) -> Result<(), (UpstreamError, C)> {
+        self.send_on(i, None, req, tag)
+    }
+
+    /// [`Pool::send`], keeping order: requests with the same `affinity` (e.g. the client
+    /// connection they came from) to one backend all take the same one of its connections
+    /// while it is up, so the backend runs them in the order they were sent — a client's
+    /// `SET k` then `GET k` cannot overtake each other on two connections. That connection
+    /// being full is `Busy`, not a detour (a detour would reorder).
+    pub fn send_affine(&mut self, i: usize, affinity: u64, req: &[u8], tag: C) -> Result<(), (UpstreamError, C)> {
+        self.send_on(i, Some(affinity), req, tag)
+    }
+
+    fn send_on(&mut self, i: usize, affinity: Option<u64>, req: &[u8], tag: C) -> Result<(), (UpstreamError, C)> {
         let Some(&bi) = self.order.get(i) else { return Err((UpstreamError::NoSuchBackend, tag)) };
         let b = &mut self.backends[bi];
         if b.down_until.is_some() {
@@ -589,14 +602,32 @@ impl<T: Transport, C> Pool<T, C> {
         }
         let n = b.conns.len();
         let mut best: Option<(usize, PsockId)> = None;
-        for k in 0..n {
-            let ci = (b.next + k) % n;
-            let c = &b.conns[ci];
-            if let Some(psock) = c.ready() {
-                if c.inflight.len() < self.cfg.max_pending
-                    && best.is_none_or(|(bi, _)| c.inflight.len() < b.conns[bi].inflight.len())
-                {
-                    best = Some((ci, psock));
+        match affinity {
+            Some(a) => {
+                // The affinity's connection, or while it is down the next one up after it
+                // (the same for every request of that affinity until it comes back).
+                let first = (mix(a) % n as u64) as usize;
+                for k in 0..n {
+                    let ci = (first + k) % n;
+                    if let Some(psock) = b.conns[ci].ready() {
+                        if b.conns[ci].inflight.len() < self.cfg.max_pending {
+                            best = Some((ci, psock));
+                        }
+                        break;
+                    }
+                }
+            }
+            None => {
+                for k in 0..n {
+                    let ci = (b.next + k) % n;
+                    let c = &b.conns[ci];
+                    if let Some(psock) = c.ready() {
+                        if c.inflight.len() < self.cfg.max_pending
+                            && best.is_none_or(|(bi, _)| c.inflight.len() < b.conns[bi].inflight.len())
+                        {
+                            best = Some((ci, psock));
+                        }
+                    }
                 }
             }
         }
@@ -935,4 +966,11 @@ fn poll_upstream_mux<T: Transport>(
 ) -> bool {
     let mut h = |r: &mut ukcm_mux::Request<'_>| on_reply(r.origin(), r.bytes());
     mux.poll_requests(t.ctx(), now, &mut h)
+}
+
+/// Spreads affinities (small consecutive ids, or key hashes whose low bits already chose
+/// the backend) over a backend's connections.
+fn mix(a: u64) -> u64 {
+    let x = a.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^ (x >> 29)
 }

@@ -1,12 +1,14 @@
 //! The server API over kernel TCP on loopback (no privileges): replies in request order with
 //! 2 and 4 workers under every steering policy and run to completion, quiet requests that
 //! release their place, a handler closing its connection, and forwarding through an upstream pool (routing, a backend killed
-//! and brought back, a stalled backend timing out).
+//! and brought back, a stalled backend timing out, one client's requests kept in order over a
+//! backend's several connections).
 
 mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{frame, pipelined_clients, read_frame, round_trip_on, slow_echo, Backend, WATCHDOG};
@@ -334,5 +336,52 @@ fn replies_matched_by_id_from_a_backend_that_answers_out_of_order() {
         let want = [&i.to_be_bytes()[..], format!("r:req-{i}").as_bytes()].concat();
         assert_eq!(read_frame(&mut s).unwrap(), want, "reply {i}: each reply is its own request's, in order");
     }
+    drop(server.stop().unwrap());
+}
+
+/// A backend that numbers the requests it runs, over all its connections (one thread per
+/// connection, so two connections run concurrently): each reply is the running count.
+fn counting_backend() -> SocketAddr {
+    let l = listener();
+    let at = l.local_addr().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let count = Arc::clone(&count);
+            std::thread::spawn(move || {
+                while let Ok(_req) = read_frame(&mut s) {
+                    let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    if s.write_all(&frame(n.to_string().as_bytes())).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    at
+}
+
+#[test]
+fn a_clients_requests_run_in_its_order_on_a_backend_with_several_connections() {
+    let backend = counting_backend();
+    let mut pool = pool_config(vec![backend], WATCHDOG);
+    pool.conns_per_backend = 4;
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
+    let t = ukcm::KernelTransport::new(listener()).unwrap();
+    let server = Server::forward(move || Ok(t), cfg, pool, Relay::new(key, error_reply)).unwrap();
+    let at = server.local_addr();
+    std::thread::scope(|sc| {
+        for c in 0..3 {
+            sc.spawn(move || {
+                // The backend numbers what it runs: one client's numbers rise only if its
+                // pipelined requests ran in the order it sent them, on one connection.
+                let got = round_trip(at, &format!("c{c}"), 300);
+                let numbers: Vec<u64> =
+                    got.iter().map(|(_, r)| String::from_utf8_lossy(r).parse().expect("a count")).collect();
+                assert!(numbers.windows(2).all(|w| w[0] < w[1]), "client {c} ran out of order: {numbers:?}");
+            });
+        }
+    });
     drop(server.stop().unwrap());
 }
