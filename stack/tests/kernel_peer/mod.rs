@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
 use ukcm_nic::testnet::{Link, TestNet};
-use ukcm_nic::Port;
+use ukcm_nic::{Port, PortStats};
 use ukcm_stack::{echo_in_place, ConnId, Engine, EngineConfig, IdleStrategy, TcpOptions};
 
 pub const BYTES: usize = 1 << 20;
@@ -68,12 +68,13 @@ fn echo_ready<P: Port>(e: &mut Engine<P>, ready: &mut Vec<ConnId>) {
 /// The kernel pings the engine (ARP or neighbour solicitation, and ICMP echo, answered by
 /// it: the kernel's neighbour entry then holds the engine's MAC), then `conns` kernel
 /// clients each send 1 MiB to the engine's echo server on port 7 and check the echo.
+/// Returns the port's counters at the end.
 pub fn kernel_clients_to_ukcm_echo<P: Port + Send + 'static>(
     net: &TestNet,
     link: &Link,
     mut e: Engine<P>,
     conns: usize,
-) {
+) -> PortStats {
     let stop = Arc::new(AtomicBool::new(false));
     e.listen(7, conns.max(16)).unwrap();
     let stop2 = stop.clone();
@@ -117,11 +118,13 @@ pub fn kernel_clients_to_ukcm_echo<P: Port + Send + 'static>(
     let (st, pst) = server.join().unwrap();
     assert_eq!(st.accepted, conns as u64, "{st:?}");
     assert!(pst.rx_frames > 0 && pst.tx_frames > 0, "{pst:?}");
+    pst
 }
 
 /// `conns` engine clients each send 1 MiB to a kernel echo server in the namespace, check
-/// every echoed byte, close, and wait until the kernel's side has seen EOF.
-pub fn ukcm_clients_to_kernel_echo<P: Port>(net: &TestNet, link: &Link, mut e: Engine<P>, conns: usize) {
+/// every echoed byte, close, and wait until the kernel's side has seen EOF. Returns the
+/// port's counters at the end.
+pub fn ukcm_clients_to_kernel_echo<P: Port>(net: &TestNet, link: &Link, mut e: Engine<P>, conns: usize) -> PortStats {
     let listener = net.peer_tcp_listener_at(SocketAddr::new(link.peer, 7007)).expect("kernel listener");
     let kernel = std::thread::spawn(move || {
         let mut hs = Vec::new();
@@ -213,6 +216,7 @@ pub fn ukcm_clients_to_kernel_echo<P: Port>(net: &TestNet, link: &Link, mut e: E
     assert!(kernel_done.load(Ordering::Relaxed), "the kernel's echo threads never saw EOF");
     waiter.join().unwrap().unwrap();
     assert_eq!(e.stats().connected, conns as u64);
+    e.port_stats()
 }
 
 /// An idle engine sleeps on its port's descriptor. With naps of 2 s and no connection (so
