@@ -419,13 +419,13 @@ fn frames_follow_the_mtu_up_to_the_largest_and_the_refusal_says_it() {
     assert!(msg.contains("use 4096-byte frames"), "{msg}");
     drop(net);
 
-    // Past what 4096-byte chunks hold, without hugepages: the exact largest MTU, and how.
+    // Past what 4096-byte chunks hold (the largest the kernel takes): the exact largest MTU.
     let net = net_with_mtu(9000);
     let err = AfXdpPort::open(&config(&net, 0, 256), &PinnedBudget::unlimited(), HugePolicy::Never).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains(&format!("MTU 9000 of {} is too large for AF_XDP here", net.host_if)), "{msg}");
     assert!(msg.contains(&format!("ip link set dev {} mtu 3826", net.host_if)), "{msg}");
-    assert!(msg.contains("hugepages"), "{msg}");
+    assert!(msg.contains("multi-buffer AF_XDP"), "{msg}");
 }
 
 #[test]

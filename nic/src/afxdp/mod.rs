@@ -58,8 +58,8 @@ pub enum BindMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChunkSize {
     /// `pool.frame_size`, raised to the smallest chunk that holds a frame of the interface's
-    /// MTU: 4096 past MTU 1778, hugepage-backed 8 to 64 KiB chunks past 3826 (if the
-    /// hugepage policy allows them). Fewer, fuller frames need no other setting.
+    /// MTU: 4096 past MTU 1778 (up to 3826, the largest AF_XDP takes in one chunk). Fewer,
+    /// fuller frames need no other setting.
     #[default]
     Auto,
     /// Exactly `pool.frame_size`; an MTU that does not fit is an error.
@@ -73,8 +73,8 @@ pub struct AfXdpConfig {
     pub ifname: String,
     /// The device queue this port owns.
     pub queue_id: u32,
-    /// Frame pool (= UMEM) geometry; `frame_size` a power of two from 2048 to 4096 (to
-    /// 65536 in hugepage memory), adjusted to the MTU as `chunk` says.
+    /// Frame pool (= UMEM) geometry; `frame_size` 2048 or 4096 (AF_XDP chunk sizes),
+    /// adjusted to the MTU as `chunk` says.
     pub pool: PoolConfig,
     /// Whether `pool.frame_size` follows the interface MTU.
     pub chunk: ChunkSize,

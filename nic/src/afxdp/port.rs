@@ -13,9 +13,9 @@ use super::socket::{Kick, XskSocket};
 use super::umem::Umem;
 use super::xdp_prog::{Attached, XdpQueue};
 use super::{chunk, sys, sys_err, AfXdpConfig, BindMode, ChunkSize};
-use crate::pool::{FramePool, PoolConfig, PoolError};
+use crate::pool::{FramePool, PoolConfig};
 use crate::port::{CopyMode, Port, PortCaps, PortError, PortStats};
-use crate::region::{HugePolicy, MemError, PageKind, PinnedBudget};
+use crate::region::{HugePolicy, PinnedBudget};
 use crate::Frame;
 
 /// Largest burst handled per call.
@@ -64,19 +64,7 @@ impl AfXdpPort {
     pub fn open(cfg: &AfXdpConfig, budget: &Arc<PinnedBudget>, huge: HugePolicy) -> Result<Self, PortError> {
         // Check the device before pinning memory for it.
         let dev = NetDev::lookup(&cfg.ifname)?;
-        let (pool_cfg, huge) = pool_for(cfg, &dev, huge)?;
-        let pool = FramePool::with_region(pool_cfg, budget, huge).map_err(|e| match e {
-            PoolError::Mem(MemError::HugepagesUnavailable(_)) => PortError::Unsupported(format!(
-                "MTU {} of {} needs {}-byte UMEM chunks, which AF_XDP allows only in hugepage memory, \
-                 and the hugepages could not be had ({e}): reserve 2 MiB hugepages (scripts/hugepages.sh \
-                 reserve) or lower the MTU to {} (4096-byte chunks)",
-                dev.mtu,
-                dev.name,
-                pool_cfg.frame_size,
-                chunk::max_mtu(chunk::PAGE_CHUNK, pool_cfg.headroom)
-            )),
-            e => e.into(),
-        })?;
+        let pool = FramePool::with_region(pool_for(cfg, &dev)?, budget, huge)?;
         Self::open_with_pool(cfg, pool)
     }
 
@@ -87,16 +75,11 @@ impl AfXdpPort {
     pub fn open_with_pool(cfg: &AfXdpConfig, pool: FramePool) -> Result<Self, PortError> {
         let dev = NetDev::lookup(&cfg.ifname)?;
         let chunk = pool.frame_size();
-        let huge = pool.mem().region().page_kind() == PageKind::Huge2M;
         if pool.mem_ptr() as usize % 4096 != 0 {
             return Err(PortError::Unsupported("AF_XDP UMEM must be page aligned".into()));
         }
-        if !chunk::chunk_allowed(chunk, huge) {
-            let also = if huge { "" } else { " (larger chunks, up to 65536, need hugepage memory)" };
-            return Err(PortError::Unsupported(format!(
-                "AF_XDP frame size must be a power of two from 2048 to {}, not {chunk}{also}",
-                chunk::largest_chunk(huge)
-            )));
+        if !chunk::chunk_allowed(chunk) {
+            return Err(PortError::Unsupported(format!("AF_XDP frame size must be 2048 or 4096, not {chunk}")));
         }
         if !cfg.ring_size.is_power_of_two() || !(64..=1 << 15).contains(&cfg.ring_size) {
             return Err(PortError::Unsupported(format!(
@@ -112,8 +95,8 @@ impl AfXdpPort {
         }
         let fits = chunk::max_mtu(chunk, pool.headroom());
         if dev.mtu > fits {
-            let bigger = chunk::chunk_for_mtu(dev.mtu, pool.headroom(), chunk, huge).map_or_else(
-                || chunk::too_large(&dev.name, dev.mtu, pool.headroom(), huge),
+            let bigger = chunk::chunk_for_mtu(dev.mtu, pool.headroom(), chunk).map_or_else(
+                || chunk::too_large(&dev.name, dev.mtu, pool.headroom()),
                 |c| format!("use {c}-byte frames (ChunkSize::Auto picks them), or lower the MTU to {fits}"),
             );
             return Err(PortError::Unsupported(format!(
@@ -313,21 +296,15 @@ impl AfXdpPort {
     }
 }
 
-/// The pool geometry and page policy for `cfg` on `dev`: with [`ChunkSize::Auto`], the
-/// smallest chunk (at least `cfg.pool.frame_size`) that holds the MTU; chunks above a page
-/// require hugepages (AF_XDP refuses them in ordinary memory).
-fn pool_for(cfg: &AfXdpConfig, dev: &NetDev, huge: HugePolicy) -> Result<(PoolConfig, HugePolicy), PortError> {
+/// The pool geometry for `cfg` on `dev`: with [`ChunkSize::Auto`], the smallest chunk (at
+/// least `cfg.pool.frame_size`) that holds the MTU.
+fn pool_for(cfg: &AfXdpConfig, dev: &NetDev) -> Result<PoolConfig, PortError> {
     let frame_size = match cfg.chunk {
         ChunkSize::Fixed => cfg.pool.frame_size,
-        ChunkSize::Auto => {
-            let may_huge = huge != HugePolicy::Never;
-            chunk::chunk_for_mtu(dev.mtu, cfg.pool.headroom, cfg.pool.frame_size, may_huge).ok_or_else(|| {
-                PortError::Unsupported(chunk::too_large(&dev.name, dev.mtu, cfg.pool.headroom, may_huge))
-            })?
-        }
+        ChunkSize::Auto => chunk::chunk_for_mtu(dev.mtu, cfg.pool.headroom, cfg.pool.frame_size)
+            .ok_or_else(|| PortError::Unsupported(chunk::too_large(&dev.name, dev.mtu, cfg.pool.headroom)))?,
     };
-    let huge = if frame_size > chunk::PAGE_CHUNK { HugePolicy::Require } else { huge };
-    Ok((PoolConfig { frame_size, ..cfg.pool }, huge))
+    Ok(PoolConfig { frame_size, ..cfg.pool })
 }
 
 impl Port for AfXdpPort {
