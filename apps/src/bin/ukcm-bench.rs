@@ -299,6 +299,15 @@ fn check_load(
     out
 }
 
+/// "largest frames rx N B tx M B" from a ukcm server's last status line: the frames its
+/// port really carried (shows whether `--mtu` was used).
+fn largest_frames(server_output: &str) -> Option<String> {
+    let line = server_output.lines().rev().find(|l| l.contains("largest frames rx "))?;
+    let at = line.find("largest frames rx ")?;
+    let text = line[at..].split(';').next()?.trim();
+    Some(format!("{text} (the server's port)"))
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -455,6 +464,9 @@ fn main() {
                                 Some(100.0 * c1.saturating_sub(c0).as_secs_f64() / t.elapsed().as_secs_f64());
                         }
                         let rest = server.stop();
+                        if let Some(frames) = largest_frames(&rest) {
+                            notes.push(format!("{} size {size} depth {depth}: {frames}", sys.name()));
+                        }
                         if let Some(l) = rest.lines().find(|l| l.contains("mux copies/payload byte")) {
                             row.copies = l
                                 .rsplit("mux copies/payload byte ")
