@@ -14,6 +14,8 @@
 #   sudo scripts/bench.sh --quick    # 1 KiB, depth 64, 3 s per server
 #   sudo scripts/bench.sh --sizes 64 --depths 1 --systems ukcm_afxdp_workers,epoll --out /tmp/b
 #   sudo scripts/bench.sh --rt 20    # every server and load under SCHED_FIFO 20 (a shared machine)
+#   sudo scripts/bench.sh --mtu 3500 # veth MTU on both ends, for the AF_XDP and the kernel rows
+#                                    # (AF_XDP takes up to 3826; veth native XDP up to 3506)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then

@@ -87,6 +87,11 @@ pub struct PortStats {
     pub tx_full: u64,
     /// Times the port had to wake the kernel (AF_XDP need_wakeup, TAP writes).
     pub wakeups: u64,
+    /// The largest frame received, in bytes (Ethernet header included): shows whether a
+    /// large MTU is really used. Kept by AF_XDP; 0 where a backend does not track it.
+    pub rx_max_frame: u64,
+    /// The largest frame transmitted, in bytes, as `rx_max_frame`.
+    pub tx_max_frame: u64,
 }
 
 /// Why a port operation failed (the port is then unusable or the call must be retried).

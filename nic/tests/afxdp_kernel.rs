@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
-use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort, Attached, BindMode, XdpMode};
+use ukcm_nic::afxdp::xdp_prog::VETH_NATIVE_MAX_MTU;
+use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort, Attached, BindMode, ChunkSize, XdpMode};
 use ukcm_nic::testnet::{bind_to_device, privileged_or_skip, run, TestNet, TestNetOptions};
 use ukcm_nic::{
     CopyMode, Frame, FramePool, HugePolicy, PinnedBudget, PinnedRegion, PoolConfig, Port, PortDevice, PortError,
@@ -380,6 +381,51 @@ fn two_queues_of_one_veth_get_two_ports() {
     let d = link_details(&net.host_if);
     assert!(!has_xdp(&d), "detached after the last port dropped:\n{d}");
     assert_eq!(p0.outstanding() + p1.outstanding(), 0, "no frame leaked");
+}
+
+/// A veth whose two ends have IP MTU `mtu`.
+fn net_with_mtu(mtu: u32) -> TestNet {
+    TestNet::new("mtu", &TestNetOptions { mtu, ..TestNetOptions::default() }).unwrap()
+}
+
+#[test]
+fn frames_follow_the_mtu_up_to_the_largest_and_the_refusal_says_it() {
+    if !privileged_or_skip("frames_follow_the_mtu_up_to_the_largest_and_the_refusal_says_it") {
+        return;
+    }
+    // veth's own limit for native XDP without frags: one more byte and it refuses (ERANGE).
+    let net = net_with_mtu(VETH_NATIVE_MAX_MTU as u32);
+    let native = AfXdpConfig { mode: XdpMode::Native, ..config(&net, 0, 256) };
+    let port = open(&native);
+    assert_eq!((port.tx_pool().frame_size(), port.caps().mtu), (4096, VETH_NATIVE_MAX_MTU));
+    drop(port);
+    drop(net);
+    let net = net_with_mtu(VETH_NATIVE_MAX_MTU as u32 + 1);
+    let native = AfXdpConfig { mode: XdpMode::Native, ..config(&net, 0, 256) };
+    let err = AfXdpPort::open(&native, &PinnedBudget::unlimited(), HugePolicy::Never).unwrap_err();
+    assert!(err.to_string().contains(&format!("must be at most {VETH_NATIVE_MAX_MTU}")), "{err}");
+    // Auto mode then runs generic XDP, which has no such limit.
+    let port = open(&config(&net, 0, 256));
+    assert_eq!(port.xdp_mode(), Attached::Generic);
+    drop(port);
+    drop(net);
+
+    // 2048-byte frames held fixed: the error names their largest MTU and the way out.
+    let net = net_with_mtu(3500);
+    let fixed = AfXdpConfig { chunk: ChunkSize::Fixed, ..config(&net, 0, 256) };
+    let err = AfXdpPort::open(&fixed, &PinnedBudget::unlimited(), HugePolicy::Never).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("does not fit a 2048-byte frame: the largest MTU for it is 1778"), "{msg}");
+    assert!(msg.contains("use 4096-byte frames"), "{msg}");
+    drop(net);
+
+    // Past what 4096-byte chunks hold (the largest the kernel takes): the exact largest MTU.
+    let net = net_with_mtu(9000);
+    let err = AfXdpPort::open(&config(&net, 0, 256), &PinnedBudget::unlimited(), HugePolicy::Never).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("MTU 9000 of {} is too large for AF_XDP here", net.host_if)), "{msg}");
+    assert!(msg.contains(&format!("ip link set dev {} mtu 3826", net.host_if)), "{msg}");
+    assert!(msg.contains("multi-buffer AF_XDP"), "{msg}");
 }
 
 #[test]

@@ -423,7 +423,7 @@ impl<P: Port> Transport for StackTransport<P> {
         let (e, p) = self.counters();
         let peak = &self.cost.peak;
         format!(
-            "engine: {} connections, accepted {}, closed {}, reset/timed out {}, bad-checksum SYNs {}; rings: {} pinned now; at most connections ({}): {} B per idle one, {} B per active one, {} B in all; ring growths rx {} tx {}, refused by the budget {}; port: rx {} frames ({} dropped), tx {} frames, tx_full {}, wakeups {}; dropped frames by reason: {}",
+            "engine: {} connections, accepted {}, closed {}, reset/timed out {}, bad-checksum SYNs {}; rings: {} pinned now; at most connections ({}): {} B per idle one, {} B per active one, {} B in all; ring growths rx {} tx {}, refused by the budget {}; port: rx {} frames ({} dropped), tx {} frames, tx_full {}, wakeups {}, largest frames rx {} B tx {} B; dropped frames by reason: {}",
             self.engine.connection_count(),
             e.accepted,
             e.closed,
@@ -442,6 +442,8 @@ impl<P: Port> Transport for StackTransport<P> {
             p.tx_frames,
             p.tx_full,
             p.wakeups,
+            p.rx_max_frame,
+            p.tx_max_frame,
             e.drops
         )
     }

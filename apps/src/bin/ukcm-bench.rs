@@ -77,6 +77,11 @@ struct Args {
     /// ukcm_both_ends, mux_kernel_rtc, epoll, tokio (default all)
     #[arg(long, value_delimiter = ',', value_parser = system_key)]
     systems: Vec<String>,
+    /// IP MTU of the veth, set on both ends before any server starts, so the AF_XDP rows and
+    /// the kernel rows cross the same link (AF_XDP picks 4096-byte UMEM frames past 1778;
+    /// veth takes native XDP up to 3506)
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=65535))]
+    mtu: u32,
     /// Skip running the plain C epoll client against epoll-echo (the check that ukcm-load is
     /// not the limit of the kernel rows)
     #[arg(long)]
@@ -294,6 +299,15 @@ fn check_load(
     out
 }
 
+/// "largest frames rx N B tx M B" from a ukcm server's last status line: the frames its
+/// port really carried (shows whether `--mtu` was used).
+fn largest_frames(server_output: &str) -> Option<String> {
+    let line = server_output.lines().rev().find(|l| l.contains("largest frames rx "))?;
+    let at = line.find("largest frames rx ")?;
+    let text = line[at..].split(';').next()?.trim();
+    Some(format!("{text} (the server's port)"))
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -343,7 +357,7 @@ fn main() {
     ));
     let load_start = loadavg();
     let net = if root {
-        match TestNet::new("bench", &TestNetOptions::default()) {
+        match TestNet::new("bench", &TestNetOptions { mtu: a.mtu, ..TestNetOptions::default() }) {
             Ok(n) => Some(n),
             Err(e) => {
                 notes.push(format!("could not create the veth/namespace ({e}): kernel rows over loopback only"));
@@ -352,12 +366,15 @@ fn main() {
         }
     } else {
         notes.push("not root: no namespace, no AF_XDP — only the kernel-TCP rows, over loopback (127.0.0.1)".into());
+        if a.mtu != 1500 {
+            notes.push(format!("--mtu {} not applied: loopback keeps its own MTU", a.mtu));
+        }
         None
     };
     if let Some(n) = &net {
         notes.push(format!(
-            "topology: veth {} (host) <-> {} in namespace {} (kernel peer {}, only route {}/{}); ukcm-load runs in the namespace",
-            n.host_if, n.peer_if, n.ns, n.peer_ip, n.ukcm_ip, n.prefix
+            "topology: veth {} (host) <-> {} in namespace {} (kernel peer {}, only route {}/{}), MTU {} on both ends; ukcm-load runs in the namespace",
+            n.host_if, n.peer_if, n.ns, n.peer_ip, n.ukcm_ip, n.prefix, a.mtu
         ));
         notes.push(format!(
             "AF_XDP rows: ukcm on the host end over AF_XDP at {} (no kernel address on the host end); kernel rows: the host end then gets {}/{} as a kernel address and the servers listen there, so all traffic crosses the same veth",
@@ -447,6 +464,9 @@ fn main() {
                                 Some(100.0 * c1.saturating_sub(c0).as_secs_f64() / t.elapsed().as_secs_f64());
                         }
                         let rest = server.stop();
+                        if let Some(frames) = largest_frames(&rest) {
+                            notes.push(format!("{} size {size} depth {depth}: {frames}", sys.name()));
+                        }
                         if let Some(l) = rest.lines().find(|l| l.contains("mux copies/payload byte")) {
                             row.copies = l
                                 .rsplit("mux copies/payload byte ")

@@ -9,11 +9,13 @@
 //! - [`ring`]: one type per ring (fill, completion, rx, tx), with the producer/consumer
 //!   protocol;
 //! - [`umem`]: which chunks are lent to the kernel, and taking them back;
+//! - [`chunk`]: which chunk size an MTU needs, and the largest MTU a chunk holds;
 //! - [`socket`]: the AF_XDP socket's syscalls;
 //! - [`xdp_prog`]: XSKMAP, program, attachment shared by the queues of one interface;
 //! - [`netdev`]: interface lookup;
 //! - [`port`]: [`AfXdpPort`], the [`Port`](crate::Port) implementation.
 
+pub mod chunk;
 pub mod netdev;
 pub mod port;
 pub mod ring;
@@ -52,6 +54,18 @@ pub enum BindMode {
     Copy,
 }
 
+/// How the UMEM chunk (= pool frame) size is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChunkSize {
+    /// `pool.frame_size`, raised to the smallest chunk that holds a frame of the interface's
+    /// MTU: 4096 past MTU 1778 (up to 3826, the largest AF_XDP takes in one chunk). Fewer,
+    /// fuller frames need no other setting.
+    #[default]
+    Auto,
+    /// Exactly `pool.frame_size`; an MTU that does not fit is an error.
+    Fixed,
+}
+
 /// Configuration of one AF_XDP port (one queue of one interface).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AfXdpConfig {
@@ -59,8 +73,11 @@ pub struct AfXdpConfig {
     pub ifname: String,
     /// The device queue this port owns.
     pub queue_id: u32,
-    /// Frame pool (= UMEM) geometry; `frame_size` 2048 or 4096 (AF_XDP chunk sizes).
+    /// Frame pool (= UMEM) geometry; `frame_size` 2048 or 4096 (AF_XDP chunk sizes),
+    /// adjusted to the MTU as `chunk` says.
     pub pool: PoolConfig,
+    /// Whether `pool.frame_size` follows the interface MTU.
+    pub chunk: ChunkSize,
     /// Entries of the rx and tx rings (a power of two); fill and completion get twice as many.
     pub ring_size: u32,
     /// Native or generic XDP.
@@ -74,13 +91,14 @@ pub struct AfXdpConfig {
 }
 
 impl AfXdpConfig {
-    /// Defaults for `ifname` queue `queue_id`: 4096 frames of 2 KiB, rings of 2048,
-    /// auto modes, need_wakeup on, no busy polling.
+    /// Defaults for `ifname` queue `queue_id`: 4096 frames of 2 KiB (larger if the MTU needs
+    /// them), rings of 2048, auto modes, need_wakeup on, no busy polling.
     pub fn new(ifname: &str, queue_id: u32) -> Self {
         AfXdpConfig {
             ifname: ifname.to_owned(),
             queue_id,
             pool: PoolConfig::default(),
+            chunk: ChunkSize::Auto,
             ring_size: 2048,
             mode: XdpMode::Auto,
             bind: BindMode::Auto,

@@ -12,8 +12,8 @@ use super::ring::{CompRing, FillRing, RxRing, TxRing};
 use super::socket::{Kick, XskSocket};
 use super::umem::Umem;
 use super::xdp_prog::{Attached, XdpQueue};
-use super::{sys, sys_err, AfXdpConfig, BindMode};
-use crate::pool::FramePool;
+use super::{chunk, sys, sys_err, AfXdpConfig, BindMode, ChunkSize};
+use crate::pool::{FramePool, PoolConfig};
 use crate::port::{CopyMode, Port, PortCaps, PortError, PortStats};
 use crate::region::{HugePolicy, PinnedBudget};
 use crate::Frame;
@@ -57,26 +57,28 @@ pub struct AfXdpPort {
 }
 
 impl AfXdpPort {
-    /// Opens queue `cfg.queue_id` of `cfg.ifname`: makes the pool (charged to `budget`),
-    /// attaches the XDP program if this is the interface's first port, binds the socket
-    /// (zero-copy, then copy, as `cfg.bind` allows) and fills the fill ring.
+    /// Opens queue `cfg.queue_id` of `cfg.ifname`: makes the pool (charged to `budget`; its
+    /// chunk size as `cfg.chunk` says), attaches the XDP program if this is the interface's
+    /// first port, binds the socket (zero-copy, then copy, as `cfg.bind` allows) and fills
+    /// the fill ring.
     pub fn open(cfg: &AfXdpConfig, budget: &Arc<PinnedBudget>, huge: HugePolicy) -> Result<Self, PortError> {
         // Check the device before pinning memory for it.
-        NetDev::lookup(&cfg.ifname)?;
-        let pool = FramePool::with_region(cfg.pool, budget, huge)?;
+        let dev = NetDev::lookup(&cfg.ifname)?;
+        let pool = FramePool::with_region(pool_for(cfg, &dev)?, budget, huge)?;
         Self::open_with_pool(cfg, pool)
     }
 
     /// As [`AfXdpPort::open`], over a pool the caller carved (e.g. from the engine's one
-    /// pinned region); `cfg.pool` is ignored. The pool becomes the UMEM: its memory must be
-    /// page aligned, and its frames should not be used by another port.
+    /// pinned region); `cfg.pool` and `cfg.chunk` are ignored. The pool becomes the UMEM: its
+    /// memory must be page aligned, its frames must hold an MTU-sized frame, and they should
+    /// not be used by another port.
     pub fn open_with_pool(cfg: &AfXdpConfig, pool: FramePool) -> Result<Self, PortError> {
         let dev = NetDev::lookup(&cfg.ifname)?;
         let chunk = pool.frame_size();
         if pool.mem_ptr() as usize % 4096 != 0 {
             return Err(PortError::Unsupported("AF_XDP UMEM must be page aligned".into()));
         }
-        if chunk != 2048 && chunk != 4096 {
+        if !chunk::chunk_allowed(chunk) {
             return Err(PortError::Unsupported(format!("AF_XDP frame size must be 2048 or 4096, not {chunk}")));
         }
         if !cfg.ring_size.is_power_of_two() || !(64..=1 << 15).contains(&cfg.ring_size) {
@@ -91,10 +93,15 @@ impl AfXdpPort {
                 cfg.queue_id, dev.name, dev.rx_queues
             )));
         }
-        let room = chunk - sys::XDP_PACKET_HEADROOM;
-        if dev.mtu + 14 > room || dev.mtu + 14 > chunk - pool.headroom() {
+        let fits = chunk::max_mtu(chunk, pool.headroom());
+        if dev.mtu > fits {
+            let bigger = chunk::chunk_for_mtu(dev.mtu, pool.headroom(), chunk).map_or_else(
+                || chunk::too_large(&dev.name, dev.mtu, pool.headroom()),
+                |c| format!("use {c}-byte frames (ChunkSize::Auto picks them), or lower the MTU to {fits}"),
+            );
             return Err(PortError::Unsupported(format!(
-                "MTU {} of {} does not fit a {chunk}-byte frame (XDP keeps {} bytes of headroom, the pool {})",
+                "MTU {} of {} does not fit a {chunk}-byte frame: the largest MTU for it is {fits} \
+                 (XDP keeps {} bytes of headroom, the pool {}); {bigger}",
                 dev.mtu,
                 dev.name,
                 sys::XDP_PACKET_HEADROOM,
@@ -289,6 +296,17 @@ impl AfXdpPort {
     }
 }
 
+/// The pool geometry for `cfg` on `dev`: with [`ChunkSize::Auto`], the smallest chunk (at
+/// least `cfg.pool.frame_size`) that holds the MTU.
+fn pool_for(cfg: &AfXdpConfig, dev: &NetDev) -> Result<PoolConfig, PortError> {
+    let frame_size = match cfg.chunk {
+        ChunkSize::Fixed => cfg.pool.frame_size,
+        ChunkSize::Auto => chunk::chunk_for_mtu(dev.mtu, cfg.pool.headroom, cfg.pool.frame_size)
+            .ok_or_else(|| PortError::Unsupported(chunk::too_large(&dev.name, dev.mtu, cfg.pool.headroom)))?,
+    };
+    Ok(PoolConfig { frame_size, ..cfg.pool })
+}
+
 impl Port for AfXdpPort {
     fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> Result<usize, PortError> {
         self.reclaim_tx();
@@ -296,10 +314,12 @@ impl Port for AfXdpPort {
         let start = out.len();
         let umem = &mut self.umem;
         let mut bytes = 0u64;
+        let mut largest = 0u64;
         let mut bad = 0u64;
         self.rings.rx.consume(max, |desc| match umem.take_rx(desc) {
             Some(f) => {
                 bytes += f.len() as u64;
+                largest = largest.max(f.len() as u64);
                 out.push(f);
             }
             None => bad += 1,
@@ -307,6 +327,7 @@ impl Port for AfXdpPort {
         let n = out.len() - start;
         self.stats.rx_frames += n as u64;
         self.stats.rx_bytes += bytes;
+        self.stats.rx_max_frame = self.stats.rx_max_frame.max(largest);
         self.stats.rx_dropped += bad;
         self.stats.rx_invalid += bad;
         self.refill()?;
@@ -343,11 +364,13 @@ impl Port for AfXdpPort {
             n += 1;
         }
         let mut bytes = 0u64;
+        let mut largest = 0u64;
         let umem = &mut self.umem;
         let mut it = frames.drain(..n);
         let sent = self.rings.tx.produce(n as u32, || {
             it.next().map(|f| {
                 bytes += f.len() as u64;
+                largest = largest.max(f.len() as u64);
                 umem.lend_tx(f)
             })
         }) as usize;
@@ -357,6 +380,7 @@ impl Port for AfXdpPort {
         drop(it);
         self.stats.tx_frames += sent as u64;
         self.stats.tx_bytes += bytes;
+        self.stats.tx_max_frame = self.stats.tx_max_frame.max(largest);
         if !frames.is_empty() {
             self.stats.tx_full += 1;
         }

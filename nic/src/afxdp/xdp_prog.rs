@@ -149,6 +149,26 @@ pub fn link_xdp(prog: RawFd, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
     unsafe { bpf(sys::BPF_LINK_CREATE, &mut attr) }.map(fd_from)
 }
 
+/// Largest peer MTU veth accepts for a native XDP program without frags support, with 4 KiB
+/// pages on x86-64: `SKB_WITH_OVERHEAD(PAGE_SIZE - XDP_PACKET_HEADROOM) - ETH_HLEN`, i.e.
+/// 4096 - 256 - 320 (`skb_shared_info`) - 14 (drivers/net/veth.c, `veth_xdp_set`).
+pub const VETH_NATIVE_MAX_MTU: usize = 3506;
+
+/// ERANGE from a native attach is a driver's MTU limit ("Peer MTU is too large to set XDP"
+/// on veth, where the message goes to netlink's extack, which `bpf(2)` does not return).
+fn explain_mtu_refusal(e: io::Error) -> io::Error {
+    if e.raw_os_error() != Some(libc::ERANGE) {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!(
+            "{e}: the driver refuses XDP at this MTU (veth: the peer's MTU must be at most \
+             {VETH_NATIVE_MAX_MTU}, a page less XDP headroom and skb_shared_info)"
+        ),
+    )
+}
+
 /// Where the XDP program runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attached {
@@ -186,7 +206,7 @@ impl Attachment {
     fn create(ifname: &str, ifindex: u32, slots: u32, want: XdpMode) -> Result<Self, PortError> {
         let map = create_xskmap(slots).map_err(|e| sys_err("bpf(BPF_MAP_CREATE XSKMAP)", e))?;
         let prog = load_xdp(&redirect_program(map.as_raw_fd())).map_err(|e| sys_err("bpf(BPF_PROG_LOAD XDP)", e))?;
-        let try_mode = |flags| link_xdp(prog.as_raw_fd(), ifindex, flags);
+        let try_mode = |flags| link_xdp(prog.as_raw_fd(), ifindex, flags).map_err(explain_mtu_refusal);
         let busy = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EEXIST));
         let already = |e: io::Error| {
             PortError::Unsupported(format!(

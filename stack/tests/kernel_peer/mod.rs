@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
 use ukcm_nic::testnet::{Link, TestNet};
-use ukcm_nic::Port;
+use ukcm_nic::{Port, PortStats};
 use ukcm_stack::{echo_in_place, ConnId, Engine, EngineConfig, IdleStrategy, TcpOptions};
 
 pub const BYTES: usize = 1 << 20;
@@ -70,12 +70,13 @@ fn echo_ready<P: Port>(e: &mut Engine<P>, ready: &mut Vec<ConnId>) {
 /// The kernel pings the engine (ARP or neighbour solicitation, and ICMP echo, answered by
 /// it: the kernel's neighbour entry then holds the engine's MAC), then `conns` kernel
 /// clients each send 1 MiB to the engine's echo server on port 7 and check the echo.
+/// Returns the port's counters at the end.
 pub fn kernel_clients_to_ukcm_echo<P: Port + Send + 'static>(
     net: &TestNet,
     link: &Link,
     mut e: Engine<P>,
     conns: usize,
-) -> ukcm_nic::PortStats {
+) -> PortStats {
     let stop = Arc::new(AtomicBool::new(false));
     e.listen(7, conns.max(16)).unwrap();
     let stop2 = stop.clone();
@@ -123,13 +124,9 @@ pub fn kernel_clients_to_ukcm_echo<P: Port + Send + 'static>(
 }
 
 /// `conns` engine clients each send 1 MiB to a kernel echo server in the namespace, check
-/// every echoed byte, close, and wait until the kernel's side has seen EOF.
-pub fn ukcm_clients_to_kernel_echo<P: Port>(
-    net: &TestNet,
-    link: &Link,
-    mut e: Engine<P>,
-    conns: usize,
-) -> ukcm_nic::PortStats {
+/// every echoed byte, close, and wait until the kernel's side has seen EOF. Returns the
+/// port's counters at the end.
+pub fn ukcm_clients_to_kernel_echo<P: Port>(net: &TestNet, link: &Link, mut e: Engine<P>, conns: usize) -> PortStats {
     let listener = net.peer_tcp_listener_at(SocketAddr::new(link.peer, 7007)).expect("kernel listener");
     let kernel = std::thread::spawn(move || {
         let mut hs = Vec::new();
