@@ -147,7 +147,7 @@ impl InPlaceRx {
         if storage.in_use() {
             return Err(InPlaceError::StorageInUse);
         }
-        let shared = Shared::leaked(storage.base, max_views);
+        let shared = Shared::leaked(storage.base);
         storage.last = Arc::downgrade(&shared);
         Ok(InPlaceRx {
             shared,
@@ -243,7 +243,7 @@ impl InPlaceRx {
         if !self.can_move() || storage.in_use() {
             return Err(InPlaceError::StorageInUse);
         }
-        let shared = Shared::leaked(storage.base, self.max_views);
+        let shared = Shared::leaked(storage.base);
         storage.last = Arc::downgrade(&shared);
         self.shared = shared;
         self.cap = storage.cap;
