@@ -1163,3 +1163,24 @@ fn answer_slot<T>(p: &mut Psock<T>, seq: u64, a: Answer<TxReq>) -> Option<TxReq>
     }
     None
 }
+
+#[cfg(test)]
+mod state_size_tests {
+    use super::*;
+
+    /// The figure charged per engine connection covers the psock over it and its slot
+    /// tables (twice, for the doubling), and the stats row each snapshot makes for it.
+    #[test]
+    fn the_state_charge_covers_a_psock() {
+        use std::mem::size_of;
+        type P = crate::stack_psock::StackPsock<ukcm_nic::MemPort>;
+        let slot = size_of::<Option<Psock<P>>>() + size_of::<u32>() + size_of::<bool>() + size_of::<Option<PsockId>>();
+        let row = size_of::<crate::StatsRow>();
+        let need = 2 * slot + 2 * row;
+        assert!(
+            crate::stack_psock::PSOCK_STATE_BYTES >= need,
+            "PSOCK_STATE_BYTES {} < {need} (slot {slot}, stats row {row}): measure again and raise it",
+            crate::stack_psock::PSOCK_STATE_BYTES
+        );
+    }
+}
