@@ -20,6 +20,7 @@
 # The kernel's figures are machine-wide: run it on a quiet machine, or say what else ran.
 #
 # Environment: UKCM_ECHO, EPOLL_ECHO (binaries; default target/release/…), PORT (7420).
+# Namespaces ukcm-cm-<pid>-{c,s} (scripts/cleanup-testnets.sh removes them if killed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,8 +36,8 @@ done
 
 id=$$
 tmp=$(mktemp -d)
-cli_ns="ukcm-cm$id-c"   # the clients
-srv_ns="ukcm-cm$id-s"   # epoll-echo
+cli_ns="ukcm-cm-$id-c"   # the clients
+srv_ns="ukcm-cm-$id-s"   # epoll-echo
 server_pid=""
 cleanup() {
   [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null || true
