@@ -19,7 +19,7 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crossbeam_queue::SegQueue;
+use crossbeam_queue::ArrayQueue;
 
 use crate::region::{
     account, errno_str, last_errno, lock_as, BudgetCharge, LockPolicy, PageKind, PinnedBudget, HUGE_PAGE, SMALL_PAGE,
@@ -157,18 +157,17 @@ pub(crate) struct Shared {
     _mirror: Option<Mirror>,
     /// Start of the double mapping.
     base: NonNull<u8>,
-    /// Stream offsets of dropped views. Never more than `max_views` entries (each of at most
-    /// that many live views posts once), but grown in 31-entry blocks as it fills rather
-    /// than allocated at the bound: an idle ring holds at most one block, not `max_views`
-    /// slots (16 KiB per connection at 1024 views, which was half of an idle connection's
-    /// heap).
-    releases: SegQueue<u64>,
+    /// Stream offsets of dropped views; as many slots as views may be alive at once (each
+    /// posts once), so a push never fails. Sized by whoever lends: for in-place rings, by
+    /// the ring's size ([`views_for`]), not at the caller's bound.
+    releases: ArrayQueue<u64>,
 }
 
 impl Shared {
-    /// Shared state over a leaked mirror mapping (see [`leak_mirror`]).
-    pub(crate) fn leaked(base: NonNull<u8>) -> Arc<Shared> {
-        Arc::new(Shared { _mirror: None, base, releases: SegQueue::new() })
+    /// Shared state over a leaked mirror mapping (see [`leak_mirror`]) for at most `views`
+    /// live views.
+    pub(crate) fn leaked(base: NonNull<u8>, views: usize) -> Arc<Shared> {
+        Arc::new(Shared { _mirror: None, base, releases: ArrayQueue::new(views.max(1)) })
     }
 
     /// Takes the next posted release, if any.
@@ -247,7 +246,7 @@ impl ByteRing {
         let max_views = max_views.max(1);
         let mirror = Mirror::new(cap, budget)?;
         let base = mirror.ptr;
-        let shared = Arc::new(Shared { _mirror: Some(mirror), base, releases: SegQueue::new() });
+        let shared = Arc::new(Shared { _mirror: Some(mirror), base, releases: ArrayQueue::new(max_views) });
         Ok(ByteRing {
             shared,
             cap,
@@ -426,8 +425,10 @@ impl fmt::Debug for RingView {
 
 impl Drop for RingView {
     fn drop(&mut self) {
-        // Bounded without a check: at most max_views views exist unreclaimed; each pushes once.
-        self.shared.releases.push(self.start);
+        // Cannot overflow: the queue has a slot for every view that may exist unreclaimed,
+        // and each pushes once.
+        let pushed = self.shared.releases.push(self.start);
+        debug_assert!(pushed.is_ok(), "release queue overflow");
     }
 }
 
