@@ -202,7 +202,11 @@ fn budget_exhausted_mid_growth_keeps_the_ring_counts_and_resumes_when_memory_fre
     let info = c.p.b.info(c.b).unwrap();
     assert_eq!(info.state, tcp::State::Established, "not aborted");
     assert_eq!(info.recv_queue, 2 * START_RING, "the window closed at what the ring takes: no byte lost");
-    assert_eq!(s.ring_bytes_in_use + state + hog.bytes(), budget.used(), "the budget holds exactly the rings and the state");
+    assert_eq!(
+        s.ring_bytes_in_use + state + hog.bytes(),
+        budget.used(),
+        "the budget holds exactly the rings and the state"
+    );
     assert_eq!(s.state_bytes_in_use, state);
     assert_eq!(c.rx.unlent().len(), 2 * START_RING, "nothing lent: the message is not whole");
     drop(hog);
@@ -293,7 +297,11 @@ fn idle_connections_cost_the_small_rings_and_active_ones_what_they_grew_to() {
     let cost = c.p.b.conn_cost();
     assert_eq!(cost.idle_conns, 9, "{cost}");
     let state = STACK_STATE_BYTES as u64;
-    assert_eq!(cost.per_idle(), 2 * START_RING as u64 + state, "an idle connection: the small rings and its state: {cost}");
+    assert_eq!(
+        cost.per_idle(),
+        2 * START_RING as u64 + state,
+        "an idle connection: the small rings and its state: {cost}"
+    );
     assert_eq!(cost.active_conns, 1);
     assert!(cost.per_active() >= 64 * 1024, "the active one what it grew to: {cost}");
     let s = c.p.b.stats();

@@ -235,5 +235,9 @@ fn ten_thousand_kernel_clients_mostly_idle_a_few_bulk_every_byte_checked() {
     assert_eq!(t.total.tx_msgs, t.total.rx_msgs, "every message answered");
     assert_eq!(t.total.rx_copied_bytes, 0, "zero-copy receive, 256 KiB messages included");
     drop(conns); // resets (SO_LINGER 0)
-    eprintln!("wall time: {:.1} s ({CONNS} opened and echoed in {:.1} s)", t0.elapsed().as_secs_f64(), opened.as_secs_f64());
+    eprintln!(
+        "wall time: {:.1} s ({CONNS} opened and echoed in {:.1} s)",
+        t0.elapsed().as_secs_f64(),
+        opened.as_secs_f64()
+    );
 }
