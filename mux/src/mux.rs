@@ -515,14 +515,27 @@ impl<T: PsockIo> Mux<T> {
 
     /// A printable snapshot (like `/proc/net/kcm_stats`).
     pub fn stats_table(&self) -> StatsTable {
+        self.stats_table_rows(usize::MAX)
+    }
+
+    /// [`Mux::stats_table`] with rows for at most `rows` psocks; the totals still count every
+    /// one. For periodic snapshots: with thousands of connections, a row and a formatted
+    /// label for each, five times a second, cost the engine thread time and every
+    /// connection a few hundred bytes more.
+    pub fn stats_table_rows(&self, rows: usize) -> StatsTable {
         let mut total = self.stats.folded;
         let mut psocks = Vec::new();
+        let mut psocks_not_shown = 0;
         for p in self.psocks.iter().flatten() {
             total.fold(&p.stats);
-            psocks.push(StatsRow { label: format!("psock {} {}", p.id.index(), p.label), stats: p.stats });
+            if psocks.len() < rows {
+                psocks.push(StatsRow { label: format!("psock {} {}", p.id.index(), p.label), stats: p.stats });
+            } else {
+                psocks_not_shown += 1;
+            }
         }
         let socks = self.shared.socks.lock().iter().map(|s| (format!("sock {}", s.id.0), s.snapshot())).collect();
-        StatsTable { mux: self.stats, total, psocks, socks }
+        StatsTable { mux: self.stats, total, psocks, psocks_not_shown, socks }
     }
 
     /// Mux events the application has not read yet were dropped this many times (bounded queue).
@@ -1220,4 +1233,25 @@ fn answer_slot<T>(p: &mut Psock<T>, seq: u64, a: Answer<TxReq>) -> Option<TxReq>
         }
     }
     None
+}
+
+#[cfg(test)]
+mod state_size_tests {
+    use super::*;
+
+    /// The figure charged per engine connection covers the psock over it and its slot
+    /// tables (twice, for the doubling), and the stats row each snapshot makes for it.
+    #[test]
+    fn the_state_charge_covers_a_psock() {
+        use std::mem::size_of;
+        type P = crate::stack_psock::StackPsock<ukcm_nic::MemPort>;
+        let slot = size_of::<Option<Psock<P>>>() + size_of::<u32>() + size_of::<bool>() + size_of::<Option<PsockId>>();
+        let row = size_of::<crate::StatsRow>();
+        let need = 2 * slot + 2 * row;
+        assert!(
+            crate::stack_psock::PSOCK_STATE_BYTES >= need,
+            "PSOCK_STATE_BYTES {} < {need} (slot {slot}, stats row {row}): measure again and raise it",
+            crate::stack_psock::PSOCK_STATE_BYTES
+        );
+    }
 }

@@ -129,8 +129,10 @@ pub struct StatsTable {
     pub mux: MuxStats,
     /// The mux totals: live psocks plus folded ones.
     pub total: PsockStats,
-    /// One row per live psock.
+    /// One row per live psock (at most a cap's worth in periodic snapshots).
     pub psocks: Vec<StatsRow>,
+    /// Live psocks left without a row by that cap (the totals count them).
+    pub psocks_not_shown: usize,
     /// One row per socket: label and counters.
     pub socks: Vec<(String, SockStats)>,
 }
@@ -200,6 +202,9 @@ impl fmt::Display for StatsTable {
                 s.rx_unanswered_stalls
             )?;
         }
+        if self.psocks_not_shown > 0 {
+            writeln!(f, "... and {} more psocks (rows capped; the totals count them)", self.psocks_not_shown)?;
+        }
         if !self.socks.is_empty() {
             writeln!(f)?;
             writeln!(
@@ -262,10 +267,12 @@ mod tests {
             mux: MuxStats { psock_attach: 2, ..Default::default() },
             total: PsockStats { rx_msgs: 7, ..Default::default() },
             psocks: vec![StatsRow { label: "psock 0".into(), stats: PsockStats { rx_msgs: 7, ..Default::default() } }],
+            psocks_not_shown: 3,
             socks: vec![("sock 0".into(), SockStats { rx_msgs: 7, ..Default::default() })],
         };
         let s = t.to_string();
         assert!(s.contains("RX-Msgs") && s.contains("NeedHdr") && s.contains("TxCopied") && s.contains("psock 0"));
+        assert!(s.contains("and 3 more psocks"), "capped rows are said: {s}");
         let mux_line = s.lines().nth(1).unwrap();
         assert!(mux_line.split_whitespace().any(|w| w == "7"));
     }

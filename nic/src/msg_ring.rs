@@ -157,13 +157,17 @@ pub(crate) struct Shared {
     _mirror: Option<Mirror>,
     /// Start of the double mapping.
     base: NonNull<u8>,
+    /// Stream offsets of dropped views; as many slots as views may be alive at once (each
+    /// posts once), so a push never fails. Sized by whoever lends: for in-place rings, by
+    /// the ring's size ([`views_for`]), not at the caller's bound.
     releases: ArrayQueue<u64>,
 }
 
 impl Shared {
-    /// Shared state over a leaked mirror mapping of `cap` bytes (see [`leak_mirror`]).
-    pub(crate) fn leaked(base: NonNull<u8>, max_views: usize) -> Arc<Shared> {
-        Arc::new(Shared { _mirror: None, base, releases: ArrayQueue::new(max_views.max(1)) })
+    /// Shared state over a leaked mirror mapping (see [`leak_mirror`]) for at most `views`
+    /// live views.
+    pub(crate) fn leaked(base: NonNull<u8>, views: usize) -> Arc<Shared> {
+        Arc::new(Shared { _mirror: None, base, releases: ArrayQueue::new(views.max(1)) })
     }
 
     /// Takes the next posted release, if any.
@@ -249,7 +253,8 @@ impl ByteRing {
             tail: 0,
             parsed: 0,
             head: 0,
-            spans: VecDeque::with_capacity(max_views),
+            // Grows with the views actually outstanding (at most `max_views`).
+            spans: VecDeque::new(),
             live: 0,
             max_views,
         })
@@ -420,8 +425,8 @@ impl fmt::Debug for RingView {
 
 impl Drop for RingView {
     fn drop(&mut self) {
-        // Cannot overflow: the queue holds max_views entries and at most max_views views
-        // exist unreclaimed; each pushes once.
+        // Cannot overflow: the queue has a slot for every view that may exist unreclaimed,
+        // and each pushes once.
         let pushed = self.shared.releases.push(self.start);
         debug_assert!(pushed.is_ok(), "release queue overflow");
     }

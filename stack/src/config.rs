@@ -55,6 +55,11 @@ pub struct TcpOptions {
     /// mappings per connection) for connections read only with `recv`/`with_tcp`. If the
     /// mapping fails, the connection gets an ordinary ring (`EngineStats::inplace_fallbacks`).
     pub inplace_rx: bool,
+    /// Bytes charged to the pinned budget for the connection's state outside its rings
+    /// (heap, not pinned: the smoltcp socket, the engine's slot; a layer above adds what it
+    /// keeps per connection, as the `ukcm` server does for the mux), so that the budget
+    /// bounds everything a connection holds. Default: [`crate::cost::STACK_STATE_BYTES`].
+    pub state_bytes: usize,
 }
 
 impl Default for TcpOptions {
@@ -71,6 +76,7 @@ impl Default for TcpOptions {
             keep_alive: None,
             user_timeout: None,
             inplace_rx: true,
+            state_bytes: crate::cost::STACK_STATE_BYTES,
         }
     }
 }

@@ -197,6 +197,9 @@ pub struct EngineStats {
     pub sockets_in_use: u64,
     /// Ring bytes charged to the budget now.
     pub ring_bytes_in_use: u64,
+    /// Bytes charged to the budget now for the connections' state outside the rings
+    /// (`TcpOptions::state_bytes` each; see [`crate::cost`]).
+    pub state_bytes_in_use: u64,
     /// Rx rings and tx rings grown (each one doubling; see [`crate::autosize`]).
     pub rx_ring_grows: u64,
     pub tx_ring_grows: u64,
@@ -230,6 +233,8 @@ enum Role {
 
 struct Live {
     handle: SocketHandle,
+    /// The budget's charge for the connection's state outside the rings (a fixed figure).
+    state_charge: BudgetCharge,
     /// The budget's charge for the rx ring and the tx ring as they are now.
     rx_charge: BudgetCharge,
     tx_charge: BudgetCharge,
@@ -958,6 +963,7 @@ impl<P: Port> Engine<P> {
         };
         let (rx_start, rx_max) = sizes(opts.rx_start, opts.rx_buf);
         let (tx_start, tx_max) = sizes(opts.tx_start, opts.tx_buf);
+        let state_charge = self.cfg.budget.reserve(opts.state_bytes as u64).map_err(RefuseReason::Budget)?;
         let rx_charge = self.cfg.budget.reserve(rx_start as u64).map_err(RefuseReason::Budget)?;
         let tx_charge = self.cfg.budget.reserve(tx_start as u64).map_err(RefuseReason::Budget)?;
         let tx = rings::take_plain(tx_start).map_err(RefuseReason::Memory)?;
@@ -983,8 +989,10 @@ impl<P: Port> Engine<P> {
         let handle = slot.set.add(sock);
         self.live_slots += 1;
         self.stats.ring_bytes_in_use += rx_charge.bytes() + tx_charge.bytes();
+        self.stats.state_bytes_in_use += state_charge.bytes();
         slot.live = Some(Live {
             handle,
+            state_charge,
             rx_charge,
             tx_charge,
             rx_max,
@@ -1084,15 +1092,15 @@ impl<P: Port> Engine<P> {
         }
     }
 
-    /// Pinned ring bytes of the connections, idle (nothing queued) and active: the
-    /// per-connection cost figure (see [`crate::cost`]). Walks every connection: for stats
-    /// snapshots, not for every poll.
+    /// Budget bytes of the connections (rings and the fixed state figure), idle (nothing
+    /// queued) and active: the per-connection cost figure (see [`crate::cost`]). Walks
+    /// every connection: for stats snapshots, not for every poll.
     pub fn conn_cost(&self) -> ConnCost {
         let mut c = ConnCost::default();
         for slot in &self.slots {
             let Some(live) = slot.live.as_ref().filter(|l| !l.dead) else { continue };
             let s = slot.set.get::<tcp::Socket<'static>>(live.handle);
-            let bytes = live.rx_charge.bytes() + live.tx_charge.bytes();
+            let bytes = live.rx_charge.bytes() + live.tx_charge.bytes() + live.state_charge.bytes();
             if s.recv_queue() == 0 && s.send_queue() == 0 {
                 c.idle_conns += 1;
                 c.idle_bytes += bytes;
@@ -1132,6 +1140,7 @@ impl<P: Port> Engine<P> {
             rings::give_plain(tx);
         }
         self.stats.ring_bytes_in_use -= live.rx_charge.bytes() + live.tx_charge.bytes();
+        self.stats.state_bytes_in_use -= live.state_charge.bytes();
         self.live_slots -= 1;
         slot.gen = slot.gen.wrapping_add(1);
         self.free_slots.push(idx);
@@ -1831,4 +1840,25 @@ fn grow_rx(
     stats.rx_ring_grows += 1;
     stats.ring_grow_copied_bytes += queued as u64;
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fixed figure charged per connection covers what the engine keeps for one: the
+    /// smoltcp socket in its one-socket set, the slot, a 4-tuple map entry and a timer
+    /// entry — twice over for the tables, which grow by doubling.
+    #[test]
+    fn the_state_charge_covers_a_connections_structures() {
+        use std::mem::size_of;
+        let socket = size_of::<smoltcp::iface::SocketStorage<'static>>();
+        let tables = size_of::<Slot>() + size_of::<(FourTuple, u32)>() + size_of::<Reverse<(Instant, u32, u64)>>();
+        let need = socket + 2 * tables;
+        assert!(
+            crate::cost::STACK_STATE_BYTES >= need,
+            "STACK_STATE_BYTES {} < {need} (socket {socket}, tables {tables}): measure again and raise it",
+            crate::cost::STACK_STATE_BYTES
+        );
+    }
 }

@@ -37,7 +37,7 @@ pub use autosize::START_RING;
 pub use classify::FourTuple;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Congestion, EngineConfig, IdleStep, IdleStrategy, TcpOptions};
-pub use cost::ConnCost;
+pub use cost::{ConnCost, STACK_STATE_BYTES};
 pub use drops::{DropCounts, DropNotes, DropReason};
 pub use echo::echo_in_place;
 pub use engine::{consume_rx, ConnId, ConnInfo, Engine, EngineStats, Event, RefuseReason, StackError};

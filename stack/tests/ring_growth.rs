@@ -12,7 +12,7 @@ use std::sync::Arc;
 use common::*;
 use smoltcp::socket::tcp;
 use ukcm_nic::{InPlaceRx, PinnedBudget, RingView};
-use ukcm_stack::{ConnId, TcpOptions, START_RING};
+use ukcm_stack::{ConnId, TcpOptions, STACK_STATE_BYTES, START_RING};
 
 const MAX: usize = 512 * 1024;
 
@@ -186,9 +186,10 @@ fn budget_exhausted_mid_growth_keeps_the_ring_counts_and_resumes_when_memory_fre
     let limit = 64 * 1024u64;
     let budget = PinnedBudget::new(limit);
     let mut c = connect(budget.clone());
-    assert_eq!(budget.used(), 2 * START_RING as u64);
+    let state = STACK_STATE_BYTES as u64;
+    assert_eq!(budget.used(), 2 * START_RING as u64 + state, "the rings and the connection's state");
     // leave room for one doubling of the rx ring (8 KiB charged while the 4 KiB one is swapped out)
-    let hog = budget.reserve(limit - 2 * START_RING as u64 - 2 * START_RING as u64).unwrap();
+    let hog = budget.reserve(limit - 2 * START_RING as u64 - state - 2 * START_RING as u64).unwrap();
     let m = bytes(7, 10_000); // needs a 16 KiB ring
     c.out.extend_from_slice(&m);
     for _ in 0..5000 {
@@ -201,7 +202,12 @@ fn budget_exhausted_mid_growth_keeps_the_ring_counts_and_resumes_when_memory_fre
     let info = c.p.b.info(c.b).unwrap();
     assert_eq!(info.state, tcp::State::Established, "not aborted");
     assert_eq!(info.recv_queue, 2 * START_RING, "the window closed at what the ring takes: no byte lost");
-    assert_eq!(s.ring_bytes_in_use + hog.bytes(), budget.used(), "the budget holds exactly the rings");
+    assert_eq!(
+        s.ring_bytes_in_use + state + hog.bytes(),
+        budget.used(),
+        "the budget holds exactly the rings and the state"
+    );
+    assert_eq!(s.state_bytes_in_use, state);
     assert_eq!(c.rx.unlent().len(), 2 * START_RING, "nothing lent: the message is not whole");
     drop(hog);
     let v = c.lend(10_000);
@@ -211,8 +217,8 @@ fn budget_exhausted_mid_growth_keeps_the_ring_counts_and_resumes_when_memory_fre
     p.a.close(a).unwrap();
     p.b.close(b).unwrap();
     p.drive(1_000_000, |ea, eb| ea.connection_count() == 0 && eb.connection_count() == 0);
-    assert_eq!(p.b.stats().ring_bytes_in_use, 0);
-    assert_eq!(budget.used(), 0, "every ring charge went back");
+    assert_eq!((p.b.stats().ring_bytes_in_use, p.b.stats().state_bytes_in_use), (0, 0));
+    assert_eq!(budget.used(), 0, "every ring and state charge went back");
 }
 
 #[test]
@@ -290,10 +296,16 @@ fn idle_connections_cost_the_small_rings_and_active_ones_what_they_grew_to() {
     let held = c.lend(64 * 1024);
     let cost = c.p.b.conn_cost();
     assert_eq!(cost.idle_conns, 9, "{cost}");
-    assert!(cost.per_idle() <= 2 * START_RING as u64, "an idle connection pins the small rings: {cost}");
+    let state = STACK_STATE_BYTES as u64;
+    assert_eq!(
+        cost.per_idle(),
+        2 * START_RING as u64 + state,
+        "an idle connection: the small rings and its state: {cost}"
+    );
     assert_eq!(cost.active_conns, 1);
     assert!(cost.per_active() >= 64 * 1024, "the active one what it grew to: {cost}");
-    assert_eq!(cost.total(), c.p.b.stats().ring_bytes_in_use);
+    let s = c.p.b.stats();
+    assert_eq!(cost.total(), s.ring_bytes_in_use + s.state_bytes_in_use);
     drop(held);
     // the clients' plain rings, after 64 B each way, stayed small too
     for &x in &idle {

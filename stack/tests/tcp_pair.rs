@@ -279,9 +279,10 @@ fn peer_reset_mid_transfer_is_reported_and_others_keep_going() {
 
 #[test]
 fn budget_exhaustion_refuses_cleanly() {
-    // each side has room for exactly two connections' rings (2 × (4 KiB + 4 KiB))
-    let budget_a = PinnedBudget::new(16 * 1024);
-    let budget_b = PinnedBudget::new(16 * 1024);
+    // each side has room for exactly two connections (2 × (4 KiB + 4 KiB rings + state))
+    let conn = 8 * 1024 + ukcm_stack::STACK_STATE_BYTES as u64;
+    let budget_a = PinnedBudget::new(2 * conn);
+    let budget_b = PinnedBudget::new(2 * conn);
     let mut p = pair_with(FaultConfig::none(), FaultConfig::none(), budget_a.clone(), budget_b.clone(), 4096);
     let o = opts(4096);
     p.b.listen_with(60, 16, o).unwrap();
@@ -297,15 +298,15 @@ fn budget_exhaustion_refuses_cleanly() {
         }
         srv.len() == 2
     });
-    assert_eq!(budget_b.used(), 16 * 1024);
+    assert_eq!(budget_b.used(), 2 * conn);
     // aborting c1 refunds both sides (the RST reaches the server)
     p.a.abort(c1).unwrap();
     p.drive(100_000, |a, _| a.info(c1).is_err());
     p.settle(Duration::from_millis(10));
-    assert_eq!(budget_b.used(), 8 * 1024, "server refunded c1's rings after the RST");
+    assert_eq!(budget_b.used(), conn, "server refunded c1's rings and state after the RST");
     let c3 = p.a.connect_with(ep4(B4, 60), o).unwrap();
     p.drive(100_000, |a, _| a.info(c3).is_ok_and(|i| i.state == tcp::State::Established));
-    assert_eq!(budget_b.used(), 16 * 1024, "server full again (c2, c3)");
+    assert_eq!(budget_b.used(), 2 * conn, "server full again (c2, c3)");
     // the client aborts c2 but its RST is lost: the client has room, the server does not
     p.a.abort(c2).unwrap();
     p.a.port().set_tx_faults(FaultConfig { loss: 1.0, ..FaultConfig::none() });
@@ -321,7 +322,7 @@ fn budget_exhaustion_refuses_cleanly() {
     let victim = *srv.iter().find(|s| p.b.info(**s).is_ok()).unwrap();
     p.b.abort(victim).unwrap();
     p.drive(1_000_000, |a, _| a.info(c4).is_ok_and(|i| i.state == tcp::State::Established));
-    assert!(budget_a.used() <= 16 * 1024 && budget_b.used() <= 16 * 1024);
+    assert!(budget_a.used() <= 2 * conn && budget_b.used() <= 2 * conn);
 }
 
 #[test]
@@ -339,6 +340,7 @@ fn options_are_applied_per_connection_and_user_timeout_times_out() {
         keep_alive: Some(Duration::from_secs(5)),
         user_timeout: Some(Duration::from_secs(2)),
         inplace_rx: false,
+        state_bytes: ukcm_stack::STACK_STATE_BYTES,
     };
     p.b.listen(77, 4).unwrap();
     let c = p.a.connect_with(ep4(B4, 77), o).unwrap();

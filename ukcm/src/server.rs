@@ -409,6 +409,9 @@ impl StatsHandle {
 
 /// How often the engine publishes a stats snapshot.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(200);
+/// Psock rows in a periodic snapshot (the totals count every connection; the final table
+/// has a row for each).
+const SNAPSHOT_ROWS: usize = 64;
 
 impl Server {
     /// A builder: transport, address, parser, model, then [`ServerBuilder::serve`].
@@ -642,6 +645,7 @@ pub fn merge_tables(tables: &[StatsTable]) -> StatsTable {
             r.label = format!("e{i} {}", r.label);
             r
         }));
+        out.psocks_not_shown += t.psocks_not_shown;
         out.socks.extend(t.socks.iter().map(|(l, s)| (format!("e{i} {l}"), *s)));
     }
     out
@@ -1200,7 +1204,7 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
             }
             errors.tick(now);
             *cx.snapshot.lock() = Published {
-                table: mux.stats_table(),
+                table: mux.stats_table_rows(SNAPSHOT_ROWS),
                 status: t.status(),
                 upstream: app.upstream(),
                 cost: t.conn_cost(),

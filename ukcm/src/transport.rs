@@ -228,7 +228,7 @@ impl<P: Port> std::fmt::Debug for StackTransport<P> {
 
 /// TCP options of the echo server's (and the stack client's) connections: Nagle off (as
 /// the kernel paths set `TCP_NODELAY`); rings that start at 4 KiB each (an idle connection
-/// pins 8 KiB) and double under pressure up to 512 KiB, so a 64 KiB message at depth 64
+/// pins 8 KiB, and is charged its engine and mux state on top) and double under pressure up to 512 KiB, so a 64 KiB message at depth 64
 /// keeps the window open and a 256 KiB message arrives whole, in place
 /// (`ukcm_stack::autosize`).
 pub fn server_tcp_options() -> TcpOptions {
@@ -239,6 +239,8 @@ pub fn server_tcp_options() -> TcpOptions {
         rx_start: ukcm_stack::START_RING,
         tx_start: ukcm_stack::START_RING,
         inplace_rx: true,
+        // The budget covers the mux's state for the connection too.
+        state_bytes: ukcm_stack::STACK_STATE_BYTES + ukcm_mux::stack_psock::PSOCK_STATE_BYTES,
         ..TcpOptions::default()
     }
 }
@@ -423,13 +425,14 @@ impl<P: Port> Transport for StackTransport<P> {
         let (e, p) = self.counters();
         let peak = &self.cost.peak;
         format!(
-            "engine: {} connections, accepted {}, closed {}, reset/timed out {}, bad-checksum SYNs {}; rings: {} pinned now; at most connections ({}): {} B per idle one, {} B per active one, {} B in all; ring growths rx {} tx {}, refused by the budget {}; port: rx {} frames ({} dropped), tx {} frames, tx_full {}, wakeups {}, largest frames rx {} B tx {} B; dropped frames by reason: {}",
+            "engine: {} connections, accepted {}, closed {}, reset/timed out {}, bad-checksum SYNs {}; rings: {} pinned now, connection state {} B charged; at most connections ({}): {} B per idle one, {} B per active one, {} B in all (rings and state); ring growths rx {} tx {}, refused by the budget {}; port: rx {} frames ({} dropped), tx {} frames, tx_full {}, wakeups {}, largest frames rx {} B tx {} B; dropped frames by reason: {}",
             self.engine.connection_count(),
             e.accepted,
             e.closed,
             self.resets,
             e.rx_bad_checksum_syn,
             e.ring_bytes_in_use,
+            e.state_bytes_in_use,
             peak.idle_conns + peak.active_conns,
             peak.per_idle(),
             peak.per_active(),

@@ -112,7 +112,26 @@ pub struct InPlaceRx {
     read_off: usize,
     spans: VecDeque<Span>,
     live: usize,
+    /// The caller's bound on live views.
     max_views: usize,
+    /// The bound for the ring in place now ([`views_for`]): what the release queue holds.
+    views: usize,
+}
+
+/// Bytes of ring per view a lender allows: a ring of `cap` bytes lends at most
+/// `cap / VIEW_BYTES` views at once (at least [`MIN_VIEWS`], at most the caller's bound).
+/// A ring holds no more messages of at least this size than that, and the release queue
+/// (16 bytes a view, allocated and written when lending starts) grows with the ring instead
+/// of costing every connection its bound: 1024 views were 16 KiB of an idle connection's
+/// 20 KiB of heap. A ring of smaller messages lends fewer at once (backpressure until
+/// views are dropped) and grows under the pressure like any full ring.
+pub const VIEW_BYTES: usize = 64;
+/// Views any lender allows (if the caller's bound is not lower).
+pub const MIN_VIEWS: usize = 16;
+
+/// Live views allowed over a ring of `cap` bytes for a caller's bound of `max_views`.
+pub fn views_for(cap: usize, max_views: usize) -> usize {
+    (cap / VIEW_BYTES).max(MIN_VIEWS).min(max_views.max(1))
 }
 
 impl fmt::Debug for InPlaceRx {
@@ -136,7 +155,8 @@ pub struct SyncResult {
 }
 
 impl InPlaceRx {
-    /// Starts lending over `storage`, allowing at most `max_views` views at once.
+    /// Starts lending over `storage`, allowing at most `max_views` views at once (fewer on
+    /// a small ring: [`views_for`]).
     ///
     /// # Safety
     /// `storage`'s slice must be the rx buffer of the socket later passed to `sync`, and
@@ -147,7 +167,8 @@ impl InPlaceRx {
         if storage.in_use() {
             return Err(InPlaceError::StorageInUse);
         }
-        let shared = Shared::leaked(storage.base, max_views);
+        let views = views_for(storage.cap, max_views);
+        let shared = Shared::leaked(storage.base, views);
         storage.last = Arc::downgrade(&shared);
         Ok(InPlaceRx {
             shared,
@@ -159,6 +180,7 @@ impl InPlaceRx {
             spans: VecDeque::new(),
             live: 0,
             max_views: max_views.max(1),
+            views,
         })
     }
 
@@ -243,7 +265,9 @@ impl InPlaceRx {
         if !self.can_move() || storage.in_use() {
             return Err(InPlaceError::StorageInUse);
         }
-        let shared = Shared::leaked(storage.base, self.max_views);
+        // No view is alive (`can_move`): the new queue is sized for the new ring.
+        self.views = views_for(storage.cap, self.max_views);
+        let shared = Shared::leaked(storage.base, self.views);
         storage.last = Arc::downgrade(&shared);
         self.shared = shared;
         self.cap = storage.cap;
@@ -269,7 +293,7 @@ impl InPlaceRx {
 
     /// Whether another view may be lent now.
     pub fn can_lend(&self) -> bool {
-        self.live < self.max_views
+        self.live < self.views
     }
 
     /// Lends the next `len` unlent bytes as a view.
@@ -398,6 +422,30 @@ mod tests {
             }
         }
         panic!("no handshake");
+    }
+
+    #[test]
+    fn a_ring_lends_as_many_views_as_its_size_allows_within_the_callers_bound() {
+        assert_eq!(views_for(4096, 1024), 64, "4 KiB: one view per 64 bytes");
+        assert_eq!(views_for(512 * 1024, 1024), 1024, "the caller's bound");
+        assert_eq!(views_for(4096, 8), 8);
+        assert_eq!(views_for(512, 1024), MIN_VIEWS);
+        // 65 messages of 16 bytes in a 4 KiB ring: the 65th waits for a release.
+        let (mut storage, slice) = MirrorStorage::new(4096, &PinnedBudget::unlimited()).unwrap();
+        let mut n = net(slice);
+        // SAFETY: `storage` is the server socket's rx ring and only `rx.sync` dequeues from it.
+        let mut rx = unsafe { InPlaceRx::new(&mut storage, 1024) }.unwrap();
+        assert_eq!(n.client().send_slice(&[7u8; 65 * 16]).unwrap(), 65 * 16);
+        for _ in 0..20 {
+            n.poll();
+        }
+        rx.sync(n.sb.get_mut::<tcp::Socket<'static>>(n.server)).unwrap();
+        let views: Vec<RingView> = (0..64).map(|_| rx.lend(16).unwrap()).collect();
+        assert!(!rx.can_lend());
+        assert!(matches!(rx.lend(16), Err(RingError::TooManyViews(64))));
+        drop(views);
+        rx.sync(n.sb.get_mut::<tcp::Socket<'static>>(n.server)).unwrap();
+        assert_eq!(&rx.lend(16).unwrap()[..], &[7u8; 16], "lends again once views are released");
     }
 
     #[test]
