@@ -1005,11 +1005,10 @@ impl<T: PsockIo> Mux<T> {
         let ordered = self.cfg.ordered;
         let limit = self.order_limit();
         let can_run = |p: &Psock<T>| p.cur.is_none() && p.rtc_done == 0 && p.rtc_out.len() < RTC_OUT_MAX;
-        if !can_run(p) {
-            return work;
-        }
-        // The transport's send space for this round (none: every reply goes to `rtc_out`).
-        let mut space = if p.queue.is_empty() && p.rtc_out.is_empty() { p.io.tx_space(ctx) } else { None };
+        // The transport's send space for this round, asked for at the first reply that is
+        // next on the wire (none: every reply goes to `rtc_out`).
+        let mut space: Option<&mut [u8]> = None;
+        let mut asked = false;
         let mut in_place = 0;
         let mut failed = None;
         while handled < self.cfg.rx_batch && can_run(p) {
@@ -1031,6 +1030,10 @@ impl<T: PsockIo> Mux<T> {
             // In place only while this reply is next on the wire: nothing in `rtc_out` or
             // queued ahead of it and, ordered, no earlier request unanswered.
             let next_on_wire = before == 0 && p.queue.is_empty() && (!ordered || p.order.unanswered() == 0);
+            if next_on_wire && !asked {
+                asked = true;
+                space = p.io.tx_space(ctx);
+            }
             let direct = match space.as_deref_mut() {
                 Some(s) if next_on_wire && in_place < s.len() => Some(&mut s[in_place..]),
                 _ => None,
