@@ -254,6 +254,17 @@ fn text_commands_through_the_proxy_land_where_twemproxy_puts_them() {
     // stats answered by the proxy; verbosity and flush_all on every server.
     let stats = c.text(b"stats\r\n");
     assert!(stats.contains("STAT servers 3\r\n") && stats.contains("STAT server:server2 up\r\n"), "{stats}");
+    // stats groups go to every server, merged with the servers' names; each server's
+    // figures are its own (compared with the server asked directly).
+    let settings = c.text(b"stats settings\r\n");
+    for (i, d) in direct.iter_mut().enumerate() {
+        let own = d.text(b"stats settings\r\n");
+        let port = own.lines().find(|l| l.starts_with("STAT tcpport ")).expect("memcached reports its port");
+        let merged = port.replacen("STAT ", &format!("STAT server{i}:"), 1);
+        assert!(settings.contains(&format!("{merged}\r\n")), "{merged} not in {settings}");
+    }
+    assert!(settings.ends_with("END\r\n") && settings.matches("END\r\n").count() == 1, "{settings}");
+    assert_eq!(c.text(b"stats reset\r\n"), "RESET\r\n");
     assert_eq!(c.text(b"verbosity 1\r\n"), "OK\r\n");
     assert_eq!(c.text(b"flush_all\r\n"), "OK\r\n");
     for d in &mut direct {

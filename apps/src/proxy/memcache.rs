@@ -9,7 +9,8 @@
 //!   their key's server; a `get`/`gets`/`gat`/`gats` over keys of several servers is split
 //!   and merged back in key order ([`super::memcache_merge`]).
 //! * `flush_all` and `verbosity` (binary: flush, verbosity) go to every live server, one
-//!   reply; `version` is one server's; `stats` (binary: stat) and `mn` are answered by the
+//!   reply; so does `stats <group>` (`slabs`, `items`, `settings`, …), each `STAT` name
+//!   prefixed with its server's name; `version` is one server's; `stats` (binary: stat) and `mn` are answered by the
 //!   proxy; `quit` closes the connection after the replies to the requests before it
 //!   (binary `quit` answers first; the requests after it are not handled).
 //! * `noreply`, the meta `q` flag and binary quiet requests: the backend is asked the
@@ -222,7 +223,10 @@ impl MemcacheForward {
             Kind::Get { first_key } => self.get(&cmd, first_key, reply, up),
             Kind::Broadcast => {
                 let noreply = cmd.quiet == Some(Hide::All);
-                self.broadcast(&cmd.forwarded(), noreply, None, reply, up);
+                self.broadcast(&cmd.forwarded(), noreply, false, None, reply, up);
+            }
+            Kind::StatsOf => {
+                self.broadcast(&cmd.forwarded(), false, true, None, reply, up);
             }
         }
     }
@@ -268,11 +272,14 @@ impl MemcacheForward {
     }
 
     /// `flush_all`/`verbosity` (`bytes`) to every live server, one reply (none for
-    /// `noreply`; a binary response for a binary request).
+    /// `noreply`; a binary response for a binary request); with `stats_group`, a `stats
+    /// <group>` whose replies are merged per server.
+    #[allow(clippy::too_many_arguments)]
     fn broadcast(
         &mut self,
         bytes: &[u8],
         noreply: bool,
+        stats_group: bool,
         binary: Option<Pending>,
         reply: &mut Reply<'_>,
         up: &mut dyn Upstream<Tag>,
@@ -286,7 +293,10 @@ impl MemcacheForward {
             let _ = reply.send(&form.error(UpstreamError::BackendDown));
             return;
         };
-        let mut g = Gather::all_ok(waiter);
+        let mut g = match (stats_group, waiter) {
+            (true, Some(w)) => Gather::stats(w),
+            (_, waiter) => Gather::all_ok(waiter),
+        };
         let id = self.next_id;
         self.next_id += 1;
         let mut complete = false;
@@ -338,7 +348,7 @@ impl MemcacheForward {
                 self.counts.local += 1;
                 let _ = reply.send(&binary::stats(&p, &self.stats(up)));
             }
-            Plan::Broadcast { text, pending } => self.broadcast(&text, false, Some(pending), reply, up),
+            Plan::Broadcast { text, pending } => self.broadcast(&text, false, false, Some(pending), reply, up),
             Plan::Version(p) => {
                 let server = self.any_server(up);
                 let form = p.clone();

@@ -13,6 +13,8 @@ enum Shape {
     Get { keys: Vec<Vec<u8>>, values: Vec<Option<Vec<u8>>> },
     /// Every server answers `OK`.
     AllOk,
+    /// `stats <group>`: each server's reply, in server order (the part's index).
+    Stats { replies: Vec<Option<Vec<u8>>> },
 }
 
 /// A split command waiting for its parts.
@@ -38,6 +40,11 @@ impl<S> Gather<S> {
     /// A broadcast answered on `slot` (`None` for `noreply`).
     pub fn all_ok(slot: Option<S>) -> Gather<S> {
         Gather::new(slot, Shape::AllOk)
+    }
+
+    /// `stats <group>` to every server, answering `slot`.
+    pub fn stats(slot: S) -> Gather<S> {
+        Gather::new(Some(slot), Shape::Stats { replies: Vec::new() })
     }
 
     fn new(slot: Option<S>, shape: Shape) -> Gather<S> {
@@ -92,6 +99,12 @@ impl<S> Gather<S> {
                     return self.failed(part, "sent an unexpected reply");
                 }
             }
+            Shape::Stats { replies } => {
+                if replies.len() < self.parts.len() {
+                    replies.resize(self.parts.len(), None);
+                }
+                replies[part] = Some(reply.to_vec());
+            }
         }
         self.done()
     }
@@ -111,6 +124,7 @@ impl<S> Gather<S> {
                 out
             }
             (None, Shape::AllOk) => b"OK\r\n".to_vec(),
+            (None, Shape::Stats { replies }) => merge_stats(&self.servers, replies),
         };
         (self.slot, bytes)
     }
@@ -153,5 +167,65 @@ mod tests {
         assert!(!g.reply_for(p0, b"OK\r\n"));
         assert!(g.reply_for(p1, b"OK\r\n"));
         assert_eq!(g.finish(), (None, b"OK\r\n".to_vec()));
+    }
+}
+
+/// The servers' replies to one `stats <group>` as one: every `STAT name value` line becomes
+/// `STAT server:name value` (memcached's own groups already nest names with `:`, e.g.
+/// `items:1:number`), other lines (`ITEM`, `PREFIX`, …) are kept, one `END` closes it. A
+/// one-line reply every server gave alike (`RESET`, `OK`) is given once.
+fn merge_stats(servers: &[String], replies: &[Option<Vec<u8>>]) -> Vec<u8> {
+    let all: Vec<&[u8]> = replies.iter().flatten().map(Vec::as_slice).collect();
+    if let Some(first) = all.first() {
+        let one_line = first.ends_with(b"\r\n") && !first[..first.len() - 2].contains(&b'\n');
+        if one_line && *first != b"END\r\n" && all.iter().all(|r| r == first) {
+            return first.to_vec();
+        }
+    }
+    let mut out = Vec::new();
+    for (server, reply) in servers.iter().zip(replies) {
+        let Some(reply) = reply else { continue };
+        for line in reply.split_inclusive(|&b| b == b'\n') {
+            if line == b"END\r\n" || line == b"END\n" {
+                continue;
+            }
+            match line.strip_prefix(b"STAT ") {
+                Some(rest) => {
+                    out.extend_from_slice(b"STAT ");
+                    out.extend_from_slice(server.as_bytes());
+                    out.push(b':');
+                    out.extend_from_slice(rest);
+                }
+                None => out.extend_from_slice(line),
+            }
+        }
+    }
+    out.extend_from_slice(b"END\r\n");
+    out
+}
+
+#[cfg(test)]
+mod stats_tests {
+    use super::*;
+
+    #[test]
+    fn stat_groups_are_merged_with_server_names_and_one_line_replies_given_once() {
+        let servers = vec!["a".to_string(), "b".to_string()];
+        let mut g: Gather<()> = Gather::stats(());
+        assert_eq!(g.add_part(Vec::new(), servers[0].clone()), 0);
+        assert_eq!(g.add_part(Vec::new(), servers[1].clone()), 1);
+        assert!(!g.reply_for(1, b"STAT items:1:number 2\r\nEND\r\n"));
+        assert!(g.reply_for(0, b"STAT items:1:number 5\r\nSTAT items:1:age 9\r\nEND\r\n"));
+        let (_, bytes) = g.finish();
+        assert_eq!(
+            bytes,
+            b"STAT a:items:1:number 5\r\nSTAT a:items:1:age 9\r\nSTAT b:items:1:number 2\r\nEND\r\n".to_vec()
+        );
+        assert_eq!(merge_stats(&servers, &[Some(b"RESET\r\n".to_vec()), Some(b"RESET\r\n".to_vec())]), b"RESET\r\n");
+        assert_eq!(merge_stats(&servers, &[Some(b"END\r\n".to_vec()), Some(b"END\r\n".to_vec())]), b"END\r\n");
+        let mut failed: Gather<()> = Gather::stats(());
+        failed.add_part(Vec::new(), "a".into());
+        assert!(failed.failed(0, "timed out"));
+        assert!(failed.finish().1.starts_with(b"SERVER_ERROR backend a"));
     }
 }
