@@ -378,7 +378,8 @@ impl<P: Port> Transport for StackTransport<P> {
     }
 
     fn idle_wait(&mut self, max: Duration) {
-        let max = if self.engine.port().wakeup_fd().is_some() { max } else { max.min(CLOCK_NAP) };
+        // Without a wakeup descriptor (DPDK) this sleeps by the clock for all of `max`: the
+        // server grows its naps only after a while idle (`nap_after`).
         self.engine.wait_for_frames(max);
     }
 
