@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use smoltcp::socket::tcp;
@@ -14,16 +13,9 @@ use ukcm_mux::stack_psock::StackPsock;
 use ukcm_mux::{Mux, MuxConfig, ReplySlot};
 use ukcm_nic::{FaultConfig, MemPort, PinnedBudget};
 use ukcm_parsers::LengthField;
-use ukcm_stack::{ConnId, TcpOptions};
+use ukcm_stack::TcpOptions;
 
-use common::{check_message, message, Pair};
-
-struct Client {
-    conn: ConnId,
-    out: VecDeque<u8>,
-    inbuf: Vec<u8>,
-    next_expected: u32,
-}
+use common::{message, EchoClient, Pair};
 
 /// What the echo handler does with each request.
 #[derive(Clone, Copy, PartialEq)]
@@ -62,9 +54,7 @@ fn echo(
     };
     b.listen_with(7000, 8, server_tcp).unwrap();
     let to = IpEndpoint::new(IpAddress::Ipv4(pair.addr_b()), 7000);
-    let mut clients: Vec<Client> = (0..conns)
-        .map(|_| Client { conn: a.connect(to).unwrap(), out: VecDeque::new(), inbuf: Vec::new(), next_expected: 0 })
-        .collect();
+    let mut clients: Vec<EchoClient> = (0..conns).map(|_| EchoClient::new(a.connect(to).unwrap())).collect();
     let mut queued = vec![0u32; conns as usize];
     let mut deferred: Vec<(ReplySlot, Vec<u8>)> = Vec::new();
     let mut count = 0u64;
@@ -106,28 +96,7 @@ fn echo(
                 c.out.extend(message(i as u32, queued[i], size(i as u32, queued[i])));
                 queued[i] += 1;
             }
-            while !c.out.is_empty() {
-                let (front, _) = c.out.as_slices();
-                let n = a.send(c.conn, front).unwrap();
-                if n == 0 {
-                    break;
-                }
-                c.out.drain(..n);
-            }
-            loop {
-                let n = a.recv(c.conn, &mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                c.inbuf.extend_from_slice(&buf[..n]);
-            }
-            while c.inbuf.len() >= 4 {
-                let len = u32::from_be_bytes(c.inbuf[..4].try_into().unwrap()) as usize + 4;
-                if c.inbuf.len() < len {
-                    break;
-                }
-                let m: Vec<u8> = c.inbuf.drain(..len).collect();
-                let (tag, seq) = check_message(&m).unwrap_or_else(|e| panic!("payload intact: {e}"));
+            for (tag, seq) in c.exchange(&mut a, &mut buf) {
                 assert_eq!((tag, seq), (i as u32, c.next_expected), "per-connection order");
                 c.next_expected += 1;
             }

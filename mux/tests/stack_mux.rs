@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,22 +13,15 @@ use ukcm_mux::stack_psock::StackPsock;
 use ukcm_mux::{Completion, CompletionStatus, Mux, MuxConfig, PsockId, SocketConfig};
 use ukcm_nic::{FaultConfig, MemPort, PinnedBudget};
 use ukcm_parsers::LengthField;
-use ukcm_stack::{ConnId, Engine, TcpOptions};
+use ukcm_stack::{Engine, TcpOptions};
 
-use common::{check_message, message, Pair};
+use common::{message, EchoClient, Pair};
 
 fn engines(faults: FaultConfig) -> (Engine<MemPort>, Engine<MemPort>, Pair) {
     let tcp = TcpOptions { rx_buf: 256 * 1024, tx_buf: 256 * 1024, ..TcpOptions::default() };
     let pair = Pair { net: 0, faults, seeds: (21, 22), link_capacity: 1024, frames: 8192, tcp };
     let (a, b) = pair.engines();
     (a, b, pair)
-}
-
-struct Client {
-    conn: ConnId,
-    out: VecDeque<u8>,
-    inbuf: Vec<u8>,
-    next_expected: u32,
 }
 
 #[test]
@@ -57,13 +49,8 @@ fn lossy_echo(zero_copy: bool) {
     b.listen_with(7000, 8, server_tcp).unwrap();
     let conns = 4u32;
     let per_conn = 300u32;
-    let mut clients: Vec<Client> = (0..conns)
-        .map(|_| Client {
-            conn: a.connect(IpEndpoint::new(IpAddress::Ipv4(pair.addr_b()), 7000)).unwrap(),
-            out: VecDeque::new(),
-            inbuf: Vec::new(),
-            next_expected: 0,
-        })
+    let mut clients: Vec<EchoClient> = (0..conns)
+        .map(|_| EchoClient::new(a.connect(IpEndpoint::new(IpAddress::Ipv4(pair.addr_b()), 7000)).unwrap()))
         .collect();
     for (i, c) in clients.iter_mut().enumerate() {
         for seq in 0..per_conn {
@@ -107,28 +94,7 @@ fn lossy_echo(zero_copy: bool) {
             if a.info(c.conn).map(|i| i.state) != Ok(tcp::State::Established) {
                 continue;
             }
-            while !c.out.is_empty() {
-                let (front, _) = c.out.as_slices();
-                let n = a.send(c.conn, front).unwrap();
-                if n == 0 {
-                    break;
-                }
-                c.out.drain(..n);
-            }
-            loop {
-                let n = a.recv(c.conn, &mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                c.inbuf.extend_from_slice(&buf[..n]);
-            }
-            while c.inbuf.len() >= 4 {
-                let len = u32::from_be_bytes(c.inbuf[..4].try_into().unwrap()) as usize + 4;
-                if c.inbuf.len() < len {
-                    break;
-                }
-                let m: Vec<u8> = c.inbuf.drain(..len).collect();
-                let (_, seq) = check_message(&m).unwrap_or_else(|e| panic!("payload intact: {e}"));
+            for (_, seq) in c.exchange(&mut a, &mut buf) {
                 assert_eq!(seq, c.next_expected, "per-connection order");
                 c.next_expected += 1;
             }

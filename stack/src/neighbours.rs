@@ -167,20 +167,32 @@ fn neighbour_advert(mac: EthernetAddress, ip: Ipv6Address, our_ip: Ipv6Address, 
         target_addr: ip,
         lladdr: Some(mac.into()),
     });
+    ndisc_frame(mac, our_mac, ip, our_ip, &icmp)
+}
+
+/// An NDP message as a whole Ethernet frame from (`src_mac`, `src`) to (`dst_mac`, `dst`),
+/// hop limit 255 (RFC 4861: from the link).
+fn ndisc_frame(
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+    src: Ipv6Address,
+    dst: Ipv6Address,
+    icmp: &Icmpv6Repr<'_>,
+) -> Vec<u8> {
     let ipr = Ipv6Repr {
-        src_addr: ip,
-        dst_addr: our_ip,
+        src_addr: src,
+        dst_addr: dst,
         next_header: IpProtocol::Icmpv6,
         payload_len: icmp.buffer_len(),
         hop_limit: 255,
     };
-    let eth = EthernetRepr { src_addr: mac, dst_addr: our_mac, ethertype: EthernetProtocol::Ipv6 };
+    let eth = EthernetRepr { src_addr: src_mac, dst_addr: dst_mac, ethertype: EthernetProtocol::Ipv6 };
     let mut buf = vec![0u8; eth.buffer_len() + ipr.buffer_len() + icmp.buffer_len()];
     let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
     eth.emit(&mut f);
     let mut p = Ipv6Packet::new_unchecked(f.payload_mut());
     ipr.emit(&mut p);
-    icmp.emit(&ip, &our_ip, &mut Icmpv6Packet::new_unchecked(p.payload_mut()), &ChecksumCapabilities::default());
+    icmp.emit(&src, &dst, &mut Icmpv6Packet::new_unchecked(p.payload_mut()), &ChecksumCapabilities::default());
     buf
 }
 
@@ -229,25 +241,7 @@ mod tests {
             Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr: target, lladdr: Some(PEER6.mac.into()) });
         let t = target.segments();
         let dst = Ipv6Address::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | (t[6] & 0xff), t[7]);
-        let ipr = Ipv6Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Icmpv6,
-            payload_len: icmp.buffer_len(),
-            hop_limit: 255,
-        };
-        let eth = EthernetRepr {
-            src_addr: PEER6.mac,
-            dst_addr: EthernetAddress([0x33, 0x33, 0xff, 0, 0, 1]),
-            ethertype: EthernetProtocol::Ipv6,
-        };
-        let mut buf = vec![0u8; eth.buffer_len() + ipr.buffer_len() + icmp.buffer_len()];
-        let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
-        eth.emit(&mut f);
-        let mut p = Ipv6Packet::new_unchecked(f.payload_mut());
-        ipr.emit(&mut p);
-        icmp.emit(&src, &dst, &mut Icmpv6Packet::new_unchecked(p.payload_mut()), &ChecksumCapabilities::default());
-        buf
+        ndisc_frame(PEER6.mac, EthernetAddress([0x33, 0x33, 0xff, 0, 0, 1]), src, dst, &icmp)
     }
 
     #[test]

@@ -10,12 +10,10 @@
 
 mod kernel_peer;
 
-use kernel_peer::{
-    engine_config, idle_engine_wakes_for_frames, kernel_clients_to_ukcm_echo, ukcm_clients_to_kernel_echo,
-};
-use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort, Attached};
-use ukcm_nic::testnet::{privileged_or_skip, Family, Link, TestNet, TestNetOptions};
-use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig, Port, PortStats};
+use kernel_peer::{idle_engine_wakes_for_frames, kernel_clients_to_ukcm_echo, ukcm_clients_to_kernel_echo};
+use ukcm_nic::afxdp::{AfXdpPort, Attached};
+use ukcm_nic::testnet::{privileged_or_skip, Family, Link, TestNet};
+use ukcm_nic::{Port, PortStats};
 use ukcm_stack::Engine;
 
 fn afxdp_engine(family: Family) -> (Engine<AfXdpPort>, TestNet, Link) {
@@ -25,15 +23,7 @@ fn afxdp_engine(family: Family) -> (Engine<AfXdpPort>, TestNet, Link) {
 /// An engine on a veth whose two ends have IP MTU `mtu`; the port's pool starts at 2048-byte
 /// frames and must grow them itself when the MTU needs it.
 fn afxdp_engine_mtu(family: Family, mtu: u32) -> (Engine<AfXdpPort>, TestNet, Link) {
-    let net = TestNet::new("stk", &TestNetOptions { mtu, ..TestNetOptions::default() }).unwrap();
-    let link = net.link(family).unwrap();
-    let xcfg = AfXdpConfig {
-        pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 8192 },
-        ring_size: 2048,
-        ..AfXdpConfig::new(&net.host_if, 0)
-    };
-    let port = AfXdpPort::open(&xcfg, &PinnedBudget::unlimited(), HugePolicy::Never).expect("AF_XDP port");
-    (Engine::new(port, engine_config(&net, &link)).expect("engine"), net, link)
+    kernel_peer::afxdp_engine("stk", family, mtu, 8192, 2048)
 }
 
 fn kernel_clients(test: &str, family: Family, conns: usize) {

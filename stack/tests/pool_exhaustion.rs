@@ -11,24 +11,16 @@
 
 mod kernel_peer;
 
-use kernel_peer::{engine_config, kernel_clients_to_ukcm_echo, ukcm_clients_to_kernel_echo};
-use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort};
-use ukcm_nic::testnet::{privileged_or_skip, Family, Link, TestNet, TestNetOptions};
-use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig, PortStats};
+use kernel_peer::{kernel_clients_to_ukcm_echo, ukcm_clients_to_kernel_echo};
+use ukcm_nic::afxdp::AfXdpPort;
+use ukcm_nic::testnet::{privileged_or_skip, Family, Link, TestNet};
+use ukcm_nic::PortStats;
 use ukcm_stack::Engine;
 
 /// An AF_XDP port with a UMEM of 256 frames and rings of 64, the smallest (the tests
 /// elsewhere use 8192 and 2048): the fill ring holds at most 128 frames for the kernel.
 fn small_afxdp() -> (Engine<AfXdpPort>, TestNet, Link) {
-    let net = TestNet::new("exh", &TestNetOptions::default()).unwrap();
-    let link = net.link(Family::V4).unwrap();
-    let xcfg = AfXdpConfig {
-        pool: PoolConfig { frame_size: 2048, headroom: 256, frames: 256 },
-        ring_size: 64,
-        ..AfXdpConfig::new(&net.host_if, 0)
-    };
-    let port = AfXdpPort::open(&xcfg, &PinnedBudget::unlimited(), HugePolicy::Never).expect("AF_XDP port");
-    (Engine::new(port, engine_config(&net, &link)).expect("engine"), net, link)
+    kernel_peer::afxdp_engine("exh", Family::V4, 1500, 256, 64)
 }
 
 /// Some frame went without a buffer or a ring slot, in either direction.

@@ -960,7 +960,7 @@ pub fn header_len_of(spec: &str) -> usize {
 /// DPDK's, and kernel sockets nap 50 µs); worker mode 50 µs, since a worker's reply does
 /// not ring the port.
 fn idle_policy(busy: bool, nap: Duration) -> IdleStrategy {
-    IdleStrategy::Backoff { spins: 32, yields: if busy { u32::MAX } else { IDLE_POLLS_BEFORE_NAP - 32 }, park: nap }
+    IdleStrategy::Backoff { spins: IDLE_SPINS, yields: if busy { u32::MAX } else { IDLE_YIELDS }, park: nap }
 }
 
 /// The longest nap after `idle` consecutive idle polls: 50 µs at first, doubling every 32
@@ -974,8 +974,10 @@ fn nap_after(idle: u32) -> Duration {
     SHORT_NAP.saturating_mul(1 << (naps / 32).min(10))
 }
 
-/// Idle polls (spins and yields) before the first nap ([`idle_policy`]).
-const IDLE_POLLS_BEFORE_NAP: u32 = 32 + 64;
+/// Idle polls that spin, then yield, before the first nap ([`idle_policy`]).
+const IDLE_SPINS: u32 = 32;
+const IDLE_YIELDS: u32 = 64;
+const IDLE_POLLS_BEFORE_NAP: u32 = IDLE_SPINS + IDLE_YIELDS;
 
 /// Longest idle nap of a run-to-completion engine thread (its port wakes it sooner).
 pub const RTC_NAP: Duration = Duration::from_millis(1);

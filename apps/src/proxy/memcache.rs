@@ -274,7 +274,6 @@ impl MemcacheForward {
     /// `flush_all`/`verbosity` (`bytes`) to every live server, one reply (none for
     /// `noreply`; a binary response for a binary request); with `stats_group`, a `stats
     /// <group>` whose replies are merged per server.
-    #[allow(clippy::too_many_arguments)]
     fn broadcast(
         &mut self,
         bytes: &[u8],

@@ -2,9 +2,11 @@
 //! (with seeded faults), and a self-checking message format.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+use std::collections::VecDeque;
+
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use ukcm_nic::{mem_pair, FaultConfig, HugePolicy, MemPairConfig, MemPort, PinnedBudget, PoolConfig};
-use ukcm_stack::{Clock, Engine, EngineConfig, ManualClock, SystemClock, TcpOptions};
+use ukcm_stack::{Clock, ConnId, Engine, EngineConfig, ManualClock, SystemClock, TcpOptions};
 
 /// Two engines, A = 10.8.`net`.1 and B = 10.8.`net`.2, joined by an in-memory pair.
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +130,53 @@ pub fn check_message(m: &[u8]) -> Result<(u32, u32), String> {
         return Err(format!("tag {tag} seq {seq}: checksum mismatch over {} body bytes", m.len() - HEADER));
     }
     Ok((tag, seq))
+}
+
+/// A client connection of an engine that sends framed test messages ([`message`]) and reads
+/// what an echo sends back.
+pub struct EchoClient {
+    pub conn: ConnId,
+    /// Bytes still to send.
+    pub out: VecDeque<u8>,
+    inbuf: Vec<u8>,
+    /// The sequence number of the next echo expected back.
+    pub next_expected: u32,
+}
+
+impl EchoClient {
+    pub fn new(conn: ConnId) -> Self {
+        EchoClient { conn, out: VecDeque::new(), inbuf: Vec::new(), next_expected: 0 }
+    }
+
+    /// Writes what the connection takes of `out` and reads what arrived; returns the
+    /// (tag, seq) of every whole message received, in order, each checked intact.
+    pub fn exchange<P: ukcm_nic::Port>(&mut self, e: &mut Engine<P>, buf: &mut [u8]) -> Vec<(u32, u32)> {
+        while !self.out.is_empty() {
+            let (front, _) = self.out.as_slices();
+            let n = e.send(self.conn, front).unwrap();
+            if n == 0 {
+                break;
+            }
+            self.out.drain(..n);
+        }
+        loop {
+            let n = e.recv(self.conn, buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            self.inbuf.extend_from_slice(&buf[..n]);
+        }
+        let mut got = Vec::new();
+        while self.inbuf.len() >= 4 {
+            let len = u32::from_be_bytes(self.inbuf[..4].try_into().unwrap()) as usize + 4;
+            if self.inbuf.len() < len {
+                break;
+            }
+            let m: Vec<u8> = self.inbuf.drain(..len).collect();
+            got.push(check_message(&m).unwrap_or_else(|e| panic!("payload intact: {e}")));
+        }
+        got
+    }
 }
 
 /// A 4-byte big-endian length prefix and `body` (the thrift framing the kernel tests use).

@@ -15,11 +15,33 @@ use std::time::{Duration, Instant};
 
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
-use ukcm_nic::testnet::{Link, TestNet};
-use ukcm_nic::{Port, PortStats};
+use ukcm_nic::afxdp::{AfXdpConfig, AfXdpPort};
+use ukcm_nic::testnet::{Family, Link, TestNet, TestNetOptions};
+use ukcm_nic::{HugePolicy, PinnedBudget, PoolConfig, Port, PortStats};
 use ukcm_stack::{echo_in_place, ConnId, Engine, EngineConfig, IdleStrategy, TcpOptions};
 
 pub const BYTES: usize = 1 << 20;
+
+/// An engine on an AF_XDP port on the host end of a fresh veth (`tag` names the namespace)
+/// whose ends have IP MTU `mtu`: a UMEM of `frames` frames (2048 bytes at first; the port
+/// grows them when the MTU needs it) and rings of `ring_size`.
+pub fn afxdp_engine(
+    tag: &str,
+    family: Family,
+    mtu: u32,
+    frames: usize,
+    ring_size: u32,
+) -> (Engine<AfXdpPort>, TestNet, Link) {
+    let net = TestNet::new(tag, &TestNetOptions { mtu, ..TestNetOptions::default() }).unwrap();
+    let link = net.link(family).unwrap();
+    let xcfg = AfXdpConfig {
+        pool: PoolConfig { frame_size: 2048, headroom: 256, frames },
+        ring_size,
+        ..AfXdpConfig::new(&net.host_if, 0)
+    };
+    let port = AfXdpPort::open(&xcfg, &PinnedBudget::unlimited(), HugePolicy::Never).expect("AF_XDP port");
+    (Engine::new(port, engine_config(&net, &link)).expect("engine"), net, link)
+}
 
 /// The engine configuration the checks expect: the topology's MAC, ukcm's address of
 /// `link` (only that family), 256 KiB socket buffers, a backoff idle loop (the kernel peer
