@@ -55,6 +55,7 @@ pub struct Request<'a> {
     seq: Option<u64>,
     releases: &'a Arc<SlotReleases>,
     deferred: bool,
+    postponed: bool,
 }
 
 impl<'a> Request<'a> {
@@ -109,6 +110,21 @@ impl<'a> Request<'a> {
         let seq = self.seq.filter(|_| !self.deferred)?;
         self.deferred = true;
         Some(ReplySlot::new(self.origin, seq, Arc::clone(self.releases)))
+    }
+
+    /// Not now: the handler cannot take this request yet (say its upstream's queue is full).
+    /// It stays where it is, at the head of its connection's stream, undelivered; nothing
+    /// after it on that connection is handled this round, and it is offered again on a
+    /// later round (counted in `rx_postponed`). Nothing appended to its reply is sent.
+    /// This is backpressure for run-to-completion handlers: the connection's unread bytes
+    /// pile up in its ring and then the peer's window closes, as for a slow reader. False
+    /// (and nothing changes) once the request was deferred.
+    pub fn postpone(&mut self) -> bool {
+        if self.deferred {
+            return false;
+        }
+        self.postponed = true;
+        true
     }
 
     /// Takes back this request's deferred slot (e.g. the request could not be sent on):
@@ -1049,8 +1065,20 @@ impl<T: PsockIo> Mux<T> {
                 seq,
                 releases: &self.shared.releases,
                 deferred: false,
+                postponed: false,
             };
             handler(&mut req);
+            if req.postponed {
+                // Not delivered after all: back in the stream, its reply position given back.
+                p.rtc_out.truncate(before);
+                if let Some(seq) = seq {
+                    p.order.unassign(seq);
+                }
+                p.held = Some(len);
+                p.stats.rx_postponed += 1;
+                // Not work: the retry waits for whatever frees the handler's downstream.
+                break;
+            }
             let deferred = req.deferred;
             // Bytes a deferring handler wrote in place are not committed.
             let built_in_place = if deferred { 0 } else { req.direct_used };

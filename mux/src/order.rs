@@ -131,6 +131,16 @@ impl<R> ReplyOrder<R> {
         s
     }
 
+    /// Takes back the position [`ReplyOrder::assign`] just gave (its request was not
+    /// delivered after all): false if `seq` is not the last one given.
+    pub(crate) fn unassign(&mut self, seq: u64) -> bool {
+        let last = self.next_seq.checked_sub(1) == Some(seq) && seq >= self.next_out;
+        if last {
+            self.next_seq = seq;
+        }
+        last
+    }
+
     /// Requests delivered and not yet answered or released.
     pub(crate) fn unanswered(&self) -> u64 {
         self.next_seq - self.next_out
@@ -216,6 +226,19 @@ mod tests {
             Outcome::Parked => assert!(slot.is_none()),
         }
         out
+    }
+
+    #[test]
+    fn only_the_last_position_given_can_be_taken_back() {
+        let mut o: ReplyOrder<&'static str> = ReplyOrder::default();
+        let a = o.assign();
+        let b = o.assign();
+        assert!(!o.unassign(a), "not the last one given");
+        assert!(o.unassign(b));
+        assert_eq!(o.unanswered(), 1);
+        assert_eq!(o.assign(), b, "the position is given again");
+        assert_eq!(answer(&mut o, a, Answer::Reply("a")), vec!["a"]);
+        assert!(!o.unassign(a), "already answered");
     }
 
     #[test]

@@ -372,6 +372,20 @@ impl MsgSocket {
         self.enqueue(msg.len(), cookie, Some(dest), None, |b| b.copy_from_slice(msg))
     }
 
+    /// Whether `msgs` more messages of `bytes` bytes in all can be sent now without
+    /// `WouldBlock`: a sender that must not fail half-way (one request split into several
+    /// messages) asks first, and holds its input while the answer is no.
+    pub fn has_room(&mut self, msgs: usize, bytes: usize) -> bool {
+        let free_slots = self.shared.tx.capacity() - self.shared.tx.len();
+        if free_slots < msgs {
+            return false;
+        }
+        if self.tx_ring.free_space().len() < bytes || !self.tx_ring.can_take_view() {
+            self.tx_ring.reclaim();
+        }
+        self.tx_ring.free_space().len() >= bytes && self.tx_ring.views_free() >= msgs
+    }
+
     /// Builds a `len`-byte message in place in pinned memory and sends it.
     pub fn send_with(
         &mut self,

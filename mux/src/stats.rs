@@ -43,6 +43,9 @@ pub struct PsockStats {
     pub tx_slots_released: u64,
     /// Times delineation paused because the unanswered-request limit was reached.
     pub rx_unanswered_stalls: u64,
+    /// Messages a run-to-completion handler postponed ([`crate::Request::postpone`]: its
+    /// own downstream was full), offered again on a later round.
+    pub rx_postponed: u64,
 }
 
 impl PsockStats {
@@ -63,6 +66,7 @@ impl PsockStats {
         self.tx_replies_held += o.tx_replies_held;
         self.tx_slots_released += o.tx_slots_released;
         self.rx_unanswered_stalls += o.rx_unanswered_stalls;
+        self.rx_postponed += o.rx_postponed;
     }
 }
 
@@ -161,7 +165,7 @@ impl fmt::Display for StatsTable {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<28} {:>10} {:>12} {:>10} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>7} {:>7} {:>7}",
+            "{:<28} {:>10} {:>12} {:>10} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>7} {:>7} {:>7} {:>7}",
             "PSOCK",
             "RX-Msgs",
             "RX-Bytes",
@@ -177,13 +181,14 @@ impl fmt::Display for StatsTable {
             "TxCopied",
             "Held",
             "NoRply",
-            "OrdStl"
+            "OrdStl",
+            "Postpn"
         )?;
         for r in &self.psocks {
             let s = &r.stats;
             writeln!(
                 f,
-                "{:<28} {:>10} {:>12} {:>10} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>7} {:>7} {:>7}",
+                "{:<28} {:>10} {:>12} {:>10} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>7} {:>7} {:>7} {:>7}",
                 r.label,
                 s.rx_msgs,
                 s.rx_bytes,
@@ -199,7 +204,8 @@ impl fmt::Display for StatsTable {
                 s.tx_copied_bytes,
                 s.tx_replies_held,
                 s.tx_slots_released,
-                s.rx_unanswered_stalls
+                s.rx_unanswered_stalls,
+                s.rx_postponed
             )?;
         }
         if self.psocks_not_shown > 0 {
@@ -248,6 +254,7 @@ mod tests {
             tx_replies_held: 13,
             tx_slots_released: 14,
             rx_unanswered_stalls: 15,
+            rx_postponed: 16,
         };
         let mut t = one;
         t.fold(&one);
@@ -259,6 +266,7 @@ mod tests {
         assert_eq!(t.tx_replies_held, 26);
         assert_eq!(t.tx_slots_released, 28);
         assert_eq!(t.rx_unanswered_stalls, 30);
+        assert_eq!(t.rx_postponed, 32);
     }
 
     #[test]

@@ -316,6 +316,11 @@ impl ByteRing {
         self.live < self.max_views
     }
 
+    /// How many more views may be handed out now.
+    pub fn views_free(&self) -> usize {
+        self.max_views - self.live
+    }
+
     /// Drops the next `len` unparsed bytes without a view (e.g. after a psock error).
     pub fn discard(&mut self, len: usize) -> Result<(), RingError> {
         let available = (self.head - self.parsed) as usize;

@@ -231,6 +231,9 @@ impl<T: Transport, W: Forward> ForwardApp<T, W> {
     }
 }
 
+/// Bytes a split request may add per fragment (its own command header).
+const FRAGMENT_HEADROOM: usize = 64;
+
 /// The pool as the forwarder sees it for one client request: counts the sends it refuses,
 /// and sends on the client connection's backend connections ([`Pool::send_affine`]).
 struct Counted<'a, T: Transport, C> {
@@ -267,6 +270,13 @@ impl<T: Transport, W: Forward> EngineApp<T> for ForwardApp<T, W> {
 
     fn handle(&mut self, r: &mut Request<'_>) -> Handled {
         let bytes = r.bytes();
+        // Backpressure: while the pool's queue could not take every fragment of this request
+        // (one per backend at most, re-encoded at most twice its size), the request waits in
+        // its client's stream rather than being refused with an error reply.
+        let backends = Upstream::backends(&self.pool);
+        if !self.pool.has_room(backends.max(1), 2 * bytes.len() + FRAGMENT_HEADROOM * backends) && r.postpone() {
+            return Handled::default();
+        }
         let mut sink = EngineSink { req: r, answered: false, close: false };
         self.requests += 1;
         let client = sink.req.origin().index() as u64;

@@ -67,6 +67,11 @@ pub struct PoolConfig {
     pub max_pending: usize,
     /// Each connection's rx ring (bounds one reply).
     pub rx_ring: usize,
+    /// Requests queued in the pool, not yet on a backend connection, at most: a forwarding
+    /// server postpones client requests while the queue is full (backpressure).
+    pub queue: usize,
+    /// Bytes of those queued requests at most (a request is at most this big).
+    pub queue_bytes: usize,
     /// How replies find their requests: `None` in FIFO order per connection (Redis,
     /// memcached text, HTTP/1.1); `Some(id)` by the id a request and its reply share, read
     /// by this function from both (a Thrift seqid, a DNS id, memcached binary's opaque), for
@@ -90,6 +95,8 @@ impl Default for PoolConfig {
             retry_after: Duration::from_secs(2),
             max_pending: 4096,
             rx_ring: 256 * 1024,
+            queue: 4096,
+            queue_bytes: 4 << 20,
             match_id: None,
             setup: None,
         }
@@ -402,7 +409,12 @@ impl<T: Transport, C> Pool<T, C> {
             ));
         }
         let mux_cfg = MuxConfig {
-            socket: SocketConfig { rx_queue: 16, tx_queue: 4096, max_in_flight: 16, tx_ring: 4 << 20 },
+            socket: SocketConfig {
+                rx_queue: 16,
+                tx_queue: cfg.queue,
+                max_in_flight: 16,
+                tx_ring: cfg.queue_bytes.next_multiple_of(4096),
+            },
             max_message: cfg.rx_ring,
             ..MuxConfig::default()
         };
@@ -575,6 +587,14 @@ impl<T: Transport, C> Pool<T, C> {
     /// The pool's mux stats table (one psock per backend connection).
     pub fn stats_table(&self) -> StatsTable {
         self.mux.stats_table()
+    }
+
+    /// Whether `requests` more requests of `bytes` bytes in all can be sent now without
+    /// [`UpstreamError::Busy`] from the pool's own queue (a backend connection at
+    /// `max_pending` may still refuse): a forwarder asks before it splits a client request,
+    /// and postpones the client request while the answer is no.
+    pub fn has_room(&mut self, requests: usize, bytes: usize) -> bool {
+        self.sock.has_room(requests, bytes)
     }
 
     /// Sends `req` (one whole request) to backend `i`, on its connection with the fewest

@@ -385,3 +385,30 @@ fn a_clients_requests_run_in_its_order_on_a_backend_with_several_connections() {
     });
     drop(server.stop().unwrap());
 }
+
+#[test]
+fn requests_wait_for_room_in_a_full_pool_instead_of_failing() {
+    // A pool whose queue holds 4 requests, and 3 clients pipelining 300 each: the forwarding
+    // server postpones what the queue cannot take (the client's bytes wait in its stream)
+    // rather than answering "busy"; every request gets its backend's reply, in order.
+    let b0 = Backend::start(listener(), "b0:", false);
+    let mut pool = pool_config(vec![b0.addr], WATCHDOG);
+    pool.queue = 4;
+    let cfg = ServerConfig { parser: "thrift".into(), model: Model::RunToCompletion, ..ServerConfig::default() };
+    let t = ukcm::KernelTransport::new(listener()).unwrap();
+    let server = Server::forward(move || Ok(t), cfg, pool, Relay::new(key, error_reply)).unwrap();
+    let at = server.local_addr();
+    wait_until("backend connected", || round_trip(at, "warm", 1).iter().all(|(_, r)| !r.starts_with(b"ERR")));
+    std::thread::scope(|sc| {
+        for c in 0..3 {
+            sc.spawn(move || {
+                for (req, reply) in round_trip(at, &format!("c{c}-"), 300) {
+                    assert_eq!(reply, [b"b0:".to_vec(), req].concat(), "client {c}");
+                }
+            });
+        }
+    });
+    let t = server.stop().unwrap();
+    assert!(t.total.rx_postponed > 0, "the queue never filled: the test proves nothing");
+    b0.kill();
+}

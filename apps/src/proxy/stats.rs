@@ -69,7 +69,7 @@ impl PoolFigures {
 }
 
 /// The mux totals worth exporting, by name.
-fn mux_fields(t: &PsockStats) -> [(&'static str, u64); 9] {
+fn mux_fields(t: &PsockStats) -> [(&'static str, u64); 10] {
     [
         ("rx_msgs", t.rx_msgs),
         ("rx_bytes", t.rx_bytes),
@@ -80,6 +80,7 @@ fn mux_fields(t: &PsockStats) -> [(&'static str, u64); 9] {
         ("rx_bad_hdr_len", t.rx_bad_hdr_len),
         ("tx_replies_held", t.tx_replies_held),
         ("rx_unanswered_stalls", t.rx_unanswered_stalls),
+        ("rx_postponed", t.rx_postponed),
     ]
 }
 
