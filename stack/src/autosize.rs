@@ -13,12 +13,18 @@
 //!   never lent before it is whole, so waiting for views never waits for itself.
 //! - tx: a write found the ring full with bytes still to write.
 //!
-//! Memory goes back on the tx side: a tx ring that grew is checked [`SHRINK_AFTER`] later
-//! (and again every [`SHRINK_AFTER`] while it holds bytes) and swapped back to the starting
-//! ring once everything written was acknowledged. An rx ring does not shrink: smoltcp may
-//! not take back window it advertised (RFC 9293 3.8.6: the right edge never moves left, and
-//! `replace_recv_buffer` refuses a ring smaller than the edge), and after a burst the edge is
-//! a whole big ring past RCV.NXT until the peer sends that much again.
+//! Memory goes back when a connection goes quiet: a ring that grew is checked
+//! [`SHRINK_AFTER`] later (and again every [`SHRINK_AFTER`] while it is busy) and swapped
+//! back to the starting ring once it is idle —
+//!
+//! - tx: everything written was acknowledged;
+//! - rx: no segment arrived since the last check and nothing is queued or out of order; a
+//!   ring lent in place also waits until no view of it is alive. smoltcp does not take back
+//!   window it advertised (RFC 9293 3.8.6: the right edge should not move left), so the
+//!   vendored patch's `shrink_recv_buffer` retracts it explicitly — allowed (senders must be
+//!   robust against it; Linux does it under memory pressure), done only on an idle
+//!   connection, and announced with an ACK at once; a segment already on its way past the
+//!   new edge is trimmed and sent again by the peer.
 //!
 //! The maximum still bounds the largest message (a 256 KiB message needs a 256 KiB ring to
 //! arrive whole and in place). A growth the pinned budget cannot cover is counted and
@@ -30,7 +36,7 @@
 /// to spare.
 pub const START_RING: usize = 4096;
 
-/// How long after growing a tx ring is first checked for idleness.
+/// How long after growing a ring is first checked for idleness (and then re-checked).
 pub const SHRINK_AFTER: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(1);
 
 /// Whether `queued` bytes of a `cap`-byte rx ring call for a bigger one.

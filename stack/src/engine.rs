@@ -208,7 +208,8 @@ pub struct EngineStats {
     /// memory could not be mapped.
     pub ring_grow_refused_budget: u64,
     pub ring_grow_refused_memory: u64,
-    /// Tx rings given back (shrunk to the starting ring) after a quiet spell.
+    /// Rx and tx rings given back (shrunk to the starting ring) after a quiet spell.
+    pub rx_ring_shrinks: u64,
     pub tx_ring_shrinks: u64,
     /// Bytes moved from an old ring into the bigger one (held, not yet lent or sent): the
     /// one copy a growth costs, counted.
@@ -243,10 +244,17 @@ struct Live {
     tx_max: usize,
     /// The rx ring came under pressure since it last grew (see `crate::autosize`).
     rx_pressure: bool,
-    /// The tx ring the connection started with (it shrinks back to it when idle).
+    /// The rings the connection started with (they shrink back to them when idle).
+    rx_start: usize,
     tx_start: usize,
-    /// A tx shrink check is scheduled (`Engine::shrink_checks`).
-    shrink_armed: bool,
+    /// A shrink check of each ring is scheduled (`Engine::shrink_checks`).
+    rx_shrink_armed: bool,
+    tx_shrink_armed: bool,
+    /// A segment arrived since the last rx shrink check (the ring is not idle).
+    rx_recent: bool,
+    /// The rx ring is due to shrink but is lent in place: `inplace_sync` shrinks it once
+    /// no view is alive.
+    rx_shrink_due: bool,
     tuple: Option<FourTuple>,
     role: Role,
     state: tcp::State,
@@ -381,7 +389,7 @@ pub struct Engine<P: Port> {
     dirty_scratch: Vec<u32>,
     timers: BinaryHeap<Reverse<(Instant, u32, u64)>>,
     /// When connections whose tx ring grew are checked for idleness: (at, slot, generation).
-    shrink_checks: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    shrink_checks: BinaryHeap<Reverse<(Instant, u32, u32, Side)>>,
     timer_seq: u64,
     ready: Vec<ConnId>,
     events: VecDeque<Event>,
@@ -886,8 +894,18 @@ impl<P: Port> Engine<P> {
         let grew = live.rx_pressure
             && rx.views_outstanding() == 0
             && grow_rx(live, sock, Some(rx), &self.cfg.budget, &mut self.stats);
-        if r.freed > 0 || grew {
+        // A shrink found due while the ring was lent, now that nothing is.
+        let shrunk = !grew
+            && live.rx_shrink_due
+            && !live.rx_recent
+            && sock.recv_queue() == 0
+            && rx.can_move()
+            && shrink_rx(live, sock, Some(rx), &self.cfg.budget, &mut self.stats);
+        if r.freed > 0 || grew || shrunk {
             self.mark_dirty(conn.idx); // window update
+        }
+        if grew {
+            self.arm_rx_shrink(conn.idx);
         }
         Ok(r)
     }
@@ -998,8 +1016,12 @@ impl<P: Port> Engine<P> {
             rx_max,
             tx_max,
             rx_pressure: false,
+            rx_start,
             tx_start,
-            shrink_armed: false,
+            rx_shrink_armed: false,
+            tx_shrink_armed: false,
+            rx_recent: false,
+            rx_shrink_due: false,
             tuple: None,
             role: Role::Active,
             state: tcp::State::Closed,
@@ -1043,12 +1065,50 @@ impl<P: Port> Engine<P> {
         live.tx_charge = charge;
         self.stats.tx_ring_grows += 1;
         self.stats.ring_grow_copied_bytes += queued as u64;
-        if !live.shrink_armed {
-            live.shrink_armed = true;
+        if !live.tx_shrink_armed {
+            live.tx_shrink_armed = true;
             let at = self.clock.now() + autosize::SHRINK_AFTER;
-            self.shrink_checks.push(Reverse((at, conn.idx, conn.gen)));
+            self.shrink_checks.push(Reverse((at, conn.idx, conn.gen, Side::Tx)));
         }
         true
+    }
+
+    /// Schedules an rx shrink check of slot `idx` after its ring grew (once).
+    fn arm_rx_shrink(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if let Some(live) = slot.live.as_mut().filter(|l| !l.rx_shrink_armed) {
+            live.rx_shrink_armed = true;
+            live.rx_recent = false;
+            let at = self.clock.now() + autosize::SHRINK_AFTER;
+            self.shrink_checks.push(Reverse((at, idx, slot.gen, Side::Rx)));
+        }
+    }
+
+    /// A scheduled check of an rx ring that grew: back to the starting ring if nothing
+    /// arrived since the last check and nothing is queued, else checked again later. A
+    /// ring lent in place is only marked due, and shrinks in `inplace_sync` once no view is
+    /// alive (the connection is reported ready so the mux comes by). See
+    /// [`crate::autosize`].
+    fn check_rx_shrink(&mut self, idx: u32, gen: u32, now: Instant) {
+        let Some(slot) = self.slots.get_mut(idx as usize).filter(|s| s.gen == gen) else { return };
+        let Some(live) = slot.live.as_mut().filter(|l| !l.dead) else { return };
+        live.rx_shrink_armed = false;
+        let sock = slot.set.get_mut::<tcp::Socket<'static>>(live.handle);
+        if sock.recv_capacity() <= live.rx_start {
+            return;
+        }
+        let quiet = !std::mem::take(&mut live.rx_recent) && sock.recv_queue() == 0;
+        if quiet && !live.lending && shrink_rx(live, sock, None, &self.cfg.budget, &mut self.stats) {
+            self.mark_dirty(idx); // the ACK that tells the peer
+            return;
+        }
+        live.rx_shrink_due = quiet && live.lending;
+        live.rx_shrink_armed = true;
+        let due = live.rx_shrink_due;
+        self.shrink_checks.push(Reverse((now + autosize::SHRINK_AFTER, idx, gen, Side::Rx)));
+        if due {
+            self.mark_ready(idx);
+        }
     }
 
     /// A scheduled check of a tx ring that grew: back to the starting ring if nothing is
@@ -1056,15 +1116,15 @@ impl<P: Port> Engine<P> {
     fn check_tx_shrink(&mut self, idx: u32, gen: u32, now: Instant) {
         let Some(slot) = self.slots.get_mut(idx as usize).filter(|s| s.gen == gen) else { return };
         let Some(live) = slot.live.as_mut().filter(|l| !l.dead) else { return };
-        live.shrink_armed = false;
+        live.tx_shrink_armed = false;
         let sock = slot.set.get_mut::<tcp::Socket<'static>>(live.handle);
         let cap = sock.send_capacity();
         if cap <= live.tx_start {
             return;
         }
         if sock.send_queue() > 0 {
-            live.shrink_armed = true;
-            self.shrink_checks.push(Reverse((now + autosize::SHRINK_AFTER, idx, gen)));
+            live.tx_shrink_armed = true;
+            self.shrink_checks.push(Reverse((now + autosize::SHRINK_AFTER, idx, gen, Side::Tx)));
             return;
         }
         // A smaller charge always fits where the bigger one was: reserve, then refund.
@@ -1087,8 +1147,10 @@ impl<P: Port> Engine<P> {
         if cap < live.rx_max && autosize::rx_pressure(sock.recv_queue(), cap) {
             live.rx_pressure = true;
         }
+        live.rx_recent = true;
         if live.rx_pressure && !live.lending && grow_rx(live, sock, None, &self.cfg.budget, &mut self.stats) {
             self.mark_dirty(idx); // window update
+            self.arm_rx_shrink(idx);
         }
     }
 
@@ -1319,13 +1381,16 @@ impl<P: Port> Engine<P> {
             }
         }
 
-        // 2b. tx rings that grew and may have gone idle
-        while let Some(Reverse((at, idx, gen))) = self.shrink_checks.peek().copied() {
+        // 2b. rings that grew and may have gone idle
+        while let Some(Reverse((at, idx, gen, side))) = self.shrink_checks.peek().copied() {
             if at > now {
                 break;
             }
             self.shrink_checks.pop();
-            self.check_tx_shrink(idx, gen, now);
+            match side {
+                Side::Rx => self.check_rx_shrink(idx, gen, now),
+                Side::Tx => self.check_tx_shrink(idx, gen, now),
+            }
         }
 
         // 3. egress for connections with work
@@ -1637,7 +1702,7 @@ impl<P: Port> Engine<P> {
         if !self.dirty.is_empty() || !self.rx_retry.is_empty() || self.dev.tx_pending() > 0 {
             return Some(self.clock.now());
         }
-        let shrink = self.shrink_checks.peek().map(|Reverse((t, _, _))| *t);
+        let shrink = self.shrink_checks.peek().map(|Reverse((t, _, _, _))| *t);
         self.timers.peek().map(|Reverse((t, _, _))| *t).into_iter().chain(shrink).min()
     }
 
@@ -1770,6 +1835,66 @@ fn write_bufs(s: &mut tcp::Socket<'_>, bufs: &[&[u8]], mut skip: usize) -> Resul
         total += n;
     }
     Ok(total)
+}
+
+/// Which ring of a connection a shrink check is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Side {
+    Rx,
+    Tx,
+}
+
+/// Gives an idle connection's grown rx ring back: swaps in a ring of the starting size
+/// (`shrink_recv_buffer`, the vendored smoltcp patch, which takes it only while nothing is
+/// queued or out of order, and retracts the window to it), moves the in-place lender `rx`
+/// over (nothing is lent: the caller checked), and gives the big ring back to the pool.
+/// Returns whether it shrank; on refusal everything is as it was.
+#[allow(unsafe_code)]
+fn shrink_rx(
+    live: &mut Live,
+    sock: &mut tcp::Socket<'static>,
+    rx: Option<&mut InPlaceRx>,
+    budget: &Arc<PinnedBudget>,
+    stats: &mut EngineStats,
+) -> bool {
+    // A smaller charge always fits where the bigger one was: reserve, then refund.
+    let Ok(charge) = budget.reserve(live.rx_start as u64) else { return false };
+    match live.storage.take() {
+        Some(old_storage) => {
+            let Ok(mut ring) = rings::take_mirror(live.rx_start) else {
+                live.storage = Some(old_storage);
+                return false;
+            };
+            let old = match sock.shrink_recv_buffer(ring.buf) {
+                Ok(old) => old,
+                Err(buf) => {
+                    rings::give_mirror(MirrorRing { buf, storage: ring.storage });
+                    live.storage = Some(old_storage);
+                    return false;
+                }
+            };
+            if let Some(rx) = rx {
+                // SAFETY: as in `grow_rx`: `ring.storage`'s slice is now `sock`'s rx buffer,
+                // only `inplace_sync` dequeues from a lent ring, and the caller checked
+                // `can_move` (no view of the old ring alive), so the old ring can be reused.
+                unsafe { rx.move_to(&mut ring.storage, sock) }
+                    .expect("the lender moves to the ring just swapped in, with nothing lent");
+            }
+            rings::give_mirror(MirrorRing { buf: old, storage: old_storage });
+            live.storage = Some(ring.storage);
+        }
+        None => {
+            if rings::swap_plain(live.rx_start, |b| sock.shrink_recv_buffer(b)).is_err() {
+                return false;
+            }
+        }
+    }
+    stats.ring_bytes_in_use = stats.ring_bytes_in_use + charge.bytes() - live.rx_charge.bytes();
+    live.rx_charge = charge;
+    live.rx_shrink_due = false;
+    live.rx_pressure = false;
+    stats.rx_ring_shrinks += 1;
+    true
 }
 
 /// Doubles a connection's rx ring (see [`crate::autosize`]): takes a ring of the next size,

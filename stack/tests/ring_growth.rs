@@ -1,7 +1,8 @@
 //! Rings that grow with the traffic (`ukcm_stack::autosize`), at every boundary: a message
 //! exactly the starting ring, one byte over, a ring that wraps when it grows, views alive
 //! while growth is due, the budget running out in the middle of growing, the tx ring (and
-//! its shrinking back once idle), and the per-connection cost figure. Two engines over the
+//! its shrinking back once idle), the rx ring shrinking back once idle (lent in place or
+//! not) and growing again, and the per-connection cost figure. Two engines over the
 //! in-memory pair on a manual clock; the server side lends its rx ring in place
 //! (`InPlaceRx`), as the mux does.
 
@@ -312,4 +313,111 @@ fn idle_connections_cost_the_small_rings_and_active_ones_what_they_grew_to() {
         let i = c.p.a.info(x).unwrap();
         assert_eq!(i.recv_capacity + i.send_capacity, 2 * START_RING);
     }
+}
+
+#[test]
+fn an_idle_rx_ring_lent_in_place_shrinks_back_and_grows_again_for_the_next_burst() {
+    let mut c = connect(PinnedBudget::unlimited());
+    let m = bytes(11, 256 * 1024);
+    c.out.extend_from_slice(&m);
+    let v = c.lend(256 * 1024);
+    assert!(v[..] == m[..]);
+    let big = c.rx_cap();
+    assert!(big >= 256 * 1024);
+    // quiet, but a view is alive: the ring stays (the view points into it)
+    c.p.settle(smoltcp::time::Duration::from_secs(3));
+    c.step();
+    assert_eq!(c.rx_cap(), big, "no shrink under a live view");
+    drop(v);
+    c.step();
+    // quiet with nothing lent: back to the starting ring, the budget refunded
+    c.p.settle(smoltcp::time::Duration::from_secs(3));
+    c.step();
+    assert_eq!(c.rx_cap(), START_RING, "shrunk once idle: {:?}", c.p.b.stats());
+    let s = c.p.b.stats();
+    assert_eq!(s.rx_ring_shrinks, 1);
+    assert_eq!(s.ring_bytes_in_use, (START_RING + c.p.b.info(c.b).unwrap().send_capacity) as u64);
+    // the next burst, queued at A before the ACK that tells of the smaller window reached
+    // it: A sends by the old window, B takes what fits and trims the rest, A sends that
+    // again (its retransmission timer: time must pass) and everything arrives whole, the
+    // ring growing again as it goes
+    let grows = s.rx_ring_grows;
+    let m = bytes(12, 100_000);
+    c.out.extend_from_slice(&m);
+    let mut rounds = 0;
+    while c.rx.unlent().len() < m.len() {
+        c.step();
+        c.p.settle(smoltcp::time::Duration::from_millis(20));
+        rounds += 1;
+        assert!(rounds < 10_000, "the burst never arrived: {:?} {:?}", c.rx, c.p.b.stats());
+    }
+    let v = c.rx.lend(m.len()).unwrap();
+    assert!(v[..] == m[..], "the next burst intact");
+    assert!(c.p.b.stats().rx_ring_grows > grows, "grew again");
+    // a small message on the small ring needs nothing more
+    drop(v);
+    c.step();
+    c.p.settle(smoltcp::time::Duration::from_secs(3));
+    c.step();
+    assert_eq!(c.rx_cap(), START_RING);
+    c.out.extend_from_slice(&bytes(13, 64));
+    let v = c.lend(64);
+    assert_eq!(&v[..], &bytes(13, 64)[..]);
+}
+
+#[test]
+fn a_plain_rx_ring_shrinks_once_idle_and_not_while_traffic_flows() {
+    let mut c = connect(PinnedBudget::unlimited());
+    // B sends 100 KB to A, whose plain rx ring grows; A reads everything
+    let m = bytes(14, 100_000);
+    let mut sent = 0;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let (a, b) = (c.a, c.b);
+    // A reads only once its ring is under pressure, so it grows
+    c.p.drive(1_000_000, |ea, eb| {
+        if sent < m.len() {
+            sent += eb.send(b, &m[sent..]).unwrap();
+        }
+        if ea.info(a).unwrap().recv_capacity > START_RING {
+            while let Ok(k) = ea.recv(a, &mut buf) {
+                if k == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..k]);
+            }
+        }
+        got.len() == m.len()
+    });
+    assert!(got == m);
+    let grown = c.p.a.info(a).unwrap().recv_capacity;
+    assert!(grown > START_RING, "A's ring grew: {:?}", c.p.a.stats());
+    // traffic every half second: not idle, no shrink
+    for i in 0..6 {
+        c.p.settle(smoltcp::time::Duration::from_millis(500));
+        assert_eq!(c.p.b.send(b, &[i; 64]).unwrap(), 64);
+        c.p.drive(100_000, |ea, _| ea.info(a).is_ok_and(|x| x.recv_queue == 64));
+        assert_eq!(c.p.a.recv(a, &mut buf).unwrap(), 64);
+    }
+    assert_eq!(c.p.a.info(a).unwrap().recv_capacity, grown, "busy: kept");
+    assert_eq!(c.p.a.stats().rx_ring_shrinks, 0);
+    c.p.settle(smoltcp::time::Duration::from_secs(3));
+    assert_eq!(c.p.a.info(a).unwrap().recv_capacity, START_RING, "idle: shrunk");
+    assert_eq!(c.p.a.stats().rx_ring_shrinks, 1);
+    // and B's next 100 KB still arrive whole
+    let mut sent = 0;
+    let mut got = Vec::new();
+    c.p.drive(1_000_000, |ea, eb| {
+        if sent < m.len() {
+            sent += eb.send(b, &m[sent..]).unwrap();
+        }
+        while let Ok(k) = ea.recv(a, &mut buf) {
+            if k == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..k]);
+        }
+        got.len() == m.len()
+    });
+    assert!(got == m, "intact after the shrink");
 }

@@ -2,7 +2,8 @@
 //! makes its own namespace and veth and removes them). Every connection exchanges a
 //! message, then all but a few go idle while those few carry 256 KiB messages and a
 //! pipelined stream: every byte comes back intact, no message is lost, and the stats say
-//! what an idle connection pins — checked against the rings it should hold.
+//! what an idle connection pins — checked against the rings it should hold, before the bulk
+//! and again once the bulk connections went quiet and gave their grown rings back.
 //!
 //! Kernel side, in the test's namespace only: a wide ephemeral port range for the clients;
 //! the process's file limit is raised for the 10,000 client sockets (root may). The clients
@@ -221,6 +222,31 @@ fn ten_thousand_kernel_clients_mostly_idle_a_few_bulk_every_byte_checked() {
         s.write_all(&h[BIG / 2..]).unwrap();
         assert!(read_frame(s).unwrap() == h[4..], "bulk connection {c}: the completed message intact");
     }
+    // Quiet again, the bulk connections give their grown rings back (rx: the window
+    // retracted to the small ring, the kernel peer told): every connection is charged its
+    // starting rings once more.
+    let end = Instant::now() + WATCHDOG;
+    loop {
+        let c = server.conn_cost().expect("cost").now;
+        if c.idle_conns == CONNS as u64 && c.per_idle() == expected {
+            break;
+        }
+        assert!(Instant::now() < end, "the bulk connections never shrank back: {c}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And the next 256 KiB message on each arrives whole, the rings growing again.
+    std::thread::scope(|sc| {
+        for (c, s) in conns[..BULK].iter_mut().enumerate() {
+            sc.spawn(move || {
+                let body = pattern(BIG - 4, c, 10);
+                let mut w = s.try_clone().unwrap();
+                let sent = frame(&body);
+                let writer = std::thread::spawn(move || w.write_all(&sent));
+                assert!(read_frame(s).unwrap() == body, "bulk connection {c}: 256 KiB after the shrink intact");
+                writer.join().unwrap().unwrap();
+            });
+        }
+    });
     // The idle ones still answer (one in a hundred, spread over the fleet).
     for (i, s) in conns.iter_mut().enumerate().skip(BULK).step_by(100) {
         let body = hello(i + 1);
@@ -231,7 +257,7 @@ fn ten_thousand_kernel_clients_mostly_idle_a_few_bulk_every_byte_checked() {
     let (t, status) = server.stop_with_status().unwrap();
     eprintln!("{status}");
     assert_eq!(t.mux.psock_attach, CONNS as u64, "every connection was accepted once");
-    assert_eq!(t.total.rx_msgs, (CONNS + BULK * (2 + STREAM_MSGS + 1) + again) as u64, "no message lost");
+    assert_eq!(t.total.rx_msgs, (CONNS + BULK * (2 + STREAM_MSGS + 2) + again) as u64, "no message lost");
     assert_eq!(t.total.tx_msgs, t.total.rx_msgs, "every message answered");
     assert_eq!(t.total.rx_copied_bytes, 0, "zero-copy receive, 256 KiB messages included");
     drop(conns); // resets (SO_LINGER 0)

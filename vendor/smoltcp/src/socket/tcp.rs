@@ -514,6 +514,9 @@ pub struct Socket<'a> {
     /// `remote_last_win` was sent in a SYN, where it is not scaled (ukcm patch): the edge
     /// it advertised is `remote_last_ack + remote_last_win`, not shifted.
     remote_last_win_unscaled: bool,
+    /// The window was retracted by [`Socket::shrink_recv_buffer`] and the peer has not been
+    /// told yet (ukcm patch): the next dispatch sends an ACK with the smaller window.
+    window_retracted: bool,
     /// The remote window size, relative to local_seq_no
     /// I.e. we're allowed to send octets until local_seq_no+remote_win_len
     remote_win_len: usize,
@@ -620,6 +623,7 @@ impl<'a> Socket<'a> {
             remote_win_shift: rx_cap_log2.saturating_sub(16) as u8,
             rx_capacity_max: 0,
             remote_last_win_unscaled: false,
+            window_retracted: false,
             remote_win_scale: None,
             remote_has_sack: false,
             remote_mss: DEFAULT_MSS,
@@ -934,6 +938,7 @@ impl<'a> Socket<'a> {
         self.remote_last_ack = None;
         self.remote_last_win = 0;
         self.remote_last_win_unscaled = false;
+        self.window_retracted = false;
         self.remote_max_win_edge = None;
         self.remote_win_len = 0;
         self.remote_win_scale = None;
@@ -1294,6 +1299,48 @@ impl<'a> Socket<'a> {
         Ok(mem::replace(&mut self.rx_buffer, buffer))
     }
 
+    /// Swaps in a smaller, empty receive buffer while nothing is received and unread, and
+    /// retracts the window to it (ukcm patch): how an idle connection gives back the buffer
+    /// a burst grew. Unlike [`Socket::replace_recv_buffer`] this moves the window's right
+    /// edge left, which RFC 9293 3.8.6 discourages (SHLD-14, a SHOULD NOT) and requires
+    /// senders to survive (MUST be robust against window shrinking); Linux does it under
+    /// memory pressure (`net.ipv4.tcp_shrink_window`). Taken only in ESTABLISHED with no
+    /// octet queued or out of order, so nothing accepted is lost; the window advertised
+    /// from now on (and the acceptance test) is the new buffer's, the furthest edge starts
+    /// again from it, and the next dispatch sends an ACK that tells the peer. Octets the peer
+    /// sent past the new edge before it heard are trimmed and sent again, as for any
+    /// out-of-window data. Refused (the buffer handed back, nothing changed) otherwise, or if
+    /// `buffer` is not empty, not smaller than the current one, or smaller than the window
+    /// scale's granularity.
+    pub fn shrink_recv_buffer(
+        &mut self,
+        buffer: SocketBuffer<'a>,
+    ) -> Result<SocketBuffer<'a>, SocketBuffer<'a>> {
+        let granule = 1usize << self.remote_win_shift;
+        let Some(last_ack) = self.remote_last_ack else {
+            return Err(buffer);
+        };
+        if self.state != State::Established
+            || self.remote_last_win_unscaled
+            || !self.rx_buffer.is_empty()
+            || !self.assembler.is_empty()
+            || !buffer.is_empty()
+            || buffer.capacity() >= self.rx_buffer.capacity()
+            || buffer.capacity() < granule
+        {
+            return Err(buffer);
+        }
+        // The acceptance window is `last_ack + (remote_last_win << shift)` until the next
+        // ACK: make it end inside the new buffer (RCV.NXT + capacity, rounded down).
+        let rcv_nxt = self.remote_seq_no;
+        let room = (rcv_nxt + buffer.capacity()) - last_ack;
+        let win = u16::try_from(room >> self.remote_win_shift).unwrap_or(u16::MAX);
+        self.remote_last_win = win;
+        self.remote_max_win_edge = Some(last_ack + ((win as usize) << self.remote_win_shift));
+        self.window_retracted = true;
+        Ok(mem::replace(&mut self.rx_buffer, buffer))
+    }
+
     /// Consumes the socket and returns its receive and transmit buffers (ukcm patch), so
     /// buffers borrowed from a pool can be given back when a connection ends. Whatever
     /// they hold is left as it is; clear them before reuse.
@@ -1596,6 +1643,7 @@ impl<'a> Socket<'a> {
         reply_repr.window_len = self.scaled_window();
         self.remote_last_win = reply_repr.window_len;
         self.remote_last_win_unscaled = false; // ukcm patch
+        self.window_retracted = false; // ukcm patch
         self.remote_max_win_edge = self.max_win_edge();
 
         // If the remote supports selective acknowledgement, add the option to the outgoing
@@ -2708,6 +2756,9 @@ impl<'a> Socket<'a> {
         } else if self.window_to_update() {
             // If we have window length increase to advertise, do it.
             tcp_trace!("outgoing segment will update window");
+        } else if self.window_retracted {
+            // ukcm patch: tell the peer its window shrank (`shrink_recv_buffer`).
+            tcp_trace!("outgoing segment will advertise a retracted window");
         } else if self.state == State::Closed {
             // If we need to abort the connection, do it.
             tcp_trace!("outgoing segment will abort connection");
@@ -3013,6 +3064,7 @@ impl<'a> Socket<'a> {
         self.remote_last_win = repr.window_len;
         // ukcm patch: a SYN's window is not scaled (RFC 7323 2.2).
         self.remote_last_win_unscaled = repr.control == TcpControl::Syn;
+        self.window_retracted = false;
         self.remote_max_win_edge = self.max_win_edge();
 
         if repr.segment_len() > 0 {
@@ -3059,8 +3111,8 @@ impl<'a> Socket<'a> {
         } else if self.seq_to_transmit(cx) {
             // We have a data or flag packet to transmit.
             PollAt::Now
-        } else if self.window_to_update() {
-            // The receive window has been raised significantly.
+        } else if self.window_to_update() || self.window_retracted {
+            // The receive window has been raised significantly (or retracted: ukcm patch).
             PollAt::Now
         } else {
             let want_ack = self.ack_to_transmit();
@@ -8500,6 +8552,105 @@ mod test {
         let mut data = [0; 11];
         assert_eq!(s.recv_slice(&mut data), Ok(11));
         assert_eq!(&data, b"abcdefghijk");
+    }
+
+    // ukcm patch: an idle connection's receive buffer shrinks (UKCM-PATCH.md, third change).
+
+    #[test]
+    fn test_shrink_recv_buffer_retracts_the_window_and_tells_the_peer() {
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &[7; 40][..],
+                ..SEND_TEMPL
+            }
+        );
+        // octets queued: refused
+        assert!(s.shrink_recv_buffer(SocketBuffer::new(vec![0; 16])).is_err());
+        let mut sink = [0; 40];
+        assert_eq!(s.recv_slice(&mut sink), Ok(40));
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 40),
+                window_len: 64,
+                ..RECV_TEMPL
+            }]
+        );
+        // not smaller, or not empty: refused
+        assert!(s.shrink_recv_buffer(SocketBuffer::new(vec![0; 64])).is_err());
+        let mut full = SocketBuffer::new(vec![0; 16]);
+        full.enqueue_slice(b"x");
+        assert!(s.shrink_recv_buffer(full).is_err());
+        let old = s.shrink_recv_buffer(SocketBuffer::new(vec![0; 16])).unwrap();
+        assert_eq!(old.capacity(), 64);
+        // the peer hears of it at once
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 40),
+                window_len: 16,
+                ..RECV_TEMPL
+            }]
+        );
+        recv_nothing!(s);
+        // a peer that sent by the old window: what fits is taken, the rest trimmed
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 40,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &[9; 20][..],
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.recv_queue(), 16);
+        let mut data = [0; 20];
+        assert_eq!(s.recv_slice(&mut data), Ok(16));
+        assert_eq!(&data[..16], &[9; 16]);
+        // the furthest edge started again from the small buffer: it may grow back at once
+        let small = s.replace_recv_buffer(SocketBuffer::new(vec![0; 64])).unwrap();
+        assert_eq!(small.capacity(), 16);
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 56),
+                window_len: 64,
+                ..RECV_TEMPL
+            }]
+        );
+    }
+
+    #[test]
+    fn test_shrink_recv_buffer_refused_with_octets_out_of_order_or_outside_established() {
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 8,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"late"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                sack_ranges: [None, None, None],
+                ..RECV_TEMPL
+            })
+        );
+        assert!(s.shrink_recv_buffer(SocketBuffer::new(vec![0; 16])).is_err());
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        s.state = State::CloseWait;
+        assert!(s.shrink_recv_buffer(SocketBuffer::new(vec![0; 16])).is_err());
+        assert_eq!(s.recv_capacity(), 64, "nothing changed");
     }
 
     #[test]
