@@ -961,8 +961,13 @@ impl<P: Port> Engine<P> {
                     self.stats.inplace_fallbacks += 1;
                     if self.stats.inplace_fallbacks == 1 {
                         tracing::warn!(
-                            "{}: no in-place rx ring ({call} failed, errno {errno}): connections fall back to ordinary rings, and their received messages are copied once more (inplace_fallbacks, rx_copied_bytes)",
-                            self.port_name
+                            "{}: no in-place rx ring ({call} failed, errno {errno}): connections fall back to ordinary rings, and their received messages are copied once more (inplace_fallbacks, rx_copied_bytes){}",
+                            self.port_name,
+                            if errno == ENOMEM {
+                                "; each in-place ring takes two memory mappings, so the process's map count (vm.max_map_count, 65530 by default) caps them near 30,000: raise it with `sysctl -w vm.max_map_count=262144`"
+                            } else {
+                                ""
+                            }
                         );
                     }
                 }
@@ -1836,6 +1841,9 @@ fn write_bufs(s: &mut tcp::Socket<'_>, bufs: &[&[u8]], mut skip: usize) -> Resul
     }
     Ok(total)
 }
+
+/// errno of a mapping refused for want of memory or of map slots (Linux).
+const ENOMEM: i32 = 12;
 
 /// Which ring of a connection a shrink check is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
