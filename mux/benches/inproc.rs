@@ -6,7 +6,9 @@
 //!
 //! `cargo bench -p ukcm-mux --bench inproc` (UKCM_BENCH_SECS to change the 2 s per case;
 //! UKCM_BENCH_ONLY=mux64|rtc64|rtcip64|raw64 runs one server at 64 B x depth 64, and
-//! rtc4k|rtcip4k at 4 KiB x depth 16, e.g. under a profiler; `ip`: replies built in place).
+//! rtc4k|rtcip4k at 4 KiB x depth 16, e.g. under a profiler; `ip`: replies built in place;
+//! UKCM_BENCH_MSGS=N runs it for N messages instead of a time: instructions per message are
+//! then `(Ir(N2) - Ir(N1)) / (N2 - N1)` under `valgrind --tool=callgrind`).
 
 use std::time::{Duration, Instant};
 
@@ -136,9 +138,12 @@ fn run_with(server: Server, size: usize, depth: usize, secs: f64, idle: usize, o
     let mut buf = vec![0u8; 256 * 1024];
 
     let mut done = 0u64;
-    let mut start: Option<Instant> = None;
-    let warmup = Duration::from_millis(300);
+    // A fixed number of messages instead of a time (no warm-up): for instruction counts
+    // that do not depend on how fast the machine ran.
+    let target: Option<u64> = std::env::var("UKCM_BENCH_MSGS").ok().and_then(|s| s.parse().ok());
     let t0 = Instant::now();
+    let mut start: Option<Instant> = target.map(|_| t0);
+    let warmup = Duration::from_millis(300);
     loop {
         a.poll().unwrap();
         b.poll().unwrap();
@@ -240,6 +245,12 @@ fn run_with(server: Server, size: usize, depth: usize, secs: f64, idle: usize, o
             }
         }
         let now = Instant::now();
+        if let (Some(n), Some(s)) = (target, start) {
+            if done >= n {
+                return done as f64 / (now - s).as_secs_f64();
+            }
+            continue;
+        }
         match start {
             None if now - t0 >= warmup => start = Some(now),
             Some(s) if (now - s).as_secs_f64() >= secs => return done as f64 / (now - s).as_secs_f64(),

@@ -378,7 +378,9 @@ pub struct Engine<P: Port> {
     control: SocketSet<'static>,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
-    by_tuple: HashMap<FourTuple, u32>,
+    /// Keyed by what peers choose (addresses, ports): a hasher seeded per process, so the
+    /// buckets cannot be aimed at, and fast enough for a lookup per frame.
+    by_tuple: HashMap<FourTuple, u32, foldhash::quality::RandomState>,
     listeners: HashMap<u16, Listener>,
     clock: Box<dyn Clock>,
     cfg: EngineConfig,
@@ -509,7 +511,7 @@ impl<P: Port> Engine<P> {
             control: SocketSet::new(Vec::new()),
             slots: Vec::new(),
             free_slots: Vec::new(),
-            by_tuple: HashMap::new(),
+            by_tuple: HashMap::default(),
             listeners: HashMap::new(),
             clock,
             mtu,
