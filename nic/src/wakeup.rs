@@ -10,19 +10,29 @@ use std::time::Duration;
 /// (`ppoll`; `poll` counts in milliseconds). Returns whether it is readable; an interrupted
 /// wait returns `Ok(false)` (callers poll the port either way).
 pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    wait_any_readable(&[fd], timeout)
+}
+
+/// [`wait_readable`] for several descriptors (the port's and a doorbell's, at most 4):
+/// returns whether any of them is readable.
+pub fn wait_any_readable(fds: &[RawFd], timeout: Duration) -> io::Result<bool> {
+    let mut pfds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 4];
+    let n = fds.len().min(pfds.len());
+    for (p, &fd) in pfds.iter_mut().zip(&fds[..n]) {
+        p.fd = fd;
+    }
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
-    // SAFETY: `pfd` is one valid pollfd we own for the duration of the call, `ts` a valid
-    // timespec; a null signal mask leaves the thread's mask unchanged.
-    let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
-    if n < 0 {
+    // SAFETY: `pfds[..n]` are valid pollfds we own for the duration of the call, `ts` a
+    // valid timespec; a null signal mask leaves the thread's mask unchanged.
+    let r = unsafe { libc::ppoll(pfds.as_mut_ptr(), n as libc::nfds_t, &ts, std::ptr::null()) };
+    if r < 0 {
         let e = io::Error::last_os_error();
         return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
     }
-    Ok(n > 0 && pfd.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
+    Ok(r > 0 && pfds[..n].iter().any(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0))
 }
 
 #[cfg(test)]
@@ -51,6 +61,15 @@ mod tests {
         // A 60 s wait that returns readable can only have been woken by the write.
         assert!(wait_readable(b.as_raw_fd(), Duration::from_secs(60)).unwrap());
         drop(t.join().unwrap());
+    }
+
+    #[test]
+    fn any_of_several_descriptors_wakes_the_wait() {
+        let (_a, b) = UnixStream::pair().unwrap();
+        let (mut c, d) = UnixStream::pair().unwrap();
+        assert!(!wait_any_readable(&[b.as_raw_fd(), d.as_raw_fd()], Duration::ZERO).unwrap());
+        c.write_all(b"x").unwrap();
+        assert!(wait_any_readable(&[b.as_raw_fd(), d.as_raw_fd()], Duration::from_secs(60)).unwrap());
     }
 
     #[test]
