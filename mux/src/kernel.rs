@@ -2,18 +2,21 @@
 //! the fair baseline for benchmarks (same mux, same rings, only the TCP differs).
 //!
 //! Received bytes are read by `recv(2)` straight into the psock's pinned, mirror-mapped
-//! ring — the kernel's copy is the only one, as smoltcp's is on the bypass path.
+//! ring — the kernel's copy is the only one, as smoltcp's is on the bypass path. The ring
+//! starts at one page and grows with the traffic ([`crate::kernel_ring`]).
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use ukcm_nic::{kernel_sock, ByteRing, PinnedBudget, RingError, RingView};
+use ukcm_nic::{kernel_sock, PinnedBudget, RingError, RingView};
+use ukcm_stack::autosize::START_RING;
 
+use crate::kernel_ring::{GrowingRing, IdleChecks, KernelRingStats};
 use crate::mux::Mux;
 use crate::psock_io::{Fill, PsockIo};
 
@@ -21,7 +24,7 @@ use crate::psock_io::{Fill, PsockIo};
 #[derive(Debug)]
 pub struct KernelPsock {
     stream: TcpStream,
-    ring: ByteRing,
+    ring: GrowingRing,
     written: u64,
     label: String,
     closed: bool,
@@ -30,14 +33,46 @@ pub struct KernelPsock {
 }
 
 impl KernelPsock {
-    /// Wraps a connected stream (made non-blocking, Nagle off) with an rx ring of
-    /// `ring_bytes` (a multiple of 4096) holding at most `max_views` undelivered messages.
+    /// Wraps a connected stream (made non-blocking, Nagle off) with an rx ring that starts
+    /// at one page ([`START_RING`]) and grows with the traffic up to `ring_bytes` (a
+    /// multiple of 4096: the largest message), lending at most `max_views` undelivered
+    /// messages at once (fewer while the ring is small: one per 64 ring bytes).
     pub fn new(stream: TcpStream, ring_bytes: usize, max_views: usize, budget: &Arc<PinnedBudget>) -> io::Result<Self> {
+        Self::with_start(stream, START_RING, ring_bytes, max_views, budget)
+    }
+
+    /// [`KernelPsock::new`] with a ring that starts at `start_bytes` (a multiple of 4096; 0
+    /// or `ring_bytes` for a fixed ring of `ring_bytes`).
+    pub fn with_start(
+        stream: TcpStream,
+        start_bytes: usize,
+        ring_bytes: usize,
+        max_views: usize,
+        budget: &Arc<PinnedBudget>,
+    ) -> io::Result<Self> {
         stream.set_nonblocking(true)?;
         stream.set_nodelay(true)?;
         let label = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "kernel-tcp".into());
-        let ring = ByteRing::new(ring_bytes, max_views, budget).map_err(io::Error::other)?;
+        let ring = GrowingRing::new(start_bytes, ring_bytes, max_views, budget).map_err(io::Error::other)?;
         Ok(KernelPsock { stream, ring, written: 0, label, closed: false, registered: false })
+    }
+
+    /// Counts this psock's ring growths, shrinks and ring bytes into `stats` (shared by
+    /// many psocks, e.g. all of a server's) instead of its own counters.
+    pub fn count_into(mut self, stats: &Arc<KernelRingStats>) -> Self {
+        self.ring.count_into(stats);
+        self
+    }
+
+    /// The counters of this psock's ring (shared with others after
+    /// [`KernelPsock::count_into`]); keep the handle to read them once the psock is attached.
+    pub fn ring_stats(&self) -> Arc<KernelRingStats> {
+        Arc::clone(self.ring.stats())
+    }
+
+    /// The rx ring's size now (it grows up to [`PsockIo::rx_capacity`]).
+    pub fn ring_capacity(&self) -> usize {
+        self.ring.ring().capacity()
     }
 
     /// The underlying stream.
@@ -55,12 +90,33 @@ impl PsockIo for KernelPsock {
             fill.eof = true;
             return Ok(fill);
         }
+        // A growth's move of the unparsed bytes is a copy beyond the kernel's one: counted.
+        fill.copied_bytes += self.ring.before_fill();
         loop {
-            let space = self.ring.free_space();
-            if space.is_empty() {
-                fill.ring_full = true;
-                return Ok(fill);
+            if self.ring.free_space().is_empty() {
+                // Full: pressure only if more is waiting (a message exactly the ring's size
+                // just fits, and is lent from here without a move).
+                match self.stream.peek(&mut [0u8; 1]) {
+                    Ok(0) => {
+                        fill.eof = true;
+                        return Ok(fill);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.ring.after_fill();
+                        return Ok(fill);
+                    }
+                    Err(e) if e.kind() != io::ErrorKind::Interrupted => return Err(e),
+                    _ => {}
+                }
+                match self.ring.full() {
+                    Some(copied) => fill.copied_bytes += copied,
+                    None => {
+                        fill.ring_full = true;
+                        return Ok(fill);
+                    }
+                }
             }
+            let space = self.ring.free_space();
             match self.stream.read(space) {
                 Ok(0) => {
                     fill.eof = true;
@@ -70,7 +126,10 @@ impl PsockIo for KernelPsock {
                     self.ring.commit(n);
                     fill.new_bytes += n;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(fill),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.ring.after_fill();
+                    return Ok(fill);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
@@ -78,19 +137,19 @@ impl PsockIo for KernelPsock {
     }
 
     fn unparsed(&self) -> &[u8] {
-        self.ring.unparsed()
+        self.ring.ring().unparsed()
     }
 
     fn take_view(&mut self, len: usize) -> Result<RingView, RingError> {
-        self.ring.take_view(len)
+        self.ring.ring_mut().take_view(len)
     }
 
     fn reclaim(&mut self) -> usize {
-        self.ring.reclaim()
+        self.ring.ring_mut().reclaim()
     }
 
     fn discard(&mut self, len: usize) -> Result<(), RingError> {
-        self.ring.discard(len)
+        self.ring.ring_mut().discard(len)
     }
 
     fn write(&mut self, _: &mut (), bytes: &[u8]) -> io::Result<usize> {
@@ -127,11 +186,11 @@ impl PsockIo for KernelPsock {
     }
 
     fn rx_contains(&self, p: *const u8, len: usize) -> bool {
-        self.ring.contains(p, len)
+        self.ring.ring().contains(p, len)
     }
 
     fn rx_capacity(&self) -> usize {
-        self.ring.capacity()
+        self.ring.max()
     }
 
     fn label(&self) -> String {
@@ -150,23 +209,29 @@ impl PsockIo for KernelPsock {
     }
 
     fn views_outstanding(&self) -> usize {
-        self.ring.views_outstanding()
+        self.ring.ring().views_outstanding()
     }
 }
 
 /// Readiness of kernel psocks through epoll (mio): a mux round then visits only the psocks
 /// whose sockets have news, or that have work pending, instead of every attached one (a
-/// `read` system call per idle connection per round).
+/// `read` system call per idle connection per round). It also visits a grown ring's psock
+/// when its idle check is due, so the ring can shrink while no news comes.
 #[derive(Debug)]
 pub struct KernelReadiness {
     poll: Poll,
     events: Events,
+    checks: Arc<IdleChecks>,
 }
 
 impl KernelReadiness {
     /// An epoll set taking up to `events` events per [`KernelReadiness::poll`].
     pub fn new(events: usize) -> io::Result<Self> {
-        Ok(KernelReadiness { poll: Poll::new()?, events: Events::with_capacity(events.max(1)) })
+        Ok(KernelReadiness {
+            poll: Poll::new()?,
+            events: Events::with_capacity(events.max(1)),
+            checks: Arc::new(IdleChecks::default()),
+        })
     }
 
     /// Registers a psock's socket (edge-triggered, readable and writable). Call it before
@@ -179,12 +244,19 @@ impl KernelReadiness {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         psock.registered = true;
+        psock.ring.wake_with(&self.checks, fd as usize);
         Ok(())
     }
 
-    /// Waits up to `timeout` (zero: do not wait; `None`: until news) and marks the psocks
-    /// with news ready in `mux`, for its next round; returns the number of events.
+    /// Waits up to `timeout` (zero: do not wait; `None`: until news), but no later than the
+    /// next idle check of a grown ring, and marks the psocks with news or a due check ready
+    /// in `mux`, for its next round; returns the number of events.
     pub fn poll(&mut self, mux: &mut Mux<KernelPsock>, timeout: Option<Duration>) -> io::Result<usize> {
+        let until_check = self.checks.next().map(|at| at.saturating_duration_since(Instant::now()));
+        let timeout = match (timeout, until_check) {
+            (Some(t), Some(c)) => Some(t.min(c)),
+            (t, c) => t.or(c),
+        };
         match self.poll.poll(&mut self.events, timeout) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
             r => r?,
@@ -193,6 +265,9 @@ impl KernelReadiness {
         for ev in self.events.iter() {
             mux.mark_ready_key(ev.token().0);
             n += 1;
+        }
+        if until_check.is_some() {
+            self.checks.take_due(Instant::now(), |key| mux.mark_ready_key(key));
         }
         Ok(n)
     }

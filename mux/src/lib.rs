@@ -12,7 +12,8 @@
 //! [`MsgSocket`] (application side, `Send`, bounded lock-free queues), generic over a
 //! [`PsockIo`] transport: [`stack_psock::StackPsock`] (connections of the userspace stack's
 //! engine; received messages are views into smoltcp's mirror-mapped rx ring, no copy) and
-//! [`kernel::KernelPsock`] (kernel TCP sockets, the fallback and baseline).
+//! [`kernel::KernelPsock`] (kernel TCP sockets, the fallback and baseline; its rx ring grows
+//! and shrinks with the traffic: [`kernel_ring`]).
 #![forbid(unsafe_code)]
 
 pub mod assembler;
@@ -21,6 +22,7 @@ mod doorbell;
 pub mod error;
 pub mod ids;
 pub mod kernel;
+pub mod kernel_ring;
 pub mod msg;
 pub mod mux;
 pub mod order;

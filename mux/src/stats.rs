@@ -29,7 +29,9 @@ pub struct PsockStats {
     pub rx_bad_hdr_len: u64,
     /// Messages that could not be sent whole on this psock.
     pub tx_aborts: u64,
-    /// Bytes the mux copied while receiving (zero unless a message wrapped an unmirrored ring).
+    /// Bytes copied while receiving beyond the transport's one copy: messages that wrapped
+    /// an unmirrored ring, and over kernel sockets the unparsed bytes a growing rx ring
+    /// moved into its bigger successor (`kernel_ring`).
     pub rx_copied_bytes: u64,
     /// Bytes the mux copied while sending beyond the transport's one allowed copy: over the
     /// userspace stack, every sent byte is copied from the socket's tx ring (or the
