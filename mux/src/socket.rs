@@ -380,10 +380,12 @@ impl MsgSocket {
         if free_slots < msgs {
             return false;
         }
-        if self.tx_ring.free_space().len() < bytes || !self.tx_ring.can_take_view() {
+        let fits = |ring: &mut ByteRing| ring.free_space().len() >= bytes && ring.views_free() >= msgs;
+        if !fits(&mut self.tx_ring) {
+            // Sent messages hold their views until reclaimed: count them back first.
             self.tx_ring.reclaim();
         }
-        self.tx_ring.free_space().len() >= bytes && self.tx_ring.views_free() >= msgs
+        fits(&mut self.tx_ring)
     }
 
     /// Builds a `len`-byte message in place in pinned memory and sends it.

@@ -371,6 +371,32 @@ fn too_big_and_full_sends_are_errors_not_losses() {
     assert_eq!(sock.send(b"c", None), Err(SendError::WouldBlock), "no psock drains the queue: backpressure");
 }
 
+/// `has_room` answers for the whole batch asked about: once the sent messages are on the
+/// wire, room for several messages comes back (their views are counted back first), round
+/// after round, far past the number of view slots.
+#[test]
+fn has_room_comes_back_for_a_batch_once_sent_messages_left() {
+    let mut cfg = small_cfg();
+    cfg.socket.tx_queue = 4;
+    let (mut mux, mut sock, budget) = mux_with(cfg);
+    let (ours, mut peer) = loopback_pair();
+    attach(&mut mux, ours, &budget);
+    let msg = frame(b"x");
+    let mut sent = 0usize;
+    for round in 0..200 {
+        let room = pump(&mut mux, WATCHDOG_SECS, |_| sock.has_room(2, 2 * msg.len()));
+        assert!(room, "round {round}: no room for 2 messages after {sent} sent and drained");
+        sock.send(&msg, None).unwrap();
+        sock.send(&msg, None).unwrap();
+        sent += 2;
+    }
+    pump(&mut mux, 1, |_| false);
+    let mut got = vec![0u8; sent * msg.len()];
+    peer.set_read_timeout(Some(Duration::from_secs(WATCHDOG_SECS))).unwrap();
+    peer.read_exact(&mut got).unwrap();
+    assert!(got.chunks(msg.len()).all(|c| c == msg.as_slice()));
+}
+
 /// 8 threads × 4 psocks sending messages of random sizes at once: every message reaches the
 /// kernel peers whole and unmixed.
 #[test]
