@@ -7,7 +7,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -248,10 +248,30 @@ impl KernelReadiness {
         Ok(())
     }
 
+    /// Registers another descriptor (a listener, a doorbell) readable under `key`, which
+    /// must not be a psock's (psocks' keys are their fds: use one no fd can be, such as
+    /// `usize::MAX - n`). Its events wake [`KernelReadiness::wait`] and come back as `key`.
+    pub fn register_fd(&self, fd: RawFd, key: usize) -> io::Result<()> {
+        self.poll.registry().register(&mut SourceFd(&fd), Token(key), Interest::READABLE)
+    }
+
     /// Waits up to `timeout` (zero: do not wait; `None`: until news), but no later than the
     /// next idle check of a grown ring, and marks the psocks with news or a due check ready
     /// in `mux`, for its next round; returns the number of events.
     pub fn poll(&mut self, mux: &mut Mux<KernelPsock>, timeout: Option<Duration>) -> io::Result<usize> {
+        let mut keys = Vec::new();
+        let n = self.wait(timeout, &mut keys)?;
+        for k in keys {
+            mux.mark_ready_key(k);
+        }
+        Ok(n)
+    }
+
+    /// [`KernelReadiness::poll`] for several muxes (a server's and its upstream pool's):
+    /// appends the keys with news or a due check to `keys`, for the caller to mark in each
+    /// mux (`Mux::mark_ready_key` ignores keys it does not know); returns the number of
+    /// events.
+    pub fn wait(&mut self, timeout: Option<Duration>, keys: &mut Vec<usize>) -> io::Result<usize> {
         let until_check = self.checks.next().map(|at| at.saturating_duration_since(Instant::now()));
         let timeout = match (timeout, until_check) {
             (Some(t), Some(c)) => Some(t.min(c)),
@@ -263,11 +283,11 @@ impl KernelReadiness {
         }
         let mut n = 0;
         for ev in self.events.iter() {
-            mux.mark_ready_key(ev.token().0);
+            keys.push(ev.token().0);
             n += 1;
         }
         if until_check.is_some() {
-            self.checks.take_due(Instant::now(), |key| mux.mark_ready_key(key));
+            self.checks.take_due(Instant::now(), |key| keys.push(key));
         }
         Ok(n)
     }

@@ -28,6 +28,7 @@ use crate::psock_io::PsockIo;
 use crate::socket::{MsgSocket, MuxEvent, MuxShared, SockShared, SocketConfig, TxData, TxReq};
 use crate::stats::{MuxStats, PsockStats, StatsRow, StatsTable};
 use crate::steer::{SockLoad, SteerPolicy, Steering};
+use ukcm_nic::wakeup::Bell as EngineBell;
 
 /// Queued messages of one psock written in one transport call.
 const TX_GATHER: usize = 32;
@@ -277,6 +278,7 @@ impl<T: PsockIo> Mux<T> {
             budget: Arc::clone(budget),
             sock_cfg: cfg.socket,
             releases: Arc::new(SlotReleases::default()),
+            bell: EngineBell::new().map_err(|e| ukcm_nic::RingError::Sys("eventfd", e.raw_os_error().unwrap_or(0)))?,
         });
         let first = shared.new_socket()?;
         let mux = Mux {
@@ -370,6 +372,20 @@ impl<T: PsockIo> Mux<T> {
             let idx = id.index() as u32;
             self.activate(idx);
         }
+    }
+
+    /// The engine thread's idle sleep: `wait` is given a descriptor that polls readable as
+    /// soon as an application thread sends through one of this mux's sockets, and should
+    /// sleep on it along with the port (at most as long as it would nap anyway). Not called
+    /// when a send is already queued. A sleeping engine costs senders one eventfd write;
+    /// an awake one, nothing but a fence.
+    pub fn wait_idle(&self, wait: impl FnOnce(std::os::fd::RawFd)) {
+        let bell = &self.shared.bell;
+        bell.arm();
+        if !self.socks.iter().any(|s| !s.tx.is_empty()) {
+            wait(bell.fd());
+        }
+        bell.disarm();
     }
 
     /// Marks a psock to be visited next round.

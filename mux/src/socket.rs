@@ -24,6 +24,7 @@ use crate::ids::{PsockId, SockId};
 use crate::msg::Msg;
 use crate::order::{ReplySlot, SlotReleases};
 use crate::stats::SockStats;
+use ukcm_nic::wakeup::Bell as EngineBell;
 
 /// Sizes of a socket's queues and tx ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +207,8 @@ pub(crate) struct MuxShared {
     pub(crate) sock_cfg: SocketConfig,
     /// Reply slots dropped unanswered, for the engine.
     pub(crate) releases: Arc<SlotReleases>,
+    /// Wakes the engine thread when a send is queued while it sleeps.
+    pub(crate) bell: EngineBell,
 }
 
 impl MuxShared {
@@ -503,6 +506,7 @@ impl MsgSocket {
         if self.shared.tx.push(req).is_err() {
             return Err(SendError::WouldBlock);
         }
+        self.mux.bell.ring();
         let s = &self.shared.stats;
         bump(&s.tx_msgs, 1);
         bump(&s.tx_bytes, len as u64);

@@ -1,9 +1,11 @@
 //! Sleeping until a port has frames: an idle engine waits on the port's file descriptor
 //! (the AF_XDP socket, the TAP device) instead of sleeping blind, so the first frame after
-//! a quiet spell wakes it at once and an idle engine costs (almost) no CPU.
+//! a quiet spell wakes it at once and an idle engine costs (almost) no CPU; and the
+//! [`Bell`] other threads ring to wake it (a message sent from a worker).
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Blocks until `fd` is readable or `timeout` has passed, with microsecond resolution
@@ -35,11 +37,67 @@ pub fn wait_any_readable(fds: &[RawFd], timeout: Duration) -> io::Result<bool> {
     Ok(r > 0 && pfds[..n].iter().any(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0))
 }
 
+/// A doorbell a sleeping thread waits on with [`wait_any_readable`], rung by other threads
+/// only while it sleeps.
+///
+/// The sleeper announces that it sleeps ([`Bell::arm`]), re-checks for news and only then
+/// waits on [`Bell::fd`] (with its other descriptors); a notifier, after publishing its
+/// news, writes the eventfd only if the sleeper announced a sleep ([`Bell::ring`]), so a
+/// busy sleeper costs notifiers no system call. The SeqCst fences make the
+/// store-then-load handshake sound: either the sleeper sees the news, or the notifier sees
+/// it asleep (or both).
+#[derive(Debug)]
+pub struct Bell {
+    fd: OwnedFd,
+    sleeping: AtomicBool,
+}
+
+impl Bell {
+    /// A bell over a fresh non-blocking eventfd.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: eventfd has no memory arguments; a negative return is an error.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        Ok(Bell { fd: unsafe { OwnedFd::from_raw_fd(fd) }, sleeping: AtomicBool::new(false) })
+    }
+
+    /// The descriptor that polls readable once rung.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The sleeper announces a sleep; it re-checks for news after this and before waiting.
+    pub fn arm(&self) {
+        self.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The sleeper is awake again: no more rings needed, and a pending one is consumed.
+    pub fn disarm(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
+        let mut v = 0u64;
+        // SAFETY: reads 8 bytes into `v`, which is 8 bytes; EAGAIN (not rung) is fine.
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// A notifier, after publishing its news: wakes the sleeper if it announced a sleep.
+    pub fn ring(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
+            let one = 1u64;
+            // SAFETY: writes 8 bytes from `one`; a full counter (EAGAIN) is still readable.
+            let _ = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
     #[test]
@@ -76,5 +134,31 @@ mod tests {
     fn a_bad_descriptor_is_an_error_or_reported_not_readable() {
         // ppoll reports a closed fd as POLLNVAL, which is not readable.
         assert!(!wait_readable(-1, Duration::ZERO).unwrap());
+    }
+
+    #[test]
+    fn a_ring_wakes_only_an_armed_engine_and_disarm_consumes_it() {
+        let b = Bell::new().unwrap();
+        b.ring();
+        assert!(!wait_readable(b.fd(), Duration::ZERO).unwrap(), "not asleep: no system call, nothing to read");
+        b.arm();
+        b.ring();
+        assert!(wait_readable(b.fd(), Duration::from_secs(60)).unwrap(), "asleep: woken");
+        b.disarm();
+        assert!(!wait_readable(b.fd(), Duration::ZERO).unwrap(), "consumed");
+    }
+
+    #[test]
+    fn a_sender_on_another_thread_ends_a_long_sleep() {
+        let b = std::sync::Arc::new(Bell::new().unwrap());
+        b.arm();
+        let s = std::sync::Arc::clone(&b);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            s.ring();
+        });
+        assert!(wait_readable(b.fd(), Duration::from_secs(60)).unwrap());
+        b.disarm();
+        t.join().unwrap();
     }
 }
