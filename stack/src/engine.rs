@@ -221,7 +221,7 @@ pub struct EngineStats {
     /// Entries in the timer heap now (live and superseded).
     pub timer_entries: u64,
     /// Idle sleeps ([`Engine::wait_for_frames`]), and how many of them the port's wakeup
-    /// descriptor ended (a frame arrived) rather than the clock.
+    /// descriptor (a frame arrived) or the caller's doorbell ended rather than the clock.
     pub idle_sleeps: u64,
     pub idle_port_wakeups: u64,
 }
@@ -1752,6 +1752,12 @@ impl<P: Port> Engine<P> {
     /// CPU), by the clock otherwise. Returns at once when work is pending. For idle loops,
     /// after a poll found nothing to do.
     pub fn wait_for_frames(&mut self, max: std::time::Duration) {
+        self.wait_for_frames_or(max, None)
+    }
+
+    /// [`Engine::wait_for_frames`], also ending when `extra` (another thread's doorbell,
+    /// an eventfd) polls readable.
+    pub fn wait_for_frames_or(&mut self, max: std::time::Duration, extra: Option<std::os::fd::RawFd>) {
         // Segments another engine hands us (multi-queue, see crate::strays) do not ring our
         // port: nap briefly then.
         let grouped = self.strays.as_ref().is_some_and(|(share, _)| share.engines() > 1);
@@ -1763,13 +1769,17 @@ impl<P: Port> Engine<P> {
             None => max,
         };
         self.stats.idle_sleeps += 1;
-        match self.dev.port().wakeup_fd() {
-            Some(fd) => {
-                if matches!(ukcm_nic::wakeup::wait_readable(fd, d), Ok(true)) {
-                    self.stats.idle_port_wakeups += 1;
-                }
+        let fds: ([std::os::fd::RawFd; 2], usize) = match (self.dev.port().wakeup_fd(), extra) {
+            (Some(p), Some(e)) => ([p, e], 2),
+            (Some(p), None) => ([p, -1], 1),
+            (None, Some(e)) => ([e, -1], 1),
+            (None, None) => {
+                std::thread::sleep(d);
+                return;
             }
-            None => std::thread::sleep(d),
+        };
+        if matches!(ukcm_nic::wakeup::wait_any_readable(&fds.0[..fds.1], d), Ok(true)) {
+            self.stats.idle_port_wakeups += 1;
         }
     }
 

@@ -954,11 +954,11 @@ pub fn header_len_of(spec: &str) -> usize {
 
 /// The idle policy of the server's threads (one [`IdleStrategy`], as the engine's own
 /// loop): spin a little, yield, then nap, never napping when `busy` (`--busy-poll`).
-/// Workers nap 50 µs by the clock. Engine threads nap on their port through
-/// [`Transport::idle_wait`]: run-to-completion up to [`RTC_NAP`], since only frames and
-/// timers bring it work and the port's descriptor wakes it for frames (a port without one,
-/// DPDK's, and kernel sockets nap 50 µs); worker mode 50 µs, since a worker's reply does
-/// not ring the port.
+/// Workers nap 50 µs by the clock. Engine threads nap up to [`RTC_NAP`] through
+/// [`Transport::idle_wait`], woken at once by what brings them work: frames (the port's
+/// descriptor; DPDK's ports have none and nap by the clock), kernel sockets' news (their
+/// epoll set) and a worker's send (the mux's doorbell, `Mux::wait_idle`); timers end the
+/// nap when due.
 fn idle_policy(busy: bool, nap: Duration) -> IdleStrategy {
     IdleStrategy::Backoff { spins: IDLE_SPINS, yields: if busy { u32::MAX } else { IDLE_YIELDS }, park: nap }
 }
@@ -979,7 +979,7 @@ const IDLE_SPINS: u32 = 32;
 const IDLE_YIELDS: u32 = 64;
 const IDLE_POLLS_BEFORE_NAP: u32 = IDLE_SPINS + IDLE_YIELDS;
 
-/// Longest idle nap of a run-to-completion engine thread (its port wakes it sooner).
+/// Longest idle nap of an engine thread (its port, epoll set or doorbell wakes it sooner).
 pub const RTC_NAP: Duration = Duration::from_millis(1);
 /// Longest idle nap of a thread nothing can wake but the clock.
 const SHORT_NAP: Duration = Duration::from_micros(50);
@@ -1235,10 +1235,13 @@ fn run_engine<T: Transport, A: EngineApp<T>>(
             std::thread::yield_now();
         } else {
             idle = idle.saturating_add(1);
-            match idle_policy(cfg.busy_poll, if rtc { RTC_NAP } else { SHORT_NAP }).step(idle) {
+            match idle_policy(cfg.busy_poll, RTC_NAP).step(idle) {
                 IdleStep::Spin => std::hint::spin_loop(),
                 IdleStep::Yield => std::thread::yield_now(),
-                IdleStep::Sleep(d) => t.idle_wait(d.min(nap_after(idle))),
+                IdleStep::Sleep(d) => {
+                    let d = d.min(nap_after(idle));
+                    mux.wait_idle(|bell| t.idle_wait(d, Some(bell)));
+                }
             }
         }
     };

@@ -9,10 +9,11 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ukcm_mux::kernel::KernelPsock;
+use ukcm_mux::kernel::{KernelPsock, KernelReadiness};
 use ukcm_mux::stack_psock::StackPsock;
 use ukcm_mux::{Mux, PsockIo, Request};
 use ukcm_nic::{PinnedBudget, Port, PortStats};
@@ -22,10 +23,6 @@ use ukcm_stack::{ConnCost, ConnId, Engine, EngineConfig, EngineStats, Event, Tcp
 
 /// A run-to-completion handler: each message in place, with its reply buffer.
 pub type RtcFn<'a> = dyn FnMut(&mut Request<'_>) + 'a;
-
-/// Longest idle nap with nothing to wait on but the clock (kernel sockets, ports without a
-/// wakeup descriptor such as DPDK's): it bounds the latency an idle spell adds.
-const CLOCK_NAP: Duration = Duration::from_micros(50);
 
 /// A source of connections for the echo engine loop.
 pub trait Transport {
@@ -71,9 +68,11 @@ pub trait Transport {
     fn describe(&self) -> String;
 
     /// Waits at most `max` for work, after a round found none (the idle step of the
-    /// engine loop): the stack sleeps on its port's wakeup descriptor and its TCP timers;
-    /// kernel sockets nap by the clock.
-    fn idle_wait(&mut self, max: Duration) {
+    /// engine loop): the stack sleeps on its port's wakeup descriptor and its TCP timers,
+    /// kernel sockets on their epoll set; both also on `bell` (readable once another thread
+    /// queued a send, see `Mux::wait_idle`).
+    fn idle_wait(&mut self, max: Duration, bell: Option<std::os::fd::RawFd>) {
+        let _ = bell;
         std::thread::sleep(max);
     }
 
@@ -113,19 +112,39 @@ impl CostReport {
 }
 
 /// Kernel TCP: a non-blocking listener; connections become [`KernelPsock`]s.
+///
+/// Accepted connections are registered with an epoll set ([`KernelReadiness`]): a mux
+/// round visits only those with news, and an idle engine sleeps on the set (with the
+/// listener, the upstream connections and the mux's doorbell) instead of napping by the
+/// clock.
 #[derive(Debug)]
 pub struct KernelTransport {
     listener: TcpListener,
     local: SocketAddr,
     unit: (),
+    readiness: KernelReadiness,
+    /// Keys with news since the last mux round (psocks' fds, or the wake-only keys below).
+    ready: Vec<usize>,
+    /// The doorbell registered with the set, once.
+    bell: Option<std::os::fd::RawFd>,
 }
+
+/// Wake-only keys in the epoll set (no psock has them: psocks' keys are their fds).
+const LISTENER_KEY: usize = usize::MAX;
+const BELL_KEY: usize = usize::MAX - 1;
+/// Upstream connections: their mux visits them every round, so an event only wakes.
+const UPSTREAM_KEY: usize = usize::MAX - 2;
+/// Pending keys beyond which duplicates are folded.
+const READY_DEDUP_AT: usize = 4096;
 
 impl KernelTransport {
     /// Over a bound listener (made non-blocking here).
     pub fn new(listener: TcpListener) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
-        Ok(KernelTransport { listener, local, unit: () })
+        let readiness = KernelReadiness::new(1024)?;
+        readiness.register_fd(listener.as_raw_fd(), LISTENER_KEY)?;
+        Ok(KernelTransport { listener, local, unit: (), readiness, ready: Vec::new(), bell: None })
     }
 }
 
@@ -155,6 +174,9 @@ impl Transport for KernelTransport {
         match c.peer_addr() {
             Ok(_) => {
                 let s = c.try_clone()?;
+                // Wakes an idle engine when a reply arrives (dropped from the set with the
+                // socket).
+                self.readiness.register_fd(s.as_raw_fd(), UPSTREAM_KEY)?;
                 KernelPsock::new(s.into(), rx_ring, 1024, budget).map(Some)
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(None),
@@ -166,19 +188,37 @@ impl Transport for KernelTransport {
         drop(c);
     }
 
+    /// Collects the epoll set's news for the next mux round (without waiting).
     fn step(&mut self) -> io::Result<bool> {
+        self.readiness.wait(Some(Duration::ZERO), &mut self.ready)?;
+        if self.ready.len() > READY_DEDUP_AT {
+            // Steps without a mux round in between (a pool preconnecting).
+            self.ready.sort_unstable();
+            self.ready.dedup();
+        }
         Ok(false)
     }
 
-    /// Kernel sockets have no single descriptor here: a short nap bounds the latency.
-    fn idle_wait(&mut self, max: Duration) {
-        std::thread::sleep(max.min(CLOCK_NAP));
+    fn idle_wait(&mut self, max: Duration, bell: Option<std::os::fd::RawFd>) {
+        if let Some(fd) = bell {
+            if self.bell != Some(fd) && self.readiness.register_fd(fd, BELL_KEY).is_ok() {
+                self.bell = Some(fd);
+            }
+        }
+        if let Err(e) = self.readiness.wait(Some(max), &mut self.ready) {
+            tracing::debug!("epoll wait: {e}");
+            std::thread::sleep(max);
+        }
     }
 
     fn accept(&mut self, rx_ring: usize, budget: &Arc<PinnedBudget>) -> io::Result<Option<KernelPsock>> {
         loop {
             match self.listener.accept() {
-                Ok((stream, _)) => return KernelPsock::new(stream, rx_ring, 1024, budget).map(Some),
+                Ok((stream, _)) => {
+                    let mut p = KernelPsock::new(stream, rx_ring, 1024, budget)?;
+                    self.readiness.register(&mut p)?;
+                    return Ok(Some(p));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -191,6 +231,11 @@ impl Transport for KernelTransport {
     }
 
     fn poll_mux(&mut self, mux: &mut Mux<KernelPsock>, now: Instant, rtc: Option<&mut RtcFn<'_>>) -> bool {
+        // Keys of another mux's psocks (a server's and its pool's share this set) and the
+        // wake-only keys are ignored by this one; each mux is polled once per round.
+        for k in self.ready.drain(..) {
+            mux.mark_ready_key(k);
+        }
         match rtc {
             Some(h) => mux.poll_requests(&mut (), now, h),
             None => mux.poll_with(&mut (), now),
@@ -377,10 +422,10 @@ impl<P: Port> Transport for StackTransport<P> {
         &mut self.engine
     }
 
-    fn idle_wait(&mut self, max: Duration) {
-        // Without a wakeup descriptor (DPDK) this sleeps by the clock for all of `max`: the
-        // server grows its naps only after a while idle (`nap_after`).
-        self.engine.wait_for_frames(max);
+    fn idle_wait(&mut self, max: Duration, bell: Option<std::os::fd::RawFd>) {
+        // Without a wakeup descriptor (DPDK) this sleeps by the clock, or until `bell`, for
+        // all of `max`: the server grows its naps only after a while idle (`nap_after`).
+        self.engine.wait_for_frames_or(max, bell);
     }
 
     fn poll_mux(&mut self, mux: &mut Mux<StackPsock<P>>, now: Instant, rtc: Option<&mut RtcFn<'_>>) -> bool {
