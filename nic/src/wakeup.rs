@@ -77,7 +77,10 @@ impl Bell {
 
     /// The sleeper is awake again: no more rings needed, and a pending one is consumed.
     pub fn disarm(&self) {
-        self.sleeping.store(false, Ordering::Relaxed);
+        if self.sleeping.swap(false, Ordering::AcqRel) {
+            // Nobody rang (a ringer clears the flag before it writes): nothing to consume.
+            return;
+        }
         let mut v = 0u64;
         // SAFETY: reads 8 bytes into `v`, which is 8 bytes; EAGAIN (not rung) is fine.
         let _ = unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
