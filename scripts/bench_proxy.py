@@ -139,7 +139,13 @@ class Bench:
         self.backends = [7001, 7002]
 
     def spawn(self, cmd, **kw):
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kw)
+        # stderr to a file, never an unread pipe (a full pipe would stall a chatty child);
+        # kept in the run's temporary directory for its exit stats.
+        prog = next((Path(w).name for w in cmd if any(k in w for k in ("redis", "nutcracker", "ukcm"))), "child")
+        log = self.tmp / f"{len(self.children)}-{prog}.err"
+        with open(log, "w") as err:
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True, **kw)
+        p.log = log
         self.children.append(p)
         return p
 
@@ -199,7 +205,7 @@ class Bench:
         port = 22122 if system == "ukcm_kernel" else 22121
         time.sleep(0.2)
         if p.poll() is not None:
-            sys.exit(f"bench-proxy: {system} exited at once: {p.stderr.read()[-2000:]}")
+            sys.exit(f"bench-proxy: {system} exited at once: {p.log.read_text()[-2000:]}")
         self.wait_port(ip, port, True)
         time.sleep(0.5)  # backends connected
         return p, ip, port
@@ -395,7 +401,8 @@ def main():
     if plot:
         (out / "proxy-latency.svg").write_text(plot)
     print(markdown(res))
-    print(f"wrote {out}/proxy-latest.md, proxy-latest.json, proxy-latency.svg")
+    print(f"wrote {out}/proxy-latest.md, proxy-latest.json, proxy-latency.svg; the processes' stderr "
+          f"(the proxies' exit stats) in {b.tmp}")
 
 
 if __name__ == "__main__":

@@ -386,6 +386,8 @@ pub struct Engine<P: Port> {
     cfg: EngineConfig,
     mtu: usize,
     rx_buf: Vec<Frame>,
+    /// Whether the last poll's rx burst came back full (more frames may be waiting).
+    rx_burst_full: bool,
     rx_retry: VecDeque<Frame>,
     dirty: Vec<u32>,
     dirty_scratch: Vec<u32>,
@@ -516,6 +518,7 @@ impl<P: Port> Engine<P> {
             clock,
             mtu,
             rx_buf: Vec::with_capacity(burst),
+            rx_burst_full: false,
             rx_retry: VecDeque::new(),
             dirty: Vec::new(),
             dirty_scratch: Vec::new(),
@@ -595,6 +598,13 @@ impl<P: Port> Engine<P> {
     /// Uses `notes` instead of the process-wide [`DropNotes`] (tests that check the log).
     pub fn set_drop_notes(&mut self, notes: Arc<DropNotes>) {
         self.drop_notes = notes;
+    }
+
+    /// Whether the last [`Engine::poll`] took a full burst of frames from the port, so more
+    /// may be waiting: a caller whose rounds do other work between polls (a mux over many
+    /// connections) polls again first, or the port's rx ring overflows while it works.
+    pub fn rx_burst_was_full(&self) -> bool {
+        self.rx_burst_full
     }
 
     /// Engine counters.
@@ -1337,6 +1347,7 @@ impl<P: Port> Engine<P> {
 
         // 1. ingress, at most max_frames_per_poll frames
         let max = self.cfg.max_frames_per_poll.max(1);
+        self.rx_burst_full = false;
         let mut frames = std::mem::take(&mut self.rx_buf);
         let mut budget = max;
         while budget > 0 {
@@ -1354,6 +1365,7 @@ impl<P: Port> Engine<P> {
                 return Err(e.into());
             }
             self.stats.rx_frames += frames.len() as u64;
+            self.rx_burst_full = frames.len() >= budget;
             let mut it = frames.drain(..);
             for f in it.by_ref() {
                 work = true;

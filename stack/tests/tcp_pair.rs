@@ -366,3 +366,35 @@ fn options_are_applied_per_connection_and_user_timeout_times_out() {
     assert!(p.a.info(c).is_err());
     assert_eq!(p.a.stats().timed_out, 1);
 }
+
+#[test]
+fn a_full_rx_burst_tells_the_caller_that_more_frames_wait() {
+    let mut p = pair();
+    p.b.listen(7, 256).unwrap();
+    // One connection first, so a knows b's MAC and sends the burst at once.
+    let c = p.a.connect(ep4(B4, 7)).unwrap();
+    p.drive(10_000, |a, b| {
+        let _ = b.accept(7);
+        a.info(c).unwrap().state == tcp::State::Established
+    });
+    p.settle(Duration::from_millis(100));
+    let before = p.b.stats().rx_frames;
+    for _ in 0..200 {
+        p.a.connect(ep4(B4, 7)).unwrap();
+    }
+    // All SYNs out while b does not poll.
+    for _ in 0..20 {
+        p.a.poll().unwrap();
+    }
+    let burst = ukcm_stack::EngineConfig::default().max_frames_per_poll;
+    p.b.poll().unwrap();
+    assert!(p.b.rx_burst_was_full(), "{burst} of 200 SYNs taken: more wait");
+    let mut polls = 1;
+    while p.b.rx_burst_was_full() {
+        p.b.poll().unwrap();
+        polls += 1;
+        assert!(polls < 100, "the flag never clears");
+    }
+    assert!(polls >= 200 / burst, "{polls} polls took 200 SYNs at {burst} a poll");
+    assert_eq!(p.b.stats().rx_frames - before, 200);
+}
