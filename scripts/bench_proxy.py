@@ -139,12 +139,12 @@ class Bench:
         self.backends = [7001, 7002]
 
     def spawn(self, cmd, **kw):
-        # stderr to a file, never an unread pipe (a full pipe would stall a chatty child);
-        # kept in the run's temporary directory for its exit stats.
+        # Output to a file, never an unread pipe (a full pipe would stall a chatty child);
+        # kept in the run's temporary directory: the proxies' exit stats (drops by reason).
         prog = next((Path(w).name for w in cmd if any(k in w for k in ("redis", "nutcracker", "ukcm"))), "child")
         log = self.tmp / f"{len(self.children)}-{prog}.err"
         with open(log, "w") as err:
-            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True, **kw)
+            p = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, text=True, **kw)
         p.log = log
         self.children.append(p)
         return p
@@ -401,7 +401,7 @@ def main():
     if plot:
         (out / "proxy-latency.svg").write_text(plot)
     print(markdown(res))
-    print(f"wrote {out}/proxy-latest.md, proxy-latest.json, proxy-latency.svg; the processes' stderr "
+    print(f"wrote {out}/proxy-latest.md, proxy-latest.json, proxy-latency.svg; the processes' output "
           f"(the proxies' exit stats) in {b.tmp}")
 
 
