@@ -385,7 +385,7 @@ impl StatsHandle {
         UpstreamSnapshot::merge(&parts)
     }
 
-    /// The latest transport counters, one line per engine (empty for kernel TCP).
+    /// The latest transport counters, one line per engine.
     pub fn transport_status(&self) -> String {
         let lines: Vec<String> =
             self.published.iter().map(|p| p.lock().status.clone()).filter(|l| !l.is_empty()).collect();
@@ -545,7 +545,7 @@ impl Server {
         self.stats_handle().upstream_stats()
     }
 
-    /// The latest transport counters, one line per engine (empty for kernel TCP).
+    /// The latest transport counters, one line per engine.
     pub fn transport_status(&self) -> String {
         self.stats_handle().transport_status()
     }

@@ -127,6 +127,10 @@ pub struct KernelTransport {
     ready: Vec<usize>,
     /// The doorbell registered with the set, once.
     bell: Option<std::os::fd::RawFd>,
+    /// Idle sleeps, and how many of them news (a connection, the listener, the pool, the
+    /// doorbell) ended rather than the clock.
+    idle_sleeps: u64,
+    idle_news_wakeups: u64,
 }
 
 /// Wake-only keys in the epoll set (no psock has them: psocks' keys are their fds).
@@ -144,7 +148,16 @@ impl KernelTransport {
         let local = listener.local_addr()?;
         let readiness = KernelReadiness::new(1024)?;
         readiness.register_fd(listener.as_raw_fd(), LISTENER_KEY)?;
-        Ok(KernelTransport { listener, local, unit: (), readiness, ready: Vec::new(), bell: None })
+        Ok(KernelTransport {
+            listener,
+            local,
+            unit: (),
+            readiness,
+            ready: Vec::new(),
+            bell: None,
+            idle_sleeps: 0,
+            idle_news_wakeups: 0,
+        })
     }
 }
 
@@ -205,10 +218,19 @@ impl Transport for KernelTransport {
                 self.bell = Some(fd);
             }
         }
-        if let Err(e) = self.readiness.wait(Some(max), &mut self.ready) {
-            tracing::debug!("epoll wait: {e}");
-            std::thread::sleep(max);
+        self.idle_sleeps += 1;
+        match self.readiness.wait(Some(max), &mut self.ready) {
+            Ok(0) => {}
+            Ok(_) => self.idle_news_wakeups += 1,
+            Err(e) => {
+                tracing::debug!("epoll wait: {e}");
+                std::thread::sleep(max);
+            }
         }
+    }
+
+    fn status(&self) -> String {
+        format!("kernel TCP: idle sleeps {}, ended by news {}", self.idle_sleeps, self.idle_news_wakeups)
     }
 
     fn accept(&mut self, rx_ring: usize, budget: &Arc<PinnedBudget>) -> io::Result<Option<KernelPsock>> {

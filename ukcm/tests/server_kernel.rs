@@ -1,6 +1,6 @@
 //! The server API over kernel TCP on loopback (no privileges): replies in request order with
 //! 2 and 4 workers under every steering policy and run to completion, quiet requests that
-//! release their place, a handler closing its connection, and forwarding through an upstream pool (routing, a backend killed
+//! release their place, a handler closing its connection, an idle engine woken by news, and forwarding through an upstream pool (routing, a backend killed
 //! and brought back, a stalled backend timing out, one client's requests kept in order over a
 //! backend's several connections).
 
@@ -69,6 +69,40 @@ fn a_handler_closes_a_connection_after_the_replies_before_its_request() {
     let mut s = TcpStream::connect(w.local_addr()).unwrap();
     s.write_all(&frame(b"x")).unwrap();
     assert_eq!(read_frame(&mut s).unwrap(), b"x");
+}
+
+/// An idle engine over kernel sockets sleeps on its epoll set: a request after a quiet
+/// spell wakes it (counted as a sleep ended by news), in worker mode and run to completion.
+/// Napping by the clock (as it did) would count none.
+#[test]
+fn an_idle_kernel_engine_is_woken_by_news_not_the_clock() {
+    for model in [Model::RunToCompletion, Model::Workers(1)] {
+        let cfg = ServerConfig { parser: "thrift".into(), model, ..ServerConfig::default() };
+        let server = Server::kernel(listener(), cfg, |req: &[u8], reply: &mut Reply<'_>| {
+            let _ = reply.send(req);
+        })
+        .unwrap();
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        s.set_read_timeout(Some(WATCHDOG)).unwrap();
+        for i in 0..20u32 {
+            // Long enough for the engine to spin, yield and fall asleep (1 ms naps at most).
+            std::thread::sleep(Duration::from_millis(20));
+            let m = i.to_be_bytes();
+            s.write_all(&frame(&m)).unwrap();
+            assert_eq!(read_frame(&mut s).unwrap(), m, "{model}");
+        }
+        let (t, status) = server.stop_with_status().unwrap();
+        assert_eq!(t.total.rx_msgs, 20, "{model}");
+        let count = |what: &str| -> u64 {
+            let at = status.find(what).unwrap_or_else(|| panic!("{model}: no {what:?} in {status:?}"));
+            status[at + what.len()..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+        };
+        let (sleeps, by_news) = (count("idle sleeps "), count("ended by news "));
+        assert!(
+            by_news >= 20,
+            "{model}: {by_news} of {sleeps} sleeps ended by news, 20 requests came after quiet spells"
+        );
+    }
 }
 
 #[test]
