@@ -422,7 +422,7 @@ impl<P: Port> Transport for StackTransport<P> {
     }
 
     /// Engine polls until the port's rx burst comes back short (at most
-    /// [`POLLS_PER_STEP`]): a server round visits every connection with news, which takes
+    /// `POLLS_PER_STEP`): a server round visits every connection with news, which takes
     /// long with thousands of them, and one burst per round let the port's rx ring
     /// overflow (10,000 redis-benchmark clients through ukcm-proxy: 114,680 of 273,709
     /// frames dropped as `rx_ring_full`).
