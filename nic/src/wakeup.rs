@@ -5,7 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Blocks until `fd` is readable or `timeout` has passed, with microsecond resolution
@@ -50,6 +50,8 @@ pub fn wait_any_readable(fds: &[RawFd], timeout: Duration) -> io::Result<bool> {
 pub struct Bell {
     fd: OwnedFd,
     sleeping: AtomicBool,
+    /// Rings that took a sleep and whose write was not read yet (the sleeper's own count).
+    owed: AtomicU64,
 }
 
 impl Bell {
@@ -61,7 +63,7 @@ impl Bell {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` was just created and is owned by nobody else.
-        Ok(Bell { fd: unsafe { OwnedFd::from_raw_fd(fd) }, sleeping: AtomicBool::new(false) })
+        Ok(Bell { fd: unsafe { OwnedFd::from_raw_fd(fd) }, sleeping: AtomicBool::new(false), owed: AtomicU64::new(0) })
     }
 
     /// The descriptor that polls readable once rung.
@@ -76,14 +78,25 @@ impl Bell {
     }
 
     /// The sleeper is awake again: no more rings needed, and a pending one is consumed.
+    ///
+    /// A ring that took this sleep (it cleared the flag) writes 1, perhaps only after this
+    /// read: the writes owed are counted and consumed as they land, so a late one cannot
+    /// leave the descriptor readable for ever (a level-triggered sleep on it would then
+    /// never sleep again). Sleeps nobody rang cost no system call.
     pub fn disarm(&self) {
-        if self.sleeping.swap(false, Ordering::AcqRel) {
-            // Nobody rang (a ringer clears the flag before it writes): nothing to consume.
-            return;
+        let mut owed = self.owed.load(Ordering::Relaxed);
+        if !self.sleeping.swap(false, Ordering::AcqRel) {
+            owed += 1;
         }
-        let mut v = 0u64;
-        // SAFETY: reads 8 bytes into `v`, which is 8 bytes; EAGAIN (not rung) is fine.
-        let _ = unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        if owed > 0 {
+            let mut v = 0u64;
+            // SAFETY: reads 8 bytes into `v`, which is 8 bytes; EAGAIN (not landed yet) is fine.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+            if n == 8 {
+                owed = owed.saturating_sub(v);
+            }
+        }
+        self.owed.store(owed, Ordering::Relaxed);
     }
 
     /// A notifier, after publishing its news: wakes the sleeper if it announced a sleep.
@@ -149,6 +162,24 @@ mod tests {
         assert!(wait_readable(b.fd(), Duration::from_secs(60)).unwrap(), "asleep: woken");
         b.disarm();
         assert!(!wait_readable(b.fd(), Duration::ZERO).unwrap(), "consumed");
+    }
+
+    #[test]
+    fn a_ring_whose_write_lands_after_the_wakeup_is_consumed_at_the_next_disarm() {
+        let b = Bell::new().unwrap();
+        b.arm();
+        // The ringer's half before its write: it takes the sleep.
+        assert!(b.sleeping.swap(false, Ordering::AcqRel));
+        b.disarm(); // the write has not landed: owed
+        assert_eq!(b.owed.load(Ordering::Relaxed), 1);
+        // The write lands late.
+        let one = 1u64;
+        // SAFETY: writes the 8 bytes of `one`.
+        assert_eq!(unsafe { libc::write(b.fd(), (&one as *const u64).cast(), 8) }, 8);
+        b.arm();
+        b.disarm(); // nobody rang this sleep, but the owed write is read
+        assert!(!wait_readable(b.fd(), Duration::ZERO).unwrap(), "the late write still polls readable");
+        assert_eq!(b.owed.load(Ordering::Relaxed), 0);
     }
 
     #[test]
