@@ -270,6 +270,9 @@ impl<T> std::fmt::Debug for Mux<T> {
 impl<T: PsockIo> Mux<T> {
     /// A mux and its first message socket (KCM: `socket(AF_KCM, …)`; clone it for more).
     pub fn new(cfg: MuxConfig, budget: &Arc<PinnedBudget>) -> Result<(Self, MsgSocket), ukcm_nic::RingError> {
+        let bell = Arc::new(
+            EngineBell::new().map_err(|e| ukcm_nic::RingError::Sys("eventfd", e.raw_os_error().unwrap_or(0)))?,
+        );
         let shared = Arc::new(MuxShared {
             socks: Mutex::new(Vec::new()),
             socks_gen: Default::default(),
@@ -279,8 +282,8 @@ impl<T: PsockIo> Mux<T> {
             shut: Default::default(),
             budget: Arc::clone(budget),
             sock_cfg: cfg.socket,
-            releases: Arc::new(SlotReleases::default()),
-            bell: EngineBell::new().map_err(|e| ukcm_nic::RingError::Sys("eventfd", e.raw_os_error().unwrap_or(0)))?,
+            releases: Arc::new(SlotReleases { queue: Default::default(), bell: Some(Arc::clone(&bell)) }),
+            bell,
         });
         let first = shared.new_socket()?;
         let mux = Mux {
@@ -377,7 +380,8 @@ impl<T: PsockIo> Mux<T> {
     }
 
     /// The engine thread's idle sleep: `wait` is given a descriptor that polls readable as
-    /// soon as an application thread sends through one of this mux's sockets, and should
+    /// soon as an application thread sends through one of this mux's sockets (or drops a
+    /// reply slot unanswered, which may free parked replies), and should
     /// sleep on it along with the port (at most as long as it would nap anyway). Not called
     /// when a send is already queued. A sleeping engine costs senders one eventfd write;
     /// an awake one, nothing but a fence.

@@ -61,6 +61,10 @@ impl Drop for ReplySlot {
     fn drop(&mut self) {
         if let Some(r) = self.releases.take() {
             r.queue.push((self.origin, self.seq));
+            if let Some(b) = &r.bell {
+                // Replies parked behind this slot may go now: wake a sleeping engine.
+                b.ring();
+            }
         }
     }
 }
@@ -76,6 +80,8 @@ impl fmt::Debug for ReplySlot {
 #[derive(Debug, Default)]
 pub(crate) struct SlotReleases {
     pub(crate) queue: SegQueue<(PsockId, u64)>,
+    /// The engine's doorbell (see `Mux::wait_idle`), rung after each push.
+    pub(crate) bell: Option<Arc<ukcm_nic::wakeup::Bell>>,
 }
 
 /// How a slot was answered.

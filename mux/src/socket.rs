@@ -208,7 +208,7 @@ pub(crate) struct MuxShared {
     /// Reply slots dropped unanswered, for the engine.
     pub(crate) releases: Arc<SlotReleases>,
     /// Wakes the engine thread when a send is queued while it sleeps.
-    pub(crate) bell: EngineBell,
+    pub(crate) bell: Arc<EngineBell>,
 }
 
 impl MuxShared {
