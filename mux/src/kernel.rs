@@ -222,6 +222,8 @@ pub struct KernelReadiness {
     poll: Poll,
     events: Events,
     checks: Arc<IdleChecks>,
+    /// [`KernelReadiness::poll`]'s keys, kept for the allocation.
+    keys: Vec<usize>,
 }
 
 impl KernelReadiness {
@@ -231,6 +233,7 @@ impl KernelReadiness {
             poll: Poll::new()?,
             events: Events::with_capacity(events.max(1)),
             checks: Arc::new(IdleChecks::default()),
+            keys: Vec::new(),
         })
     }
 
@@ -259,12 +262,13 @@ impl KernelReadiness {
     /// next idle check of a grown ring, and marks the psocks with news or a due check ready
     /// in `mux`, for its next round; returns the number of events.
     pub fn poll(&mut self, mux: &mut Mux<KernelPsock>, timeout: Option<Duration>) -> io::Result<usize> {
-        let mut keys = Vec::new();
-        let n = self.wait(timeout, &mut keys)?;
-        for k in keys {
+        let mut keys = std::mem::take(&mut self.keys);
+        let n = self.wait(timeout, &mut keys);
+        for k in keys.drain(..) {
             mux.mark_ready_key(k);
         }
-        Ok(n)
+        self.keys = keys;
+        n
     }
 
     /// [`KernelReadiness::poll`] for several muxes (a server's and its upstream pool's):

@@ -383,12 +383,14 @@ impl<T: PsockIo> Mux<T> {
     /// soon as an application thread sends through one of this mux's sockets (or drops a
     /// reply slot unanswered, which may free parked replies), and should
     /// sleep on it along with the port (at most as long as it would nap anyway). Not called
-    /// when a send is already queued. A sleeping engine costs senders one eventfd write;
+    /// when a send or a released slot is already queued. A sleeping engine costs senders one eventfd write;
     /// an awake one, nothing but a fence.
     pub fn wait_idle(&self, wait: impl FnOnce(std::os::fd::RawFd)) {
         let bell = &self.shared.bell;
         bell.arm();
-        if !self.socks.iter().any(|s| !s.tx.is_empty()) {
+        // News published before the bell was armed rang nobody: look once more.
+        let news = self.socks.iter().any(|s| !s.tx.is_empty()) || !self.shared.releases.queue.is_empty();
+        if !news {
             wait(bell.fd());
         }
         bell.disarm();

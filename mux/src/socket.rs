@@ -434,16 +434,23 @@ impl MsgSocket {
         cookies: Option<&[u32]>,
         dest: Option<PsockId>,
     ) -> Result<usize, SendError> {
+        let mut queued = msgs.len();
         for (i, m) in msgs.iter().enumerate() {
             let cookie = cookies.and_then(|c| c.get(i).copied());
-            match self.enqueue(m.len(), cookie, dest, None, |b| b.copy_from_slice(m)) {
+            match self.queue(m.len(), cookie, dest, None, |b| b.copy_from_slice(m)) {
                 Ok(()) => {}
-                Err(SendError::WouldBlock) => return Ok(i),
-                Err(e) if i == 0 => return Err(e),
-                Err(_) => return Ok(i),
+                Err(e) if i == 0 && !matches!(e, SendError::WouldBlock) => return Err(e),
+                Err(_) => {
+                    queued = i;
+                    break;
+                }
             }
         }
-        Ok(msgs.len())
+        if queued > 0 {
+            // One doorbell check for the whole batch.
+            self.mux.bell.ring();
+        }
+        Ok(queued)
     }
 
     /// Like [`MsgSocket::send`], but waits (spin, yield, park) while there is no room.
@@ -464,7 +471,22 @@ impl MsgSocket {
         }
     }
 
+    /// Queues one message and wakes the engine if it sleeps.
     fn enqueue(
+        &mut self,
+        len: usize,
+        cookie: Option<u32>,
+        dest: Option<PsockId>,
+        slot: Option<u64>,
+        build: impl FnOnce(&mut [u8]),
+    ) -> Result<(), SendError> {
+        self.queue(len, cookie, dest, slot, build)?;
+        self.mux.bell.ring();
+        Ok(())
+    }
+
+    /// Queues one message for the engine (without ringing its doorbell).
+    fn queue(
         &mut self,
         len: usize,
         cookie: Option<u32>,
@@ -506,7 +528,6 @@ impl MsgSocket {
         if self.shared.tx.push(req).is_err() {
             return Err(SendError::WouldBlock);
         }
-        self.mux.bell.ring();
         let s = &self.shared.stats;
         bump(&s.tx_msgs, 1);
         bump(&s.tx_bytes, len as u64);

@@ -1781,16 +1781,17 @@ impl<P: Port> Engine<P> {
             None => max,
         };
         self.stats.idle_sleeps += 1;
-        let fds: ([std::os::fd::RawFd; 2], usize) = match (self.dev.port().wakeup_fd(), extra) {
-            (Some(p), Some(e)) => ([p, e], 2),
-            (Some(p), None) => ([p, -1], 1),
-            (None, Some(e)) => ([e, -1], 1),
-            (None, None) => {
-                std::thread::sleep(d);
-                return;
-            }
-        };
-        if matches!(ukcm_nic::wakeup::wait_any_readable(&fds.0[..fds.1], d), Ok(true)) {
+        let mut fds = [0; 2];
+        let mut n = 0;
+        for fd in [self.dev.port().wakeup_fd(), extra].into_iter().flatten() {
+            fds[n] = fd;
+            n += 1;
+        }
+        if n == 0 {
+            std::thread::sleep(d);
+            return;
+        }
+        if matches!(ukcm_nic::wakeup::wait_any_readable(&fds[..n], d), Ok(true)) {
             self.stats.idle_port_wakeups += 1;
         }
     }
